@@ -1,0 +1,62 @@
+"""Command line: ``python -m helpers <command>`` (also installed as ``tlkit``)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable, Sequence
+
+# command -> (module:function, one-line help). Each function takes the parsed
+# arguments' leftover list and returns an exit code; modules are imported only
+# when their command runs, so `--help` stays fast.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "check": ("helpers.cli:check", "Print settings, device summary and weights-cache status (the setup check)."),
+    "settings": ("helpers.cli:show_settings", "Print every setting, its value and where it came from."),
+    "prepare": ("helpers.prepare:main", "Seed the weights cache and make every course dataset available."),
+    "workshop": ("helpers.workshop:main", "Prepare, check, then launch JupyterLab on notebooks/."),
+    "generate": ("helpers.course:generate_main", "Generate notebooks/ (student versions) from solutions/."),
+    "validate": ("helpers.course:validate_main", "Validate notebooks with nbgrader (fails when a test fails)."),
+    "autograde": ("helpers.course:autograde_main", "Autograde a folder of submissions in the grading profile."),
+    "export": ("helpers.course:export_main", "Export grades to CSV."),
+    "feedback": ("helpers.course:feedback_main", "Generate feedback HTML for graded submissions."),
+}
+
+
+def _resolve(target: str) -> Callable[[Sequence[str]], int]:
+    module_name, function_name = target.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def check(argv: Sequence[str]) -> int:
+    """The setup check: settings, device summary and advice, weights cache."""
+    parser = argparse.ArgumentParser(prog="python -m helpers check", description=COMMANDS["check"][1])
+    parser.parse_args(argv)
+    from helpers import session
+
+    result = session.start(verbose=True)
+    return 0 if all(r.status == "present" for r in result.weights) else 1
+
+
+def show_settings(argv: Sequence[str]) -> int:
+    """Print the resolved settings and their sources."""
+    argparse.ArgumentParser(prog="python -m helpers settings").parse_args(argv)
+    from helpers.settings import load_settings
+
+    print(load_settings().describe())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
+        width = max(map(len, COMMANDS))
+        print("usage: python -m helpers <command> [options]\n\ncommands:")
+        for name, (_, text) in COMMANDS.items():
+            print(f"  {name:<{width}}  {text}")
+        if argv and argv[0] not in {"-h", "--help"}:
+            print(f"\nunknown command {argv[0]!r}", file=sys.stderr)
+            return 2
+        return 0
+    return int(_resolve(COMMANDS[argv[0]][0])(argv[1:]) or 0)
