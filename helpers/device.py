@@ -214,15 +214,12 @@ def setup(settings: Settings | None = None) -> DeviceReport:
             f"device settings not applied ({error}); restart the kernel and run the setup cell first."
         )
 
-    mixed = False
-    if settings.mixed_precision:
-        if chosen:
-            keras.mixed_precision.set_global_policy("mixed_float16")
-            mixed = True
-        else:
-            notes.append("mixed precision asked for but no GPU is used: it would only slow a CPU down; left off.")
-    elif keras.mixed_precision.global_policy().name != "float32":
-        keras.mixed_precision.set_global_policy("float32")
+    mixed = bool(settings.mixed_precision and chosen)
+    if settings.mixed_precision and not chosen:
+        notes.append("mixed precision asked for but no GPU is used: it would only slow a CPU down; left off.")
+    policy = "mixed_float16" if mixed else "float32"
+    if keras.mixed_precision.global_policy().name != policy:
+        keras.mixed_precision.set_global_policy(policy)
 
     _STRATEGY = tf.distribute.MirroredStrategy() if len(chosen) > 1 else tf.distribute.get_strategy()
 
@@ -230,12 +227,12 @@ def setup(settings: Settings | None = None) -> DeviceReport:
     cpus = os.cpu_count() or 1
     if not chosen:
         seconds = expected_seconds_per_1000(settings.backbone, cpus)
-        advice.append(
-            f"on this CPU, {settings.backbone} needs about {seconds:.0f} s per 1000 images "
-            f"(MobileNet: about {expected_seconds_per_1000('mobilenet', cpus):.0f} s)."
-        )
+        advice.append(f"on this CPU, {settings.backbone} needs about {seconds:.0f} s per 1000 images.")
         if settings.backbone not in {"mobilenet", "mobilenet_v2"}:
-            advice.append("no GPU here: KIT_BACKBONE=mobilenet KIT_ALPHA=0.75 keeps every notebook within a few minutes.")
+            advice.append(
+                f"no GPU here: MobileNet needs about {expected_seconds_per_1000('mobilenet', cpus):.0f} s per 1000 "
+                "images; KIT_BACKBONE=mobilenet KIT_ALPHA=0.75 keeps every notebook within a few minutes."
+            )
         if settings.profile == "full":
             advice.append("the full profile is sized for a GPU; use KIT_PROFILE=workshop on a laptop.")
 

@@ -317,6 +317,6 @@ def settings_table_markdown() -> str:
     """The README's settings table, generated from :data:`FIELDS` (a test keeps them in sync)."""
     lines = ["| setting | environment variable | default | what it does |", "|---|---|---|---|"]
     for field in FIELDS:
-        default = "" if field.default is None else str(field.default)
+        default = "(auto)" if field.default is None else str(field.default)
         lines.append(f"| `{field.name}` | `{ENV_PREFIX}{field.name.upper()}` | `{default}` | {field.help} |")
     return "\n".join(lines)

@@ -1,0 +1,436 @@
+"""Feature extraction with a disk cache: images -> one layer's outputs, computed once.
+
+This is the kit's one place for turning images into backbone features (notebook 02
+trains its head on them, notebook 03 feeds them to scikit-learn, notebook 04 compares
+with them). Extraction runs the images through :func:`helpers.pipeline.make_dataset`
+with the backbone's own preprocessing, batch by batch with a progress bar, and keeps
+the rows in the order of the input frame.
+
+The result is cached under ``<cache_dir>/features`` in one ``.npz`` file holding the
+array and its metadata: backbone, alpha, layer, pooling, output shape, image size, a
+fingerprint of the model's weights and one of the input files (paths, sizes,
+modification times). A cached file is reused only when every item matches; otherwise
+the features are recomputed and the file replaced. Files are written to a temporary
+name and renamed, so an interrupted run never leaves a half-written cache behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from helpers import backbones
+from helpers.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
+
+CACHE_SUBDIR = "features"
+# Bump when the file layout or the meaning of a metadata field changes: old files then miss.
+CACHE_FORMAT = 1
+_POOLING_LAYERS = {"features_avg": "avg", "features_max": "max", "features_flat": "flatten"}
+_DTYPES = ("float32", "float16")
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def files_fingerprint(paths: Iterable[str | os.PathLike[str]]) -> str:
+    """A hash of the input files as the cache sees them: order, paths, sizes, modification times.
+
+    Any added, removed, reordered, resized or touched file changes it.
+
+    Args:
+        paths: Image file paths, in extraction order.
+
+    Raises:
+        FileNotFoundError: A file does not exist (names the first few missing ones).
+    """
+    digest = hashlib.sha256()
+    missing = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            missing.append(str(path))
+            continue
+        digest.update(f"{os.fspath(path)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} image file(s) do not exist, for example {missing[:3]}; "
+            "rebuild the dataset frame (or run helpers.scan.scan_images) before extracting features."
+        )
+    return digest.hexdigest()
+
+
+def weights_fingerprint(model: "keras.Model") -> str:
+    """A hash of a model's weights (shapes and values): fine-tuned and random weights differ."""
+    digest = hashlib.blake2b(digest_size=16)
+    for variable in model.weights:
+        value = np.ascontiguousarray(np.asarray(variable.numpy()))
+        digest.update(f"{variable.path}:{value.shape}:{value.dtype}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def describe_extractor(model: "keras.Model") -> dict[str, Any]:
+    """What a feature model computes: its source layer, pooling, input and output shapes.
+
+    Models built by :func:`helpers.backbones.load_feature_extractor` end with a pooling
+    layer named ``features_avg``/``features_max``/``features_flat``; the layer feeding it
+    is the extracted layer. For any other model the output layer is the extracted layer.
+    """
+    last = model.layers[-1]
+    pooling = _POOLING_LAYERS.get(last.name, "none")
+    layer = last.name
+    if pooling != "none":
+        try:
+            layer = last._inbound_nodes[0].input_tensors[0]._keras_history.operation.name
+        except (AttributeError, IndexError):  # pragma: no cover - Keras internals moved
+            layer = model.layers[-2].name
+    return {
+        "model": model.name,
+        "layer": layer,
+        "pooling": pooling,
+        "input_shape": [d for d in model.input_shape[1:]],
+        "output_shape": [d for d in model.output_shape[1:]],
+    }
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def default_layer(settings: Settings | None = None) -> str:
+    """The layer the kit extracts by default: the penultimate one (the Dataiku plugin's layer -2).
+
+    That is the backbone's ``feature_layer`` in its classifier, or the output of its last
+    block (pooled) when the classifier has no separate feature layer, exactly as
+    :func:`helpers.backbones.load_feature_extractor` picks it.
+    """
+    backbone = backbones.get_backbone(settings=settings or load_settings())
+    return backbone.feature_layer or backbone.block_ends[-1]
+
+
+def _pooled_size(shape: Sequence[int | None]) -> int | None:
+    """Features per image after global pooling (4-D maps) or as is (vectors)."""
+    dims = list(shape[1:])
+    if not dims or any(d is None for d in dims[-1:]):
+        return None
+    return int(dims[-1]) if len(dims) == 3 else int(np.prod([d for d in dims if d is not None]))
+
+
+def layer_table(model: "keras.Model", settings: Settings | None = None) -> pd.DataFrame:
+    """The layer picker: candidate layers, last first, with output shapes and feature counts.
+
+    Args:
+        model: The backbone (classifier or base), e.g. from
+            :func:`helpers.backbones.load_classifier`.
+        settings: Course settings, to mark the default layer; loaded when omitted.
+
+    Returns:
+        A DataFrame with ``position`` (-1 is the output layer, -2 the penultimate...),
+        ``layer``, ``type``, ``output shape``, ``features`` (values per image after
+        global pooling of a 4-D map) and ``default`` (True on the layer extracted when
+        no layer is chosen).
+    """
+    default = default_layer(settings)
+    types = {layer.name: type(layer).__name__ for layer in model.layers}
+    rows = []
+    for index, (name, shape) in enumerate(backbones.candidate_layers(model), start=1):
+        rows.append(
+            {
+                "position": -index,
+                "layer": name,
+                "type": types.get(name, ""),
+                "output shape": tuple(shape[1:]),
+                "features": _pooled_size(shape),
+                "default": name == default,
+            }
+        )
+    return pd.DataFrame(rows, columns=["position", "layer", "type", "output shape", "features", "default"])
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def cache_dir(settings: Settings) -> Path:
+    """The folder holding cached features: ``<cache_dir>/features``."""
+    return Path(settings.cache_dir) / CACHE_SUBDIR
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-") or "x"
+
+
+def _cache_path(settings: Settings, meta: dict[str, Any], paths: Sequence[str]) -> Path:
+    """File name: readable parts plus a hash of what identifies *which* features these are.
+
+    Sizes, mtimes and weights are not in the name: when they change, the same file is
+    recomputed and replaced instead of leaving stale files behind.
+    """
+    identity = json.dumps(
+        [meta["backbone"], meta["alpha"], meta["model"], meta["layer"], meta["pooling"], meta["image_size"], meta["dtype"], list(paths)]
+    )
+    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    alpha = f"-a{meta['alpha']}" if meta["alpha"] is not None else ""
+    name = f"{_slug(meta['backbone'])}{alpha}-{_slug(meta['layer'])}-{meta['pooling']}-{meta['image_size']}px-{len(paths)}img-{key}.npz"
+    return cache_dir(settings) / name
+
+
+def _read_cache(path: Path) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """Load a cache file; None when it is absent or unreadable (it is then recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            return data["features"], meta
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as error:
+        warnings.warn(f"feature cache {path.name} is unreadable ({error}); recomputing it.", stacklevel=3)
+        return None
+
+
+def _write_cache(path: Path, features: np.ndarray, meta: dict[str, Any]) -> None:
+    """Write array + metadata to a temporary file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, features=features, meta=np.array(json.dumps(meta, sort_keys=True)))
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def cache_table(settings: Settings) -> pd.DataFrame:
+    """What the feature cache holds: one row per file with its main metadata and size."""
+    rows = []
+    for path in sorted(cache_dir(settings).glob("*.npz")):
+        loaded = _read_cache(path)
+        if loaded is None:
+            continue
+        array, meta = loaded
+        rows.append(
+            {
+                "file": path.name,
+                "backbone": meta.get("backbone"),
+                "alpha": meta.get("alpha"),
+                "layer": meta.get("layer"),
+                "pooling": meta.get("pooling"),
+                "images": meta.get("rows"),
+                "shape": tuple(array.shape[1:]),
+                "dtype": str(array.dtype),
+                "MB": round(path.stat().st_size / 1e6, 2),
+                "seconds to compute": meta.get("seconds"),
+            }
+        )
+    return pd.DataFrame(rows, columns=["file", "backbone", "alpha", "layer", "pooling", "images", "shape", "dtype", "MB", "seconds to compute"])
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def _check_frame(frame: Any) -> list[str]:
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(
+            f"frame must be a pandas DataFrame with a 'path' column, not {type(frame).__name__}; "
+            "build one with helpers.datasets.load_dataset or helpers.sources."
+        )
+    if "path" not in frame.columns:
+        raise ValueError(f"frame has no 'path' column (columns: {list(frame.columns)}); name the image path column 'path'.")
+    paths = [str(p) for p in frame["path"]]
+    if any(not p or p == "nan" for p in paths):
+        raise ValueError("frame has empty paths; drop those rows before extracting features.")
+    return paths
+
+
+def _metadata(model: "keras.Model", settings: Settings, size: int, dtype: str) -> dict[str, Any]:
+    backbone = backbones.get_backbone(settings=settings)
+    described = describe_extractor(model)
+    return {
+        "format": CACHE_FORMAT,
+        "backbone": backbone.key,
+        "alpha": backbone.resolve_alpha(settings.alpha),
+        "preprocessing": backbone.module,
+        "image_size": size,
+        "dtype": dtype,
+        **described,
+        "weights": weights_fingerprint(model),
+    }
+
+
+def _model_input_size(model: "keras.Model", settings: Settings) -> int:
+    """The square input size: the model's own when fixed, else the settings'."""
+    shape = model.input_shape
+    if isinstance(shape, list):
+        raise ValueError("extract_features needs a model with one image input.")
+    height, width = shape[1], shape[2]
+    if height is not None and width is not None:
+        if height != width:
+            raise ValueError(f"the model takes {height}x{width} images; the kit feeds square images.")
+        return int(height)
+    return backbones.input_size(settings)
+
+
+def _compute(
+    model: "keras.Model",
+    paths: list[str],
+    settings: Settings,
+    size: int,
+    batch_size: int,
+    dtype: str,
+    progress: bool,
+) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    from helpers import device, pipeline
+
+    tf = device.import_tensorflow()
+    dataset = pipeline.make_dataset(
+        paths, settings=settings, size=size, batch_size=batch_size, preprocess=True, shuffle=False
+    )
+    # One traced function instead of eager calls per layer: much faster on CPU.
+    predict = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+    output_shape = tuple(model.output_shape[1:])
+    result = np.empty((len(paths), *output_shape), dtype=dtype)
+    done = 0
+    with tqdm(total=len(paths), unit="img", desc=f"features {describe_extractor(model)['layer']}", disable=not progress) as bar:
+        for batch in dataset:
+            images = batch[0] if isinstance(batch, tuple) else batch
+            values = np.asarray(predict(images))
+            result[done : done + len(values)] = values
+            done += len(values)
+            bar.update(len(values))
+    if done != len(paths):
+        raise RuntimeError(f"the image pipeline yielded {done} images for {len(paths)} paths; check the image files.")
+    return result
+
+
+def extract_features(
+    model: "keras.Model",
+    frame: pd.DataFrame,
+    settings: Settings | None = None,
+    *,
+    batch_size: int | None = None,
+    cache: bool = True,
+    progress: bool = True,
+    dtype: str = "float32",
+) -> np.ndarray:
+    """Run every image of ``frame`` through ``model``; rows come back in frame order.
+
+    Images are decoded and resized by :func:`helpers.pipeline.make_dataset` with the
+    backbone's preprocessing (the backbone named by ``settings``); the model is called
+    with ``training=False``. With ``cache=True`` the result is stored under
+    ``<cache_dir>/features`` and reused next time only if the backbone, alpha, layer,
+    pooling, output shape, image size, dtype, the model's weights and the input files
+    (paths, sizes, modification times) all match.
+
+    Args:
+        model: A Keras model from images to features, typically
+            :func:`helpers.backbones.load_feature_extractor`.
+        frame: DataFrame with a ``path`` column (other columns are ignored).
+        settings: Course settings (backbone, cache folder, batch size); loaded when omitted.
+        batch_size: Images per batch; ``settings.batch_size`` by default.
+        cache: Read and write the disk cache.
+        progress: Show a progress bar (and say when the cache was used).
+        dtype: ``"float32"`` or ``"float16"`` (half the disk and memory, for large maps).
+
+    Returns:
+        Array of shape ``(len(frame), *model.output_shape[1:])`` with ``dtype``.
+
+    Raises:
+        TypeError: ``frame`` is not a DataFrame.
+        ValueError: No ``path`` column, empty paths, a bad ``dtype`` or ``batch_size``.
+        FileNotFoundError: An image file does not exist.
+    """
+    settings = settings or load_settings()
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {_DTYPES}, not {dtype!r}.")
+    batch_size = settings.batch_size if batch_size is None else int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}.")
+    paths = _check_frame(frame)
+    output_shape = tuple(model.output_shape[1:])
+    if not paths:
+        return np.empty((0, *output_shape), dtype=dtype)
+    size = _model_input_size(model, settings)
+    meta = _metadata(model, settings, size, dtype)
+    meta["files"] = files_fingerprint(paths)
+    meta["rows"] = len(paths)
+    target = _cache_path(settings, meta, paths)
+
+    if cache:
+        loaded = _read_cache(target)
+        if loaded is not None:
+            array, stored = loaded
+            stored_key = {k: v for k, v in stored.items() if k != "seconds"}
+            if stored_key == meta and array.shape == (len(paths), *output_shape):
+                if progress:
+                    print(f"Features loaded from the cache ({target.name}).")
+                return array
+            if progress:
+                changed = sorted(k for k in meta if stored.get(k) != meta[k])
+                print(f"Cached features are out of date ({', '.join(changed)} changed); recomputing.")
+
+    began = time.perf_counter()
+    array = _compute(model, paths, settings, size, batch_size, dtype, progress)
+    seconds = round(time.perf_counter() - began, 2)
+    if cache:
+        _write_cache(target, array, meta | {"seconds": seconds})
+    if progress:
+        rate = len(paths) / seconds if seconds else float("inf")
+        print(f"Extracted {array.shape} features from {len(paths)} images in {seconds:.1f} s ({rate:.0f} img/s).")
+    return array
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def features_frame(frame: pd.DataFrame, features: np.ndarray) -> pd.DataFrame:
+    """The Dataiku lab's "images, target, features" table: one row per image.
+
+    Args:
+        frame: The frame the features were extracted from (``path``, and ``label`` and
+            ``split`` when present).
+        features: Array with one row per frame row, in the same order.
+
+    Returns:
+        DataFrame with ``path``, ``label`` (when ``frame`` has one), ``split`` (when
+        present) and ``features`` (one 1-D float array per row).
+
+    Raises:
+        ValueError: The row counts differ.
+    """
+    _check_frame(frame)
+    features = np.asarray(features)
+    if features.ndim < 1 or len(features) != len(frame):
+        raise ValueError(
+            f"{len(features)} feature rows for {len(frame)} images; pass the features extracted from this frame."
+        )
+    columns = [c for c in ("path", "label", "split") if c in frame.columns]
+    table = frame[columns].reset_index(drop=True).copy()
+    table["features"] = list(features.reshape(len(features), -1))
+    return table
+
+
+def feature_matrix(table: pd.DataFrame) -> np.ndarray:
+    """Stack the ``features`` column of a :func:`features_frame` back into a 2-D array."""
+    if "features" not in table.columns:
+        raise ValueError("the table has no 'features' column; build it with features_frame().")
+    if len(table) == 0:
+        return np.empty((0, 0), dtype=np.float32)
+    return np.stack(table["features"].to_numpy())
+

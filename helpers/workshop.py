@@ -1,0 +1,61 @@
+"""``python -m helpers workshop``: the one command that opens the workshop.
+
+Prepares the caches (weights and datasets), prints the setup check (settings, device
+summary and advice, cache status), then launches JupyterLab on ``notebooks/``,
+listening on 127.0.0.1 only. Missing weights or data do not stop the launch: the
+table from ``prepare`` says what is missing and how to fix it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def lab_command(port: int, headless: bool, notebook_dir: Path) -> list[str]:
+    """The JupyterLab command line the workshop runs."""
+    command = [
+        sys.executable, "-m", "jupyter", "lab",
+        f"--ServerApp.root_dir={notebook_dir}",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+    ]
+    if headless:
+        command.append("--no-browser")
+    return command
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Prepare, check, launch JupyterLab. Returns JupyterLab's exit code."""
+    parser = argparse.ArgumentParser(prog="python -m helpers workshop", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8888, help="port for JupyterLab (default 8888)")
+    parser.add_argument("--headless", action="store_true", help="do not open a browser (servers, CI)")
+    parser.add_argument("--offline", action="store_true", help="never download; use caches and mirrors only")
+    parser.add_argument("--no-lab", action="store_true", help="prepare and check only")
+    args = parser.parse_args(list(argv or []))
+
+    from helpers import prepare, session
+
+    print("== Preparing weights and datasets")
+    prepare.main(["--offline"] if args.offline else [])
+    print("\n== Setup check")
+    session.start(verbose=True)
+    if args.no_lab:
+        return 0
+    notebook_dir = ROOT / "notebooks"
+    headless = args.headless or not (os.environ.get("DISPLAY") or sys.platform == "darwin" or os.name == "nt")
+    print(f"\n== Launching JupyterLab on {notebook_dir} at http://127.0.0.1:{args.port}/lab (Ctrl-C to stop)")
+    if shutil.which("jupyter", path=str(Path(sys.executable).parent)) is None:
+        print("JupyterLab is not installed in this environment; run `make setup`.", file=sys.stderr)
+        return 1
+    try:
+        return subprocess.call(lab_command(args.port, headless, notebook_dir), cwd=ROOT)
+    except KeyboardInterrupt:
+        return 0
