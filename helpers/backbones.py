@@ -194,13 +194,18 @@ def input_size(settings: Settings, backbone: Backbone | None = None) -> int:
     return settings.image_size or backbone.input_size
 
 
-def weight_file_name(settings: Settings, include_top: bool, backbone: Backbone | None = None) -> str:
-    """The ImageNet weight file Keras loads for these settings."""
+def weight_file(settings: Settings, include_top: bool, backbone: Backbone | None = None) -> tuple[str, str]:
+    """The ImageNet weight file Keras loads for these settings, and its official URL."""
     backbone = backbone or get_backbone(settings=settings)
     size = input_size(settings, backbone)
     if backbone.alphas and size not in (96, 128, 160, 192, 224):
         size = 224  # Keras falls back to the 224 px weights for other sizes
-    return backbone.weight_file(include_top, backbone.resolve_alpha(settings.alpha), size)[0]
+    return backbone.weight_file(include_top, backbone.resolve_alpha(settings.alpha), size)
+
+
+def weight_file_name(settings: Settings, include_top: bool, backbone: Backbone | None = None) -> str:
+    """The name of the ImageNet weight file Keras loads for these settings."""
+    return weight_file(settings, include_top, backbone)[0]
 
 
 def _construct(
@@ -226,16 +231,12 @@ def _construct(
     alpha = backbone.resolve_alpha(settings.alpha)
     if alpha is not None:
         kwargs["alpha"] = alpha
+    if weights == "imagenet":
+        # The kit fetches the file itself (atomic, verified, clear error offline), so
+        # Keras finds it in the cache and never downloads or deletes anything.
+        weights_cache.ensure_weights(settings, *weight_file(settings, include_top, backbone))
     constructor = getattr(keras.applications, backbone.constructor)
-    try:
-        return constructor(**kwargs)
-    except Exception as error:  # Keras raises a bare Exception on download failure
-        file_name = weight_file_name(settings, include_top, backbone)
-        if weights == "imagenet" and not (weights_cache.models_dir(settings) / file_name).is_file():
-            raise weights_cache.WeightsMissingError(
-                weights_cache.missing_weights_message(file_name, settings, str(error).splitlines()[0])
-            ) from error
-        raise
+    return constructor(**kwargs)
 
 
 def load_classifier(settings: Settings | None = None, *, weights: str | None = "imagenet") -> "keras.Model":
@@ -249,6 +250,8 @@ def load_classifier(settings: Settings | None = None, *, weights: str | None = "
         WeightsMissingError: The weight file is missing and cannot be downloaded.
     """
     settings = settings or load_settings()
+    if weights == "imagenet":
+        weights_cache.ensure_class_index(settings)  # decode_predictions needs it
     return _construct(settings, get_backbone(settings=settings), include_top=True, weights=weights)
 
 

@@ -176,6 +176,52 @@ def seed_cache(settings: Settings, mirror: Path | None = None) -> list[SeedResul
     return results
 
 
+def ensure_weights(settings: Settings, file_name: str, url: str, *, progress: bool = True) -> Path:
+    """Make sure a weight file is in the kit's cache, downloading it if needed.
+
+    The download goes to a hidden staging file, is checked against Keras's md5 where
+    Keras has one, and only then is renamed to its final name: Keras never sees a
+    partial or wrong file.
+
+    Args:
+        settings: Course settings (cache location).
+        file_name: The file name Keras expects (see :func:`helpers.backbones.weight_file`).
+        url: Where to download it from when it is not cached.
+        progress: Show a progress bar while downloading.
+
+    Returns:
+        The cached file's path.
+
+    Raises:
+        WeightsMissingError: It is not cached and cannot be downloaded, or the download
+            has the wrong checksum. The message names the file, the folder and the fix.
+    """
+    from helpers import download
+
+    target = models_dir(settings) / file_name
+    expected = known_md5s().get(file_name)
+    if target.is_file() and (expected is None or md5sum(target) == expected):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{file_name}.download")
+    try:
+        download.fetch(url, staging, progress=progress)
+    except (OSError, ValueError) as error:
+        raise WeightsMissingError(missing_weights_message(file_name, settings, str(error).splitlines()[0])) from error
+    if expected is not None and md5sum(staging) != expected:
+        staging.unlink(missing_ok=True)
+        raise WeightsMissingError(
+            missing_weights_message(file_name, settings, f"the download from {url} does not have md5 {expected}")
+        )
+    os.replace(staging, target)
+    return target
+
+
+def ensure_class_index(settings: Settings, *, progress: bool = True) -> Path:
+    """Make sure ``imagenet_class_index.json`` (for ``decode_predictions``) is cached."""
+    return ensure_weights(settings, CLASS_INDEX_FILE, CLASS_INDEX_URL, progress=progress)
+
+
 def missing_weights_message(file_name: str, settings: Settings, reason: str = "") -> str:
     """The sentence shown when a weight file is missing: which file, where, which command."""
     target = models_dir(settings) / file_name
