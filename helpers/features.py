@@ -302,8 +302,14 @@ def _compute(
     dataset = pipeline.make_dataset(
         paths, settings=settings, size=size, batch_size=batch_size, preprocess=True, shuffle=False
     )
+    try:  # a model built as keras.Model([input], ...) expects its input wrapped in a list
+        wrap = isinstance(model.input, list)
+    except AttributeError:
+        wrap = False
     # One traced function instead of eager calls per layer: much faster on CPU.
-    predict = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+    predict = tf.function(
+        lambda images: model([images] if wrap else images, training=False), reduce_retracing=True
+    )
     output_shape = tuple(model.output_shape[1:])
     result = np.empty((len(paths), *output_shape), dtype=dtype)
     done = 0

@@ -1,0 +1,328 @@
+"""Scoring images with a pretrained ImageNet classifier: top labels above a minimum probability.
+
+As in the Dataiku lab's image-classification recipe (../shared/reference, deck 003):
+each image gets at most ``k`` labels (default 5) whose probability is at least
+``min_probability`` (default 0.1), and the result is a table with one row per image:
+``image`` (its path), ``predictions`` (``{label: probability}``, most probable first)
+and ``error`` (why the file could not be scored, or None). A file that cannot be read
+gets an error in its row instead of stopping the run.
+
+The probabilities are kept (:class:`Scores`), so the table can be rebuilt for another
+``k`` or threshold without running the network again (the notebook's slider does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from helpers.explore import imagenet_class_names
+from helpers.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
+    import matplotlib.figure
+
+__all__ = [
+    "CARTOON_OR_PAPER_LABELS",
+    "DEFAULT_K",
+    "DEFAULT_MIN_PROBABILITY",
+    "Scores",
+    "cartoon_or_paper_share",
+    "imagenet_class_names",
+    "predict_files",
+    "results_table",
+    "score_files",
+    "show_predictions",
+    "top_k_with_threshold",
+]
+
+DEFAULT_K = 5
+DEFAULT_MIN_PROBABILITY = 0.1
+TABLE_COLUMNS = ["image", "predictions", "error"]
+
+# ImageNet classes that name a printed, drawn or paper object rather than something
+# in the picture: what a network trained on photographs answers when shown a cartoon
+# frame (MobileNet's top label for most Simpsons frames is comic_book or jigsaw_puzzle).
+CARTOON_OR_PAPER_LABELS = frozenset(
+    {
+        "comic_book", "book_jacket", "web_site", "envelope", "menu", "crossword_puzzle",
+        "jigsaw_puzzle", "binder", "packet", "carton", "paper_towel", "toilet_tissue",
+    }
+)
+
+
+def _check_k_and_threshold(k: int, min_probability: float) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a whole number of labels, at least 1 (got {k!r}).")
+    if not 0.0 <= float(min_probability) <= 1.0:
+        raise ValueError(f"min_probability must be between 0 and 1 (got {min_probability!r}).")
+
+
+def top_k_with_threshold(
+    probabilities: Any,
+    class_names: Sequence[str],
+    k: int = DEFAULT_K,
+    min_probability: float = DEFAULT_MIN_PROBABILITY,
+) -> dict[str, float]:
+    """The ``k`` most probable labels of one image, keeping only those at or above a threshold.
+
+    Args:
+        probabilities: One image's class probabilities, shape ``(n_classes,)``.
+        class_names: Name of each class, in the classifier's output order.
+        k: Most labels to keep (the lab's "max number of class labels", 5).
+        min_probability: Least probability to keep a label (the lab's "min probability threshold", 0.1).
+
+    Returns:
+        ``{label: probability}`` ordered from most to least probable (ties: first class
+        first); plain Python floats; empty when no label reaches ``min_probability``.
+
+    Raises:
+        ValueError: Probabilities not 1-D, not matching ``class_names``, or bad ``k``/threshold.
+    """
+    values = np.asarray(probabilities, dtype=np.float64)
+    if values.ndim != 1:
+        raise ValueError(f"pass one image's probabilities (1-D), not an array of shape {values.shape}.")
+    if len(values) != len(class_names):
+        raise ValueError(f"{len(values)} probabilities but {len(class_names)} class names; they must match.")
+    _check_k_and_threshold(k, min_probability)
+    order = np.argsort(-values, kind="stable")[:k]
+    return {str(class_names[i]): float(values[i]) for i in order if values[i] >= min_probability}
+
+
+@dataclasses.dataclass
+class Scores:
+    """The classifier's output for a list of files.
+
+    Attributes:
+        paths: Each file, as given.
+        probabilities: ``(n_files, n_classes)``; a row of NaN where the file could not be read.
+        errors: Per file, None or why it could not be read.
+        class_names: Name of each class (column).
+    """
+
+    paths: list[str]
+    probabilities: np.ndarray
+    errors: list[str | None]
+    class_names: list[str]
+
+    def table(self, k: int = DEFAULT_K, min_probability: float = DEFAULT_MIN_PROBABILITY) -> pd.DataFrame:
+        """The results table for this ``k`` and threshold (see :func:`results_table`)."""
+        return results_table(self.paths, self.probabilities, self.errors, self.class_names, k, min_probability)
+
+    def take(self, rows: Sequence[int]) -> "Scores":
+        """The scores of some files only (by position)."""
+        rows = [int(row) for row in rows]
+        return Scores(
+            [self.paths[r] for r in rows], self.probabilities[rows], [self.errors[r] for r in rows], self.class_names
+        )
+
+    @staticmethod
+    def concat(parts: Sequence["Scores"]) -> "Scores":
+        """Scores of several runs one after the other (same classes)."""
+        if not parts:
+            raise ValueError("nothing to concatenate: pass at least one Scores.")
+        if any(list(part.class_names) != list(parts[0].class_names) for part in parts):
+            raise ValueError("these scores use different class names; score them with the same classifier.")
+        return Scores(
+            [p for part in parts for p in part.paths],
+            np.concatenate([part.probabilities for part in parts]),
+            [e for part in parts for e in part.errors],
+            parts[0].class_names,
+        )
+
+    def top_labels(self) -> list[str | None]:
+        """Each file's most probable label whatever its probability (None for unreadable files)."""
+        return [
+            None if error is not None else str(self.class_names[int(np.argmax(row))])
+            for row, error in zip(self.probabilities, self.errors)
+        ]
+
+
+def results_table(
+    paths: Sequence[str],
+    probabilities: Any,
+    errors: Sequence[str | None],
+    class_names: Sequence[str],
+    k: int = DEFAULT_K,
+    min_probability: float = DEFAULT_MIN_PROBABILITY,
+) -> pd.DataFrame:
+    """The results table: one row per file, columns ``image``, ``predictions``, ``error``.
+
+    Args:
+        paths: The files, in order.
+        probabilities: ``(n_files, n_classes)`` (rows of files with an error are ignored).
+        errors: Per file, None or why it could not be scored.
+        class_names: Class names in output order.
+        k: Most labels per image.
+        min_probability: Least probability to keep a label.
+
+    Returns:
+        A DataFrame; ``predictions`` is ``{label: probability}`` (``{}`` for a file with an
+        error), ``error`` is None for a scored file.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 2 or len(probabilities) != len(paths) or len(errors) != len(paths):
+        raise ValueError(
+            f"need one row of probabilities and one error entry per file: {len(paths)} files, "
+            f"probabilities of shape {probabilities.shape}, {len(errors)} errors."
+        )
+    _check_k_and_threshold(k, min_probability)
+    predictions = [
+        {} if error is not None else top_k_with_threshold(row, class_names, k, min_probability)
+        for row, error in zip(probabilities, errors)
+    ]
+    # Object columns built from Series keep None as None (a list of dicts would turn it into NaN).
+    return pd.DataFrame(
+        {
+            "image": pd.Series([str(p) for p in paths], dtype=object),
+            "predictions": pd.Series(predictions, dtype=object),
+            "error": pd.Series(list(errors), dtype=object),
+        },
+        columns=TABLE_COLUMNS,
+    )
+
+
+def predict_files(
+    paths: Sequence[str | os.PathLike[str]],
+    model: "keras.Model",
+    settings: Settings | None = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> Scores:
+    """Run the classifier over files; unreadable files are reported, not fatal.
+
+    Every file is checked first (:func:`helpers.scan.inspect_paths`: missing, empty,
+    corrupt, not an image...); the usable ones go through the kit's input pipeline
+    (:func:`helpers.pipeline.make_dataset`: decode, resize, the backbone's own
+    ``preprocess_input``) in batches, in order.
+
+    Args:
+        paths: Image files.
+        model: The backbone with its ImageNet classifier (:func:`helpers.backbones.load_classifier`).
+        settings: Course settings (backbone, image size, batch size); loaded when omitted.
+        class_names: Class names; the 1000 ImageNet classes by default.
+        batch_size: Images per batch; ``settings.batch_size`` by default.
+        progress: Show a progress bar (one step per batch).
+
+    Returns:
+        :class:`Scores` (probabilities and errors, in the order of ``paths``).
+
+    Raises:
+        ValueError: The model's outputs do not match the class names.
+    """
+    from helpers import pipeline, scan
+
+    settings = settings or load_settings()
+    names = list(class_names) if class_names is not None else imagenet_class_names(settings)
+    paths = [str(p) for p in paths]
+    probabilities = np.full((len(paths), len(names)), np.nan, dtype=np.float32)
+    errors: list[str | None] = [None] * len(paths)
+    usable = []
+    for row, record in enumerate(scan.inspect_paths(paths, settings=settings)):
+        if record["kind"] is None:
+            usable.append(row)
+        else:
+            errors[row] = f"{record['kind']}: {record['reason']}"
+    if usable:
+        from tqdm.auto import tqdm
+
+        batch_size = int(batch_size or settings.batch_size)
+        dataset = pipeline.make_dataset([paths[row] for row in usable], settings=settings, batch_size=batch_size)
+        batches = tqdm(dataset, total=math.ceil(len(usable) / batch_size), desc="scoring", unit="batch", disable=not progress)
+        output = np.concatenate([np.asarray(model.predict_on_batch(batch)) for batch in batches])
+        if output.ndim != 2 or output.shape[1] != len(names):
+            raise ValueError(
+                f"the model gives outputs of shape {output.shape[1:]} but there are {len(names)} class names; "
+                "score with the backbone's ImageNet classifier (backbones.load_classifier)."
+            )
+        probabilities[usable] = output
+    return Scores(paths, probabilities, errors, names)
+
+
+def score_files(
+    paths: Sequence[str | os.PathLike[str]],
+    model: "keras.Model",
+    settings: Settings | None = None,
+    *,
+    k: int = DEFAULT_K,
+    min_probability: float = DEFAULT_MIN_PROBABILITY,
+    class_names: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Score files into the results table (``image``, ``predictions``, ``error``).
+
+    Shorthand for ``predict_files(...).table(k, min_probability)``; see :func:`predict_files`.
+    """
+    _check_k_and_threshold(k, min_probability)
+    scores = predict_files(
+        paths, model, settings, class_names=class_names, batch_size=batch_size, progress=progress
+    )
+    return scores.table(k, min_probability)
+
+
+def cartoon_or_paper_share(
+    top_labels: Sequence[str | None], labels: frozenset[str] | set[str] = CARTOON_OR_PAPER_LABELS
+) -> float:
+    """Share of scored images whose top ImageNet label is a cartoon or paper object.
+
+    Args:
+        top_labels: Each image's most probable label (None for an unreadable file,
+            left out of the count); :meth:`Scores.top_labels` gives them.
+        labels: The labels that count.
+
+    Returns:
+        A number between 0 and 1 (NaN when no image was scored).
+    """
+    scored = [label for label in top_labels if label is not None]
+    if not scored:
+        return float("nan")
+    return sum(label in labels for label in scored) / len(scored)
+
+
+def show_predictions(
+    table: pd.DataFrame, *, limit: int = 12, columns: int = 4, size: int = 160
+) -> "matplotlib.figure.Figure":
+    """An image grid with each image's labels and probabilities under it (errors in red).
+
+    Args:
+        table: A results table (:func:`results_table`).
+        limit: Most images shown (the first rows).
+        columns: Images per row.
+        size: Thumbnail size in pixels.
+    """
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    missing = set(TABLE_COLUMNS) - set(table.columns)
+    if missing:
+        raise ValueError(f"not a results table: missing column(s) {sorted(missing)}.")
+    rows = table.head(limit)
+    count = max(len(rows), 1)
+    lines = max(1, math.ceil(count / columns))
+    figure, axes = plt.subplots(lines, columns, figsize=(3.2 * columns, 3.6 * lines), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (_, row) in zip(axes.ravel(), rows.iterrows()):
+        title = os.path.basename(str(row["image"]))
+        if row["error"] is not None:
+            ax.text(0.5, 0.5, f"{title}\n\n{row['error'][:80]}", ha="center", va="center", wrap=True,
+                    color="darkred", fontsize=8, transform=ax.transAxes)
+            continue
+        with Image.open(row["image"]) as image:
+            image = image.convert("RGB")
+            image.thumbnail((size, size))
+            ax.imshow(image)
+        labels = "\n".join(f"{label} {p:.2f}" for label, p in row["predictions"].items()) or "(no label above threshold)"
+        ax.set_title(title, fontsize=8)
+        ax.text(0.5, -0.02, labels, ha="center", va="top", fontsize=8, transform=ax.transAxes)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,60 @@
+"""nbgrader configuration of the kit's course ("tl-workshop").
+
+nbgrader reads this file from the current directory only, so plain ``nbgrader ...``
+commands must run from the project root. The kit's own commands
+(``python -m helpers generate|validate|autograde|export|feedback``, or the Make
+targets) load this file from the project root wherever they are started, then
+set the course root, the gradebook and the per-cell timeout of the profile they
+run in (autograde always runs the ``grading`` profile).
+
+Layout (nbgrader's ``{nbgrader_step}/{student_id}/{assignment_id}``; the notebook
+file is named like its assignment):
+
+- ``solutions/<assignment>/<assignment>.ipynb``: the source, with solutions and
+  hidden tests (``solutions/header.ipynb`` is prepended to every student notebook);
+- ``notebooks/<assignment>/<assignment>.ipynb``: the release (student version),
+  generated, committed without outputs, never edited by hand;
+- ``submitted/<student>/<assignment>/``, ``autograded/``, ``feedback/`` and
+  ``gradebook.db``: the instructor's grading folders (never committed).
+
+Kernel: notebooks run in the ``python3`` kernel of the environment that runs
+nbgrader (the ipykernel installed in ``.venv``; its kernel spec starts ``python``,
+which jupyter_client maps to the running interpreter).
+"""
+
+import os
+
+from helpers.course import sanitize_preprocessors
+from helpers.settings import load_settings
+
+c = get_config()  # noqa: F821 - injected by nbgrader's (traitlets') config loader
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+c.CourseDirectory.course_id = "tl-workshop"
+c.CourseDirectory.root = ROOT
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "notebooks"
+c.CourseDirectory.submitted_directory = "submitted"
+c.CourseDirectory.autograded_directory = "autograded"
+c.CourseDirectory.feedback_directory = "feedback"
+
+# "Restart the kernel and run all cells" + NAME/COLLABORATORS, prepended to every student notebook.
+c.IncludeHeaderFooter.header = os.path.join(ROOT, "solutions", "header.ipynb")
+
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# Kernel and per-cell timeout. nbgrader's default (30 s) kills the kit's training
+# cells; each profile says how long one cell may take (smoke 120 s, grading 60 s,
+# workshop 300 s, full 3600 s). A timed-out cell is interrupted and marked as an
+# error, so an infinite loop in a submission costs that cell, not the whole class.
+c.Execute.kernel_name = "python3"
+c.Execute.timeout = load_settings().run.cell_timeout
+c.Execute.interrupt_on_timeout = True
+
+# A deleted test cell is put back (and run) when autograding: deleting a failing
+# test never earns its points. A duplicated graded cell counts once (its last copy);
+# sanitize_preprocessors() works around nbgrader 0.9.6 failing on such copies.
+c.OverwriteCells.add_missing_cells = True
+c.Autograde.sanitize_preprocessors = sanitize_preprocessors()
