@@ -52,6 +52,8 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 c.Execute.kernel_name = "python3"
 c.Execute.timeout = load_settings().run.cell_timeout
 c.Execute.interrupt_on_timeout = True
+# Keep the kernels' own start-up notices (TCP without encryption...) out of the grading log.
+c.Execute.extra_arguments = ["--IPKernelApp.log_level=ERROR"]
 
 # A deleted test cell is put back (and run) when autograding: deleting a failing
 # test never earns its points. A duplicated graded cell counts once (its last copy);

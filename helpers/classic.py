@@ -32,7 +32,8 @@ def _estimator(name: str, seed: int) -> Any:
     from sklearn.svm import LinearSVC
 
     builders: dict[str, Callable[[], Any]] = {
-        "logistic_regression": lambda: LogisticRegression(C=0.1, max_iter=2000),
+        # newton-cg converges in ~10 iterations on scaled deep features: several times faster than lbfgs.
+        "logistic_regression": lambda: LogisticRegression(C=0.1, solver="newton-cg", max_iter=1000),
         "linear_svm": lambda: LinearSVC(C=0.01, max_iter=5000, random_state=seed),
         # Deep features are compared by angle (cosine), as in the similar-images search.
         "knn": lambda: KNeighborsClassifier(n_neighbors=5, metric="cosine", weights="distance"),
@@ -231,7 +232,12 @@ def results_table(selection: Selection, X_test: Any, y_test: Any) -> pd.DataFram
 
     X_test, y_test = _check_xy(X_test, y_test, "test")
     table = selection.table.copy()
-    table["test accuracy"] = [float(accuracy_score(y_test, selection.models[name].predict(X_test))) for name in table["model"]]
+    table["test accuracy"] = [
+        float(accuracy_score(y_test, selection.models[name].predict(X_test))) for name in table["model"]
+    ]
     table["chosen"] = table["model"] == selection.best
-    columns = ["model", "title", "cv accuracy", "cv std", "test accuracy", "fit seconds", "search seconds", "best params", "chosen"]
+    columns = [
+        "model", "title", "cv accuracy", "cv std", "test accuracy",
+        "fit seconds", "search seconds", "best params", "chosen",
+    ]
     return table[columns].sort_values("cv accuracy", ascending=False, kind="stable").reset_index(drop=True)

@@ -40,6 +40,13 @@ SCRATCH_IMAGE_SIZES: dict[str, int | None] = {"smoke": 64, "grading": 64, "works
 # Columns of the comparison table, in order.
 TABLE_COLUMNS = ("rank", "approach", "family", "accuracy", "balanced_accuracy", "train_seconds", "trained_parameters")
 
+# BatchNormalization momentum of the from-scratch models. Keras's default (0.99) averages
+# the statistics of the last ~100 batches; a from-scratch network trained for a few
+# dozen steps changes its weights so fast that such stale statistics make it predict a
+# single class at test time (measured: 50 % on photo vs drawing, although it fits the
+# training images). 0.5 follows the current weights.
+SCRATCH_BN_MOMENTUM = 0.5
+
 FAMILIES = ("transfer learning", "from scratch", "raw pixels", "deep features", "baseline")
 
 # Train / validation / test shares of the shared split. The test share is larger than the
@@ -172,7 +179,8 @@ def build_small_cnn(
     """A small convolutional network for training from scratch, built with the Functional API.
 
     Input: RGB images with values 0-255 (rescaled inside the model). Each stage is a
-    3x3 convolution, batch normalisation, ReLU and 2x2 max pooling; then global average
+    3x3 convolution, batch normalisation (momentum :data:`SCRATCH_BN_MOMENTUM`), ReLU
+    and 2x2 max pooling; then global average
     pooling, dropout and a softmax over the classes. With the default filters it has
     about 25 thousand parameters, every one of them trained.
 
@@ -201,13 +209,66 @@ def build_small_cnn(
     for stage, count in enumerate(filters, start=1):
         # No bias: the batch normalisation that follows has its own shift.
         x = keras.layers.Conv2D(int(count), 3, padding="same", use_bias=False, name=f"conv{stage}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{stage}")(x)
+        x = keras.layers.BatchNormalization(momentum=SCRATCH_BN_MOMENTUM, name=f"bn{stage}")(x)
         x = keras.layers.Activation("relu", name=f"relu{stage}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{stage}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def build_scratch_backbone(
+    settings: Settings,
+    num_classes: int,
+    *,
+    image_size: int | None = None,
+) -> "keras.Model":
+    """The Wolfram example's "reset the net": the backbone's architecture with random weights, plus the head.
+
+    The same layers as the pretrained backbone (``weights=None``) and the same head as
+    transfer learning, but nothing is pretrained, so *every* layer is trained,
+    BatchNormalization included (random weights have no statistics worth freezing;
+    their momentum is :data:`SCRATCH_BN_MOMENTUM`, for short training runs).
+    Inputs are images preprocessed with the backbone's ``preprocess_input``, as for
+    transfer learning.
+
+    Args:
+        settings: Course settings (backbone, alpha).
+        num_classes: Number of classes.
+        image_size: Input side; :func:`scratch_image_size` by default.
+
+    Returns:
+        An uncompiled model whose every weight except BatchNorm moving statistics is trainable.
+    """
+    import keras
+
+    from helpers import backbones
+
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, not {num_classes}.")
+    size = image_size or scratch_image_size(settings)
+    base = backbones.load_base(settings.replace(image_size=size), weights=None, pooling=None)
+    base.trainable = True
+    model = _attach_head(base, num_classes, settings)
+    for layer in model.layers:
+        layer.trainable = True
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = SCRATCH_BN_MOMENTUM
+    return model
+
+
+def _attach_head(base: "keras.Model", num_classes: int, settings: Settings) -> "keras.Model":
+    # TEMPORARY until helpers.training (notebook 02) provides the head.
+    import keras
+
+    inputs = keras.Input(shape=base.input_shape[1:], name="image")
+    x = base(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    x = keras.layers.Dropout(0.2, name="head_dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="head_predictions")(x)
+    return keras.Model(inputs, outputs, name=f"{base.name}_scratch")
 
 
 def compile_classifier(model: "keras.Model", learning_rate: float) -> "keras.Model":
@@ -434,7 +495,7 @@ def shared_split(frame: pd.DataFrame, settings: Settings | None = None) -> Share
 # --------------------------------------------------------------------------- the approaches
 
 # The second scikit-learn model on raw pixels (the first is logistic regression).
-RAW_PIXEL_MODELS = ("logistic_regression", "random_forest")
+RAW_PIXEL_MODELS = ("logistic_regression", "extra_trees")
 
 
 def _sklearn_result(
@@ -539,9 +600,14 @@ def _fit_keras(
     """Train on the split's training images (validation for early stopping); predict the test images."""
     import keras
 
-    from helpers import pipeline
+    from helpers import device, pipeline
 
+    tf = device.import_tensorflow()
     datasets = pipeline.split_datasets(split.frame, settings=settings, cache=True, size=size, preprocess=preprocess)
+    # The shuffled training set does not know its length; telling Keras avoids its
+    # "input ran out of data" warning at the end of the first epoch.
+    batches = -(-len(split.rows("train")) // settings.batch_size)
+    datasets["train"] = datasets["train"].apply(tf.data.experimental.assert_cardinality(batches))
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=settings.run.early_stopping_patience, restore_best_weights=True
     )
@@ -554,6 +620,42 @@ def _fit_keras(
     seconds = time.perf_counter() - began
     probabilities = model.predict(datasets["test"], verbose=0)
     return probabilities, seconds, {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+def run_scratch_backbone(
+    split: SharedSplit,
+    settings: Settings,
+    *,
+    image_size: int | None = None,
+    epochs: int | None = None,
+    verbose: int = 0,
+) -> ApproachResult:
+    """Approach (b), reset: the backbone's architecture with random weights plus the head, all trained.
+
+    Args:
+        split: The shared split.
+        settings: Course settings (backbone, seed, learning rate, batch size, profile).
+        image_size: Input side; :func:`scratch_image_size` by default (small on a CPU).
+        epochs: Epochs; ``settings.run.scratch_epochs`` by default (early stopping on val_loss).
+        verbose: Keras ``fit`` verbosity.
+    """
+    import keras
+
+    from helpers import backbones
+
+    size = image_size or scratch_image_size(settings)
+    epochs = epochs or settings.run.scratch_epochs
+    keras.utils.set_random_seed(settings.seed)
+    model = compile_classifier(build_scratch_backbone(settings, len(split.class_names), image_size=size), settings.learning_rate)
+    probabilities, seconds, history = _fit_keras(
+        model, split, settings, size=size, preprocess=True, epochs=epochs, verbose=verbose
+    )
+    title = backbones.get_backbone(settings=settings).title
+    return ApproachResult(
+        f"{title} from random weights", "from scratch", split.labels("test"), np.argmax(probabilities, axis=1),
+        split.class_names, seconds, count_trainable_parameters(model), probabilities, list(split.test["path"]),
+        f"same architecture and head as transfer learning, {size}x{size} px, up to {epochs} epochs", history,
+    )
 
 
 def run_small_cnn(
@@ -911,3 +1013,89 @@ def sample_efficiency_learners(
     if not learners:
         raise ValueError("give at least one of features, pixels or images.")
     return learners
+
+
+# --------------------------------------------------------------------------- everything at once
+
+APPROACHES = ("transfer", "scratch_backbone", "small_cnn", "raw_pixels", "deep_features", "baseline")
+
+
+@dataclasses.dataclass
+class Comparison:
+    """Everything :func:`run_comparison` trained, on one shared split.
+
+    Attributes:
+        split: The shared split.
+        results: One :class:`ApproachResult` per approach, in the order they ran.
+        features: Deep features of every image of ``split.frame`` (when computed).
+        pixels: Raw-pixel features of every image (when computed).
+        seconds: Wall time of the whole run.
+    """
+
+    split: SharedSplit
+    results: list[ApproachResult]
+    features: np.ndarray | None = None
+    pixels: np.ndarray | None = None
+    seconds: float = 0.0
+
+    def table(self) -> pd.DataFrame:
+        """The ranked :func:`comparison_table`."""
+        return comparison_table(self.results)
+
+    def result(self, approach: str) -> ApproachResult:
+        """The result named ``approach``."""
+        for result in self.results:
+            if result.approach == approach:
+                return result
+        raise KeyError(f"no approach {approach!r}; have {[r.approach for r in self.results]}.")
+
+
+def run_comparison(
+    frame: pd.DataFrame | SharedSplit,
+    settings: Settings,
+    *,
+    approaches: Sequence[str] = APPROACHES,
+    progress: bool = False,
+) -> Comparison:
+    """Run the four approaches (and the majority-class baseline) on one shared split.
+
+    Args:
+        frame: A dataset frame (split here with :func:`shared_split`) or a :class:`SharedSplit`.
+        settings: Course settings: backbone, profile (sizes, epochs), seed, caches.
+        approaches: Which of :data:`APPROACHES` to run.
+        progress: Print one line per approach and show progress bars.
+
+    Returns:
+        A :class:`Comparison`.
+
+    Raises:
+        ValueError: An unknown approach name.
+    """
+    unknown = sorted(set(approaches) - set(APPROACHES))
+    if unknown:
+        raise ValueError(f"unknown approach(es) {unknown}; choose from {APPROACHES}.")
+    began = time.perf_counter()
+    split = frame if isinstance(frame, SharedSplit) else shared_split(frame, settings)
+    comparison = Comparison(split, [])
+    if "deep_features" in approaches or "transfer" in approaches:
+        comparison.features = deep_features(split, settings, progress=progress)
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("transfer", lambda: run_transfer(split, settings, features=comparison.features, progress=progress)),
+        ("scratch_backbone", lambda: run_scratch_backbone(split, settings)),
+        ("small_cnn", lambda: run_small_cnn(split, settings)),
+        ("raw_pixels", lambda: run_raw_pixels(split, settings, pixels=comparison.pixels)),
+        ("deep_features", lambda: run_deep_features(split, settings, features=comparison.features)),
+        ("baseline", lambda: majority_baseline(split.labels("train"), split.labels("test"), split.class_names)),
+    ]
+    if "raw_pixels" in approaches:
+        comparison.pixels = raw_pixel_features(split.frame, RAW_PIXEL_SIZE, settings)
+    for name, step in steps:
+        if name not in approaches:
+            continue
+        produced = step()
+        for result in produced if isinstance(produced, list) else [produced]:
+            comparison.results.append(result)
+            if progress:
+                print(f"{result.approach:<40} accuracy {result.accuracy:6.1%}  ({result.train_seconds:.1f} s)")
+    comparison.seconds = time.perf_counter() - began
+    return comparison

@@ -104,8 +104,13 @@ def load_config(
         raise FileNotFoundError(f"{config_path} is missing; every course folder needs its nbgrader config.")
     config = PyFileConfigLoader(CONFIG_FILE, path=str(root)).load_config()
     config.CourseDirectory.root = str(root)
-    header = root / "solutions" / HEADER_FILE
-    config.IncludeHeaderFooter.header = str(header) if header.is_file() else ""
+    # nbgrader opens the header relative to the current directory: make it absolute.
+    header = str(config.IncludeHeaderFooter.get("header", "") or "")
+    if header:
+        header = header if os.path.isabs(header) else str(root / header)
+        if not os.path.isfile(header):
+            raise FileNotFoundError(f"the header notebook {header} named in {config_path} does not exist.")
+    config.IncludeHeaderFooter.header = header
     if profile is not None and profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}.")
     seconds = timeout if timeout is not None else (
@@ -114,9 +119,15 @@ def load_config(
     if seconds < 1:
         raise ValueError("the per-cell timeout must be at least 1 second.")
     config.Execute.timeout = int(seconds)
-    config.Execute.kernel_name = KERNEL_NAME
-    config.Autograde.sanitize_preprocessors = sanitize_preprocessors()
-    config.CourseDirectory.db_url = db_url or f"sqlite:///{root / 'gradebook.db'}"
+    # Defaults for what a course's config file may leave out.
+    if "kernel_name" not in config.Execute:
+        config.Execute.kernel_name = KERNEL_NAME
+    if "sanitize_preprocessors" not in config.Autograde:
+        config.Autograde.sanitize_preprocessors = sanitize_preprocessors()
+    if db_url:
+        config.CourseDirectory.db_url = db_url
+    elif "db_url" not in config.CourseDirectory:
+        config.CourseDirectory.db_url = f"sqlite:///{root / 'gradebook.db'}"
     return config
 
 
@@ -288,10 +299,11 @@ def generate(
         The generated notebooks.
     """
     root = _root(root)
+    names = _check_assignments(root, assignments)
     output = Path(output_dir).resolve() if output_dir else root / "notebooks"
     output.mkdir(parents=True, exist_ok=True)
     generated = []
-    for assignment in _check_assignments(root, assignments):
+    for assignment in names:
         staging = Path(tempfile.mkdtemp(prefix=f".{assignment}.", dir=output))
         try:
             _generate_into(root, assignment, staging, db_url=None)
@@ -572,6 +584,48 @@ def solution_submission(assignment: str, root: Path | str | None = None) -> Any:
                 line for line in lines if line.strip() not in {"### BEGIN SOLUTION", "### END SOLUTION"}
             )
     return submission
+
+
+def edit_submission(
+    notebook: Any,
+    *,
+    replace: Mapping[str, str] | None = None,
+    delete: Sequence[str] = (),
+    duplicate: Sequence[str] = (),
+) -> Any:
+    """A copy of a submission with cells changed as students do, to rehearse grading.
+
+    Args:
+        notebook: An ``nbformat`` notebook (for example :func:`solution_submission`).
+        replace: grade_id -> new source of that cell.
+        delete: grade_ids of cells to delete.
+        duplicate: grade_ids of cells to copy (the copy follows the original, with a new cell id).
+
+    Returns:
+        The edited copy; ``notebook`` is unchanged.
+    """
+    import copy
+
+    replace = dict(replace or {})
+    edited = copy.deepcopy(notebook)
+    known = {cell.metadata.get("nbgrader", {}).get("grade_id") for cell in edited.cells}
+    unknown = sorted((set(replace) | set(delete) | set(duplicate)) - known)
+    if unknown:
+        raise ValueError(f"no cell with grade_id {unknown} in this notebook.")
+    cells = []
+    for cell in edited.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id in delete:
+            continue
+        if grade_id in replace:
+            cell.source = replace[grade_id]
+        cells.append(cell)
+        if grade_id in duplicate:
+            twin = copy.deepcopy(cell)
+            twin.id = f"{cell.get('id', grade_id)}-copy"[:64]
+            cells.append(twin)
+    edited.cells = cells
+    return edited
 
 
 def collect_submissions(

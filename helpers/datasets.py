@@ -173,9 +173,11 @@ def writable_data_dir(settings: Settings) -> Path:
 
 def _subdirs(folder: Path) -> list[Path]:
     try:
-        return sorted(entry for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith((".", "__MACOSX")))
+        with os.scandir(folder) as entries:  # scandir knows folders without a stat per file
+            names = [e.name for e in entries if e.is_dir() and not e.name.startswith((".", "__MACOSX"))]
     except OSError:
         return []
+    return [folder / name for name in sorted(names)]
 
 
 def _has_images(folder: Path, limit: int = 50) -> bool:

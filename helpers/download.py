@@ -127,14 +127,16 @@ def _download_once(url: str, part: Path, timeout: float, progress_bar) -> None:
         raise
     with response:
         status = getattr(response, "status", 200)
-        start = _content_range_start(response.headers.get("Content-Range")) if status == 206 else None
-        mode = "ab"
-        if status == 206 and start == have:
-            pass  # resuming
+        if status == 206:
+            if _content_range_start(response.headers.get("Content-Range")) != have:
+                # Another range than asked for: start the file again on the next attempt.
+                part.write_bytes(b"")
+                progress_bar.reset()
+                raise OSError(f"the server answered an unexpected byte range for {url}")
+            mode = "ab"  # resuming
         else:
-            # The server ignored the Range header (200) or answered another range: restart.
-            mode = "wb"
-            have = 0
+            # A full answer (200): the server ignored the Range header; start again.
+            mode, have = "wb", 0
             progress_bar.reset()
         length = response.headers.get("Content-Length")
         expected = int(length) if length is not None and length.isdigit() else None

@@ -7,11 +7,12 @@ with the backbone's own preprocessing, batch by batch with a progress bar, and k
 the rows in the order of the input frame.
 
 The result is cached under ``<cache_dir>/features`` in one ``.npz`` file holding the
-array and its metadata: backbone, alpha, layer, pooling, output shape, image size, a
-fingerprint of the model's weights and one of the input files (paths, sizes,
-modification times). A cached file is reused only when every item matches; otherwise
-the features are recomputed and the file replaced. Files are written to a temporary
-name and renamed, so an interrupted run never leaves a half-written cache behind.
+array and its metadata: backbone, alpha, layer, pooling, output shape, image size,
+dtype, fingerprints of the model's structure (which layer it was cut at) and weights
+(a fine-tuned model is another model), and a fingerprint of the input files (paths,
+sizes, modification times). A cached file is reused only when all of them match;
+otherwise the features are recomputed and the file replaced. Files are written to a
+temporary name and renamed, so an interrupted run never leaves a half-written cache.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CACHE_SUBDIR = "features"
 # Bump when the file layout or the meaning of a metadata field changes: old files then miss.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 _POOLING_LAYERS = {"features_avg": "avg", "features_max": "max", "features_flat": "flatten"}
 _DTYPES = ("float32", "float16")
 
@@ -74,17 +75,54 @@ def files_fingerprint(paths: Iterable[str | os.PathLike[str]]) -> str:
 
 
 def weights_fingerprint(model: "keras.Model") -> str:
-    """A hash of a model's weights (shapes and values): fine-tuned and random weights differ."""
+    """A hash of a model's weights (shapes and values, in order): fine-tuned and random weights differ.
+
+    Variable names are left out: Keras numbers unnamed layers per session (``dense_3``),
+    and the same weights must give the same fingerprint in every session.
+    """
     digest = hashlib.blake2b(digest_size=16)
     for variable in model.weights:
         value = np.ascontiguousarray(np.asarray(variable.numpy()))
-        digest.update(f"{variable.path}:{value.shape}:{value.dtype}".encode())
+        digest.update(f"{value.shape}:{value.dtype};".encode())
         digest.update(value.tobytes())
     return digest.hexdigest()
 
 
+def _output_shape(layer: Any) -> str:
+    try:
+        return str(tuple(layer.output.shape))
+    except (AttributeError, ValueError):  # a layer used several times has no single output
+        return "?"
+
+
+def architecture_fingerprint(model: "keras.Model") -> str:
+    """A hash of a model's structure: each layer's type and output shape, in order (names left out).
+
+    Two models cut from one backbone at different layers differ; the same model built
+    twice (whatever names Keras gave its unnamed layers) does not.
+    """
+    rows = [f"{type(layer).__name__}{_output_shape(layer)}" for layer in model.layers]
+    return hashlib.sha256("|".join(rows).encode()).hexdigest()[:32]
+
+
+def _source_layer(model: "keras.Model", pooling_layer: Any) -> str:
+    """Name of the layer whose output feeds ``pooling_layer``."""
+    try:
+        wanted = pooling_layer.input
+    except (AttributeError, ValueError):
+        wanted = None
+    for layer in model.layers:
+        if layer is not pooling_layer and wanted is not None:
+            try:
+                if layer.output is wanted:
+                    return layer.name
+            except (AttributeError, ValueError):
+                continue
+    return model.layers[-2].name
+
+
 def describe_extractor(model: "keras.Model") -> dict[str, Any]:
-    """What a feature model computes: its source layer, pooling, input and output shapes.
+    """What a feature model computes: its source layer, pooling, shapes and structure.
 
     Models built by :func:`helpers.backbones.load_feature_extractor` end with a pooling
     layer named ``features_avg``/``features_max``/``features_flat``; the layer feeding it
@@ -92,18 +130,13 @@ def describe_extractor(model: "keras.Model") -> dict[str, Any]:
     """
     last = model.layers[-1]
     pooling = _POOLING_LAYERS.get(last.name, "none")
-    layer = last.name
-    if pooling != "none":
-        try:
-            layer = last._inbound_nodes[0].input_tensors[0]._keras_history.operation.name
-        except (AttributeError, IndexError):  # pragma: no cover - Keras internals moved
-            layer = model.layers[-2].name
     return {
         "model": model.name,
-        "layer": layer,
+        "layer": _source_layer(model, last) if pooling != "none" else last.name,
         "pooling": pooling,
         "input_shape": [d for d in model.input_shape[1:]],
         "output_shape": [d for d in model.output_shape[1:]],
+        "architecture": architecture_fingerprint(model),
     }
 
 
@@ -172,18 +205,23 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-") or "x"
 
 
+# Recorded for people, not compared: Keras names unnamed models and layers per session.
+_NOT_COMPARED = ("seconds", "model", "layer")
+
+
 def _cache_path(settings: Settings, meta: dict[str, Any], paths: Sequence[str]) -> Path:
     """File name: readable parts plus a hash of what identifies *which* features these are.
 
-    Sizes, mtimes and weights are not in the name: when they change, the same file is
-    recomputed and replaced instead of leaving stale files behind.
+    Weights and the files' sizes and mtimes are not in the name: when they change, the
+    same file is recomputed and replaced instead of leaving stale files behind.
     """
     identity = json.dumps(
-        [meta["backbone"], meta["alpha"], meta["model"], meta["layer"], meta["pooling"], meta["image_size"], meta["dtype"], list(paths)]
+        [meta[k] for k in ("backbone", "alpha", "architecture", "pooling", "image_size", "dtype")] + [list(paths)]
     )
     key = hashlib.sha256(identity.encode()).hexdigest()[:16]
     alpha = f"-a{meta['alpha']}" if meta["alpha"] is not None else ""
-    name = f"{_slug(meta['backbone'])}{alpha}-{_slug(meta['layer'])}-{meta['pooling']}-{meta['image_size']}px-{len(paths)}img-{key}.npz"
+    # No layer name in the file name: an unnamed layer's name changes from session to session.
+    name = f"{_slug(meta['backbone'])}{alpha}-{meta['pooling']}-{meta['image_size']}px-{len(paths)}img-{key}.npz"
     return cache_dir(settings) / name
 
 
@@ -237,7 +275,8 @@ def cache_table(settings: Settings) -> pd.DataFrame:
                 "seconds to compute": meta.get("seconds"),
             }
         )
-    return pd.DataFrame(rows, columns=["file", "backbone", "alpha", "layer", "pooling", "images", "shape", "dtype", "MB", "seconds to compute"])
+    columns = ["file", "backbone", "alpha", "layer", "pooling", "images", "shape", "dtype", "MB", "seconds to compute"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 # --------------------------------------------------------------------------- extraction
@@ -250,7 +289,9 @@ def _check_frame(frame: Any) -> list[str]:
             "build one with helpers.datasets.load_dataset or helpers.sources."
         )
     if "path" not in frame.columns:
-        raise ValueError(f"frame has no 'path' column (columns: {list(frame.columns)}); name the image path column 'path'.")
+        raise ValueError(
+            f"frame has no 'path' column (columns: {list(frame.columns)}); name the image path column 'path'."
+        )
     paths = [str(p) for p in frame["path"]]
     if any(not p or p == "nan" for p in paths):
         raise ValueError("frame has empty paths; drop those rows before extracting features.")
@@ -296,27 +337,20 @@ def _compute(
 ) -> np.ndarray:
     from tqdm.auto import tqdm
 
-    from helpers import device, pipeline
+    from helpers import pipeline
 
-    tf = device.import_tensorflow()
     dataset = pipeline.make_dataset(
         paths, settings=settings, size=size, batch_size=batch_size, preprocess=True, shuffle=False
-    )
-    try:  # a model built as keras.Model([input], ...) expects its input wrapped in a list
-        wrap = isinstance(model.input, list)
-    except AttributeError:
-        wrap = False
-    # One traced function instead of eager calls per layer: much faster on CPU.
-    predict = tf.function(
-        lambda images: model([images] if wrap else images, training=False), reduce_retracing=True
     )
     output_shape = tuple(model.output_shape[1:])
     result = np.empty((len(paths), *output_shape), dtype=dtype)
     done = 0
-    with tqdm(total=len(paths), unit="img", desc=f"features {describe_extractor(model)['layer']}", disable=not progress) as bar:
+    description = f"features {describe_extractor(model)['layer']}"
+    with tqdm(total=len(paths), unit="img", desc=description, disable=not progress) as bar:
         for batch in dataset:
             images = batch[0] if isinstance(batch, tuple) else batch
-            values = np.asarray(predict(images))
+            # Keras's own compiled predict step (inference mode, traced once per model).
+            values = np.asarray(model.predict_on_batch(images))
             result[done : done + len(values)] = values
             done += len(values)
             bar.update(len(values))
@@ -382,13 +416,13 @@ def extract_features(
         loaded = _read_cache(target)
         if loaded is not None:
             array, stored = loaded
-            stored_key = {k: v for k, v in stored.items() if k != "seconds"}
-            if stored_key == meta and array.shape == (len(paths), *output_shape):
+            same = all(stored.get(k) == v for k, v in meta.items() if k not in _NOT_COMPARED)
+            if same and array.shape == (len(paths), *output_shape):
                 if progress:
                     print(f"Features loaded from the cache ({target.name}).")
                 return array
             if progress:
-                changed = sorted(k for k in meta if stored.get(k) != meta[k])
+                changed = sorted(k for k in meta if k not in _NOT_COMPARED and stored.get(k) != meta[k])
                 print(f"Cached features are out of date ({', '.join(changed)} changed); recomputing.")
 
     began = time.perf_counter()

@@ -4,10 +4,12 @@ Every file is checked by :mod:`helpers.scan` (cached) before the dataset is buil
 so a bad file is reported up front instead of failing mid-epoch. Decoding takes the
 fast path -- TensorFlow's own decoders inside the graph -- for ordinary JPEG, PNG,
 GIF, BMP and WebP files, and calls Pillow only for the few files TensorFlow would
-get wrong (palette or 1-bit BMPs, transparency, EXIF rotation). Every mode ends as
-8-bit RGB; images are resized (bilinear, aspect ratio not kept, as Keras's
-``image_dataset_from_directory`` does) to the backbone's input size, then batched,
-optionally augmented, put through the backbone's ``preprocess_input`` and prefetched.
+get wrong (palette or 1-bit BMPs, transparency, animated WebP/PNG, EXIF rotation;
+the scan decides per file): Pillow inside tf.data is about 2x slower per image.
+Every mode ends as 8-bit RGB; images are resized (bilinear, aspect ratio not kept,
+as Keras's ``image_dataset_from_directory`` does) to the backbone's input size,
+then batched, optionally augmented, put through the backbone's ``preprocess_input``
+and prefetched.
 """
 
 from __future__ import annotations

@@ -62,6 +62,8 @@ _ALPHA_MODES = {"RGBA", "LA", "PA", "La", "RGBa"}
 
 _MEMORY: dict[str, dict[str, Any]] = {}
 _LOCK = threading.Lock()
+_OPEN_LOCK = threading.Lock()
+_LOADED: set[str] = set()  # cache files already read into memory
 
 
 @dataclasses.dataclass
@@ -160,48 +162,49 @@ def inspect_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) 
     except OSError as error:
         return _record("missing", f"cannot read the file ({error.strerror or error})")
     fmt = _sniff(head)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
+    try:
+        # Pillow warns about huge images when opening them; the scan reports them
+        # itself. catch_warnings is process-wide, hence the lock (opening reads the
+        # header only, so the lock is held for microseconds).
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
-        except Image.DecompressionBombError as error:
-            return _record("too-large", f"decompression bomb refused by Pillow ({error})")
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-            if fmt is None:
-                what = "a text file" if _looks_like_text(head) else "unknown content"
-                return _record("not-an-image", f"not an image ({what})")
-            return _record("corrupt", f"{fmt} header cannot be read ({error})")
-        with image:
-            real = (image.format or "").upper()
-            if fmt is None or real not in SUPPORTED_FORMATS:
-                return _record(
-                    "unsupported-format",
-                    f"{real or 'this'} format is not supported (use JPEG, PNG, BMP, GIF or WebP; convert it)",
-                    format=real,
-                )
-            width, height = image.size
-            info = {"format": real, "mode": image.mode, "width": int(width), "height": int(height)}
-            pixels = width * height
-            if pixels > max_pixels:
-                return _record(
-                    "too-large", f"{width}x{height} = {pixels / 1e6:.0f} megapixels, over the {max_pixels / 1e6:g} MP limit", **info
-                )
-            if pixels == 0:
-                return _record("corrupt", "image has no pixels (0 width or height)", **info)
-            decoder = _choose_decoder(image, real)
-            try:
-                if real == "JPEG":
-                    # Decoding at 1/8 scale still reads every byte of the stream: it
-                    # finds truncation and corruption about 3x faster than a full decode.
-                    image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
-                image.load()
-            except Image.DecompressionBombError as error:
-                return _record("too-large", f"decompression bomb refused by Pillow ({error})", **info)
-            except (OSError, SyntaxError, ValueError, EOFError) as error:
-                message = str(error)
-                if "truncated" in message.lower() or isinstance(error, EOFError):
-                    return _record("truncated", f"truncated {real} file ({message})", **info)
-                return _record("corrupt", f"corrupt {real} data ({message})", **info)
+    except Image.DecompressionBombError as error:
+        return _record("too-large", f"decompression bomb refused by Pillow ({error})")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        if fmt is None:
+            what = "a text file" if _looks_like_text(head) else "unknown content"
+            return _record("not-an-image", f"not an image ({what})")
+        return _record("corrupt", f"{fmt} header cannot be read ({error})")
+    with image:
+        real = (image.format or "").upper()
+        if fmt is None or real not in SUPPORTED_FORMATS:
+            return _record(
+                "unsupported-format",
+                f"{real or 'this'} format is not supported (use JPEG, PNG, BMP, GIF or WebP; convert it)",
+                format=real,
+            )
+        width, height = image.size
+        info = {"format": real, "mode": image.mode, "width": int(width), "height": int(height)}
+        pixels = width * height
+        if pixels > max_pixels:
+            return _record(
+                "too-large", f"{width}x{height} = {pixels / 1e6:.0f} megapixels, over the {max_pixels / 1e6:g} MP limit", **info
+            )
+        if pixels == 0:
+            return _record("corrupt", "image has no pixels (0 width or height)", **info)
+        decoder = _choose_decoder(image, real)
+        try:
+            if real == "JPEG":
+                # Decoding at 1/8 scale still reads every byte of the stream: it finds
+                # truncation and corruption about 3x faster than a full decode.
+                image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+            image.load()
+        except (OSError, SyntaxError, ValueError, EOFError) as error:
+            message = str(error)
+            if "truncated" in message.lower() or isinstance(error, EOFError):
+                return _record("truncated", f"truncated {real} file ({message})", **info)
+            return _record("corrupt", f"corrupt {real} data ({message})", **info)
     return _record(None, "", decoder=decoder, **info)
 
 
@@ -241,6 +244,7 @@ def clear_cache(settings: Settings | None = None) -> None:
     """Forget every cached scan result (in memory, and on disk when settings are given)."""
     with _LOCK:
         _MEMORY.clear()
+        _LOADED.clear()
     if settings is not None:
         _cache_file(settings).unlink(missing_ok=True)
 
@@ -287,8 +291,10 @@ def inspect_paths(
         return [inspect_file(p, max_pixels) for p in paths]
     settings = settings or load_settings()
     cache_path = _cache_file(settings)
-    if not _MEMORY and cache_path.is_file():
-        _load_disk_cache(cache_path)
+    if str(cache_path) not in _LOADED:
+        _LOADED.add(str(cache_path))
+        if cache_path.is_file():
+            _load_disk_cache(cache_path)
     # Pillow releases the GIL while decoding, so two threads use both cores.
     workers = workers or min(4, os.cpu_count() or 1)
     if len(paths) < 64 or workers == 1:

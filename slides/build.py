@@ -58,7 +58,7 @@ _CSS_URL = re.compile(r"url\(\s*['\"]?([^'\")]+?)['\"]?\s*\)")
 _FONT_SRC = re.compile(r"src\s*:[^;]*;")
 # Anything the finished page could still load from outside itself.
 _EXTERNAL_REFERENCE = re.compile(
-    r"""(?:\b(?:src|href)\s*=\s*["']?|url\(\s*["']?|@import\s+["']?)(?!data:|#|javascript:|about:)([a-z][a-z0-9+.-]*:|//|\.{0,2}/)""",
+    r"""(?:\b(?:src|href)\s*=\s*["']?|url\(\s*["']?|@import\s+["']?)(?!data:|#|["')])[^\s"')>]+""",
     re.IGNORECASE,
 )
 
@@ -327,6 +327,7 @@ def build(
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(page)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; the deck is meant to be shared
         os.replace(temporary, output)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

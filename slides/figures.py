@@ -60,14 +60,27 @@ def figure_settings(profile: str, backbone: str = "mobilenet", alpha: float | No
     return configured.replace(**changes)
 
 
-def save_figure(figure: Any, path: Path) -> Path:
-    """Write a Matplotlib figure as PNG atomically (temporary file, then rename), and close it."""
+def save_figure(figure: Any, path: Path, *, max_bytes: int = 250_000) -> Path:
+    """Write a Matplotlib figure as PNG atomically (temporary file, then rename), and close it.
+
+    Figures full of photographs compress badly; above ``max_bytes`` the PNG is reduced
+    to a 256-colour palette, which keeps the committed file and the deck small.
+    """
     import matplotlib.pyplot as plt
+    from PIL import Image
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
     plt.close(figure)
-    _atomic_write(path, buffer.getvalue())
+    data = buffer.getvalue()
+    if len(data) > max_bytes:
+        with Image.open(io.BytesIO(data)) as image:
+            smaller = io.BytesIO()
+            image.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(
+                smaller, format="png", optimize=True
+            )
+            data = smaller.getvalue()
+    _atomic_write(path, data)
     return path
 
 
@@ -77,6 +90,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; these files are shared and committed
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -99,12 +113,14 @@ def _percent(value: float) -> str:
 def figure_backbones(
     settings, output: Path, *, keys: Sequence[str] | None = None, batch: int = 16, repeats: int = 3
 ) -> dict[str, str]:
-    """Parameters of every backbone in the kit's table, and images per second measured here.
+    """Parameters of every backbone in the kit's table, and their speed measured here.
 
     Each network is built with random weights (speed does not depend on the values, and
     no download is needed) and called on a batch of random images: one warm-up call, then
-    the best of ``repeats`` timed calls (the best is the least disturbed by other work).
-    ``keys`` limits the table to some backbones (all by default).
+    ``repeats`` timed calls. Speed is counted in images per *CPU-second* (the CPU time the
+    process used, over all its threads): unlike wall time it hardly changes when other
+    programs share the machine, and a laptop with ``n`` free cores runs about ``n`` times
+    that. ``keys`` limits the table to some backbones (all by default).
     """
     import matplotlib.pyplot as plt
     import numpy as np
@@ -124,14 +140,14 @@ def figure_backbones(
         size = backbones.input_size(local, backbone)
         data = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype("float32")
         model(data, training=False)  # the first call builds the model: not timed
-        timings = []
+        cpu_seconds = []
         for _ in range(repeats):
-            began = time.perf_counter()
+            began = time.process_time()
             model(data, training=False)
-            timings.append(time.perf_counter() - began)
+            cpu_seconds.append(time.process_time() - began)
         resolved = backbone.resolve_alpha(alpha)
         label = backbone.title + (f", alpha {resolved:g}" if resolved is not None else "")
-        rows.append({"key": key, "label": label, "parameters": model.count_params(), "rate": batch / min(timings)})
+        rows.append({"key": key, "label": label, "parameters": model.count_params(), "rate": batch / max(min(cpu_seconds), 1e-9)})
         del model
         keras.backend.clear_session()
     figure, (left, right) = plt.subplots(1, 2, figsize=WIDE, sharey=True)
@@ -142,17 +158,21 @@ def figure_backbones(
     left.set_yticks(positions, labels)
     left.set_xlabel("parameters (millions)")
     right.barh(positions, [row["rate"] for row in rows], color=mark)
-    right.set_xlabel(f"images per second on this CPU ({os.cpu_count()} cores)")
+    right.set_xlabel("images per CPU-second, measured (x cores for a whole machine)")
     for axis, values, fmt in ((left, [r["parameters"] / 1e6 for r in rows], "{:.1f}"), (right, [r["rate"] for r in rows], "{:.0f}")):
         for y, value in zip(positions, values):
             axis.text(value, y, " " + fmt.format(value), va="center", fontsize=9)
         axis.spines[["top", "right"]].set_visible(False)
     figure.suptitle("The kit's backbones: size and CPU speed (dark: the one used in class)", fontsize=12)
     save_figure(figure, output / "backbones.png")
-    return {f"{row['key']}_speed": f"{row['rate']:.0f}" for row in rows}
+    numbers = {f"{row['key']}_speed": f"{row['rate']:.0f}" for row in rows}
+    speed = {row["key"]: row["rate"] for row in rows}
+    if "resnet50" in speed and settings.backbone in speed and settings.backbone != "resnet50":
+        numbers["speedup_vs_resnet50"] = f"{speed[settings.backbone] / speed['resnet50']:.1f}"
+    return numbers
 
 
-def figure_topk(settings, output: Path, *, per_source: int = 4) -> dict[str, str]:
+def figure_topk(settings, output: Path, *, per_source: int = 3) -> dict[str, str]:
     """Notebook 01: the ImageNet classifier's top labels (k=3, p >= 0.1) on photos and Simpsons frames."""
     from helpers import backbones, scoring, weights
 
@@ -165,14 +185,13 @@ def figure_topk(settings, output: Path, *, per_source: int = 4) -> dict[str, str
     model = backbones.load_classifier(settings)
     everything = scoring.predict_files(list(simpsons["path"]), model, settings)
     table = scoring.score_files(list(photos["path"]) + list(frames["path"]), model, settings, k=3, min_probability=0.1)
-    figure = scoring.show_predictions(table, limit=2 * per_source, columns=per_source, size=150)
+    figure = scoring.show_predictions(table, limit=2 * per_source, columns=per_source, size=180)
     # Name each image by what it shows (the files of different characters share names).
     names = [Path(p).stem.replace("_", " ") for p in photos["path"]] + [
         str(label).replace("_", " ") for label in frames["label"]
     ]
     for axis, name in zip(figure.axes, names):
         axis.set_title(name, fontsize=9)
-    figure.suptitle("Top ImageNet labels (k = 3, probability >= 0.1): photographs, then Simpsons frames", fontsize=12)
     save_figure(figure, output / "topk.png")
     return {
         "simpsons_paper_share": _percent(scoring.cartoon_or_paper_share(everything.top_labels())),
@@ -207,18 +226,72 @@ def figure_features(settings, output: Path) -> dict[str, str]:
     }
 
 
+def _best(table, family: str) -> float:
+    """The best test accuracy of one family of approaches in a comparison table."""
+    rows = table[table["family"] == family]
+    if not len(rows):
+        raise ValueError(f"the comparison has no {family!r} approach")
+    return float(rows["accuracy"].max())
+
+
+def figure_photo_vs_drawing(settings, output: Path) -> dict[str, str]:
+    """Notebook 04: every approach on one split of photographs vs drawings, and the sample-efficiency curve."""
+    import matplotlib.pyplot as plt
+
+    from helpers import compare, weights
+
+    weights.configure_keras_home(settings)
+    weights.seed_cache(settings)
+    frame = _dataset("photo_vs_drawing", settings)
+    comparison = compare.run_comparison(frame, settings)
+    table = comparison.table()
+    baseline = comparison.result("majority class").accuracy
+    figure, axis = plt.subplots(figsize=(WIDE[0], 0.45 * len(table) + 1.4))
+    compare.plot_comparison(table, chance=baseline, ax=axis)
+    axis.spines[["top", "right"]].set_visible(False)
+    save_figure(figure, output / "photo_vs_drawing.png")
+
+    split = comparison.split
+    images = compare.load_images(split.frame, compare.scratch_image_size(settings), settings)
+    learners = compare.sample_efficiency_learners(
+        split, settings, features=comparison.features, pixels=comparison.pixels, images=images
+    )
+    train_labels = split.labels("train")
+    sizes = compare.usable_sample_sizes(train_labels, settings.run.sample_sizes)
+    runs = compare.sample_efficiency(
+        learners, train_labels, split.labels("test"), sizes, settings.run.sample_seeds, base_seed=settings.seed
+    )
+    summary = compare.summarize_sample_efficiency(runs)
+    figure, axis = plt.subplots(figsize=WIDE)
+    compare.plot_sample_efficiency(summary, chance=1 / len(split.class_names), ax=axis)
+    axis.legend(fontsize=9, loc="lower right")
+    save_figure(figure, output / "sample_efficiency.png")
+    per_class = frame["label"].value_counts()
+    return {
+        "pvd_per_class": str(int(per_class.min())) if per_class.min() == per_class.max() else f"{per_class.min()}-{per_class.max()}",
+        "pvd_transfer_accuracy": _percent(_best(table, "transfer learning")),
+        "pvd_scratch_accuracy": _percent(_best(table, "from scratch")),
+        "pvd_pixels_accuracy": _percent(_best(table, "raw pixels")),
+        "pvd_features_accuracy": _percent(_best(table, "deep features")),
+        "pvd_baseline_accuracy": _percent(baseline),
+        "pvd_sample_sizes": ", ".join(str(size) for size in sizes),
+    }
+
+
 # --------------------------------------------------------------------------- the run
 
 FIGURES_BY_NAME: dict[str, Callable[[Any, Path], dict[str, str]]] = {
     "backbones": figure_backbones,
     "topk": figure_topk,
     "features": figure_features,
+    "photo_vs_drawing": figure_photo_vs_drawing,
 }
 # The PNG files each figure function writes (the manifest lists them).
 FILES = {
     "backbones": ["backbones.png"],
     "topk": ["topk.png"],
     "features": [],
+    "photo_vs_drawing": ["photo_vs_drawing.png", "sample_efficiency.png"],
 }
 
 
@@ -273,6 +346,7 @@ def run(names: Sequence[str], settings, output: Path = FIGURES, *, log: Callable
             "alpha": settings.alpha,
             "seed": settings.seed,
             "cpus": os.cpu_count(),
+            "load_average": [round(x, 1) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
             "machine": platform.machine(),
             "python": platform.python_version(),
             "versions": _versions(),

@@ -118,7 +118,8 @@ def test_results_table_columns_and_order():
     selection = classic.select_by_cv(X, y, classic.candidates(["linear_svm", "knn"]), verbose=False)
     table = classic.results_table(selection, X, y)
     assert list(table.columns) == [
-        "model", "title", "cv accuracy", "cv std", "test accuracy", "fit seconds", "search seconds", "best params", "chosen",
+        "model", "title", "cv accuracy", "cv std", "test accuracy",
+        "fit seconds", "search seconds", "best params", "chosen",
     ]
     assert table["cv accuracy"].is_monotonic_decreasing
     assert table["chosen"].sum() == 1

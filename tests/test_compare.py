@@ -110,6 +110,64 @@ def test_small_cnn_rejects_bad_arguments():
         compare.build_small_cnn(32, 2, dropout=1.0)
 
 
+@pytest.fixture(scope="module")
+def scratch_settings(tmp_path_factory):
+    """MobileNet alpha 0.75 settings; no weight file is needed for random weights."""
+    from helpers.settings import load_settings
+
+    cache = tmp_path_factory.mktemp("scratch")
+    return load_settings({"backbone": "mobilenet", "alpha": 0.75, "cache_dir": str(cache), "profile": "smoke"}, environ={})
+
+
+def test_scratch_backbone_is_random_fully_trainable_and_trains(scratch_settings, monkeypatch):
+    import keras
+
+    from helpers import backbones
+
+    calls = []
+    original = backbones.load_base
+
+    def recording_load_base(settings, **kwargs):
+        calls.append(kwargs)
+        return original(settings, **kwargs)
+
+    monkeypatch.setattr(backbones, "load_base", recording_load_base)
+    keras.utils.set_random_seed(1)
+    model = compare.build_scratch_backbone(scratch_settings, 2, image_size=32)
+    assert [call["weights"] for call in calls] == [None], "the reset net must be built with random weights"
+    assert model.output_shape == (None, 2)
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(layer.trainable and layer.momentum == compare.SCRATCH_BN_MOMENTUM for layer in norms)
+    # Every weight is trained except the BatchNorm moving statistics (mean and variance: 2 per channel).
+    moving = sum(2 * int(layer.moving_mean.shape[0]) for layer in norms)
+    assert compare.count_trainable_parameters(model) == model.count_params() - moving
+    # The backbone's own architecture: its table's blocks are all there.
+    base = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    table = backbones.get_backbone(settings=scratch_settings)
+    assert len(backbones.blocks(base, table)) == len(table.block_ends)
+
+    compare.compile_classifier(model, 1e-3)
+    images = np.random.default_rng(0).uniform(-1, 1, size=(4, 32, 32, 3)).astype("float32")
+    before = [w.copy() for w in model.get_weights()]
+    loss = model.train_on_batch(images, np.array([0, 1, 0, 1]))
+    assert np.isfinite(np.ravel(loss)[0])
+    changed = [not np.allclose(a, b) for a, b in zip(before, model.get_weights())]
+    assert changed[0] and changed[-1], "the first convolution and the head must both learn"
+
+
+def test_scratch_image_size_follows_the_profile(scratch_settings):
+    for profile, size in compare.SCRATCH_IMAGE_SIZES.items():
+        expected = size or 224
+        assert compare.scratch_image_size(scratch_settings.replace(profile=profile)) == expected
+
+
+def test_raw_pixel_models_exist_in_classic():
+    from helpers import classic
+
+    assert compare.RAW_PIXEL_MODELS[0] == "logistic_regression"
+    assert set(compare.RAW_PIXEL_MODELS) <= set(classic.MODEL_TITLES)
+
+
 def test_count_trainable_parameters_of_sklearn_models():
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression

@@ -27,7 +27,8 @@ PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     """Routes: /good (Range aware), /cut-once (cuts the first answer), /cut-once-norange
-    (cuts once, then ignores Range), /cut-always, /missing (404)."""
+    (cuts once, then ignores Range), /cut-once-badrange (cuts once, then answers the
+    wrong range), /cut-always, /missing (404)."""
 
     timeout = 5  # a stuck client cannot hold a server thread for long
 
@@ -48,6 +49,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         start = 0
         if range_header and route != "/cut-once-norange" and range_header.startswith("bytes="):
             start = int(range_header[6:].split("-")[0])
+        if start and route == "/cut-once-badrange":
+            # Claims a partial answer but sends the wrong range (from byte 0).
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes 0-{len(body) - 1}/{len(body)}")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if start:
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
@@ -139,6 +148,14 @@ def test_cut_with_a_server_that_ignores_range_restarts_cleanly(server, tmp_path)
     download.fetch(f"{base}/cut-once-norange", target, sha256=PAYLOAD_SHA, progress=False, backoff=0)
     assert target.read_bytes() == PAYLOAD
     assert len(state["requests"]) == 2
+
+
+def test_a_wrong_range_answer_restarts_the_file(server, tmp_path):
+    base, state = server
+    target = tmp_path / "file.bin"
+    download.fetch(f"{base}/cut-once-badrange", target, sha256=PAYLOAD_SHA, progress=False, backoff=0)
+    assert target.read_bytes() == PAYLOAD
+    assert [r is None for _, r in state["requests"]] == [True, False, True]
 
 
 def test_connection_always_cut_fails_without_partial_file(server, tmp_path):

@@ -24,7 +24,10 @@ COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), 
 def tiny_settings(tmp_path):
     """Smoke settings (MobileNet preprocessing: x / 127.5 - 1) with a private cache."""
     return load_settings(
-        {"profile": "smoke", "backbone": "mobilenet", "alpha": 0.75, "cache_dir": str(tmp_path / "cache"), "batch_size": 3},
+        {
+            "profile": "smoke", "backbone": "mobilenet", "alpha": 0.75,
+            "cache_dir": str(tmp_path / "cache"), "batch_size": 3,
+        },
         environ={},
     )
 
@@ -116,23 +119,47 @@ def test_a_changed_file_invalidates_the_cache(colour_frame, tiny_settings):
     assert len(list(features.cache_dir(tiny_settings).glob("*.npz"))) == 1
 
 
+def _cut_model(depth: int, seed: int = 0, named: bool = True):
+    """A small conv net cut after ``depth`` convolutions (like choosing an earlier layer)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = inputs
+    for index in range(depth):
+        x = keras.layers.Conv2D(4, 3, activation="relu", name=f"conv{index}" if named else None)(x)
+    x = keras.layers.GlobalAveragePooling2D(name="features_avg")(x)
+    return keras.Model(inputs, x, name="cut" if named else None)
+
+
 def test_another_layer_or_other_weights_miss_the_cache(colour_frame, tiny_settings, monkeypatch):
     calls = []
     real_compute = features._compute
 
     def counting(*args, **kwargs):
-        calls.append(args[0].name)
+        calls.append(features.describe_extractor(args[0])["layer"])
         return real_compute(*args, **kwargs)
 
     monkeypatch.setattr(features, "_compute", counting)
-    features.extract_features(_mean_colour_model("pool_a"), colour_frame, tiny_settings, progress=False)
-    features.extract_features(_mean_colour_model("pool_b"), colour_frame, tiny_settings, progress=False)
-    assert calls == ["pool_a_model", "pool_b_model"]
-    features.extract_features(_dense_model(seed=0), colour_frame, tiny_settings, progress=False)
-    features.extract_features(_dense_model(seed=1), colour_frame, tiny_settings, progress=False)
-    assert len(calls) == 4  # fine-tuned (here: re-initialised) weights are not served stale features
-    features.extract_features(_dense_model(seed=1), colour_frame, tiny_settings, progress=False)
-    assert len(calls) == 4
+    features.extract_features(_cut_model(1), colour_frame, tiny_settings, progress=False)
+    features.extract_features(_cut_model(2), colour_frame, tiny_settings, progress=False)
+    assert calls == ["conv0", "conv1"]  # an earlier or later layer is another computation
+    features.extract_features(_cut_model(2, seed=1), colour_frame, tiny_settings, progress=False)
+    assert len(calls) == 3  # fine-tuned (here: re-initialised) weights are not served stale features
+    features.extract_features(_cut_model(2, seed=1), colour_frame, tiny_settings, progress=False)
+    assert len(calls) == 3
+    assert len(list(features.cache_dir(tiny_settings).glob("*.npz"))) == 2  # new weights replaced the old file
+
+
+def test_the_same_model_built_again_hits_the_cache(colour_frame, tiny_settings, monkeypatch):
+    """Keras numbers unnamed layers per session (conv2d_7...): the cache must not depend on those names."""
+    first = features.extract_features(_cut_model(2, named=False), colour_frame, tiny_settings, progress=False)
+    monkeypatch.setattr(features, "_compute", lambda *a, **k: pytest.fail("recomputed an identical model"))
+    again = _cut_model(2, named=False)
+    assert again.layers[1].name != features.describe_extractor(_cut_model(2, named=False))["layer"]
+    np.testing.assert_array_equal(features.extract_features(again, colour_frame, tiny_settings, progress=False), first)
+    assert features.weights_fingerprint(again) == features.weights_fingerprint(_cut_model(2, named=False))
+    assert features.architecture_fingerprint(again) != features.architecture_fingerprint(_cut_model(1))
 
 
 def test_a_subset_or_reordered_frame_is_its_own_cache_entry(colour_frame, tiny_settings):

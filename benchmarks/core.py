@@ -1,0 +1,301 @@
+"""The CPU-first claims, measured side by side in one process: the kit's code paths against plain Keras.
+
+1. Feature extraction: :func:`helpers.features.extract_features` from image files
+   (decode, resize, preprocess, predict; no cache) against a bare ``model.predict``
+   on arrays decoded and preprocessed beforehand, outside the timer.
+2. One head-training epoch: the kit's phase 1 on cached features against a plain
+   Keras ``fit`` of the same head through the frozen base.
+3. One last-block epoch: the kit's phase 2 on cached block inputs against a plain
+   Keras ``fit`` with the same block unfrozen, plus the equivalence check.
+6. Scaling: time against the number of images for extraction and each training path.
+
+The plain Keras baselines are written here, in the keras-io style, and are given
+the best case: images already decoded, resized and preprocessed in memory, so
+they pay only for the network. Both sides use the same images, batch size,
+optimizer and validation set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import (
+    SUPERLINEAR_SLOPE,
+    Context,
+    Skip,
+    alternate,
+    loglog_slope,
+    now,
+    ratio,
+    simpsons_images,
+    weights_available,
+)
+
+EXTRACTION_GOAL = 0.9  # kit images/s over bare predict images/s
+HEAD_GOAL = 300.0  # plain epoch seconds over kit epoch seconds
+BLOCK_GOAL = 3.0
+EQUIVALENCE_TOLERANCE = 1e-4
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _synthetic_images(folder: Path, count: int) -> Any:
+    """Generated JPEGs in three classes, for the tiny run where the course data is absent."""
+    import pandas as pd
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = np.random.default_rng(0)
+    rows = []
+    for index in range(count):
+        label = ("red", "green", "blue")[index % 3]
+        pixels = generator.integers(0, 90, size=(120, 160, 3), dtype=np.uint8)
+        pixels[..., index % 3] += 120
+        path = folder / f"{label}_{index:04d}.jpg"
+        Image.fromarray(pixels).save(path, quality=90)
+        rows.append({"path": str(path), "label": label})
+    return pd.DataFrame(rows)
+
+
+def images(context: Context, settings: Any, count: int) -> tuple[Any, str]:
+    """``count`` labelled images and where they come from.
+
+    The Simpsons course images when present; in the tiny run, generated images
+    otherwise. The full run skips without the course data.
+    """
+    try:
+        return simpsons_images(context, settings, count), "Simpsons course images"
+    except Skip:
+        if context.size.name != "tiny":
+            raise
+    return _synthetic_images(context.scratch / "synthetic", count), "generated images (course data absent)"
+
+
+def weights_choice(settings: Any) -> tuple[str | None, str]:
+    """``"imagenet"`` where the real weights are cached, else random weights (tiny run only)."""
+    if weights_available(settings):
+        return "imagenet", "ImageNet (MobileNet alpha 0.75)"
+    return None, "random (ImageNet weights absent: timings hold, accuracies would not)"
+
+
+def decoded(frame: Any, settings: Any) -> np.ndarray:
+    """Images decoded, resized and preprocessed for the backbone, as one float32 array (outside timers)."""
+    from helpers import backbones, pipeline
+
+    size = backbones.input_size(settings)
+    pixels = np.stack([pipeline.load_image(path, size, settings=settings) for path in frame["path"]])
+    return np.asarray(backbones.get_backbone(settings=settings).preprocess(pixels.astype("float32")), dtype="float32")
+
+
+# --------------------------------------------------------------------------- 1. extraction
+
+
+def extraction(context: Context, settings: Any, frame: Any, weights: str | None) -> dict[str, Any]:
+    """Section 1: images/s through the kit's pipeline from files against bare predict on arrays."""
+    from helpers import backbones, features
+
+    for path in frame["path"]:  # both sides start from the page cache
+        Path(path).read_bytes()
+    model = backbones.load_feature_extractor(settings, weights=weights)
+    arrays = decoded(frame, settings)
+    batch_size = settings.batch_size
+
+    def kit() -> np.ndarray:
+        return features.extract_features(model, frame, settings, cache=False, progress=False)
+
+    def bare() -> np.ndarray:
+        return model.predict(arrays, batch_size=batch_size, verbose=0)
+
+    difference = float(np.max(np.abs(kit() - bare())))
+    timings = alternate({"kit": kit, "bare": bare}, context.size.repeats)
+    count = len(frame)
+    kit_rate, bare_rate = count / timings["kit"].median, count / timings["bare"].median
+    return {
+        "date": now(),
+        "images": count,
+        "batch_size": batch_size,
+        "repeats": context.size.repeats,
+        "kit": timings["kit"].as_dict() | {"images_per_s": kit_rate},
+        "bare": timings["bare"].as_dict() | {"images_per_s": bare_rate},
+        "ratio": ratio(kit_rate, bare_rate),
+        "ratio_cpu": ratio(timings["bare"].median_cpu, timings["kit"].median_cpu),
+        "goal": EXTRACTION_GOAL,
+        "goal_met": ratio(kit_rate, bare_rate) >= EXTRACTION_GOAL,
+        "max_abs_feature_difference": difference,
+    }
+
+
+# --------------------------------------------------------------------------- shared state
+
+
+def prepare(context: Context) -> dict[str, Any]:
+    """Settings, images and weights shared by the in-process sections (loaded once per run).
+
+    The images are split once: the first rows are the training pool (every training
+    set is a prefix of it), the last ``size.validation`` rows the validation set.
+    """
+    from helpers import pipeline
+
+    settings = context.settings("full")
+    size = context.size
+    frame, source = images(context, settings, max(size.images, max(size.scaling)) + size.validation)
+    weights, weights_text = weights_choice(settings)
+    classes = pipeline.class_names(frame)
+    return {
+        "settings": settings,
+        "pool": frame.head(len(frame) - size.validation).reset_index(drop=True),
+        "validation": frame.tail(size.validation).reset_index(drop=True),
+        "classes": classes,
+        "weights": weights,
+        "arrays": {},
+        "describe": {
+            "backbone": f"{settings.backbone} alpha {settings.alpha}",
+            "weights": weights_text,
+            "images": f"{source} ({len(frame)} used, {len(classes)} classes)",
+        },
+    }
+
+
+def _labels(state: dict[str, Any], frame: Any) -> np.ndarray:
+    from helpers import pipeline
+
+    return pipeline.encode_labels(frame["label"], state["classes"])
+
+
+def _arrays(state: dict[str, Any], frame: Any, key: str) -> np.ndarray:
+    """Decoded, preprocessed images of ``frame``, kept for the run (the plain baselines' input)."""
+    if key not in state["arrays"]:
+        state["arrays"][key] = decoded(frame, state["settings"])
+    return state["arrays"][key]
+
+
+# --------------------------------------------------------------------------- plain Keras baselines
+
+
+def plain_model(settings: Any, weights: str | None, classes: int, n_blocks: int, dropout: float) -> Any:
+    """The model a plain Keras user trains: the base (frozen, or its last blocks unfrozen) plus a head.
+
+    BatchNormalization layers stay frozen and the base runs with ``training=False``,
+    as in keras-io's fine-tuning guide.
+
+    Args:
+        settings: Kit settings (backbone, learning rate).
+        weights: ``"imagenet"`` or None.
+        classes: Number of classes.
+        n_blocks: 0 = head only; otherwise the last ``n_blocks`` blocks train too,
+            with a tenth of the learning rate.
+        dropout: Dropout rate before the classifier (the kit's head's).
+    """
+    import keras
+
+    from helpers import backbones
+
+    backbone = backbones.get_backbone(settings=settings)
+    base = backbones.load_base(settings, weights=weights)
+    if n_blocks == 0:
+        base.trainable = False
+        learning_rate = settings.learning_rate
+    else:
+        names = [layer.name for layer in base.layers]
+        cut = names.index(backbones.block_input_layer(base, backbone, n_blocks))
+        for index, layer in enumerate(base.layers):
+            layer.trainable = index > cut and not isinstance(layer, keras.layers.BatchNormalization)
+        learning_rate = settings.learning_rate / 10
+    inputs = keras.Input(shape=base.input_shape[1:])
+    x = base(inputs, training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(dropout)(x)
+    outputs = keras.layers.Dense(classes, activation="softmax")(x)
+    model = keras.Model(inputs, outputs, name=f"plain_{'head' if n_blocks == 0 else 'last_block'}")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def plain_epoch(model: Any, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, batch_size: int) -> Any:
+    """A function running one epoch of ``model.fit`` (with validation), as a plain Keras user would."""
+
+    def epoch() -> Any:
+        return model.fit(x, y, batch_size=batch_size, epochs=1, validation_data=(x_val, y_val), verbose=0)
+
+    return epoch
+
+
+def _training_module() -> Any:
+    try:
+        from helpers import training
+    except ImportError:
+        raise Skip("helpers.training (notebook 02's phase 1 and phase 2 helpers) is not in the kit yet") from None
+    return training
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def extraction_section(context: Context, state: dict[str, Any]) -> dict[str, Any]:
+    """Section 1 on the run's training images."""
+    frame = state["pool"].head(context.size.images)
+    return extraction(context, state["settings"], frame, state["weights"])
+
+
+def _scaling_path(title: str, counts: list[int], make: Any, repeats: int) -> dict[str, Any]:
+    """Time ``make(n)()`` for every n (alternating sizes within each repetition) and fit the slope."""
+    try:
+        runs = {str(n): make(n) for n in counts}
+    except Skip as skip:
+        return {"title": title, "skipped": str(skip)}
+    timings = alternate(runs, repeats)
+    points = [{"images": n, **timings[str(n)].as_dict()} for n in counts]
+    slope = loglog_slope(counts, [p["median_s"] for p in points])
+    return {"title": title, "points": points, "slope": slope, "superlinear": slope > SUPERLINEAR_SLOPE}
+
+
+def scaling_section(context: Context, state: dict[str, Any]) -> dict[str, Any]:
+    """Section 6: time against the number of images for extraction and each training path."""
+    from helpers import backbones, features
+
+    settings, weights = state["settings"], state["weights"]
+    counts = list(context.size.scaling)
+    repeats = context.size.scaling_repeats
+    extractor = backbones.load_feature_extractor(settings, weights=weights)
+
+    def extract(n: int) -> Any:
+        frame = state["pool"].head(n)
+        return lambda: features.extract_features(extractor, frame, settings, cache=False, progress=False)
+
+    paths = {"extraction": _scaling_path("extraction (kit, from files)", counts, extract, repeats)}
+    for name, (title, make) in kit_scaling_paths(state, counts).items():
+        paths[name] = _scaling_path(title, counts, make, repeats)
+    return {"date": now(), "repeats": repeats, "counts": counts, "paths": paths}
+
+
+def kit_scaling_paths(state: dict[str, Any], counts: list[int]) -> dict[str, tuple[str, Any]]:
+    """The kit's training paths for the scaling curves: name -> (title, n -> one-epoch function)."""
+    return {}
+
+
+def head_section(context: Context, state: dict[str, Any]) -> dict[str, Any]:
+    """Section 2: one head epoch on cached features against plain Keras through the frozen base."""
+    _training_module()
+    raise Skip("not wired yet")
+
+
+def block_section(context: Context, state: dict[str, Any]) -> dict[str, Any]:
+    """Section 3: one last-block epoch on cached block inputs against plain Keras, and the equivalence check."""
+    _training_module()
+    raise Skip("not wired yet")
+
+
+SECTIONS = {
+    "extraction": extraction_section,
+    "head": head_section,
+    "block": block_section,
+    "scaling": scaling_section,
+}

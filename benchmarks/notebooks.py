@@ -1,0 +1,201 @@
+"""Wall time of every notebook per profile, and the accuracies the notebooks end with.
+
+Each notebook of ``solutions/`` (solutions and hidden tests included) is copied to a
+scratch folder and executed there, top to bottom, in a fresh ``python3`` kernel with
+the profile's per-cell timeout and the environment a classroom would have
+(``KIT_PROFILE``, MobileNet alpha 0.75, the course data, one fresh kit cache per
+profile shared by the notebooks in course order, as a student working through the
+course has). The wall time runs from the kernel's start to the end of the last cell.
+
+Then one extra cell, run in the same kernel after the timing stops, reports the
+notebook's results: every number whose name contains "acc" (``test_accuracy``...)
+and every small table with an accuracy column (comparison tables). That is how the
+accuracy of each notebook's final models is read without a second training run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from benchmarks.common import ROOT, Context, now
+
+WORKSHOP_BUDGET_S = 300.0  # each notebook, workshop profile, MobileNet, 2 cores
+SMOKE_BUDGET_S = 300.0  # all notebooks together, smoke profile
+PROBE_MARKER = "KIT-BENCHMARK-RESULTS "
+PROBE_SOURCE = r'''
+def _kit_benchmark_results():
+    import json, numbers
+    found = {}
+    for name, value in list(globals().items()):
+        if name.startswith("_") or isinstance(value, bool):
+            continue
+        try:
+            if isinstance(value, numbers.Real) and "acc" in name.lower():
+                found[name] = float(value)
+            elif type(value).__name__ == "DataFrame" and len(value) <= 60:
+                columns = [c for c in value.columns if "acc" in str(c).lower()]
+                if columns:
+                    table = value.reset_index()
+                    found[name] = json.loads(table.to_json(orient="records", default_handler=str))
+            elif hasattr(value, "accuracy") and hasattr(value, "name") and isinstance(getattr(value, "accuracy"), numbers.Real):
+                found[name] = {"name": str(value.name), "accuracy": float(value.accuracy)}
+        except Exception as error:  # a result we cannot read is reported, never fatal
+            found[name] = f"unreadable: {error}"
+    print("%s" + json.dumps(found, default=str))
+_kit_benchmark_results()
+''' % PROBE_MARKER
+
+
+def course_notebooks(root: Path = ROOT) -> list[Path]:
+    """The source notebook of every assignment, in course order."""
+    from helpers import course
+
+    return [course.source_notebook(name, root) for name in course.list_assignments(root)]
+
+
+def toy_notebooks(folder: Path) -> list[Path]:
+    """Two tiny notebooks without TensorFlow, for the tiny run (each in its own folder)."""
+    import nbformat
+
+    sources = {
+        "toy_a": ["import time\ntime.sleep(0.1)", "test_accuracy = 0.5"],
+        "toy_b": [
+            "import pandas as pd\nresults = pd.DataFrame({'approach': ['x', 'y'], 'accuracy': [0.25, 0.75]})",
+        ],
+    }
+    paths = []
+    for name, cells in sources.items():
+        notebook = nbformat.v4.new_notebook()
+        notebook.metadata = {"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}}
+        notebook.cells = [nbformat.v4.new_markdown_cell(f"# {name}")] + [nbformat.v4.new_code_cell(c) for c in cells]
+        path = folder / name / f"{name}.ipynb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(notebook, path)
+        paths.append(path)
+    return paths
+
+
+def _cell_seconds(cell: Any) -> float | None:
+    """A cell's run time from nbclient's timing metadata."""
+    import datetime
+
+    timing = cell.get("metadata", {}).get("execution", {})
+    began, ended = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
+    if not began or not ended:
+        return None
+    parse = datetime.datetime.fromisoformat
+    return (parse(ended.replace("Z", "+00:00")) - parse(began.replace("Z", "+00:00"))).total_seconds()
+
+
+def _probe_results(cell: Any) -> dict[str, Any]:
+    for output in cell.get("outputs", []):
+        text = output.get("text", "")
+        for line in text.splitlines():
+            if line.startswith(PROBE_MARKER):
+                return json.loads(line[len(PROBE_MARKER):])
+    return {}
+
+
+def execute(path: Path, workdir: Path, environment: dict[str, str | None], timeout: int) -> dict[str, Any]:
+    """Run a copy of one notebook in ``workdir``; return its wall time, slowest cells, status and results.
+
+    Args:
+        path: The notebook (its folder is copied, so files beside it are there too).
+        workdir: Scratch folder; the copy runs in ``workdir/<folder name>``.
+        environment: Environment variables for the kernel.
+        timeout: Seconds one cell may run.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    from helpers import course
+
+    folder = workdir / path.parent.name
+    shutil.copytree(path.parent, folder, dirs_exist_ok=True)
+    notebook = nbformat.read(folder / path.name, as_version=4)
+    client = NotebookClient(
+        notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    )
+    status, error, results = "ok", "", {}
+    with course.kernel_environment(environment):
+        began = time.perf_counter()
+        with client.setup_kernel():
+            try:
+                for index, cell in enumerate(notebook.cells):
+                    client.execute_cell(cell, index)
+            except (CellExecutionError, CellTimeoutError, DeadKernelError) as failure:
+                status = "timeout" if isinstance(failure, CellTimeoutError) else "error"
+                error = str(failure).strip().splitlines()[-1][:300] if str(failure).strip() else type(failure).__name__
+            seconds = time.perf_counter() - began
+            if status == "ok":
+                probe = nbformat.v4.new_code_cell(PROBE_SOURCE)
+                notebook.cells.append(probe)
+                try:
+                    client.execute_cell(probe, len(notebook.cells) - 1)
+                    results = _probe_results(probe)
+                except (CellExecutionError, CellTimeoutError, DeadKernelError) as failure:
+                    results = {"probe_error": str(failure)[-300:]}
+                notebook.cells.pop()
+    cells = []
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code":
+            duration = _cell_seconds(cell)
+            if duration is not None:
+                cells.append({"cell": cell.get("id", str(index)), "seconds": round(duration, 2)})
+    slowest = sorted(cells, key=lambda c: -c["seconds"])[:3]
+    return {
+        "notebook": path.parent.name,
+        "seconds": round(seconds, 2),
+        "status": status,
+        "error": error,
+        "slowest_cells": slowest,
+        "results": results,
+    }
+
+
+def run(context: Context, profiles: Sequence[str], notebooks: Sequence[Path] | None = None) -> dict[str, Any]:
+    """Time every notebook in each profile (section 4) and collect their results (section 7).
+
+    Args:
+        context: Where the course data and the scratch folder are.
+        profiles: Profiles to run, e.g. ``("smoke", "workshop")``.
+        notebooks: Notebooks to run; every assignment of ``solutions/`` by default (the
+            tiny run passes toy notebooks).
+
+    Returns:
+        ``{"profiles": {profile: {"notebooks": [...], "total_s": ..., "budget": ...}}}``.
+    """
+    from helpers.settings import PROFILES
+
+    notebooks = list(notebooks) if notebooks is not None else course_notebooks()
+    out: dict[str, Any] = {"date": now(), "profiles": {}}
+    for profile in profiles:
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}.")
+        workdir = context.scratch / f"notebooks-{profile}"
+        environment = context.kernel_environment(profile, workdir / "cache")
+        rows = []
+        for path in notebooks:
+            print(f"  {profile}: {path.parent.name} ...", flush=True)
+            row = execute(path, workdir, environment, PROFILES[profile].cell_timeout)
+            print(f"    {row['seconds']:.1f} s, {row['status']} {row['error']}", flush=True)
+            rows.append(row)
+        total = sum(row["seconds"] for row in rows)
+        all_ok = all(row["status"] == "ok" for row in rows)
+        budget: dict[str, Any] | None = None
+        if profile == "smoke":
+            budget = {"rule": "all notebooks together", "limit_s": SMOKE_BUDGET_S, "met": all_ok and total <= SMOKE_BUDGET_S}
+        elif profile == "workshop":
+            worst = max((row["seconds"] for row in rows), default=0.0)
+            budget = {"rule": "each notebook", "limit_s": WORKSHOP_BUDGET_S, "met": all_ok and worst <= WORKSHOP_BUDGET_S}
+        for row in rows:
+            row["within_budget"] = row["status"] == "ok" and (
+                profile != "workshop" or row["seconds"] <= WORKSHOP_BUDGET_S
+            )
+        out["profiles"][profile] = {"notebooks": rows, "total_s": round(total, 2), "budget": budget}
+    return out

@@ -1,0 +1,445 @@
+"""The benchmark report: ``REPORT.md``, the raw ``results.json`` and the plots under ``plots/``.
+
+Every file is written to a temporary name and renamed, so an interrupted run leaves
+the previous report whole.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+from benchmarks.common import SUPERLINEAR_SLOPE, atomic_write
+
+PLOTS_DIR = "plots"
+HEADINGS = (
+    "## Summary",
+    "## 1. Feature extraction",
+    "## 2. Head-training epoch",
+    "## 3. Last-block epoch",
+    "## 4. Notebook wall times",
+    "## 5. Autograding throughput",
+    "## 6. Scaling",
+    "## 7. Accuracy",
+    "## Method",
+)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def ratios(results: dict[str, Any]) -> dict[str, float]:
+    """Every side-by-side ratio of the run, by name (what the summary and the tests read)."""
+    sections = results.get("sections", {})
+    found = {}
+    for name, key in (("extraction", "ratio"), ("head", "ratio"), ("block", "ratio"), ("grading", "ratio_budget_to_projected")):
+        value = sections.get(name, {}).get(key)
+        if value is not None:
+            found[f"{name}.{key}"] = float(value)
+    return found
+
+
+def _number(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "**no**"
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            return "n/a"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    return str(value)
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
+    header = list(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_number(cell) for cell in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _status(section: dict[str, Any] | None) -> str | None:
+    """A line saying why a section has no numbers, or None when it has some."""
+    if not section:
+        return "_Not run yet: `python -m benchmarks --only <section>`._"
+    if "skipped" in section:
+        return f"_Skipped: {section['skipped']}_"
+    if "error" in section:
+        return f"_Failed: `{section['error']}`_"
+    return None
+
+
+def _when(section: dict[str, Any]) -> str:
+    load = section.get("load_average_before")
+    extra = f", load average {load} at its start" if load is not None else ""
+    return f"_Measured {section.get('date', '?')}{extra}; section took {section.get('section_seconds', '?')} s._"
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _save(figure: Any, path: Path) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    atomic_write(path, buffer.getvalue())
+
+
+def _plots(out: Path, results: dict[str, Any]) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sections = results.get("sections", {})
+    folder = out / PLOTS_DIR
+    made: dict[str, str] = {}
+
+    extraction = sections.get("extraction", {})
+    if "ratio" in extraction:
+        figure, ax = plt.subplots(figsize=(5, 3))
+        names = ["kit pipeline\n(from files)", "bare predict\n(decoded arrays)"]
+        values = [extraction["kit"]["images_per_s"], extraction["bare"]["images_per_s"]]
+        ax.bar(names, values, color=["tab:blue", "tab:gray"])
+        ax.set_ylabel("images / s (median)")
+        ax.set_title(f"Feature extraction: ratio {extraction['ratio']:.2f} (goal ≥ {extraction['goal']})")
+        _save(figure, folder / "extraction.png")
+        plt.close(figure)
+        made["extraction"] = f"{PLOTS_DIR}/extraction.png"
+
+    pairs = [(name, sections.get(name, {})) for name in ("head", "block")]
+    pairs = [(name, s) for name, s in pairs if "ratio" in s]
+    if pairs:
+        figure, ax = plt.subplots(figsize=(6, 3.2))
+        labels, kit, plain = [], [], []
+        for name, section in pairs:
+            labels.append(f"{'head' if name == 'head' else 'last block'}\n×{section['ratio']:.0f}")
+            kit.append(section["kit"]["median_s"])
+            plain.append(section["plain"]["median_s"])
+        positions = range(len(labels))
+        ax.bar([p - 0.2 for p in positions], plain, width=0.4, label="plain Keras fit", color="tab:gray")
+        ax.bar([p + 0.2 for p in positions], kit, width=0.4, label="the kit (cached)", color="tab:blue")
+        ax.set_xticks(list(positions), labels)
+        ax.set_yscale("log")
+        ax.set_ylabel("seconds per epoch (median, log)")
+        ax.legend()
+        ax.set_title("One training epoch")
+        _save(figure, folder / "training.png")
+        plt.close(figure)
+        made["training"] = f"{PLOTS_DIR}/training.png"
+
+    scaling = sections.get("scaling", {})
+    if scaling.get("paths"):
+        figure, ax = plt.subplots(figsize=(6, 4))
+        for name, path in scaling["paths"].items():
+            if "points" not in path:
+                continue
+            counts = [p["images"] for p in path["points"]]
+            seconds = [p["median_s"] for p in path["points"]]
+            ax.plot(counts, seconds, marker="o", label=f"{path['title']} (slope {path['slope']:.2f})")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("images")
+        ax.set_ylabel("seconds (median)")
+        ax.set_title("Scaling (log-log; slope 1 = linear)")
+        ax.legend(fontsize=8)
+        _save(figure, folder / "scaling.png")
+        plt.close(figure)
+        made["scaling"] = f"{PLOTS_DIR}/scaling.png"
+
+    timed = sections.get("notebooks", {}).get("profiles", {})
+    if timed:
+        figure, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * sum(len(p["notebooks"]) for p in timed.values())))
+        labels, values, colours = [], [], []
+        palette = {"smoke": "tab:green", "workshop": "tab:blue", "grading": "tab:orange", "full": "tab:purple"}
+        for profile, entry in timed.items():
+            for row in entry["notebooks"]:
+                labels.append(f"{row['notebook']} ({profile})")
+                values.append(row["seconds"])
+                colours.append(palette.get(profile, "tab:gray") if row["status"] == "ok" else "tab:red")
+        ax.barh(labels[::-1], values[::-1], color=colours[::-1])
+        if "workshop" in timed:
+            ax.axvline(300, color="tab:red", linestyle="--", linewidth=1, label="workshop budget, each (300 s)")
+            ax.legend(fontsize=8)
+        ax.set_xlabel("wall seconds (kernel start to last cell)")
+        ax.set_title("Notebook wall time per profile")
+        _save(figure, folder / "notebooks.png")
+        plt.close(figure)
+        made["notebooks"] = f"{PLOTS_DIR}/notebooks.png"
+    return made
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _summary(results: dict[str, Any]) -> list[str]:
+    sections = results.get("sections", {})
+    rows = []
+
+    def add(claim: str, section: dict[str, Any] | None, measured: str, goal: str, met: Any) -> None:
+        if _status(section) is None:
+            rows.append((claim, measured, goal, met))
+        else:
+            rows.append((claim, "–", goal, _status(section).strip("_")))
+
+    e = sections.get("extraction")
+    add("1. extraction, kit ÷ bare predict (images/s)", e, f"{e['ratio']:.2f}" if e and "ratio" in e else "", "≥ 0.9", e and e.get("goal_met"))
+    h = sections.get("head")
+    add("2. head epoch, plain ÷ kit", h, f"×{h['ratio']:.0f}" if h and "ratio" in h else "", "≥ ×300", h and h.get("goal_met"))
+    b = sections.get("block")
+    add("3. last-block epoch, plain ÷ kit", b, f"×{b['ratio']:.1f}" if b and "ratio" in b else "", "≥ ×3", b and b.get("goal_met"))
+    if b and "equivalence" in b:
+        eq = b["equivalence"]
+        add("3. equivalence, max |Δ prediction|", b, f"{eq['max_abs_difference']:.1e}", f"≤ {eq['tolerance']:.0e}", eq["met"])
+    n = sections.get("notebooks")
+    for profile, entry in (n or {}).get("profiles", {}).items():
+        budget = entry.get("budget")
+        if budget is None:
+            continue
+        if budget["rule"] == "each notebook":
+            worst = max(entry["notebooks"], key=lambda r: r["seconds"])
+            measured = f"slowest {worst['notebook']}: {worst['seconds']:.0f} s"
+        else:
+            measured = f"{entry['total_s']:.0f} s in all"
+        add(f"4. notebooks, {profile} profile", n, measured, f"≤ {budget['limit_s']:.0f} s {budget['rule']}", budget["met"])
+    if n is None or "profiles" not in (n or {}):
+        add("4. notebooks", n, "", "workshop ≤ 300 s each; smoke ≤ 300 s in all", None)
+    g = sections.get("grading")
+    add(
+        "5. autograding, projected class of 30", g,
+        f"{g['projected_class_s']:.0f} s ({g['submissions']} measured)" if g and "projected_class_s" in g else "",
+        "≤ 600 s", g and g.get("budget_met"),
+    )
+    s = sections.get("scaling")
+    if s and "paths" in s:
+        worse = [p["title"] for p in s["paths"].values() if p.get("superlinear")]
+        add("6. scaling, worse than linear", s, ", ".join(worse) or "none", f"slope ≤ {SUPERLINEAR_SLOPE}", not worse)
+    else:
+        add("6. scaling", s, "", "linear", None)
+    return _table(("claim", "measured", "goal", "met"), rows)
+
+
+def _extraction(section: dict[str, Any]) -> list[str]:
+    lines = _table(
+        ("path", "median s", "images/s", "median CPU s"),
+        [
+            ("the kit: `features.extract_features` from files", section["kit"]["median_s"], section["kit"]["images_per_s"], section["kit"]["median_cpu_s"]),
+            ("bare `model.predict` on decoded arrays", section["bare"]["median_s"], section["bare"]["images_per_s"], section["bare"]["median_cpu_s"]),
+        ],
+    )
+    lines.append(
+        f"{section['images']} images, batch {section['batch_size']}, median of {section['repeats']} alternating repetitions. "
+        f"Ratio (kit ÷ bare, images/s): **{section['ratio']:.2f}** (goal ≥ {section['goal']}; "
+        f"{'met' if section['goal_met'] else 'not met'}); by CPU time: {section['ratio_cpu']:.2f}. "
+        f"Largest difference between the two feature arrays: {section['max_abs_feature_difference']:.1e}."
+    )
+    return lines + [""]
+
+
+def _epoch(section: dict[str, Any], what: str) -> list[str]:
+    lines = _table(
+        ("path", "median s / epoch", "median CPU s", "repetitions"),
+        [
+            (section["kit"]["label"], section["kit"]["median_s"], section["kit"]["median_cpu_s"], len(section["kit"]["wall_s"])),
+            (section["plain"]["label"], section["plain"]["median_s"], section["plain"]["median_cpu_s"], len(section["plain"]["wall_s"])),
+        ],
+    )
+    lines.append(
+        f"{section['images']} training and {section['validation']} validation images, batch {section['batch_size']}. "
+        f"Ratio (plain ÷ kit): **×{section['ratio']:.1f}** (goal ≥ ×{section['goal']:.0f}; "
+        f"{'met' if section['goal_met'] else 'not met'})."
+    )
+    once = section.get("one_off")
+    if once:
+        lines.append(
+            f"The kit pays once for {what}: {once['seconds']:.1f} s; with {once['epochs']} epochs "
+            f"(the workshop profile) the whole phase takes {once['kit_total_s']:.1f} s against "
+            f"{once['plain_total_s']:.1f} s for plain Keras (×{once['ratio']:.1f})."
+        )
+    for note in section.get("notes", []):
+        lines.append(f"- {note}")
+    return lines + [""]
+
+
+def _notebooks(section: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for profile, entry in section["profiles"].items():
+        budget = entry.get("budget")
+        rule = f"budget: ≤ {budget['limit_s']:.0f} s {budget['rule']} — {'met' if budget['met'] else '**not met**'}" if budget else "no budget"
+        lines.append(f"**{profile} profile** ({rule}; {entry['total_s']:.0f} s in all)")
+        lines.append("")
+        lines += _table(
+            ("notebook", "wall s", "status", "slowest cells (s)"),
+            [
+                (
+                    row["notebook"],
+                    row["seconds"],
+                    row["status"] + (f": {row['error']}" if row["error"] else ""),
+                    ", ".join(f"{c['cell']} {c['seconds']:.0f}" for c in row["slowest_cells"]),
+                )
+                for row in entry["notebooks"]
+            ],
+        )
+    return lines
+
+
+def _accuracy(section: dict[str, Any] | None) -> list[str]:
+    if _status(section) is not None:
+        return [_status(section), ""]
+    profiles = section.get("profiles", {})
+    profile = "workshop" if "workshop" in profiles else next(iter(profiles), None)
+    if profile is None:
+        return ["_No notebook was run._", ""]
+    lines = [f"Read from each notebook's own results at the end of its {profile}-profile run (section 4)."]
+    if profile != "workshop":
+        lines.append(f"_This run has no workshop-profile timings; these are the {profile} profile's numbers (little data)._")
+    lines.append("")
+    rows = []
+    for row in profiles[profile]["notebooks"]:
+        results = row.get("results") or {}
+        for name, value in results.items():
+            if isinstance(value, (int, float)):
+                rows.append((row["notebook"], f"`{name}`", f"{value:.3f}"))
+            elif isinstance(value, dict) and "accuracy" in value:
+                rows.append((row["notebook"], f"`{name}` ({value.get('name', '')})", f"{value['accuracy']:.3f}"))
+            elif isinstance(value, list):
+                for record in value:
+                    label = _record_label(record)
+                    metrics = ", ".join(f"{k} {_number(v, 3)}" for k, v in record.items() if _is_metric(k))
+                    rows.append((row["notebook"], f"`{name}`: {label}", metrics))
+        if not results:
+            rows.append((row["notebook"], "–", "no accuracy reported" if row["status"] == "ok" else f"not run to the end ({row['status']})"))
+    return lines + _table(("notebook", "model / result", "test accuracy"), rows)
+
+
+def _record_label(record: dict[str, Any]) -> str:
+    """What a table row is about: its first text field that is not a metric (the approach, the model)."""
+    texts = [str(v) for k, v in record.items() if not _is_metric(k) and isinstance(v, str)]
+    if texts:
+        return texts[0]
+    return str(next((v for k, v in record.items() if not _is_metric(k)), ""))
+
+
+def _is_metric(key: str) -> bool:
+    key = key.lower()
+    return "acc" in key or key in {"f1", "precision", "recall"}
+
+
+def _scaling(section: dict[str, Any]) -> list[str]:
+    rows = []
+    for path in section["paths"].values():
+        if "points" not in path:
+            rows.append((path["title"], "–", "–", path.get("skipped", path.get("error", ""))))
+            continue
+        per = ", ".join(f"{p['images']}: {p['median_s']:.2f}" for p in path["points"])
+        rows.append((path["title"], per, f"{path['slope']:.2f}", "**worse than linear**" if path["superlinear"] else "ok"))
+    lines = _table(("path", "images: median s", "log-log slope", "verdict"), rows)
+    lines.append(
+        f"Median of {section['repeats']} repetitions per point. A slope above {SUPERLINEAR_SLOPE} is flagged as worse "
+        "than linear; below 1 means fixed costs (tracing, start-up) still weigh at the small sizes."
+    )
+    return lines + [""]
+
+
+def _grading(section: dict[str, Any]) -> list[str]:
+    return [
+        f"{section['submissions']} simulated submissions of `{section['assignment']}` (the solution), graded with "
+        f"`helpers.course.autograde` in the grading profile, {section['jobs']} at a time: "
+        f"**{section['seconds']:.0f} s** ({section['seconds_per_submission']:.1f} s each). "
+        f"Projected class of {section['class_size']}: **{section['projected_class_s']:.0f} s** "
+        f"(goal ≤ {section['budget_s']:.0f} s; {'met' if section['budget_met'] else '**not met**'}). "
+        f"Every autograded cell at full marks: {_number(section['all_full_marks'])}.",
+        "",
+    ]
+
+
+def markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
+    """The report as Markdown."""
+    hardware = results.get("hardware", {})
+    sections = results.get("sections", {})
+    inputs = results.get("inputs", {})
+    lines = [
+        "# Benchmarks of the kit",
+        "",
+        f"Generated {results.get('generated')} by `{results.get('command')}` (size **{results.get('size')}**).",
+        "",
+        *_table(
+            ("hardware", ""),
+            [
+                ("CPU", hardware.get("cpu")),
+                ("cores", hardware.get("cores")),
+                ("RAM (GB)", hardware.get("ram_gb")),
+                ("OS", hardware.get("os")),
+                ("Python / TensorFlow / Keras", f"{hardware.get('python')} / {hardware.get('tensorflow')} / {hardware.get('keras')}"),
+                ("nbgrader", hardware.get("nbgrader")),
+                ("load average at start", hardware.get("load_average_at_start")),
+            ],
+        ),
+    ]
+    if inputs:
+        lines += [f"Backbone: {inputs.get('backbone')}; weights: {inputs.get('weights')}; images: {inputs.get('images')}.", ""]
+    lines += [HEADINGS[0], "", *_summary(results)]
+
+    def section_block(heading: str, name: str, body: Any, plot: str | None = None) -> None:
+        lines.extend([heading, ""])
+        section = sections.get(name)
+        status = _status(section)
+        if status is not None:
+            lines.extend([status, ""])
+            return
+        lines.extend(body(section))
+        if plot and plot in plots:
+            lines.extend([f"![{name}]({plots[plot]})", ""])
+        lines.extend([_when(section), ""])
+
+    section_block(HEADINGS[1], "extraction", _extraction, "extraction")
+    section_block(HEADINGS[2], "head", lambda s: _epoch(s, "extracting the features"), "training")
+    section_block(HEADINGS[3], "block", lambda s: _epoch(s, "caching the block inputs") + _equivalence(s))
+    section_block(HEADINGS[4], "notebooks", _notebooks, "notebooks")
+    section_block(HEADINGS[5], "grading", _grading)
+    section_block(HEADINGS[6], "scaling", _scaling, "scaling")
+    lines += [HEADINGS[7], "", *_accuracy(sections.get("notebooks"))]
+    lines += [HEADINGS[8], "", *METHOD]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _equivalence(section: dict[str, Any]) -> list[str]:
+    eq = section.get("equivalence")
+    if not eq:
+        return []
+    return [
+        f"Equivalence check (as in notebook 02): {eq['description']} Largest difference in predicted probabilities "
+        f"over {eq['images']} images: **{eq['max_abs_difference']:.1e}** (tolerance {eq['tolerance']:.0e}; "
+        f"{'met' if eq['met'] else '**not met**'}).",
+        "",
+    ]
+
+
+METHOD = [
+    "- Each comparison runs both sides in one process, alternating them inside every repetition after one untimed "
+    "warm-up each (graph tracing); each side is the median of its repetitions, and the ratio is taken between medians. "
+    "CPU-time figures (all threads of the process) are given beside wall time: they move less when other work shares the machine.",
+    "- Plain Keras baselines are written in `benchmarks/core.py` (keras-io style: Functional API, the frozen base called "
+    "with `training=False`, `validation_data`) and get the best case: images decoded, resized and preprocessed in memory.",
+    "- The kit's side calls the same helpers functions the notebooks call (`helpers.features`, `helpers.training`, "
+    "`helpers.course`).",
+    "- Notebooks are the `solutions/` sources executed top to bottom with nbclient in a fresh kernel, with KIT_PROFILE "
+    "set, MobileNet alpha 0.75 and the course data; one fresh kit cache per profile, shared by the notebooks in course "
+    "order as a student's is.",
+    "- Re-run one part: `python -m benchmarks --only notebooks` (sections: extraction, head, block, scaling, notebooks, "
+    "grading); the others are kept from `results.json`, each with its own date.",
+    "",
+]
+
+
+def write(out: Path, results: dict[str, Any]) -> Path:
+    """Write ``results.json``, the plots and ``REPORT.md`` into ``out``; return the report's path."""
+    out = Path(out)
+    results["ratios"] = ratios(results)
+    plots = _plots(out, results)
+    atomic_write(out / "results.json", json.dumps(results, indent=2, sort_keys=False, default=str) + "\n")
+    return atomic_write(out / "REPORT.md", markdown(results, plots))

@@ -1,0 +1,181 @@
+"""The benchmark command: ``python -m benchmarks --size tiny|full [--only SECTIONS]``.
+
+Sections (all by default):
+
+- ``extraction``: 1. the kit's feature extraction from files against bare predict;
+- ``head``: 2. a head-training epoch on cached features against plain Keras;
+- ``block``: 3. a last-block epoch on cached block inputs against plain Keras, with
+  the equivalence check;
+- ``scaling``: 6. time against the number of images, with the log-log slope;
+- ``notebooks``: 4. every notebook's wall time per profile, and 7. the accuracies the
+  notebooks end with (from the workshop profile run);
+- ``grading``: 5. autograding throughput.
+
+``--size full`` writes ``benchmarks/REPORT.md``, ``benchmarks/results.json`` and
+``benchmarks/plots/*.png``; ``--size tiny`` (seconds; what the test suite runs)
+writes to ``benchmarks/out/tiny`` unless ``--out`` says otherwise. With ``--only``,
+the sections not run are kept from the previous ``results.json`` in the output
+folder (each section records its own date), so a long section can be re-run alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from benchmarks import common
+
+SECTIONS = ("extraction", "head", "block", "scaling", "notebooks", "grading")
+RESULTS_FILE = "results.json"
+REPORT_FILE = "REPORT.md"
+DEFAULT_OUT = {"full": common.ROOT / "benchmarks", "tiny": common.ROOT / "benchmarks" / "out" / "tiny"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Measure the kit's CPU-first claims (as ratios), the notebook budgets and accuracy; write a report.",
+    )
+    parser.add_argument("--size", choices=sorted(common.SIZES), default="full", help="tiny: seconds (tests); full: the committed report")
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated sections to run (default all): {','.join(SECTIONS)}"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/ for full, benchmarks/out/tiny for tiny)")
+    parser.add_argument("--shared", type=Path, default=common.DEFAULT_SHARED, help="course data folder with keras_home/models and datasets (default ../shared/data)")
+    parser.add_argument("--profiles", default=None, help="profiles for the notebook timings (default: smoke,workshop for full; smoke for tiny)")
+    parser.add_argument("--submissions", type=int, default=None, help="simulated submissions to autograde (default: 10 for full, 2 for tiny)")
+    parser.add_argument("--assignment", default=None, help="assignment to autograde (default 01_pretrained_scoring; a toy one for tiny)")
+    parser.add_argument("--keep-scratch", action="store_true", help="keep the scratch folder (executed notebooks, caches) and print its path")
+    return parser
+
+
+def _sections(text: str) -> list[str]:
+    chosen = [part.strip() for part in text.split(",") if part.strip()] or list(SECTIONS)
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown:
+        raise SystemExit(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}.")
+    return [name for name in SECTIONS if name in chosen]
+
+
+def _previous(out: Path, size: str) -> dict[str, Any]:
+    path = out / RESULTS_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data.get("sections", {}) if data.get("size") == size else {}
+
+
+def _guarded(name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one section; a Skip or an error becomes an entry of the report instead of a crash."""
+    print(f"== {name}", flush=True)
+    load = common.load_average()
+    began = time.perf_counter()
+    try:
+        result = work()
+    except common.Skip as skip:
+        print(f"   skipped: {skip}", flush=True)
+        result = {"date": common.now(), "skipped": str(skip)}
+    except Exception as error:  # noqa: BLE001 - reported in the report and the exit code
+        traceback.print_exc()
+        result = {"date": common.now(), "error": f"{type(error).__name__}: {error}"[:2000]}
+    result["section_seconds"] = round(time.perf_counter() - began, 1)
+    result["load_average_before"] = load
+    result["load_average_after"] = common.load_average()
+    print(f"   {name} took {result['section_seconds']} s", flush=True)
+    return result
+
+
+def run(
+    size_name: str,
+    sections: Sequence[str],
+    out: Path,
+    shared: Path | None,
+    *,
+    profiles: Sequence[str] | None = None,
+    submissions: int | None = None,
+    assignment: str | None = None,
+    keep_scratch: bool = False,
+) -> dict[str, Any]:
+    """Run the chosen sections and write the report; return the results written to ``results.json``."""
+    from benchmarks import report
+
+    size = common.SIZES[size_name]
+    scratch = Path(tempfile.mkdtemp(prefix="kit-benchmarks-"))
+    context = common.Context(size, shared if shared and shared.is_dir() else None, scratch)
+    results: dict[str, Any] = {
+        "size": size.name,
+        "generated": common.now(),
+        "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
+        "hardware": common.hardware(),
+        "sections": _previous(out, size.name),
+    }
+    try:
+        in_process = [s for s in sections if s in ("extraction", "head", "block", "scaling")]
+        if in_process:
+            from benchmarks import core
+
+            state: dict[str, Any] = {}
+
+            def prepared() -> dict[str, Any]:
+                if not state:
+                    state.update(core.prepare(context))
+                return state
+
+            for name in in_process:
+                results["sections"][name] = _guarded(name, lambda name=name: core.SECTIONS[name](context, prepared()))
+                if "inputs" not in results and state:
+                    results["inputs"] = state.get("describe", {})
+        if "notebooks" in sections:
+            from benchmarks import notebooks
+
+            def timed_notebooks() -> dict[str, Any]:
+                chosen = tuple(profiles or size.profiles)
+                paths = notebooks.toy_notebooks(scratch / "toy-notebooks") if size.toy_notebooks else None
+                return notebooks.run(context, chosen, paths)
+
+            results["sections"]["notebooks"] = _guarded("notebooks", timed_notebooks)
+        if "grading" in sections:
+            from benchmarks import grading
+
+            results["sections"]["grading"] = _guarded(
+                "grading", lambda: grading.run(context, submissions or size.submissions, assignment)
+            )
+        if "inputs" not in results:
+            results["inputs"] = {}
+        report.write(out, results)
+    finally:
+        if keep_scratch:
+            print(f"scratch folder kept: {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m benchmarks``; exit code 1 when a section failed with an error."""
+    args = _parser().parse_args(argv)
+    sections = _sections(args.only)
+    out = (args.out or DEFAULT_OUT[args.size]).resolve()
+    profiles = [p.strip() for p in args.profiles.split(",") if p.strip()] if args.profiles else None
+    from helpers.device import import_tensorflow, quiet_environment
+
+    quiet_environment()
+    if any(s in sections for s in ("extraction", "head", "block", "scaling")):
+        import_tensorflow()
+    results = run(
+        args.size, sections, out, args.shared, profiles=profiles, submissions=args.submissions,
+        assignment=args.assignment, keep_scratch=args.keep_scratch,
+    )
+    print(f"report: {out / REPORT_FILE}")
+    failed = [name for name in sections if "error" in results["sections"].get(name, {})]
+    if failed:
+        print(f"sections with errors: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0

@@ -1,0 +1,151 @@
+"""The benchmarks: their arithmetic, the report's structure, and the tiny run end to end.
+
+The tiny run checks that the benchmark code works and that its report is complete
+and well formed (every ratio a finite positive number), never that the goals are
+met: CI machines are too noisy for that. Its output goes to a temporary folder,
+never into benchmarks/.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks import common, report
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("extraction", "head", "block", "scaling", "notebooks", "grading")
+
+
+def test_loglog_slope_reads_linear_and_quadratic_growth():
+    counts = [100, 200, 400, 800]
+    assert common.loglog_slope(counts, [0.01 * n for n in counts]) == pytest.approx(1.0)
+    assert common.loglog_slope(counts, [1e-5 * n * n for n in counts]) == pytest.approx(2.0)
+    assert common.loglog_slope(counts, [3.0] * 4) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(
+    ("counts", "seconds"),
+    [([100], [1.0]), ([100, 200], [1.0]), ([100, 200], [0.0, 1.0]), ([100, 100], [1.0, 2.0])],
+)
+def test_loglog_slope_refuses_what_it_cannot_fit(counts, seconds):
+    with pytest.raises(ValueError):
+        common.loglog_slope(counts, seconds)
+
+
+def test_alternate_warms_up_then_interleaves_the_repetitions():
+    calls = []
+    timings = common.alternate({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3)
+    assert calls == ["a", "b"] + ["a", "b"] * 3, "one untimed warm-up each, then A B alternating"
+    assert all(len(t.wall) == 3 and len(t.cpu) == 3 for t in timings.values())
+    assert all(t.median >= 0 for t in timings.values())
+    with pytest.raises(ValueError):
+        common.alternate({"a": lambda: None}, repeats=0)
+
+
+def test_ratio_of_a_zero_time_is_nan_not_a_crash():
+    assert common.ratio(2.0, 4.0) == 0.5
+    assert math.isnan(common.ratio(1.0, 0.0))
+
+
+def test_hardware_names_cpu_cores_ram_and_tensorflow():
+    facts = common.hardware()
+    assert facts["cpu"] and facts["cores"] >= 1
+    assert facts["tensorflow"], "the TensorFlow version belongs in the report"
+
+
+def test_report_of_skipped_failed_and_missing_sections_keeps_every_heading(tmp_path):
+    results = {
+        "size": "tiny",
+        "generated": common.now(),
+        "command": "python -m benchmarks --size tiny",
+        "hardware": common.hardware(),
+        "sections": {
+            "extraction": {"skipped": "no course data here"},
+            "head": {"error": "RuntimeError: boom"},
+        },
+    }
+    path = report.write(tmp_path, results)
+    text = path.read_text()
+    for heading in report.HEADINGS:
+        assert heading in text, f"missing heading {heading!r}"
+    assert "Skipped: no course data here" in text
+    assert "RuntimeError: boom" in text
+    assert "Not run yet" in text
+    assert json.loads((tmp_path / "results.json").read_text())["ratios"] == {}
+
+
+def _png(path: Path) -> bool:
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """``python -m benchmarks --size tiny`` into a temporary folder: (output folder, results, seconds)."""
+    out = tmp_path_factory.mktemp("benchmarks")
+    before = {p: p.stat().st_mtime_ns for p in (ROOT / "benchmarks").rglob("*") if p.is_file()}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_") and k != "KERAS_HOME"}
+    began = time.perf_counter()
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--size", "tiny", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+    seconds = time.perf_counter() - began
+    assert completed.returncode == 0, f"tiny benchmark failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}"
+    after = {p: p.stat().st_mtime_ns for p in (ROOT / "benchmarks").rglob("*") if p.is_file()}
+    written = sorted(str(p) for p in after if before.get(p) != after[p] and "__pycache__" not in p.parts)
+    assert not written, f"the tiny run wrote into benchmarks/: {written}"
+    return out, json.loads((out / "results.json").read_text()), seconds
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_tiny_run_writes_a_complete_report(tiny_run):
+    out, results, seconds = tiny_run
+    text = (out / "REPORT.md").read_text()
+    for heading in report.HEADINGS:
+        assert heading in text, f"the report lacks {heading!r}"
+    hardware = results["hardware"]
+    for key in ("cpu", "cores", "ram_gb", "tensorflow"):
+        assert hardware.get(key), f"hardware.{key} missing from results.json"
+        assert str(hardware[key]) in text, f"the report does not show the {key}"
+    assert results["generated"][:10] in text, "the report must carry its date"
+    assert results["size"] == "tiny"
+    for name in SECTIONS:
+        section = results["sections"].get(name)
+        assert section is not None, f"section {name} did not run"
+        assert "error" not in section, f"section {name} failed: {section.get('error')}"
+    plots = sorted((out / report.PLOTS_DIR).glob("*.png"))
+    assert plots, "the report has no plots"
+    for plot in plots:
+        assert _png(plot), f"{plot} is not a PNG"
+        assert f"({report.PLOTS_DIR}/{plot.name})" in text, f"{plot.name} is not shown in the report"
+    print(f"tiny benchmark run: {seconds:.0f} s")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_tiny_run_ratios_are_finite_positive_numbers(tiny_run):
+    _, results, _ = tiny_run
+    ratios = results["ratios"]
+    measured = [n for n in ("extraction", "head", "block") if "skipped" not in results["sections"][n]]
+    assert "extraction" in measured, "extraction needs nothing but the kit: it must always be measured"
+    assert {f"{n}.ratio" for n in measured} <= set(ratios), "every measured comparison must report its ratio"
+    for name, value in ratios.items():
+        assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, f"{name} = {value!r}"
+    for name, path in results["sections"]["scaling"]["paths"].items():
+        if "skipped" in path:
+            continue
+        assert math.isfinite(path["slope"]), f"scaling slope of {name} is not finite"
+        assert all(p["median_s"] > 0 for p in path["points"]), f"a scaling time of {name} is not positive"
+    grading = results["sections"]["grading"]
+    assert grading["all_full_marks"], "the simulated solution submissions must get full marks"
+    for profile in results["sections"]["notebooks"]["profiles"].values():
+        assert all(row["status"] == "ok" and row["seconds"] > 0 for row in profile["notebooks"])

@@ -1,0 +1,240 @@
+"""Scoring with a pretrained classifier: top-k above a threshold, the results table, unreadable files."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from helpers import scoring
+
+NAMES = ["cat", "dog", "fox", "owl"]
+
+
+# --------------------------------------------------------------------------- top-k with a threshold
+
+
+def test_top_k_keeps_the_most_probable_first_as_floats():
+    result = scoring.top_k_with_threshold(np.array([0.1, 0.6, 0.05, 0.25]), NAMES, k=2, min_probability=0.0)
+    assert list(result) == ["dog", "owl"]
+    assert all(type(p) is float for p in result.values())
+    assert result["dog"] == pytest.approx(0.6) and result["owl"] == pytest.approx(0.25)
+
+
+def test_top_k_threshold_is_inclusive_and_may_leave_nothing():
+    probabilities = np.array([0.5, 0.1, 0.09, 0.31])
+    assert list(scoring.top_k_with_threshold(probabilities, NAMES)) == ["cat", "owl", "dog"]
+    assert scoring.top_k_with_threshold(np.full(4, 0.25), NAMES, min_probability=0.3) == {}
+
+
+def test_top_k_defaults_are_the_labs():
+    assert (scoring.DEFAULT_K, scoring.DEFAULT_MIN_PROBABILITY) == (5, 0.1)
+    probabilities = np.array([0.3, 0.2, 0.15, 0.12, 0.11, 0.1, 0.02])
+    assert len(scoring.top_k_with_threshold(probabilities, list("abcdefg"))) == scoring.DEFAULT_K
+
+
+def test_top_k_larger_than_classes_ties_and_lists():
+    assert list(scoring.top_k_with_threshold([0.2, 0.5, 0.3], ["a", "b", "c"], k=10, min_probability=0)) == ["b", "c", "a"]
+    assert list(scoring.top_k_with_threshold([0.4, 0.2, 0.4], ["a", "b", "c"], k=2, min_probability=0)) == ["a", "c"]
+
+
+def test_top_k_agrees_with_a_plain_sort():
+    rng = np.random.default_rng(3)
+    names = [f"class_{i}" for i in range(50)]
+    for k in (1, 5, 50):
+        p = rng.dirichlet(np.ones(50))
+        order = sorted(range(50), key=lambda i: -p[i])[:k]
+        expected = [names[i] for i in order if p[i] >= 0.02]
+        assert list(scoring.top_k_with_threshold(p, names, k=k, min_probability=0.02)) == expected
+
+
+@pytest.mark.parametrize(
+    ("probabilities", "names", "k", "threshold", "message"),
+    [
+        (np.ones((2, 4)) / 4, NAMES, 5, 0.1, "one image"),
+        (np.ones(3) / 3, NAMES, 5, 0.1, "must match"),
+        (np.ones(4) / 4, NAMES, 0, 0.1, "at least 1"),
+        (np.ones(4) / 4, NAMES, True, 0.1, "whole number"),
+        (np.ones(4) / 4, NAMES, 2.5, 0.1, "whole number"),
+        (np.ones(4) / 4, NAMES, 5, 1.5, "between 0 and 1"),
+    ],
+)
+def test_top_k_rejects_bad_input_with_a_clear_message(probabilities, names, k, threshold, message):
+    with pytest.raises(ValueError, match=message):
+        scoring.top_k_with_threshold(probabilities, names, k=k, min_probability=threshold)
+
+
+# --------------------------------------------------------------------------- the results table
+
+
+def test_results_table_one_row_per_file_with_errors_reported():
+    probabilities = np.array([[0.1, 0.6, 0.05, 0.25], [np.nan] * 4, [0.7, 0.1, 0.1, 0.1]])
+    errors = [None, "corrupt: JPEG header cannot be read", None]
+    table = scoring.results_table(["a.jpg", "bad.jpg", "c.jpg"], probabilities, errors, NAMES, k=2)
+    assert list(table.columns) == ["image", "predictions", "error"]
+    assert list(table["image"]) == ["a.jpg", "bad.jpg", "c.jpg"]
+    assert table["predictions"].tolist() == [
+        scoring.top_k_with_threshold(probabilities[0], NAMES, k=2),
+        {},
+        scoring.top_k_with_threshold(probabilities[2], NAMES, k=2),
+    ]
+    assert table["error"].iloc[0] is None and table["error"].iloc[2] is None, "scored files: None, not NaN"
+    assert table["error"].iloc[1] == errors[1]
+
+
+def test_results_table_empty_and_mismatched_inputs():
+    empty = scoring.results_table([], np.zeros((0, 4)), [], NAMES)
+    assert list(empty.columns) == ["image", "predictions", "error"] and empty.empty
+    with pytest.raises(ValueError, match="one row of probabilities"):
+        scoring.results_table(["a.jpg"], np.zeros((2, 4)), [None], NAMES)
+
+
+def _scores() -> scoring.Scores:
+    probabilities = np.array([[0.1, 0.6, 0.05, 0.25], [np.nan] * 4, [0.7, 0.2, 0.05, 0.05]], dtype=np.float32)
+    return scoring.Scores(["a.jpg", "bad.jpg", "c.jpg"], probabilities, [None, "empty: empty file", None], NAMES)
+
+
+def test_scores_rebuild_tables_and_top_labels_without_the_model():
+    scores = _scores()
+    assert scores.top_labels() == ["dog", None, "cat"]
+    strict = scores.table(k=5, min_probability=0.5)
+    assert strict["predictions"].tolist() == [{"dog": pytest.approx(0.6)}, {}, {"cat": pytest.approx(0.7)}]
+    assert [len(p) for p in scores.table(k=3, min_probability=0.0)["predictions"]] == [3, 0, 3]
+
+
+def test_scores_take_and_concat_keep_rows_together():
+    scores = _scores()
+    picked = scores.take([2, 0])
+    assert picked.paths == ["c.jpg", "a.jpg"] and picked.top_labels() == ["cat", "dog"]
+    both = scoring.Scores.concat([scores, picked])
+    assert both.paths == scores.paths + picked.paths and both.probabilities.shape == (5, 4)
+    assert both.errors == scores.errors + picked.errors
+    other = scoring.Scores(["x.jpg"], np.ones((1, 2)) / 2, [None], ["a", "b"])
+    with pytest.raises(ValueError, match="different class names"):
+        scoring.Scores.concat([scores, other])
+    with pytest.raises(ValueError, match="at least one"):
+        scoring.Scores.concat([])
+
+
+def test_cartoon_or_paper_share_counts_scored_images_only():
+    labels = ["comic_book", "tabby", None, "jigsaw_puzzle", "espresso"]
+    assert scoring.cartoon_or_paper_share(labels) == pytest.approx(2 / 4)
+    assert scoring.cartoon_or_paper_share(["tabby"], labels={"tabby"}) == 1.0
+    assert math.isnan(scoring.cartoon_or_paper_share([None, None]))
+
+
+def test_show_predictions_draws_images_and_errors(tmp_path):
+    image = tmp_path / "red.png"
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(image)
+    table = pd.DataFrame(
+        {
+            "image": [str(image), str(tmp_path / "bad.jpg")],
+            "predictions": [{"tabby": 0.8}, {}],
+            "error": pd.Series([None, "corrupt: cannot read"], dtype=object),
+        }
+    )
+    figure = scoring.show_predictions(table, columns=3)
+    texts = [t.get_text() for ax in figure.axes for t in ax.texts]
+    assert any("tabby 0.80" in t for t in texts) and any("corrupt" in t for t in texts)
+    assert len(figure.axes) == 3
+    with pytest.raises(ValueError, match="not a results table"):
+        scoring.show_predictions(pd.DataFrame({"image": []}))
+
+
+# --------------------------------------------------------------------------- scoring files (a stand-in model)
+
+
+class MeanColourModel:
+    """Stands in for a classifier: 'probabilities' from each image's mean red, green and blue."""
+
+    def __init__(self) -> None:
+        self.batches: list[np.ndarray] = []
+
+    def predict_on_batch(self, batch):
+        batch = np.asarray(batch)
+        self.batches.append(batch)
+        means = batch.mean(axis=(1, 2))  # (n, 3) in the backbone's preprocessed range
+        logits = np.concatenate([means, np.zeros((len(batch), 1))], axis=1) * 5
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Five coloured images, an empty file, a text file named .jpg and a truncated JPEG."""
+    colours = {"red": (250, 0, 0), "green": (0, 250, 0), "blue": (0, 0, 250), "black": (0, 0, 0), "white": (255,) * 3}
+    for name, colour in colours.items():
+        Image.new("RGB", (50, 40), colour).save(tmp_path / f"{name}.jpg", quality=95)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "notes.jpg").write_text("not a picture")
+    (tmp_path / "truncated.jpg").write_bytes((tmp_path / "red.jpg").read_bytes()[:300])
+    return tmp_path
+
+
+def test_predict_files_scores_readable_files_in_order_and_reports_the_others(folder, kit_settings):
+    paths = sorted(str(p) for p in folder.iterdir())
+    model = MeanColourModel()
+    scores = scoring.predict_files(paths, model, kit_settings, class_names=["red", "green", "blue", "none"], batch_size=2)
+    names = [p.rsplit("/", 1)[1] for p in paths]
+    bad = {"empty.jpg", "notes.jpg", "truncated.jpg"}
+    assert scores.paths == paths
+    for name, error, row in zip(names, scores.errors, scores.probabilities):
+        if name in bad:
+            assert error and np.isnan(row).all(), f"{name} must be reported, not scored"
+        else:
+            assert error is None and np.isclose(row.sum(), 1.0)
+    kinds = [e.split(":")[0] for n, e in zip(names, scores.errors) if n in bad]
+    assert kinds[:2] == ["empty", "not-an-image"] and kinds[2] in {"truncated", "corrupt"}, kinds
+    assert dict(zip(names, scores.top_labels())) == {
+        "black.jpg": "none", "blue.jpg": "blue", "empty.jpg": None, "green.jpg": "green",
+        "notes.jpg": None, "red.jpg": "red", "truncated.jpg": None, "white.jpg": "red",
+    }
+    assert [len(b) for b in model.batches] == [2, 2, 1], "batches of batch_size, only readable files"
+    everything = np.concatenate(model.batches)
+    assert everything.shape[1:] == (224, 224, 3) and everything.min() >= -1.0 and everything.max() <= 1.0, (
+        "the model sees the backbone's preprocessed images (MobileNet: [-1, 1])"
+    )
+    table = scoring.score_files(paths, MeanColourModel(), kit_settings, class_names=["red", "green", "blue", "none"], k=1)
+    assert table["predictions"].iloc[names.index("red.jpg")] == {"red": pytest.approx(scores.probabilities[names.index("red.jpg"), 0])}
+    assert table["error"].iloc[names.index("notes.jpg")].startswith("not-an-image")
+
+
+def test_predict_files_with_only_bad_files_never_calls_the_model(tmp_path, kit_settings):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    model = MeanColourModel()
+    scores = scoring.predict_files([tmp_path / "empty.jpg", tmp_path / "missing.jpg"], model, kit_settings, class_names=NAMES)
+    assert model.batches == [] and all(scores.errors) and scores.errors[1].startswith("missing")
+
+
+def test_predict_files_refuses_a_model_that_is_not_the_classifier(folder, kit_settings):
+    with pytest.raises(ValueError, match="class names"):
+        scoring.predict_files([folder / "red.jpg"], MeanColourModel(), kit_settings, class_names=NAMES + ["extra"])
+
+
+# --------------------------------------------------------------------------- the real network
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_mobilenet_labels_the_kit_photos_and_imagenet_has_the_cartoon_labels(real_weights, tmp_path):
+    from helpers import backbones, datasets
+
+    names = scoring.imagenet_class_names(real_weights)
+    assert len(names) == 1000 and scoring.CARTOON_OR_PAPER_LABELS <= set(names)
+    photos = datasets.load_dataset("photos", real_weights)
+    cat = photos.loc[photos["label"] == "cat", "path"].iloc[0]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(open(cat, "rb").read()[:1000])
+    model = backbones.load_classifier(real_weights)
+    table = scoring.score_files([cat, broken], model, real_weights)
+    labels = table["predictions"].iloc[0]
+    assert next(iter(labels)) in {"Egyptian_cat", "tabby", "tiger_cat"}, f"Chelsea the cat was labelled {labels}"
+    assert all(p >= scoring.DEFAULT_MIN_PROBABILITY for p in labels.values()) and len(labels) <= scoring.DEFAULT_K
+    assert table["predictions"].iloc[1] == {} and table["error"].iloc[1].startswith(("truncated", "corrupt"))
