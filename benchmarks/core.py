@@ -17,14 +17,18 @@ optimizer and validation set.
 
 from __future__ import annotations
 
+import contextlib
+import statistics
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from benchmarks.common import (
     SUPERLINEAR_SLOPE,
     Context,
+    Measured,
     Skip,
     alternate,
     loglog_slope,
@@ -236,6 +240,102 @@ def _training_module() -> Any:
     return training
 
 
+class _EpochClock:
+    """Wall and CPU seconds of every epoch of a ``fit`` (a Keras callback, built on first use)."""
+
+    def __init__(self) -> None:
+        import keras
+
+        clock = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+                clock._began = (time.perf_counter(), time.process_time())
+
+            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+                wall, cpu = clock._began
+                clock.wall.append(time.perf_counter() - wall)
+                clock.cpu.append(time.process_time() - cpu)
+
+        self.callback = Callback()
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+        self._began = (0.0, 0.0)
+
+    def warm(self) -> Measured:
+        """The median epoch after the first (the first traces the training step)."""
+        wall, cpu = (self.wall[1:], self.cpu[1:]) if len(self.wall) > 1 else (self.wall, self.cpu)
+        if not wall:
+            raise RuntimeError("no epoch was timed: did fit run?")
+        return Measured(statistics.median(wall), statistics.median(cpu))
+
+
+@contextlib.contextmanager
+def kit_epoch_clock(training: Any) -> Iterator[_EpochClock]:
+    """Time the epochs of the kit's own ``fit`` calls, its code otherwise untouched.
+
+    The Retrainer builds its callbacks with :func:`helpers.training.make_callbacks`;
+    inside this block that function returns one more callback, the epoch clock, last
+    (so an epoch's time includes the kit's validation, checkpoint and log writing).
+    """
+    clock = _EpochClock()
+    original = training.make_callbacks
+
+    def with_clock(*args: Any, **kwargs: Any) -> Any:
+        callbacks, checkpoint = original(*args, **kwargs)
+        return [*callbacks, clock.callback], checkpoint
+
+    training.make_callbacks = with_clock
+    try:
+        yield clock
+    finally:
+        training.make_callbacks = original
+
+
+def retrainer(context: Context, state: dict[str, Any], count: int) -> Any:
+    """The kit's Retrainer (as notebook 02 builds it) on ``count`` training images and the validation set."""
+    import pandas as pd
+
+    training = _training_module()
+    from helpers import backbones
+
+    settings = state["settings"]
+    frame = pd.concat(
+        [state["pool"].head(count).assign(split="train"), state["validation"].assign(split="validation")],
+        ignore_index=True,
+    )
+    base = backbones.load_base(settings, weights=state["weights"])
+    head = training.build_head(base.output_shape[1:], len(state["classes"]), seed=settings.seed)
+    run_dir = context.scratch / "runs" / f"{count}-{time.monotonic_ns()}"
+    return training.Retrainer(settings, frame, base, head, run_dir=run_dir, progress=False)
+
+
+def kit_epochs(trainer: Any, phase: int, epochs: int) -> Callable[[], Measured]:
+    """A function running one of the kit's phases for ``epochs`` epochs; it returns the median warm epoch."""
+    training = _training_module()
+
+    def run() -> Measured:
+        with kit_epoch_clock(training) as clock:
+            if phase == 1:
+                trainer.fit_head(epochs=epochs)
+            else:
+                trainer.fit_last_blocks(epochs=epochs)
+        return clock.warm()
+
+    return run
+
+
+def plain_epochs(model: Any, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, batch_size: int) -> Callable[[], Measured]:
+    """A function running one epoch of plain ``model.fit`` (with validation); it returns that epoch's time."""
+
+    def run() -> Measured:
+        clock = _EpochClock()
+        model.fit(x, y, batch_size=batch_size, epochs=1, validation_data=(x_val, y_val), callbacks=[clock.callback], verbose=0)
+        return Measured(clock.wall[0], clock.cpu[0])
+
+    return run
+
+
 # --------------------------------------------------------------------------- sections
 
 
@@ -245,7 +345,141 @@ def extraction_section(context: Context, state: dict[str, Any]) -> dict[str, Any
     return extraction(context, state["settings"], frame, state["weights"])
 
 
-def _scaling_path(title: str, counts: list[int], make: Any, repeats: int) -> dict[str, Any]:
+def _trainer(context: Context, state: dict[str, Any]) -> Any:
+    """The Retrainer of the head and block comparisons (one, so the block inputs are cached once)."""
+    if "trainer" not in state:
+        trainer = retrainer(context, state, context.size.images)
+        began = time.perf_counter()
+        trainer.features()  # block inputs, then pooled features through the frozen last block
+        state["trainer"] = trainer
+        state["trainer_one_off"] = {
+            "seconds": time.perf_counter() - began,
+            "phase2_path": trainer.phase2_path,
+            **{k: round(v, 3) for k, v in trainer.timings.items()},
+        }
+    return state["trainer"]
+
+
+def _epoch_comparison(context: Context, state: dict[str, Any], phase: int) -> dict[str, Any]:
+    training = _training_module()
+    settings = state["settings"]
+    trainer = _trainer(context, state)
+    train = state["pool"].head(context.size.images)
+    x, y = _arrays(state, train, "train"), _labels(state, train)
+    x_val, y_val = _arrays(state, state["validation"], "validation"), _labels(state, state["validation"])
+    plain = plain_model(settings, state["weights"], len(state["classes"]), 0 if phase == 1 else 1, training.DEFAULT_DROPOUT)
+    epochs = context.size.repeats + 1
+    # The floor: the very model the kit trains, on the same cached arrays, in a bare fit
+    # without the kit's callbacks -- what Keras itself costs per epoch at this batch size.
+    cached = trainer.features() if phase == 1 else trainer.activations()
+    bare_model = (
+        training.head_after_pooling(trainer.head)
+        if phase == 1
+        else training.tail_model(trainer.base, trainer.head, trainer.backbone, trainer.n_blocks)
+    )
+    training.compile_model(bare_model, settings.learning_rate)
+    rows_train, rows_val = trainer.rows("train"), trainer.rows("validation")
+    timings = alternate(
+        {
+            "kit": kit_epochs(trainer, phase, epochs),
+            "floor": plain_epochs(
+                bare_model, cached[rows_train], trainer.labels[rows_train], cached[rows_val], trainer.labels[rows_val],
+                settings.batch_size,
+            ),
+            "plain": plain_epochs(plain, x, y, x_val, y_val, settings.batch_size),
+        },
+        context.size.slow_repeats,
+    )
+    kit_s, plain_s = timings["kit"].median, timings["plain"].median
+    goal = HEAD_GOAL if phase == 1 else BLOCK_GOAL
+    from helpers.settings import PROFILES
+
+    workshop_epochs = PROFILES["workshop"].head_epochs if phase == 1 else PROFILES["workshop"].finetune_epochs
+    one_off = state["trainer_one_off"]
+    one_off_s = one_off["seconds"] if phase == 1 else one_off.get("activations", one_off["seconds"])
+    kit_total = one_off_s + workshop_epochs * kit_s
+    plain_total = workshop_epochs * plain_s
+    what = "cached features" if phase == 1 else "cached block inputs"
+    return {
+        "date": now(),
+        "images": len(train),
+        "validation": len(state["validation"]),
+        "batch_size": settings.batch_size,
+        "kit": timings["kit"].as_dict() | {
+            "label": f"the kit: `Retrainer.{'fit_head' if phase == 1 else 'fit_last_blocks'}` on {what} "
+            f"(median warm epoch of {epochs})",
+        },
+        "floor": timings["floor"].as_dict() | {
+            "label": "floor: the same model on the same cached arrays, bare `fit` without the kit's callbacks",
+        },
+        "plain": timings["plain"].as_dict() | {
+            "label": "plain Keras `fit` through the " + ("frozen base" if phase == 1 else "base, last block unfrozen"),
+        },
+        "ratio": ratio(plain_s, kit_s),
+        "ratio_cpu": ratio(timings["plain"].median_cpu, timings["kit"].median_cpu),
+        "goal": goal,
+        "goal_met": ratio(plain_s, kit_s) >= goal,
+        "phase2_path": one_off["phase2_path"],
+        "one_off": {
+            "seconds": one_off_s,
+            "epochs": workshop_epochs,
+            "kit_total_s": kit_total,
+            "plain_total_s": plain_total,
+            "ratio": ratio(plain_total, kit_total),
+        },
+        "notes": [],
+    }
+
+
+def _equivalence(trainer: Any, fast: np.ndarray, description: str, settings: Any) -> dict[str, Any]:
+    """Compare a fast path's validation predictions with the assembled Keras model's on the image files."""
+    training = _training_module()
+    frame = trainer.frame.iloc[trainer.rows("validation")]
+    reference = training.predict_images(trainer.model, frame, settings)
+    difference = float(np.max(np.abs(np.asarray(fast, dtype="float64") - np.asarray(reference, dtype="float64"))))
+    return {
+        "description": description,
+        "images": len(frame),
+        "max_abs_difference": difference,
+        "tolerance": EQUIVALENCE_TOLERANCE,
+        "met": difference <= EQUIVALENCE_TOLERANCE,
+    }
+
+
+def head_section(context: Context, state: dict[str, Any]) -> dict[str, Any]:
+    """Section 2: one head epoch on cached features against plain Keras through the frozen base."""
+    training = _training_module()
+    result = _epoch_comparison(context, state, phase=1)
+    trainer = _trainer(context, state)
+    fast = training.head_after_pooling(trainer.head).predict(trainer.features()[trainer.rows("validation")], verbose=0)
+    result["equivalence"] = _equivalence(
+        trainer, fast,
+        "the head trained on cached pooled features, applied to those features, against the assembled model "
+        "(image → base → head) on the image files.",
+        state["settings"],
+    )
+    return result
+
+
+def block_section(context: Context, state: dict[str, Any]) -> dict[str, Any]:
+    """Section 3: one last-block epoch on cached block inputs against plain Keras, and the equivalence check."""
+    result = _epoch_comparison(context, state, phase=2)
+    trainer = _trainer(context, state)
+    if trainer.phase2_path != "cached activations":
+        result["notes"].append(f"phase 2 trained on the images here ({trainer.plan()}).")
+    result["equivalence"] = _equivalence(
+        trainer, trainer.predict("validation"),
+        "after the kit's phase 2, the tail (cached block inputs → last block → head) against the assembled "
+        "model (image → base → head) on the image files.",
+        state["settings"],
+    )
+    return result
+
+
+# --------------------------------------------------------------------------- 6. scaling
+
+
+def _scaling_path(title: str, counts: list[int], make: Callable[[int], Callable[[], Any]], repeats: int) -> dict[str, Any]:
     """Time ``make(n)()`` for every n (alternating sizes within each repetition) and fit the slope."""
     try:
         runs = {str(n): make(n) for n in counts}
@@ -258,7 +492,7 @@ def _scaling_path(title: str, counts: list[int], make: Any, repeats: int) -> dic
 
 
 def scaling_section(context: Context, state: dict[str, Any]) -> dict[str, Any]:
-    """Section 6: time against the number of images for extraction and each training path."""
+    """Section 6: time against the number of images for extraction and each of the kit's training paths."""
     from helpers import backbones, features
 
     settings, weights = state["settings"], state["weights"]
@@ -266,31 +500,30 @@ def scaling_section(context: Context, state: dict[str, Any]) -> dict[str, Any]:
     repeats = context.size.scaling_repeats
     extractor = backbones.load_feature_extractor(settings, weights=weights)
 
-    def extract(n: int) -> Any:
+    def extract(n: int) -> Callable[[], Any]:
         frame = state["pool"].head(n)
         return lambda: features.extract_features(extractor, frame, settings, cache=False, progress=False)
 
     paths = {"extraction": _scaling_path("extraction (kit, from files)", counts, extract, repeats)}
-    for name, (title, make) in kit_scaling_paths(state, counts).items():
-        paths[name] = _scaling_path(title, counts, make, repeats)
+    trainers: dict[int, Any] = {}
+
+    if "trainer" in state:  # the comparisons' trainer already holds these images' block inputs
+        trainers[context.size.images] = state["trainer"]
+
+    def trainer(n: int) -> Any:
+        if n not in trainers:
+            trainers[n] = retrainer(context, state, n)
+            trainers[n].features()  # one-off: block inputs and features, outside the timer
+        return trainers[n]
+
+    epochs = min(4, context.size.repeats + 1)
+    paths["head"] = _scaling_path(
+        "head epoch (kit, cached features)", counts, lambda n: kit_epochs(trainer(n), 1, epochs), repeats
+    )
+    paths["block"] = _scaling_path(
+        "last-block epoch (kit, cached block inputs)", counts, lambda n: kit_epochs(trainer(n), 2, epochs), repeats
+    )
     return {"date": now(), "repeats": repeats, "counts": counts, "paths": paths}
-
-
-def kit_scaling_paths(state: dict[str, Any], counts: list[int]) -> dict[str, tuple[str, Any]]:
-    """The kit's training paths for the scaling curves: name -> (title, n -> one-epoch function)."""
-    return {}
-
-
-def head_section(context: Context, state: dict[str, Any]) -> dict[str, Any]:
-    """Section 2: one head epoch on cached features against plain Keras through the frozen base."""
-    _training_module()
-    raise Skip("not wired yet")
-
-
-def block_section(context: Context, state: dict[str, Any]) -> dict[str, Any]:
-    """Section 3: one last-block epoch on cached block inputs against plain Keras, and the equivalence check."""
-    _training_module()
-    raise Skip("not wired yet")
 
 
 SECTIONS = {

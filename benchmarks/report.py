@@ -192,9 +192,10 @@ def _summary(results: dict[str, Any]) -> list[str]:
     add("2. head epoch, plain ÷ kit", h, f"×{h['ratio']:.0f}" if h and "ratio" in h else "", "≥ ×300", h and h.get("goal_met"))
     b = sections.get("block")
     add("3. last-block epoch, plain ÷ kit", b, f"×{b['ratio']:.1f}" if b and "ratio" in b else "", "≥ ×3", b and b.get("goal_met"))
-    if b and "equivalence" in b:
-        eq = b["equivalence"]
-        add("3. equivalence, max |Δ prediction|", b, f"{eq['max_abs_difference']:.1e}", f"≤ {eq['tolerance']:.0e}", eq["met"])
+    for number, section in (("2", h), ("3", b)):
+        if section and "equivalence" in section:
+            eq = section["equivalence"]
+            add(f"{number}. equivalence, max abs Δ probability", section, f"{eq['max_abs_difference']:.1e}", f"≤ {eq['tolerance']:.0e}", eq["met"])
     n = sections.get("notebooks")
     for profile, entry in (n or {}).get("profiles", {}).items():
         budget = entry.get("budget")
@@ -245,6 +246,11 @@ def _epoch(section: dict[str, Any], what: str) -> list[str]:
         ("path", "median s / epoch", "median CPU s", "repetitions"),
         [
             (section["kit"]["label"], section["kit"]["median_s"], section["kit"]["median_cpu_s"], len(section["kit"]["wall_s"])),
+            *(
+                [(section["floor"]["label"], section["floor"]["median_s"], section["floor"]["median_cpu_s"], len(section["floor"]["wall_s"]))]
+                if "floor" in section
+                else []
+            ),
             (section["plain"]["label"], section["plain"]["median_s"], section["plain"]["median_cpu_s"], len(section["plain"]["wall_s"])),
         ],
     )
@@ -260,9 +266,15 @@ def _epoch(section: dict[str, Any], what: str) -> list[str]:
             f"(the workshop profile) the whole phase takes {once['kit_total_s']:.1f} s against "
             f"{once['plain_total_s']:.1f} s for plain Keras (×{once['ratio']:.1f})."
         )
+    if "floor" in section:
+        lines.append(
+            f"Against the floor (Keras's own cost per epoch for the kit's model at this batch size): "
+            f"plain ÷ floor ×{section['plain']['median_s'] / section['floor']['median_s']:.1f}; "
+            f"the kit's callbacks and bookkeeping add {section['kit']['median_s'] - section['floor']['median_s']:+.3f} s per epoch."
+        )
     for note in section.get("notes", []):
         lines.append(f"- {note}")
-    return lines + [""]
+    return lines + [""] + _equivalence(section)
 
 
 def _notebooks(section: dict[str, Any]) -> list[str]:
@@ -313,7 +325,7 @@ def _accuracy(section: dict[str, Any] | None) -> list[str]:
                     rows.append((row["notebook"], f"`{name}`: {label}", metrics))
         if not results:
             rows.append((row["notebook"], "–", "no accuracy reported" if row["status"] == "ok" else f"not run to the end ({row['status']})"))
-    return lines + _table(("notebook", "model / result", "test accuracy"), rows)
+    return lines + _table(("notebook", "model / result", "accuracy"), rows)
 
 
 def _record_label(record: dict[str, Any]) -> str:
@@ -398,7 +410,7 @@ def markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
 
     section_block(HEADINGS[1], "extraction", _extraction, "extraction")
     section_block(HEADINGS[2], "head", lambda s: _epoch(s, "extracting the features"), "training")
-    section_block(HEADINGS[3], "block", lambda s: _epoch(s, "caching the block inputs") + _equivalence(s))
+    section_block(HEADINGS[3], "block", lambda s: _epoch(s, "caching the block inputs"))
     section_block(HEADINGS[4], "notebooks", _notebooks, "notebooks")
     section_block(HEADINGS[5], "grading", _grading)
     section_block(HEADINGS[6], "scaling", _scaling, "scaling")
@@ -412,7 +424,7 @@ def _equivalence(section: dict[str, Any]) -> list[str]:
     if not eq:
         return []
     return [
-        f"Equivalence check (as in notebook 02): {eq['description']} Largest difference in predicted probabilities "
+        f"Equivalence check (notebook 02's): {eq['description']} Largest difference in predicted probabilities "
         f"over {eq['images']} images: **{eq['max_abs_difference']:.1e}** (tolerance {eq['tolerance']:.0e}; "
         f"{'met' if eq['met'] else '**not met**'}).",
         "",

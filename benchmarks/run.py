@@ -169,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     quiet_environment()
     if any(s in sections for s in ("extraction", "head", "block", "scaling")):
-        import_tensorflow()
+        # Keras warns about retracing when many models are fitted in one process: expected here.
+        import_tensorflow().get_logger().setLevel("ERROR")
     results = run(
         args.size, sections, out, args.shared, profiles=profiles, submissions=args.submissions,
         assignment=args.assignment, keep_scratch=args.keep_scratch,

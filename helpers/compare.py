@@ -260,15 +260,19 @@ def build_scratch_backbone(
 
 
 def _attach_head(base: "keras.Model", num_classes: int, settings: Settings) -> "keras.Model":
-    # TEMPORARY until helpers.training (notebook 02) provides the head.
+    """image -> base -> transfer learning's head (:func:`helpers.training.build_head`), all trainable.
+
+    Unlike :func:`helpers.training.assemble_model`, the base is *not* called with
+    ``training=False``: its BatchNormalization layers must learn their statistics.
+    """
     import keras
 
+    from helpers import training
+
+    head = training.build_head(base.output_shape[1:], num_classes, seed=settings.seed)
     inputs = keras.Input(shape=base.input_shape[1:], name="image")
-    x = base(inputs)
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    x = keras.layers.Dropout(0.2, name="head_dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="head_predictions")(x)
-    return keras.Model(inputs, outputs, name=f"{base.name}_scratch")
+    outputs = head(base(inputs))
+    return keras.Model(inputs, outputs, name=f"{base.name}_from_scratch")
 
 
 def compile_classifier(model: "keras.Model", learning_rate: float) -> "keras.Model":
@@ -301,7 +305,8 @@ class ApproachResult:
         probabilities: Predicted class probabilities ``(n, classes)``, when available.
         test_paths: Paths of the test images, for the misclassified gallery.
         notes: A sentence on what was trained (image size, epochs, caches).
-        history: Keras training history (``{"loss": [...], ...}``), when any.
+        history: Keras training history, one row per epoch (:func:`helpers.training.history_frame`
+            columns: ``epoch``, ``phase``, ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``), when any.
     """
 
     approach: str
@@ -314,7 +319,7 @@ class ApproachResult:
     probabilities: np.ndarray | None = None
     test_paths: list[str] | None = None
     notes: str = ""
-    history: dict[str, list[float]] | None = None
+    history: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         self.y_true = np.asarray(self.y_true).astype(np.int64).ravel()
@@ -549,6 +554,83 @@ def run_raw_pixels(
     ]
 
 
+@dataclasses.dataclass
+class TransferRun:
+    """Approach (a), both phases, and what they leave behind.
+
+    Attributes:
+        retrainer: The :class:`helpers.training.Retrainer` (model, histories, phase reports).
+        head_only: Scored after phase 1 (new head on the frozen pretrained base).
+        fine_tuned: Scored after phase 2 (head + last block); its time and parameters count both phases.
+        features: Pooled features of the frozen *pretrained* base for every image of the split
+            (phase 1's inputs): the deep features of approach (d).
+    """
+
+    retrainer: Any
+    head_only: ApproachResult
+    fine_tuned: ApproachResult
+    features: np.ndarray
+
+    @property
+    def results(self) -> list[ApproachResult]:
+        """Both results, phase 1 first."""
+        return [self.head_only, self.fine_tuned]
+
+
+def run_transfer(split: SharedSplit, settings: Settings, *, progress: bool = True, verbose: int = 0) -> TransferRun:
+    """Approach (a): the pretrained base plus a new head (phase 1), then its last block (phase 2).
+
+    Notebook 02's recipe from :mod:`helpers.training`, fast on a CPU: phase 1 trains on
+    cached features, phase 2 on cached block-input activations; epochs, learning rate
+    and early stopping come from the settings. Training times are the two phases' fits
+    (the one-off activation pass is in the notes).
+
+    Args:
+        split: The shared split.
+        settings: Course settings (backbone, profile, seed, caches).
+        progress: Print what each phase does.
+        verbose: Keras ``fit`` verbosity.
+    """
+    import keras
+
+    from helpers import backbones, training
+
+    keras.utils.set_random_seed(settings.seed)
+    base = backbones.load_base(settings)
+    head = training.build_head(base.output_shape[1:], len(split.class_names), seed=settings.seed)
+    retrainer = training.Retrainer(settings, split.frame, base, head, tensorboard=False, progress=progress, verbose=verbose)
+    if [str(name) for name in retrainer.class_names] != split.class_names:
+        raise ValueError(f"class order differs: {retrainer.class_names} vs {split.class_names}.")
+    title = backbones.get_backbone(settings=settings).title
+    y_test, paths = split.labels("test"), list(split.test["path"])
+
+    retrainer.fit_head()
+    features = np.array(retrainer.features(), copy=True)  # the pretrained base's features, before phase 2 changes it
+    head_report = retrainer.reports[-1]
+    probabilities = retrainer.predict("test")
+    head_only = ApproachResult(
+        f"transfer: {title} + new head", "transfer learning", y_test, np.argmax(probabilities, axis=1),
+        split.class_names, head_report.seconds, head_report.trainable, probabilities, paths,
+        f"phase 1 only: head on cached features, {head_report.epochs} epochs",
+        training.history_frame(retrainer.histories[training.PHASE_HEAD], training.PHASE_HEAD),
+    )
+
+    retrainer.fit_last_blocks()
+    block_report = retrainer.reports[-1]
+    probabilities = retrainer.predict("test")
+    extraction = sum(retrainer.timings.get(key, 0.0) for key in ("activations", "features"))
+    fine_tuned = ApproachResult(
+        f"transfer: {title} + head + last block", "transfer learning", y_test, np.argmax(probabilities, axis=1),
+        split.class_names, head_report.seconds + block_report.seconds,
+        block_report.trainable,  # phase 2 trains the head again, plus the block
+        probabilities, paths,
+        f"phase 1 ({head_report.epochs} epochs) then phase 2 on {block_report.path} ({block_report.epochs} epochs); "
+        f"one-off activation pass {extraction:.0f} s",
+        retrainer.history(),
+    )
+    return TransferRun(retrainer, head_only, fine_tuned, features)
+
+
 def deep_features(split: SharedSplit, settings: Settings, *, progress: bool = True) -> np.ndarray:
     """The pretrained backbone's features of every image of ``split.frame`` (disk-cached)."""
     from helpers import backbones, features
@@ -596,11 +678,11 @@ def _fit_keras(
     preprocess: bool,
     epochs: int,
     verbose: int,
-) -> tuple[np.ndarray, float, dict[str, list[float]]]:
+) -> tuple[np.ndarray, float, pd.DataFrame]:
     """Train on the split's training images (validation for early stopping); predict the test images."""
     import keras
 
-    from helpers import device, pipeline
+    from helpers import device, pipeline, training
 
     tf = device.import_tensorflow()
     datasets = pipeline.split_datasets(split.frame, settings=settings, cache=True, size=size, preprocess=preprocess)
@@ -619,7 +701,7 @@ def _fit_keras(
     )
     seconds = time.perf_counter() - began
     probabilities = model.predict(datasets["test"], verbose=0)
-    return probabilities, seconds, {k: [float(v) for v in values] for k, values in history.history.items()}
+    return probabilities, seconds, training.history_frame(history, "from scratch")
 
 
 def run_scratch_backbone(
@@ -1077,14 +1159,23 @@ def run_comparison(
     began = time.perf_counter()
     split = frame if isinstance(frame, SharedSplit) else shared_split(frame, settings)
     comparison = Comparison(split, [])
-    if "deep_features" in approaches or "transfer" in approaches:
-        comparison.features = deep_features(split, settings, progress=progress)
+
+    def transfer() -> list[ApproachResult]:
+        run = run_transfer(split, settings, progress=progress)
+        comparison.features = run.features  # the deep features: no second pass over the images
+        return run.results
+
+    def deep() -> ApproachResult:
+        if comparison.features is None:
+            comparison.features = deep_features(split, settings, progress=progress)
+        return run_deep_features(split, settings, features=comparison.features)
+
     steps: list[tuple[str, Callable[[], Any]]] = [
-        ("transfer", lambda: run_transfer(split, settings, features=comparison.features, progress=progress)),
+        ("transfer", transfer),
         ("scratch_backbone", lambda: run_scratch_backbone(split, settings)),
         ("small_cnn", lambda: run_small_cnn(split, settings)),
         ("raw_pixels", lambda: run_raw_pixels(split, settings, pixels=comparison.pixels)),
-        ("deep_features", lambda: run_deep_features(split, settings, features=comparison.features)),
+        ("deep_features", deep),
         ("baseline", lambda: majority_baseline(split.labels("train"), split.labels("test"), split.class_names)),
     ]
     if "raw_pixels" in approaches:

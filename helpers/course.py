@@ -545,11 +545,18 @@ def _notebook_grade_ids(path: Path) -> set[str]:
 
 
 def _guess_assignment(path: Path, root: Path) -> str:
-    """The assignment a loose submission belongs to: the one sharing most graded cells with it."""
-    ids = _notebook_grade_ids(path)
+    """The assignment a loose submission belongs to: the one sharing most graded cells with it.
+
+    Raises:
+        ValueError: The file is not a readable notebook, or has no graded cell of any assignment.
+    """
+    try:
+        ids = _notebook_grade_ids(path)
+    except (ValueError, UnicodeDecodeError, AttributeError) as error:
+        raise ValueError(f"not a readable notebook ({type(error).__name__}); pass --assignment to grade it anyway") from None
     best = max(list_assignments(root), key=lambda a: len(ids & _notebook_grade_ids(source_notebook(a, root))))
     if not ids & _notebook_grade_ids(source_notebook(best, root)):
-        raise ValueError(f"{path} has no graded cell of any assignment; pass --assignment.")
+        raise ValueError("has no graded cell of any assignment; pass --assignment")
     return best
 
 
@@ -628,26 +635,44 @@ def edit_submission(
     return edited
 
 
+@dataclasses.dataclass
+class Collected:
+    """What :func:`collect_submissions` copied into ``submitted/``.
+
+    Attributes:
+        found: assignment -> students.
+        skipped: ``(file, why)`` for each notebook that could not be placed.
+    """
+
+    found: dict[str, list[str]]
+    skipped: list[tuple[str, str]]
+
+
 def collect_submissions(
     folder: Path | str,
     root: Path | str | None = None,
     assignment: str | None = None,
-) -> dict[str, list[str]]:
+) -> Collected:
     """Copy a folder of submissions into the course's ``submitted/`` folder (nbgrader's layout).
 
     Accepts nbgrader's layout (``<student>/<assignment>/<assignment>.ipynb``),
     ``<student>/<assignment>.ipynb``, or loose ``<student>.ipynb`` files (their assignment
-    is ``assignment`` or the one whose graded cells they contain).
+    is ``assignment`` or the one whose graded cells they contain). Each file is copied to
+    a temporary name, then renamed. A loose file whose assignment cannot be told is
+    skipped (and listed), never guessed.
 
     Returns:
-        assignment -> students found.
+        A :class:`Collected`.
     """
     root = _root(root)
     folder = Path(folder).resolve()
     if not folder.is_dir():
         raise FileNotFoundError(f"submissions folder {folder} does not exist.")
+    if assignment is not None:
+        _check_assignments(root, [assignment])
     known = list_assignments(root)
     found: dict[str, list[str]] = {}
+    skipped: list[tuple[str, str]] = []
 
     def place(source: Path, student: str, name: str) -> None:
         target = root / "submitted" / student / name / f"{name}.ipynb"
@@ -663,7 +688,10 @@ def collect_submissions(
         if entry.name.startswith("."):
             continue
         if entry.is_file() and entry.suffix == ".ipynb":
-            place(entry, entry.stem, assignment or _guess_assignment(entry, root))
+            try:
+                place(entry, entry.stem, assignment or _guess_assignment(entry, root))
+            except ValueError as error:
+                skipped.append((str(entry), str(error)))
         elif entry.is_dir():
             for name in known:
                 if assignment and name != assignment:
@@ -672,7 +700,7 @@ def collect_submissions(
                     if candidate.is_file():
                         place(candidate, entry.name, name)
                         break
-    return {name: sorted(set(students)) for name, students in found.items()}
+    return Collected({name: sorted(set(students)) for name, students in found.items()}, skipped)
 
 
 def _grade_one(root: str, assignment: str, student: str, timeout: int | None, db_url: str) -> str | None:
@@ -926,51 +954,62 @@ def feedback(
 
 # --------------------------------------------------------------------------- timing prediction
 
-# What each notebook pushes through the backbone, in "forward passes of one image",
-# as a function of the profile's dataset sizes (see the notebooks). Training a block
-# costs about three forward passes of that block per image per epoch; the fractions
-# below are that block's share of the network's compute, measured for MobileNet.
-_FIXED_SECONDS = 12.0  # kernel start, TensorFlow import, model load (2-core CPU)
+@dataclasses.dataclass(frozen=True)
+class NotebookCost:
+    """How long one notebook takes, as a function of its data and the backbone's speed.
 
+    ``seconds = fixed_seconds + passes_per_image * images * seconds_per_image``, where
+    ``images`` is the number of images of its datasets in the profile and
+    ``seconds_per_image`` the backbone's measured speed (the timing probe of notebook 00).
 
-def notebook_workloads(counts: Mapping[str, int], settings: Any = None) -> dict[str, float]:
-    """Rough work per notebook, in images through the backbone, for the given dataset sizes.
-
-    Args:
-        counts: Images per course dataset: ``photos``, ``simpsons``, ``photo_vs_drawing``.
-        settings: Course settings (epochs of the profile); loaded when omitted.
-
-    Returns:
-        assignment -> forward-pass equivalents.
+    Attributes:
+        datasets: The course datasets it processes.
+        fixed_seconds: Start-up and work that does not grow with the data (kernel,
+            TensorFlow import, model loading), on the 2-core reference machine.
+        passes_per_image: Everything else per image (decoding, the backbone, training,
+            scikit-learn, plots), in backbone passes.
     """
-    run = (settings or load_settings()).run
-    photos, simpsons, pvd = (int(counts.get(k, 0)) for k in ("photos", "simpsons", "photo_vs_drawing"))
-    last_block = 0.15  # the last block's share of one forward pass (x3 for a training step)
-    scratch = 3.0  # a full forward+backward pass, for training from scratch
-    return {
-        "00_setup_check": 0.0,
-        "01_pretrained_scoring": float(photos + simpsons),
-        "02_retrain_simpsons": simpsons * (1 + 0.7 * run.finetune_epochs * 3 * last_block),
-        "03_features_classic_ml": float(simpsons),
-        "04_photo_vs_drawing": pvd * (1 + 0.7 * run.finetune_epochs * 3 * last_block + 0.7 * run.scratch_epochs * scratch),
-    }
+
+    datasets: tuple[str, ...]
+    fixed_seconds: float
+    passes_per_image: float
+
+
+# Fitted to each notebook's measured wall time in the smoke and workshop profiles with
+# MobileNet a0.75 on the 2-core reference machine (helpers' timing probe: ~36 images/s
+# at the time); a rough guide for planning a class, not a promise.
+NOTEBOOK_COSTS: dict[str, NotebookCost] = {
+    "00_setup_check": NotebookCost((), 18.0, 0.0),
+    "01_pretrained_scoring": NotebookCost(("photos", "simpsons"), 21.0, 1.5),
+    "02_retrain_simpsons": NotebookCost(("simpsons",), 30.0, 6.0),
+    "03_features_classic_ml": NotebookCost(("simpsons",), 40.0, 5.6),
+    "04_photo_vs_drawing": NotebookCost(("photo_vs_drawing",), 30.0, 15.0),
+}
 
 
 def predict_notebook_seconds(
-    seconds_per_image: float, counts: Mapping[str, int], settings: Any = None
+    seconds_per_image: float,
+    counts: Mapping[str, int],
+    costs: Mapping[str, NotebookCost] | None = None,
 ) -> dict[str, float]:
     """Predicted wall time of each notebook on this machine, from a measured backbone speed.
 
     Args:
         seconds_per_image: Measured seconds per image through the backbone (batched).
-        counts: Images per course dataset (see :func:`notebook_workloads`).
-        settings: Course settings; loaded when omitted.
+        counts: Images per course dataset in the profile (``photos``, ``simpsons``,
+            ``photo_vs_drawing``); a missing dataset counts as 0.
+        costs: The cost model; :data:`NOTEBOOK_COSTS` by default.
+
+    Returns:
+        assignment -> seconds.
     """
     if seconds_per_image <= 0:
         raise ValueError("seconds_per_image must be positive; time a batch of images first.")
+    costs = NOTEBOOK_COSTS if costs is None else costs
     return {
-        name: _FIXED_SECONDS + work * seconds_per_image
-        for name, work in notebook_workloads(counts, settings).items()
+        name: cost.fixed_seconds
+        + cost.passes_per_image * sum(int(counts.get(d, 0)) for d in cost.datasets) * seconds_per_image
+        for name, cost in costs.items()
     }
 
 
@@ -1047,11 +1086,15 @@ def autograde_main(argv: Sequence[str]) -> int:
     try:
         root = _root(args.root)
         assignment = args.assignment
+        status = 0
         if args.submissions and args.submissions in list_assignments(root):
             assignment = args.submissions
         elif args.submissions:
             collected = collect_submissions(args.submissions, root, assignment)
-            if not collected:
+            for path, why in collected.skipped:
+                print(f"skipped {path}: {why}", file=sys.stderr)
+                status = 1
+            if not collected.found:
                 print(f"error: no submissions found in {args.submissions}", file=sys.stderr)
                 return 1
         submitted = root / "submitted"
@@ -1059,7 +1102,6 @@ def autograde_main(argv: Sequence[str]) -> int:
         if not names:
             print(f"error: nothing to grade in {submitted}", file=sys.stderr)
             return 1
-        status = 0
         for name in names:
             began = time.perf_counter()
             try:

@@ -110,7 +110,8 @@ def embed_2d(
             raise ImportError("UMAP needs the umap-learn package (pip install umap-learn); t-SNE works without it.")
         import umap
 
-        reducer = umap.UMAP(n_components=2, random_state=seed, n_neighbors=min(15, n - 1))
+        # A seed makes UMAP single-threaded anyway; saying so avoids its warning.
+        reducer = umap.UMAP(n_components=2, random_state=seed, n_neighbors=min(15, n - 1), n_jobs=1)
         return np.asarray(reducer.fit_transform(reduced), dtype=np.float32)
     from sklearn.manifold import TSNE
 

@@ -247,6 +247,7 @@ def _write_cache(path: Path, features: np.ndarray, meta: dict[str, Any]) -> None
             np.savez(stream, features=features, meta=np.array(json.dumps(meta, sort_keys=True)))
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; a shared classroom cache must stay readable
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -347,8 +348,7 @@ def _compute(
     done = 0
     description = f"features {describe_extractor(model)['layer']}"
     with tqdm(total=len(paths), unit="img", desc=description, disable=not progress) as bar:
-        for batch in dataset:
-            images = batch[0] if isinstance(batch, tuple) else batch
+        for images in dataset:  # no labels given: the dataset yields image batches only
             # Keras's own compiled predict step (inference mode, traced once per model).
             values = np.asarray(model.predict_on_batch(images))
             result[done : done + len(values)] = values
@@ -374,9 +374,9 @@ def extract_features(
     Images are decoded and resized by :func:`helpers.pipeline.make_dataset` with the
     backbone's preprocessing (the backbone named by ``settings``); the model is called
     with ``training=False``. With ``cache=True`` the result is stored under
-    ``<cache_dir>/features`` and reused next time only if the backbone, alpha, layer,
-    pooling, output shape, image size, dtype, the model's weights and the input files
-    (paths, sizes, modification times) all match.
+    ``<cache_dir>/features`` and reused next time only if the backbone, alpha, the
+    model's structure (the layer it was cut at) and weights, pooling, output shape,
+    image size, dtype and the input files (paths, sizes, modification times) all match.
 
     Args:
         model: A Keras model from images to features, typically

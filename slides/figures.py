@@ -200,6 +200,34 @@ def figure_topk(settings, output: Path, *, per_source: int = 3) -> dict[str, str
     }
 
 
+def figure_learning_curve(settings, output: Path) -> dict[str, str]:
+    """Notebook 02: the two-phase retraining on the Simpsons frames, and its learning curves."""
+    from helpers import backbones, pipeline, plots, splits, training, weights
+
+    weights.configure_keras_home(settings)
+    weights.seed_cache(settings)
+    frame = splits.split_dataset(_dataset("simpsons", settings), seed=settings.seed)
+    base = backbones.load_base(settings)
+    head = training.build_head(base.output_shape[1:], len(pipeline.class_names(frame)), seed=settings.seed)
+    with tempfile.TemporaryDirectory(prefix="kit-figures-run-") as run_dir:
+        retrainer = training.Retrainer(
+            settings, frame, base, head, tensorboard=False, run_dir=run_dir, progress=False
+        )
+        retrainer.fit_head()
+        head_accuracy = retrainer.accuracy("validation")
+        retrainer.fit_last_blocks()
+        finetune_accuracy = retrainer.accuracy("validation")
+        test_accuracy = retrainer.accuracy("test")
+        figure = plots.learning_curves(retrainer.history())
+    save_figure(figure, output / "learning_curve.png")
+    return {
+        "head_val_accuracy": _percent(head_accuracy),
+        "finetune_val_accuracy": _percent(finetune_accuracy),
+        "test_accuracy": _percent(test_accuracy),
+        "simpsons_train_images": str(int((frame["split"] == "train").sum())),
+    }
+
+
 def figure_features(settings, output: Path) -> dict[str, str]:
     """Notebook 03: deep features of the Simpsons frames into classic models chosen by cross-validation."""
     import numpy as np
@@ -226,16 +254,19 @@ def figure_features(settings, output: Path) -> dict[str, str]:
     }
 
 
-def _best(table, family: str) -> float:
-    """The best test accuracy of one family of approaches in a comparison table."""
+def _best(table, family: str) -> dict[str, str]:
+    """The best test accuracy of one family of approaches, as ``{pvd_<family>_accuracy: "NN%"}`` (empty if absent)."""
     rows = table[table["family"] == family]
-    if not len(rows):
-        raise ValueError(f"the comparison has no {family!r} approach")
-    return float(rows["accuracy"].max())
+    key = {"transfer learning": "transfer", "from scratch": "scratch", "raw pixels": "pixels",
+           "deep features": "features"}[family]
+    return {f"pvd_{key}_accuracy": _percent(rows["accuracy"].max())} if len(rows) else {}
 
 
-def figure_photo_vs_drawing(settings, output: Path) -> dict[str, str]:
-    """Notebook 04: every approach on one split of photographs vs drawings, and the sample-efficiency curve."""
+def figure_photo_vs_drawing(settings, output: Path, *, approaches: Sequence[str] | None = None) -> dict[str, str]:
+    """Notebook 04: every approach on one split of photographs vs drawings, and the sample-efficiency curve.
+
+    ``approaches`` limits the comparison (names of :data:`helpers.compare.APPROACHES`; all by default).
+    """
     import matplotlib.pyplot as plt
 
     from helpers import compare, weights
@@ -243,7 +274,7 @@ def figure_photo_vs_drawing(settings, output: Path) -> dict[str, str]:
     weights.configure_keras_home(settings)
     weights.seed_cache(settings)
     frame = _dataset("photo_vs_drawing", settings)
-    comparison = compare.run_comparison(frame, settings)
+    comparison = compare.run_comparison(frame, settings, approaches=approaches or compare.APPROACHES)
     table = comparison.table()
     baseline = comparison.result("majority class").accuracy
     figure, axis = plt.subplots(figsize=(WIDE[0], 0.45 * len(table) + 1.4))
@@ -267,15 +298,14 @@ def figure_photo_vs_drawing(settings, output: Path) -> dict[str, str]:
     axis.legend(fontsize=9, loc="lower right")
     save_figure(figure, output / "sample_efficiency.png")
     per_class = frame["label"].value_counts()
-    return {
+    numbers = {
         "pvd_per_class": str(int(per_class.min())) if per_class.min() == per_class.max() else f"{per_class.min()}-{per_class.max()}",
-        "pvd_transfer_accuracy": _percent(_best(table, "transfer learning")),
-        "pvd_scratch_accuracy": _percent(_best(table, "from scratch")),
-        "pvd_pixels_accuracy": _percent(_best(table, "raw pixels")),
-        "pvd_features_accuracy": _percent(_best(table, "deep features")),
         "pvd_baseline_accuracy": _percent(baseline),
         "pvd_sample_sizes": ", ".join(str(size) for size in sizes),
     }
+    for family in ("transfer learning", "from scratch", "raw pixels", "deep features"):
+        numbers |= _best(table, family)
+    return numbers
 
 
 # --------------------------------------------------------------------------- the run
@@ -283,6 +313,7 @@ def figure_photo_vs_drawing(settings, output: Path) -> dict[str, str]:
 FIGURES_BY_NAME: dict[str, Callable[[Any, Path], dict[str, str]]] = {
     "backbones": figure_backbones,
     "topk": figure_topk,
+    "learning_curve": figure_learning_curve,
     "features": figure_features,
     "photo_vs_drawing": figure_photo_vs_drawing,
 }
@@ -290,6 +321,7 @@ FIGURES_BY_NAME: dict[str, Callable[[Any, Path], dict[str, str]]] = {
 FILES = {
     "backbones": ["backbones.png"],
     "topk": ["topk.png"],
+    "learning_curve": ["learning_curve.png"],
     "features": [],
     "photo_vs_drawing": ["photo_vs_drawing.png", "sample_efficiency.png"],
 }

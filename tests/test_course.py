@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import filecmp
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -146,11 +147,7 @@ def test_kernel_environment_is_restored(monkeypatch):
     monkeypatch.setenv("KIT_PROFILE", "smoke")
     monkeypatch.delenv("KIT_TEST_ONLY", raising=False)
     with course.kernel_environment({"KIT_PROFILE": "grading", "KIT_TEST_ONLY": "1"}):
-        import os
-
         assert os.environ["KIT_PROFILE"] == "grading" and os.environ["KIT_TEST_ONLY"] == "1"
-    import os
-
     assert os.environ["KIT_PROFILE"] == "smoke" and "KIT_TEST_ONLY" not in os.environ
 
 
@@ -284,14 +281,19 @@ def test_collect_submissions_accepts_three_layouts(toy_course, tmp_path):
     shutil.copy(release, inbox / "ben" / "toy.ipynb")  # <student>/<assignment>.ipynb
     shutil.copy(release, inbox / "carla.ipynb")  # loose file: assignment found by its graded cells
     (inbox / "notes.txt").write_text("not a submission")
-    assert course.collect_submissions(inbox, toy_course) == {"toy": ["ana", "ben", "carla"]}
+    nbformat.write(nbformat.v4.new_notebook(), inbox / "dan.ipynb")  # no graded cell: which assignment?
+    (inbox / "eve.ipynb").write_text("{ half a notebook")
+    collected = course.collect_submissions(inbox, toy_course)
+    assert collected.found == {"toy": ["ana", "ben", "carla"]}
+    assert [(Path(path).name, why.split(";")[0]) for path, why in collected.skipped] == [
+        ("dan.ipynb", "has no graded cell of any assignment"),
+        ("eve.ipynb", "not a readable notebook (JSONDecodeError)"),
+    ]
     for student in ("ana", "ben", "carla"):
         assert (toy_course / "submitted" / student / "toy" / "toy.ipynb").read_bytes() == release.read_bytes()
-    stray = tmp_path / "stray"
-    stray.mkdir()
-    nbformat.write(nbformat.v4.new_notebook(), stray / "dan.ipynb")
-    with pytest.raises(ValueError, match="no graded cell"):
-        course.collect_submissions(stray, toy_course)
+    assert not (toy_course / "submitted" / "dan").exists() and not (toy_course / "submitted" / "eve").exists()
+    with pytest.raises(ValueError, match="unknown assignment"):
+        course.collect_submissions(inbox, toy_course, assignment="tyo")
 
 
 @pytest.mark.slow
@@ -309,6 +311,13 @@ def test_autograde_command_grades_a_folder_then_exports_and_gives_feedback(toy_c
     scores = {s.student: s.score for s in course.submission_scores("toy", root=toy_course)}
     assert scores == {"blank": 0.0, "good": 2.0}
 
+    # a file nbgrader cannot read: the others are graded, the command exits 1 and says who
+    (inbox / "mangled.ipynb").write_text("{ not json")
+    assert course.autograde_main([str(inbox), "--root", str(toy_course), "--assignment", "toy", "--jobs", "2"]) == 1
+    captured = capsys.readouterr()
+    assert "could not grade" in captured.err and "mangled" in captured.err
+    assert "toy: 2 submission(s) graded" in captured.out
+
     target = tmp_path / "grades.csv"
     assert course.export_main(["--root", str(toy_course), "--output", str(target)]) == 0
     with target.open() as handle:
@@ -324,18 +333,22 @@ def test_autograde_command_grades_a_folder_then_exports_and_gives_feedback(toy_c
 # --------------------------------------------------------------------------- timing prediction
 
 
-def test_predicted_times_grow_with_images_and_slower_backbones(kit_settings):
+def test_predicted_times_grow_with_images_and_slower_backbones():
     counts = {"photos": 3, "simpsons": 48, "photo_vs_drawing": 48}
-    fast = course.predict_notebook_seconds(0.01, counts, kit_settings)
-    slow = course.predict_notebook_seconds(0.04, counts, kit_settings)
-    more = course.predict_notebook_seconds(0.01, {k: 10 * v for k, v in counts.items()}, kit_settings)
-    assert set(fast) == set(ASSIGNMENTS) | set(fast)
-    assert {"00_setup_check", "01_pretrained_scoring"} <= set(fast)
-    for name in fast:
-        assert slow[name] >= fast[name] and more[name] >= fast[name] and fast[name] > 0
+    fast = course.predict_notebook_seconds(0.01, counts)
+    slow = course.predict_notebook_seconds(0.04, counts)
+    more = course.predict_notebook_seconds(0.01, {k: 10 * v for k, v in counts.items()})
+    assert set(ASSIGNMENTS) <= set(fast), "every assignment needs an entry in course.NOTEBOOK_COSTS"
+    for name, cost in course.NOTEBOOK_COSTS.items():
+        assert fast[name] >= cost.fixed_seconds > 0
+        assert slow[name] >= fast[name] and more[name] >= fast[name]
+        assert set(cost.datasets) <= set(counts)
     assert more["01_pretrained_scoring"] > fast["01_pretrained_scoring"]
+    assert course.predict_notebook_seconds(0.01, {})["01_pretrained_scoring"] == course.NOTEBOOK_COSTS[
+        "01_pretrained_scoring"
+    ].fixed_seconds
     with pytest.raises(ValueError, match="positive"):
-        course.predict_notebook_seconds(0, counts, kit_settings)
+        course.predict_notebook_seconds(0, counts)
 
 
 # --------------------------------------------------------------------------- notebooks (slow: execute them)

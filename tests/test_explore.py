@@ -45,6 +45,14 @@ def test_umap_without_the_package_says_how_to_get_it():
         explore.embed_2d(np.random.rand(10, 4), method="umap")
 
 
+def test_umap_map_when_installed():
+    pytest.importorskip("umap", reason="umap-learn is optional; t-SNE is always there")
+    X, labels = _clusters()
+    coords = explore.embed_2d(X, "umap", seed=0)
+    assert coords.shape == (len(X), 2)
+    np.testing.assert_allclose(coords, explore.embed_2d(X, "umap", seed=0))
+
+
 def test_nearest_neighbours_by_cosine():
     features = np.array([[1, 0], [0.9, 0.1], [0, 1], [-1, 0], [2, 0.1]], dtype=np.float32)
     table = explore.nearest_neighbours(features, 0, k=3)

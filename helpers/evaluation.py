@@ -1,0 +1,209 @@
+"""Evaluating a classifier on held-out images: accuracy, per-class scores, confusions, mistakes.
+
+Every function takes plain arrays: true labels and predictions (class ids or class
+names) or class probabilities, plus the class names, so it works for any model of
+any notebook (a Keras softmax, a scikit-learn classifier...). Tables are pandas
+DataFrames indexed by class name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "accuracy",
+    "as_class_ids",
+    "classification_table",
+    "confusion_table",
+    "misclassified",
+    "most_confused_pairs",
+    "per_class_accuracy",
+    "predicted_ids",
+]
+
+
+def as_class_ids(values: Any, class_names: Sequence[Any]) -> np.ndarray:
+    """Labels given as class ids or as class names, as an int array of class ids.
+
+    Raises:
+        ValueError: A name not in ``class_names``, or an id outside ``0..len(class_names)-1``.
+    """
+    items = list(values.tolist() if isinstance(values, (np.ndarray, pd.Series)) else values)
+    if items and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
+        ids = np.asarray(items, dtype=np.int64)
+        bad = sorted({int(i) for i in ids if not 0 <= i < len(class_names)})
+        if bad:
+            raise ValueError(f"class ids {bad[:5]} are outside 0..{len(class_names) - 1} ({len(class_names)} classes).")
+        return ids
+    index = {name: position for position, name in enumerate(class_names)}
+    unknown = sorted({str(v) for v in items if v not in index})
+    if unknown:
+        raise ValueError(f"labels {unknown[:5]} are not among the class names {list(class_names)[:10]}.")
+    return np.asarray([index[v] for v in items], dtype=np.int64)
+
+
+def predicted_ids(probabilities: Any) -> np.ndarray:
+    """The most probable class of each row of a ``(n_images, n_classes)`` probability array."""
+    values = np.asarray(probabilities)
+    if values.ndim != 2:
+        raise ValueError(f"probabilities must have shape (n_images, n_classes), not {values.shape}.")
+    return np.argmax(values, axis=1)
+
+
+def _pair(y_true: Any, y_pred: Any, class_names: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    true, pred = as_class_ids(y_true, class_names), as_class_ids(y_pred, class_names)
+    if len(true) != len(pred):
+        raise ValueError(f"{len(true)} true labels but {len(pred)} predictions; give one prediction per image.")
+    return true, pred
+
+
+def accuracy(y_true: Any, y_pred: Any, class_names: Sequence[Any] | None = None) -> float:
+    """Share of images whose prediction is the true class (NaN when there are none).
+
+    Args:
+        y_true: True labels (ids, or names with ``class_names``).
+        y_pred: Predicted labels, same form.
+        class_names: Needed when labels are names.
+    """
+    if class_names is None:
+        true, pred = np.asarray(list(y_true)), np.asarray(list(y_pred))
+        if len(true) != len(pred):
+            raise ValueError(f"{len(true)} true labels but {len(pred)} predictions; give one prediction per image.")
+    else:
+        true, pred = _pair(y_true, y_pred, class_names)
+    return float(np.mean(true == pred)) if len(true) else float("nan")
+
+
+def per_class_accuracy(y_true: Any, y_pred: Any, class_names: Sequence[Any]) -> pd.Series:
+    """For each class, the share of its images predicted correctly (its recall); NaN for a class with no image."""
+    true, pred = _pair(y_true, y_pred, class_names)
+    values = [float(np.mean(pred[true == k] == k)) if np.any(true == k) else float("nan") for k in range(len(class_names))]
+    return pd.Series(values, index=pd.Index(list(class_names), name="class"), name="accuracy")
+
+
+def confusion_table(y_true: Any, y_pred: Any, class_names: Sequence[Any], *, normalize: bool = False) -> pd.DataFrame:
+    """The confusion matrix: rows are true classes, columns predicted classes.
+
+    Args:
+        y_true: True labels (ids or names).
+        y_pred: Predicted labels.
+        class_names: Class names (row and column order).
+        normalize: Divide each row by its total (each row then sums to 1; rows of
+            absent classes stay 0).
+    """
+    true, pred = _pair(y_true, y_pred, class_names)
+    n = len(class_names)
+    counts = np.zeros((n, n), dtype=np.int64)
+    np.add.at(counts, (true, pred), 1)
+    values: np.ndarray = counts
+    if normalize:
+        totals = counts.sum(axis=1, keepdims=True)
+        values = np.divide(counts, totals, out=np.zeros((n, n), dtype=float), where=totals > 0)
+    names = [str(c) for c in class_names]
+    return pd.DataFrame(values, index=pd.Index(names, name="true"), columns=pd.Index(names, name="predicted"))
+
+
+def classification_table(y_true: Any, y_pred: Any, class_names: Sequence[Any]) -> pd.DataFrame:
+    """Precision, recall, F1 and support of each class, plus macro and weighted averages.
+
+    Precision: of the images predicted as the class, the share that are. Recall: of the
+    class's images, the share found. F1: their harmonic mean. A score with nothing to
+    divide by (no image predicted as the class) counts as 0, as in scikit-learn.
+    """
+    from sklearn.metrics import precision_recall_fscore_support
+
+    true, pred = _pair(y_true, y_pred, class_names)
+    labels = list(range(len(class_names)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        true, pred, labels=labels, zero_division=0
+    )
+    table = pd.DataFrame(
+        {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(int)},
+        index=pd.Index([str(c) for c in class_names], name="class"),
+    )
+    total = int(support.sum())
+    averages = []
+    for name, weights in (("macro avg", np.ones(len(labels))), ("weighted avg", support.astype(float))):
+        weight_sum = weights.sum()
+        averages.append(
+            pd.Series(
+                {
+                    column: float(np.dot(table[column], weights) / weight_sum) if weight_sum else float("nan")
+                    for column in ("precision", "recall", "f1")
+                }
+                | {"support": total},
+                name=name,
+            )
+        )
+    table = pd.concat([table, pd.DataFrame(averages)])
+    table["support"] = table["support"].astype(int)
+    table.index.name = "class"
+    return table
+
+
+def misclassified(
+    paths: Sequence[str] | pd.Series,
+    y_true: Any,
+    probabilities: Any,
+    class_names: Sequence[Any],
+) -> pd.DataFrame:
+    """The images the model got wrong, most confident mistakes first.
+
+    Args:
+        paths: Image file of each row.
+        y_true: True labels (ids or names).
+        probabilities: ``(n_images, n_classes)`` class probabilities.
+        class_names: Class names in output order.
+
+    Returns:
+        Columns ``path``, ``true``, ``predicted``, ``probability`` (of the predicted
+        class) and ``true probability`` (what the model gave the right class); the
+        index is each image's row position.
+    """
+    values = np.asarray(probabilities, dtype=np.float64)
+    paths = [str(p) for p in paths]
+    pred = predicted_ids(values)
+    true, _ = _pair(y_true, pred, class_names)
+    if values.shape[1] != len(class_names) or len(paths) != len(true):
+        raise ValueError(
+            f"need one path, one label and one row of {len(class_names)} probabilities per image: "
+            f"{len(paths)} paths, {len(true)} labels, probabilities {values.shape}."
+        )
+    wrong = np.flatnonzero(pred != true)
+    table = pd.DataFrame(
+        {
+            "path": [paths[i] for i in wrong],
+            "true": [class_names[true[i]] for i in wrong],
+            "predicted": [class_names[pred[i]] for i in wrong],
+            "probability": values[wrong, pred[wrong]],
+            "true probability": values[wrong, true[wrong]],
+        },
+        index=pd.Index(wrong, name="row"),
+    )
+    return table.sort_values("probability", ascending=False, kind="stable")
+
+
+def most_confused_pairs(y_true: Any, y_pred: Any, class_names: Sequence[Any], *, top: int = 5) -> pd.DataFrame:
+    """The (true, predicted) pairs of different classes that occur most often.
+
+    Returns:
+        Columns ``true``, ``predicted``, ``count`` and ``share of true class`` (the
+        share of that class's images predicted as the other), most frequent first;
+        at most ``top`` rows, only pairs that occur.
+    """
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+        raise ValueError(f"top must be a whole number >= 1, not {top!r}.")
+    counts = confusion_table(y_true, y_pred, class_names).to_numpy()
+    totals = counts.sum(axis=1)
+    rows = [
+        {"true": class_names[i], "predicted": class_names[j], "count": int(counts[i, j]),
+         "share of true class": counts[i, j] / totals[i]}
+        for i in range(len(class_names))
+        for j in range(len(class_names))
+        if i != j and counts[i, j] > 0
+    ]
+    table = pd.DataFrame(rows, columns=["true", "predicted", "count", "share of true class"])
+    return table.sort_values(["count", "share of true class"], ascending=False, kind="stable").head(top).reset_index(drop=True)

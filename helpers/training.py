@@ -1,0 +1,896 @@
+"""Retraining a pretrained backbone: a new head first (phase 1), then the last block(s) (phase 2).
+
+The Dataiku lab's retraining recipe (../shared/reference, deck 003), in Keras:
+
+* the backbone without its ImageNet classifier (``include_top=False``) plus a new
+  **head**: pooling (``avg``, ``max`` or ``flatten``), dropout, a softmax layer over
+  the new classes with optional L1/L2 regularisation (:func:`build_head`);
+* **phase 1**, last layer only: the base frozen and called with ``training=False``,
+  Adam at ``settings.learning_rate`` (1e-3), batch size and epochs from the settings;
+* **phase 2**, last block: the last block(s) of the base unfrozen (BatchNormalization
+  layers stay frozen, in inference mode), recompiled at a tenth of the learning rate.
+
+Both phases are fast on a CPU because nothing is computed twice:
+
+* Phase 1 trains the head on the base's features, computed **once** per image by
+  :func:`helpers.features.extract_features` (cached on disk). The head is trained from
+  its pooled output, so only one vector per image is kept in memory (768 numbers for
+  MobileNet 0.75 instead of its 7x7x768 map); ``flatten`` keeps the whole map, flat.
+* Phase 2 caches the **input of the last block(s)** instead (the output of the layer
+  just before them, :func:`helpers.backbones.block_input_layer`) and trains the *tail*
+  -- a sub-model from that tensor through the unfrozen block(s) and the head -- on it.
+  The frozen layers before the block would give the same output every epoch, so they
+  run once. Phase 1's features then come from these activations through the (still
+  frozen) last block, which is much cheaper than a second pass over the images.
+  When the activations do not fit :data:`DEFAULT_MEMORY_BUDGET_MB` (``float16``
+  halves them) or when augmentation is on (every epoch sees different pixels), phase
+  2 falls back to ordinary end-to-end training on the images.
+
+The trained layers are the layers of one ordinary Keras model (:func:`assemble_model`:
+image -> base -> head), so the result saves to ``.keras`` and reloads like any other.
+The tests check that each fast path gives that model's predictions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from helpers import backbones
+from helpers.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
+
+POOLINGS = ("avg", "max", "flatten")
+DEFAULT_POOLING = "avg"
+DEFAULT_DROPOUT = 0.2
+DEFAULT_MEMORY_BUDGET_MB = 1024.0
+FINETUNE_LEARNING_RATE_FACTOR = 0.1
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+RUNS_SUBDIR = "runs"
+PHASE_HEAD = "phase 1: head"
+PHASE_BLOCKS = "phase 2: last block"
+HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy"]
+
+_POOLING_LAYER_NAMES = {"avg": "head_avg_pool", "max": "head_max_pool", "flatten": "head_flatten"}
+# extract_features recognises these names as pooling after the extracted layer.
+_EXTRACTOR_POOLING_NAMES = {"avg": "features_avg", "max": "features_max", "flatten": "features_flat"}
+
+
+# --------------------------------------------------------------------------- model
+
+
+def _pooling_layer(pooling: str, name: str) -> "keras.layers.Layer":
+    import keras
+
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS} (the lab's Average / Max / Flatten), not {pooling!r}.")
+    return {
+        "avg": keras.layers.GlobalAveragePooling2D,
+        "max": keras.layers.GlobalMaxPooling2D,
+        "flatten": keras.layers.Flatten,
+    }[pooling](name=name)
+
+
+def _regularizer(l1: float, l2: float) -> Any:
+    import keras
+
+    for name, value in (("l1", l1), ("l2", l2)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or not math.isfinite(value):
+            raise ValueError(f"{name} must be a number >= 0 (0 = no {name.upper()} penalty), not {value!r}.")
+    if l1 and l2:
+        return keras.regularizers.L1L2(l1=float(l1), l2=float(l2))
+    if l1:
+        return keras.regularizers.L1(float(l1))
+    if l2:
+        return keras.regularizers.L2(float(l2))
+    return None
+
+
+def build_head(
+    feature_shape: Sequence[int | None],
+    n_classes: int,
+    *,
+    pooling: str = DEFAULT_POOLING,
+    dropout: float = DEFAULT_DROPOUT,
+    l1: float = 0.0,
+    l2: float = 0.0,
+    seed: int | None = None,
+    name: str = "head",
+) -> "keras.Model":
+    """The new classifier put on top of a pretrained base: pooling, dropout, softmax.
+
+    Args:
+        feature_shape: Shape of the base's output for one image, e.g. ``(7, 7, 768)``
+            (``base.output_shape[1:]``).
+        n_classes: Number of classes (characters).
+        pooling: ``"avg"`` (global average), ``"max"`` (global max) or ``"flatten"``
+            (keep every position: many more weights).
+        dropout: Share of the pooled features dropped at random during training (0 = none).
+        l1: L1 penalty on the softmax layer's weights (0 = none).
+        l2: L2 penalty on the softmax layer's weights (0 = none).
+        seed: Seed of the weight initialisation and of the dropout mask.
+        name: Model name.
+
+    Returns:
+        A Functional ``keras.Model`` from the 4-D feature map to class probabilities
+        (layers ``head_<pooling>``, ``head_dropout``, ``head_predictions``).
+
+    Raises:
+        ValueError: A feature shape that is not a 3-D map, fewer than 2 classes, an
+            unknown pooling, a dropout outside [0, 1) or a negative penalty.
+    """
+    import keras
+
+    shape = tuple(feature_shape)
+    if len(shape) != 3:
+        raise ValueError(
+            f"feature_shape must be the 3-D shape of one feature map (height, width, channels), not {shape}; "
+            "load the base with include_top=False and pooling=None (backbones.load_base)."
+        )
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
+        raise ValueError(f"n_classes must be a whole number >= 2, not {n_classes!r}.")
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be a share in [0, 1), not {dropout!r}.")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS} (the lab's Average / Max / Flatten), not {pooling!r}.")
+    regularizer = _regularizer(l1, l2)
+    inputs = keras.Input(shape=shape, name=f"{name}_features")
+    x = _pooling_layer(pooling, _POOLING_LAYER_NAMES[pooling])(inputs)
+    x = keras.layers.Dropout(float(dropout), seed=seed, name="head_dropout")(x)
+    outputs = keras.layers.Dense(
+        int(n_classes),
+        activation="softmax",
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+        kernel_regularizer=regularizer,
+        name="head_predictions",
+    )(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def head_pooling(head: "keras.Model") -> str:
+    """Which pooling a head built by :func:`build_head` uses (``avg``, ``max`` or ``flatten``)."""
+    for pooling, layer_name in _POOLING_LAYER_NAMES.items():
+        if any(layer.name == layer_name for layer in head.layers):
+            return pooling
+    raise ValueError(f"model {head.name!r} is not a head built by training.build_head (no head pooling layer).")
+
+
+def head_after_pooling(head: "keras.Model") -> "keras.Model":
+    """The part of ``head`` after its pooling layer (dropout + softmax), sharing its weights.
+
+    Phase 1 trains this on pooled features: pooling has no weights, so training it on
+    pooled vectors trains the head itself, with one vector per image in memory.
+    """
+    import keras
+
+    pool = head.get_layer(_POOLING_LAYER_NAMES[head_pooling(head)])
+    return keras.Model(pool.output, head.output, name=f"{head.name}_after_pooling")
+
+
+def assemble_model(base: "keras.Model", head: "keras.Model", *, name: str | None = None) -> "keras.Model":
+    """The whole classifier as one ordinary Keras model: image -> base -> head.
+
+    The base is called with ``training=False``: its BatchNormalization layers always
+    run in inference mode, even in phase 2 when some of its layers are trained. The
+    model takes images already preprocessed for the backbone (what
+    :func:`helpers.pipeline.make_dataset` yields) and shares its layers with ``base``
+    and ``head``, so training either trains it.
+
+    Args:
+        base: The pretrained base (``include_top=False``, 4-D output).
+        head: A head whose input matches the base's output (:func:`build_head`).
+        name: Model name; ``<base>_retrained`` by default.
+
+    Raises:
+        ValueError: The head does not fit the base's output.
+    """
+    import keras
+
+    if tuple(head.input_shape[1:]) != tuple(base.output_shape[1:]):
+        raise ValueError(
+            f"the head takes inputs of shape {tuple(head.input_shape[1:])} but the base gives "
+            f"{tuple(base.output_shape[1:])}; build the head with feature_shape=base.output_shape[1:]."
+        )
+    inputs = keras.Input(shape=base.input_shape[1:], name="image")
+    features = base(inputs, training=False)
+    outputs = head(features)
+    return keras.Model(inputs, outputs, name=name or f"{base.name}_retrained")
+
+
+def block_input_model(base: "keras.Model", backbone: backbones.Backbone, n_blocks: int = 1) -> "keras.Model":
+    """A model from images to the input of the last ``n_blocks`` blocks (the activations phase 2 caches)."""
+    import keras
+
+    layer = backbones.block_input_layer(base, backbone, n_blocks)
+    return keras.Model(base.inputs, base.get_layer(layer).output, name=f"{backbone.key}_{layer}")
+
+
+def base_tail(base: "keras.Model", backbone: backbones.Backbone, n_blocks: int = 1) -> "keras.Model":
+    """The last ``n_blocks`` blocks of ``base`` as a model of their own, sharing its layers."""
+    import keras
+
+    layer = backbones.block_input_layer(base, backbone, n_blocks)
+    return keras.Model(base.get_layer(layer).output, base.output, name=f"{base.name}_last_{n_blocks}")
+
+
+def tail_model(
+    base: "keras.Model", head: "keras.Model", backbone: backbones.Backbone, n_blocks: int = 1
+) -> "keras.Model":
+    """The sub-model phase 2 trains: block-input activations -> last block(s) -> head.
+
+    It shares every layer with ``base`` and ``head`` (and so with the model of
+    :func:`assemble_model`); its blocks are called with ``training=False`` like the base.
+    """
+    import keras
+
+    part = base_tail(base, backbone, n_blocks)
+    inputs = keras.Input(shape=part.input_shape[1:], name="block_input")
+    outputs = head(part(inputs, training=False))
+    return keras.Model(inputs, outputs, name=f"tail_last_{n_blocks}")
+
+
+def set_phase(base: "keras.Model", backbone: backbones.Backbone, phase: int, n_blocks: int = 1) -> list[str]:
+    """Freeze the base for a phase: 1 = everything frozen; 2 = the last ``n_blocks`` blocks trainable.
+
+    BatchNormalization layers stay frozen in both phases (see
+    :func:`helpers.backbones.freeze_all_but_last`). Recompile afterwards.
+
+    Returns:
+        Names of the base's layers left trainable.
+    """
+    if phase not in (1, 2):
+        raise ValueError(f"phase must be 1 (head only) or 2 (last block(s) too), not {phase!r}.")
+    if phase == 2 and n_blocks < 1:
+        raise ValueError("phase 2 retrains at least one block: n_blocks must be >= 1.")
+    return backbones.freeze_all_but_last(base, backbone, 0 if phase == 1 else n_blocks)
+
+
+def make_optimizer(name: str = "adam", learning_rate: float = 1e-3) -> "keras.optimizers.Optimizer":
+    """An optimizer by name (the lab's choices): ``adam`` (default), ``sgd`` (momentum 0.9) or ``rmsprop``."""
+    import keras
+
+    if not isinstance(learning_rate, (int, float)) or isinstance(learning_rate, bool) or not learning_rate > 0:
+        raise ValueError(f"learning_rate must be a positive number (the lab starts at 0.001), not {learning_rate!r}.")
+    key = str(name).lower()
+    if key == "adam":
+        return keras.optimizers.Adam(learning_rate=float(learning_rate))
+    if key == "sgd":
+        return keras.optimizers.SGD(learning_rate=float(learning_rate), momentum=0.9)
+    if key == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=float(learning_rate))
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {name!r}.")
+
+
+def compile_model(model: "keras.Model", learning_rate: float, *, optimizer: str = "adam") -> "keras.Model":
+    """Compile a softmax classifier for integer labels: sparse categorical cross-entropy, accuracy.
+
+    Labels are class ids (0, 1, 2...), not one-hot vectors, hence the *sparse* loss.
+    Call again after changing which layers are trainable.
+    """
+    import keras
+
+    model.compile(
+        optimizer=make_optimizer(optimizer, learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def _weight_count(weights: Sequence[Any]) -> int:
+    return int(sum(math.prod(int(d) for d in w.shape) for w in weights))
+
+
+def parameter_table(model: "keras.Model") -> pd.DataFrame:
+    """Trainable and frozen parameters of each part of a model (base, head...) and in total.
+
+    "Frozen" counts every weight training leaves alone, including BatchNormalization's
+    moving statistics. Re-run after changing ``trainable`` to see what a phase trains.
+    """
+    rows = []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        rows.append(
+            {
+                "part": layer.name,
+                "trainable": _weight_count(layer.trainable_weights),
+                "frozen": _weight_count(layer.non_trainable_weights),
+            }
+        )
+    rows.append(
+        {
+            "part": "total",
+            "trainable": _weight_count(model.trainable_weights),
+            "frozen": _weight_count(model.non_trainable_weights),
+        }
+    )
+    table = pd.DataFrame(rows, columns=["part", "trainable", "frozen"]).set_index("part")
+    table["total"] = table["trainable"] + table["frozen"]
+    return table
+
+
+def trainable_weight_names(model: "keras.Model") -> list[str]:
+    """Paths of a model's trainable weights (``layer/kernel``...), for checking what a phase trains."""
+    return sorted(weight.path for weight in model.trainable_weights)
+
+
+def augmentation_layers(
+    *,
+    flip: bool = True,
+    rotation: float = 0.1,
+    zoom: float = 0.1,
+    contrast: float = 0.1,
+    seed: int | None = None,
+) -> "keras.Sequential":
+    """Random augmentation as Keras preprocessing layers: flip, rotation, zoom, contrast.
+
+    The layers work on pixels in [0, 255], *before* the backbone's preprocessing
+    (pass them as ``augment=`` to :func:`helpers.pipeline.make_dataset`); they only
+    change images when called with ``training=True``.
+
+    Args:
+        flip: Mirror images left-right half of the time (a character mirrored is the
+            same character; upside-down would not be).
+        rotation: Largest rotation, as a share of a full turn (0.1 = 36 degrees); 0 = none.
+        zoom: Largest zoom in or out, as a share of the size; 0 = none.
+        contrast: Largest contrast change (0.1 = +-10%); 0 = none.
+        seed: Seed of the random draws.
+
+    Raises:
+        ValueError: Negative amounts, or every augmentation switched off.
+    """
+    import keras
+
+    for name, value in (("rotation", rotation), ("zoom", zoom), ("contrast", contrast)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+            raise ValueError(f"{name} must be in [0, 1) (0 = off), not {value!r}.")
+    layers: list[Any] = []
+    if flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed, name="random_flip"))
+    if rotation:
+        layers.append(keras.layers.RandomRotation(rotation, fill_mode="nearest", seed=seed, name="random_rotation"))
+    if zoom:
+        layers.append(keras.layers.RandomZoom(zoom, fill_mode="nearest", seed=seed, name="random_zoom"))
+    if contrast:
+        layers.append(keras.layers.RandomContrast(contrast, value_range=(0, 255), seed=seed, name="random_contrast"))
+    if not layers:
+        raise ValueError("every augmentation is switched off; use augment=None instead of an empty augmentation.")
+    return keras.Sequential(layers, name="augmentation")
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def activation_megabytes(shape: Sequence[int | None], rows: int, dtype: str = "float32") -> float:
+    """Memory in MB (1e6 bytes) of ``rows`` activations of ``shape`` (one image's shape)."""
+    values = math.prod(int(d) for d in shape if d is not None)
+    return rows * values * np.dtype(dtype).itemsize / 1e6
+
+
+def choose_activation_dtype(
+    shape: Sequence[int | None], rows: int, budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
+) -> str | None:
+    """``float32`` if the activations fit ``budget_mb``, else ``float16`` if that fits, else None."""
+    for dtype in ("float32", "float16"):
+        if activation_megabytes(shape, rows, dtype) <= budget_mb:
+            return dtype
+    return None
+
+
+# --------------------------------------------------------------------------- callbacks and histories
+
+
+def tensorboard_available() -> bool:
+    """Whether the ``tensorboard`` package (needed to write TensorBoard logs) is installed."""
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def make_callbacks(
+    run_dir: str | Path,
+    phase: str,
+    *,
+    patience: int,
+    tensorboard: bool = True,
+) -> tuple[list[Any], Path]:
+    """The lab's callbacks: early stopping, best checkpoint by ``val_loss``, TensorBoard logs.
+
+    Args:
+        run_dir: Folder of this training run (checkpoints and ``logs/``).
+        phase: Phase name, used in file names.
+        patience: Epochs without a lower ``val_loss`` before stopping.
+        tensorboard: Write TensorBoard logs under ``<run_dir>/logs/<phase>`` (skipped,
+            with a note, when the ``tensorboard`` package is not installed).
+
+    Returns:
+        The callbacks and the checkpoint path (``<run_dir>/<phase>.weights.h5``).
+    """
+    import keras
+
+    if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 1:
+        raise ValueError(f"patience must be a whole number of epochs >= 1, not {patience!r}.")
+    run_dir = Path(run_dir)
+    slug = _slug(phase)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = run_dir / f"{slug}.weights.h5"
+    callbacks: list[Any] = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience)),
+        keras.callbacks.ModelCheckpoint(
+            str(checkpoint), monitor="val_loss", save_best_only=True, save_weights_only=True
+        ),
+    ]
+    if tensorboard and tensorboard_available():
+        callbacks.append(
+            keras.callbacks.TensorBoard(str(run_dir / "logs" / slug), write_graph=False, profile_batch=0)
+        )
+    return callbacks, checkpoint
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-").replace("--", "-")
+
+
+def history_frame(history: Any, phase: str = PHASE_HEAD, *, first_epoch: int = 1) -> pd.DataFrame:
+    """One phase's history (a Keras ``History`` or its ``.history`` dict) as a table, one row per epoch."""
+    values = getattr(history, "history", history)
+    if not isinstance(values, Mapping):
+        raise TypeError(f"pass a Keras History or its .history dict, not {type(history).__name__}.")
+    lengths = {len(v) for v in values.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"the history's metrics have different lengths {sorted(lengths)}.")
+    epochs = lengths.pop() if lengths else 0
+    table = pd.DataFrame({key: [float(v) for v in series] for key, series in values.items()})
+    table.insert(0, "phase", phase)
+    table.insert(0, "epoch", range(first_epoch, first_epoch + epochs))
+    ordered = [c for c in HISTORY_COLUMNS if c in table.columns]
+    return table[ordered + [c for c in table.columns if c not in ordered]].reset_index(drop=True)
+
+
+def merge_histories(histories: Mapping[str, Any]) -> pd.DataFrame:
+    """Histories of consecutive phases as one table: epochs numbered on, a ``phase`` column.
+
+    Args:
+        histories: ``{phase name: History or .history dict}`` in training order.
+
+    Returns:
+        Columns ``epoch`` (1, 2, ... across phases), ``phase``, then the metrics
+        (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``...).
+    """
+    parts, first = [], 1
+    for phase, history in histories.items():
+        part = history_frame(history, phase, first_epoch=first)
+        parts.append(part)
+        first += len(part)
+    if not parts:
+        return pd.DataFrame(columns=HISTORY_COLUMNS)
+    return pd.concat(parts, ignore_index=True)
+
+
+def phase_boundaries(history: pd.DataFrame) -> list[tuple[float, str]]:
+    """Where each phase after the first starts, as ``(x, phase)`` with x half-way between epochs."""
+    if "phase" not in history.columns or history.empty:
+        return []
+    phases = history["phase"].to_numpy()
+    epochs = history["epoch"].to_numpy()
+    return [(float(epochs[i]) - 0.5, str(phases[i])) for i in range(1, len(phases)) if phases[i] != phases[i - 1]]
+
+
+def _fit(
+    model: "keras.Model",
+    x: Any,
+    y: Any,
+    validation: tuple[Any, ...] | Any,
+    *,
+    epochs: int,
+    batch_size: int | None,
+    callbacks: list[Any],
+    checkpoint: Path,
+    verbose: int,
+    seed: int,
+) -> dict[str, list[float]]:
+    """``model.fit`` with the phase's callbacks, then the best checkpoint (lowest val_loss) restored."""
+    import keras
+
+    checkpoint.unlink(missing_ok=True)  # a stale checkpoint must never be restored
+    keras.utils.set_random_seed(seed)
+    options: dict[str, Any] = {"batch_size": batch_size} if y is not None else {"shuffle": False}
+    history = model.fit(
+        x, y, validation_data=validation, epochs=int(epochs), callbacks=callbacks, verbose=verbose, **options
+    )
+    if checkpoint.is_file():
+        model.load_weights(str(checkpoint))
+    return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+# --------------------------------------------------------------------------- the two phases
+
+
+@dataclasses.dataclass
+class PhaseReport:
+    """What one phase did.
+
+    Attributes:
+        phase: Phase name.
+        path: ``cached features``, ``cached activations`` or ``images`` (end to end).
+        epochs: Epochs run (early stopping may stop before the profile's number).
+        best_epoch: Epoch (within the phase) with the lowest ``val_loss``, restored at the end.
+        seconds: Training time.
+        trainable: Parameters trained.
+        learning_rate: Learning rate used.
+    """
+
+    phase: str
+    path: str
+    epochs: int
+    best_epoch: int
+    seconds: float
+    trainable: int
+    learning_rate: float
+
+
+class Retrainer:
+    """The lab's two-phase retraining of a base + head on a split dataset, fast on a CPU.
+
+    Typical use (notebook 02)::
+
+        base = backbones.load_base(settings)
+        head = training.build_head(base.output_shape[1:], len(names))
+        retrainer = training.Retrainer(settings, frame, base, head)
+        retrainer.fit_head()            # phase 1
+        retrainer.fit_last_blocks()     # phase 2
+        retrainer.model.save("simpsons.keras")
+
+    Args:
+        settings: Course settings (backbone, batch size, learning rate, epochs, cache).
+        frame: Dataset with ``path``, ``label`` and ``split`` (train, validation, test).
+        base: The pretrained base (``backbones.load_base(settings)``).
+        head: Its new head (:func:`build_head`).
+        n_blocks: Blocks retrained in phase 2 (1 = the last block, 2 = the last two).
+        augment: None, or augmentation layers (:func:`augmentation_layers`) applied to the
+            training images in phase 2, which then trains end to end on the images.
+        memory_budget_mb: Most memory for phase 2's cached activations; beyond it
+            (even in ``float16``) phase 2 trains end to end on the images.
+        optimizer: ``adam`` (the lab's), ``sgd`` or ``rmsprop``.
+        tensorboard: Write TensorBoard logs under the run folder.
+        run_dir: Folder for checkpoints and logs; ``<cache_dir>/runs/<backbone>-<time>``
+            by default.
+        progress: Print what happens (feature extraction progress bars, choices).
+        verbose: Keras ``fit`` verbosity (0 silent, 1 progress bar, 2 one line per epoch).
+
+    Attributes:
+        model: The whole classifier (:func:`assemble_model`), trained by both phases.
+        class_names: Class names; class id ``i`` is ``class_names[i]``.
+        labels: Class id of every row of ``frame``.
+        reports: One :class:`PhaseReport` per phase run.
+        timings: Seconds spent extracting features / activations and training each phase.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None,
+        frame: pd.DataFrame,
+        base: "keras.Model",
+        head: "keras.Model",
+        *,
+        n_blocks: int = 1,
+        augment: Any = None,
+        memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+        optimizer: str = "adam",
+        tensorboard: bool = True,
+        run_dir: str | Path | None = None,
+        progress: bool = True,
+        verbose: int = 0,
+    ) -> None:
+        from helpers import pipeline
+
+        self.settings = settings or load_settings()
+        self.backbone = backbones.get_backbone(settings=self.settings)
+        if not isinstance(frame, pd.DataFrame) or not {"path", "label", "split"} <= set(frame.columns):
+            raise ValueError(
+                "frame must be a DataFrame with 'path', 'label' and 'split' columns; "
+                "split it first with helpers.splits.split_dataset(frame)."
+            )
+        present = set(frame["split"])
+        if not {"train", "validation"} <= present:
+            raise ValueError(
+                f"the frame needs 'train' and 'validation' rows (it has {sorted(present)}): validation data drives "
+                "early stopping and the best checkpoint."
+            )
+        max_blocks = len(self.backbone.block_ends) - 1
+        if isinstance(n_blocks, bool) or not isinstance(n_blocks, (int, np.integer)) or not 1 <= n_blocks <= max_blocks:
+            raise ValueError(f"n_blocks must be a whole number between 1 and {max_blocks}, not {n_blocks!r}.")
+        make_optimizer(optimizer)  # validate the name now, not after minutes of extraction
+        self.frame = frame.reset_index(drop=True)
+        self.class_names = pipeline.class_names(self.frame)
+        if head.output_shape[-1] != len(self.class_names):
+            raise ValueError(
+                f"the head has {head.output_shape[-1]} outputs but the data has {len(self.class_names)} classes; "
+                "build it with n_classes=len(class_names)."
+            )
+        self.labels = pipeline.encode_labels(self.frame["label"], self.class_names)
+        self.base, self.head = base, head
+        set_phase(base, self.backbone, 1)  # start frozen: parameter_table(model) then shows phase 1
+        self.model = assemble_model(base, head)
+        self.n_blocks = int(n_blocks)
+        self.augment = augment
+        self.memory_budget_mb = float(memory_budget_mb)
+        self.optimizer = optimizer
+        self.tensorboard = tensorboard
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.run_dir = Path(run_dir) if run_dir else self.settings.cache_dir / RUNS_SUBDIR / f"{self.backbone.key}-{stamp}"
+        self.progress = progress
+        self.verbose = verbose
+        self.histories: dict[str, dict[str, list[float]]] = {}
+        self.reports: list[PhaseReport] = []
+        self.timings: dict[str, float] = {}
+        self._features: np.ndarray | None = None
+        self._activations: np.ndarray | None = None
+        self._features_current = False  # False once phase 2 changed the base
+        self.activation_shape = tuple(block_input_model(base, self.backbone, self.n_blocks).output_shape[1:])
+        self.activation_dtype = choose_activation_dtype(self.activation_shape, len(self.frame), self.memory_budget_mb)
+
+    # ------------------------------------------------------------------ planning
+
+    @property
+    def phase2_path(self) -> str:
+        """How phase 2 will train: ``cached activations`` or ``images`` (and why)."""
+        if self.augment is not None:
+            return "images"
+        return "cached activations" if self.activation_dtype else "images"
+
+    def plan(self) -> str:
+        """A few sentences saying how each phase will train and how much memory it needs."""
+        rows = len(self.frame)
+        shape = "x".join(str(d) for d in self.activation_shape)
+        need32 = activation_megabytes(self.activation_shape, rows, "float32")
+        lines = [
+            f"Phase 1 (head): trained on the base's pooled features, computed once for {rows} images.",
+            f"Phase 2 (last {self.n_blocks} block{'s' if self.n_blocks > 1 else ''}): block input {shape} per image, "
+            f"{need32:.0f} MB in float32 for {rows} images (budget {self.memory_budget_mb:.0f} MB).",
+        ]
+        if self.augment is not None:
+            lines.append("  -> trains end to end on the images: augmentation changes the pixels every epoch.")
+        elif self.activation_dtype is None:
+            lines.append("  -> too large even in float16: trains end to end on the images (slower).")
+        else:
+            lines.append(
+                f"  -> trains the last block(s) + head on cached activations ({self.activation_dtype}); "
+                "phase 1's features come from them through the frozen last block."
+            )
+        return "\n".join(lines)
+
+    def rows(self, split: str) -> np.ndarray:
+        """Positions (in ``frame``) of the rows of one split."""
+        return np.flatnonzero(self.frame["split"].to_numpy() == split)
+
+    # ------------------------------------------------------------------ cached arrays
+
+    def _extract(self, model: "keras.Model", dtype: str = "float32") -> np.ndarray:
+        """The one call site of feature extraction (disk-cached, progress bar): features.extract_features."""
+        from helpers import features
+
+        return features.extract_features(model, self.frame, self.settings, cache=True, progress=self.progress, dtype=dtype)
+
+    def _pooled_extractor(self) -> "keras.Model":
+        import keras
+
+        pooling = head_pooling(self.head)
+        pooled = _pooling_layer(pooling, _EXTRACTOR_POOLING_NAMES[pooling])(self.base.output)
+        return keras.Model(self.base.inputs, pooled, name=f"{self.backbone.key}_{pooling}_features")
+
+    def activations(self) -> np.ndarray:
+        """Phase 2's cached block-input activations for every row (computed on first use).
+
+        Raises:
+            RuntimeError: Phase 2 trains on images (augmentation, or over the memory budget).
+        """
+        if self.phase2_path != "cached activations":
+            raise RuntimeError(f"phase 2 trains on the images here, not on cached activations:\n{self.plan()}")
+        if self._activations is None:
+            began = time.perf_counter()
+            model = block_input_model(self.base, self.backbone, self.n_blocks)
+            self._activations = self._extract(model, dtype=self.activation_dtype or "float16")
+            self.timings["activations"] = time.perf_counter() - began
+        return self._activations
+
+    def features(self) -> np.ndarray:
+        """Phase 1's pooled features of the frozen base for every row (computed on first use)."""
+        if self._features is not None and self._features_current:
+            return self._features
+        if self.phase2_path == "cached activations":
+            # The layers before the last block(s) never train, so the activations stay valid.
+            activations = self.activations()
+            began = time.perf_counter()
+            self._features = self._through_last_blocks(activations)
+            self.timings["features"] = time.perf_counter() - began
+        else:
+            began = time.perf_counter()
+            self._features = self._extract(self._pooled_extractor())
+            self.timings["features"] = time.perf_counter() - began
+        self._features_current = True
+        return self._features
+
+    def _through_last_blocks(self, activations: np.ndarray) -> np.ndarray:
+        """Pooled features from block inputs: the last block(s) and the head's pooling, batch by batch."""
+        import keras
+
+        part = base_tail(self.base, self.backbone, self.n_blocks)
+        pooling = head_pooling(self.head)
+        inputs = keras.Input(shape=part.input_shape[1:])
+        pooled = keras.Model(inputs, _pooling_layer(pooling, "pool")(part(inputs, training=False)))
+        return pooled.predict(activations, batch_size=self.settings.batch_size * 2, verbose=0)
+
+    # ------------------------------------------------------------------ training
+
+    def _say(self, text: str) -> None:
+        if self.progress:
+            print(text)
+
+    def fit_head(
+        self, *, epochs: int | None = None, learning_rate: float | None = None, batch_size: int | None = None
+    ) -> pd.DataFrame:
+        """Phase 1: train the head on the frozen base's cached features.
+
+        Args:
+            epochs: Most epochs; ``settings.run.head_epochs`` by default.
+            learning_rate: ``settings.learning_rate`` (1e-3) by default.
+            batch_size: ``settings.batch_size`` by default.
+
+        Returns:
+            The phase's history (:func:`history_frame`).
+        """
+        epochs = int(epochs or self.settings.run.head_epochs)
+        learning_rate = float(learning_rate or self.settings.learning_rate)
+        set_phase(self.base, self.backbone, 1)
+        features = self.features()
+        train, validation = self.rows("train"), self.rows("validation")
+        top = compile_model(head_after_pooling(self.head), learning_rate, optimizer=self.optimizer)
+        callbacks, checkpoint = make_callbacks(
+            self.run_dir, PHASE_HEAD, patience=self.settings.run.early_stopping_patience, tensorboard=self.tensorboard
+        )
+        self._say(f"{PHASE_HEAD}: {len(train)} training images, features {features.shape[1:]}, up to {epochs} epochs.")
+        began = time.perf_counter()
+        history = _fit(
+            top, features[train], self.labels[train], (features[validation], self.labels[validation]),
+            epochs=epochs, batch_size=batch_size or self.settings.batch_size, callbacks=callbacks,
+            checkpoint=checkpoint, verbose=self.verbose, seed=self.settings.seed,
+        )
+        seconds = time.perf_counter() - began
+        return self._record(PHASE_HEAD, "cached features", history, seconds, _weight_count(top.trainable_weights), learning_rate)
+
+    def fit_last_blocks(
+        self, *, epochs: int | None = None, learning_rate: float | None = None, batch_size: int | None = None
+    ) -> pd.DataFrame:
+        """Phase 2: unfreeze the last ``n_blocks`` blocks (BatchNorm stays frozen) and continue.
+
+        Trains on cached block-input activations when they fit, else end to end on
+        the images (with augmentation when given).
+
+        Args:
+            epochs: Most epochs; ``settings.run.finetune_epochs`` by default.
+            learning_rate: A tenth of ``settings.learning_rate`` by default.
+            batch_size: ``settings.batch_size`` by default.
+
+        Returns:
+            The phase's history (:func:`history_frame`).
+        """
+        epochs = int(epochs or self.settings.run.finetune_epochs)
+        learning_rate = float(learning_rate or self.settings.learning_rate * FINETUNE_LEARNING_RATE_FACTOR)
+        batch_size = int(batch_size or self.settings.batch_size)
+        path = self.phase2_path
+        train, validation = self.rows("train"), self.rows("validation")
+        if path == "cached activations":
+            activations = self.activations()  # before unfreezing: the cache key includes the weights
+        set_phase(self.base, self.backbone, 2, self.n_blocks)
+        callbacks, checkpoint = make_callbacks(
+            self.run_dir, PHASE_BLOCKS, patience=self.settings.run.early_stopping_patience, tensorboard=self.tensorboard
+        )
+        self._say(f"{PHASE_BLOCKS}: last {self.n_blocks} block(s) + head on {path}, up to {epochs} epochs, "
+                  f"learning rate {learning_rate:g}.")
+        if path == "cached activations":
+            trained = compile_model(tail_model(self.base, self.head, self.backbone, self.n_blocks), learning_rate,
+                                    optimizer=self.optimizer)
+            began = time.perf_counter()
+            history = _fit(
+                trained, activations[train], self.labels[train],
+                (activations[validation], self.labels[validation]), epochs=epochs, batch_size=batch_size,
+                callbacks=callbacks, checkpoint=checkpoint, verbose=self.verbose, seed=self.settings.seed,
+            )
+        else:
+            trained = compile_model(self.model, learning_rate, optimizer=self.optimizer)
+            train_data, validation_data = self._image_datasets(batch_size)
+            began = time.perf_counter()
+            history = _fit(
+                trained, train_data, None, validation_data, epochs=epochs, batch_size=None, callbacks=callbacks,
+                checkpoint=checkpoint, verbose=self.verbose, seed=self.settings.seed,
+            )
+        seconds = time.perf_counter() - began
+        self._features_current = False  # the base changed: phase 1's features are out of date
+        return self._record(PHASE_BLOCKS, path, history, seconds, _weight_count(trained.trainable_weights), learning_rate)
+
+    def _image_datasets(self, batch_size: int) -> tuple[Any, Any]:
+        """tf.data datasets of the training (shuffled, augmented) and validation images."""
+        from helpers import device, pipeline
+
+        tf = device.import_tensorflow()
+        part = {name: self.frame.iloc[self.rows(name)] for name in ("train", "validation")}
+        train = pipeline.make_dataset(
+            part["train"]["path"], part["train"]["label"], settings=self.settings, batch_size=batch_size,
+            shuffle=True, augment=self.augment, cache=True, classes=self.class_names,
+        )
+        # ignore_errors hides the length; telling Keras avoids its "ran out of data" warning.
+        train = train.apply(tf.data.experimental.assert_cardinality(math.ceil(len(part["train"]) / batch_size)))
+        validation = pipeline.make_dataset(
+            part["validation"]["path"], part["validation"]["label"], settings=self.settings, batch_size=batch_size,
+            cache=True, classes=self.class_names,
+        )
+        return train, validation
+
+    def _record(
+        self, phase: str, path: str, history: dict[str, list[float]], seconds: float, trainable: int, learning_rate: float
+    ) -> pd.DataFrame:
+        self.histories[phase] = history
+        losses = history.get("val_loss") or [math.nan]
+        best = int(np.nanargmin(losses)) + 1 if not all(math.isnan(v) for v in losses) else len(losses)
+        self.reports = [r for r in self.reports if r.phase != phase]
+        self.reports.append(PhaseReport(phase, path, len(losses), best, seconds, trainable, learning_rate))
+        self.timings[phase] = seconds
+        self._say(f"  {len(losses)} epochs in {seconds:.1f} s; best val_loss at epoch {best} (restored).")
+        return history_frame(history, phase)
+
+    # ------------------------------------------------------------------ results
+
+    def history(self) -> pd.DataFrame:
+        """Both phases' histories as one table (:func:`merge_histories`), in training order."""
+        return merge_histories(self.histories)
+
+    def report(self) -> pd.DataFrame:
+        """One row per phase: path, epochs, best epoch, seconds, parameters trained, learning rate."""
+        return pd.DataFrame([dataclasses.asdict(r) for r in self.reports]).set_index("phase") if self.reports else (
+            pd.DataFrame(columns=[f.name for f in dataclasses.fields(PhaseReport)]).set_index("phase")
+        )
+
+    def predict(self, split: str = "test") -> np.ndarray:
+        """Class probabilities of one split, computed the fastest exact way available.
+
+        Cached activations go through the tail (after either phase); cached features
+        through the head (before phase 2 only); otherwise the images through the whole model.
+        """
+        rows = self.rows(split)
+        if not len(rows):
+            raise ValueError(f"the frame has no {split!r} rows.")
+        if self._activations is not None:
+            tail = tail_model(self.base, self.head, self.backbone, self.n_blocks)
+            return tail.predict(self._activations[rows], batch_size=self.settings.batch_size * 2, verbose=0)
+        if self._features is not None and self._features_current:
+            return head_after_pooling(self.head).predict(self._features[rows], batch_size=256, verbose=0)
+        return predict_images(self.model, self.frame.iloc[rows], self.settings)
+
+    def accuracy(self, split: str = "test") -> float:
+        """Accuracy on one split (via :meth:`predict`)."""
+        rows = self.rows(split)
+        return float(np.mean(np.argmax(self.predict(split), axis=1) == self.labels[rows]))
+
+
+def predict_images(model: "keras.Model", frame: pd.DataFrame | Sequence[str], settings: Settings | None = None) -> np.ndarray:
+    """A model's outputs for image files, through the kit's pipeline (in order).
+
+    Args:
+        model: A model taking preprocessed images (e.g. :func:`assemble_model`'s).
+        frame: A frame with a ``path`` column, or a list of paths.
+        settings: Course settings (backbone preprocessing, image size, batch size).
+    """
+    from helpers import pipeline
+
+    settings = settings or load_settings()
+    dataset = pipeline.make_dataset(frame, settings=settings, shuffle=False)
+    return model.predict(dataset, verbose=0)

@@ -1,0 +1,411 @@
+"""helpers.training: the head, freezing per phase, fast paths equal to plain Keras, the assembled model.
+
+Unit tests build tiny models; structure checks use ResNet50 with ``weights=None`` at
+64 px; the equivalence checks use the real MobileNet alpha 0.75 ImageNet weights on a
+few real Simpsons frames (skipped where ../shared/data is absent).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import backbones, features, training
+
+TOLERANCE = 1e-4
+
+
+def _weight_paths(weights) -> set[str]:
+    return {weight.path for weight in weights}
+
+
+def _expected_trainable(base, head, backbone, n_blocks: int) -> set[str]:
+    """What phase 2 must train: every non-BatchNorm weight of the last blocks, and the head."""
+    import keras
+
+    names = {name for block in backbones.blocks(base, backbone)[-n_blocks:] for name in block}
+    wanted = set()
+    for layer in base.layers:
+        if layer.name in names and not isinstance(layer, keras.layers.BatchNormalization):
+            wanted |= _weight_paths(layer.weights)
+    return wanted | _weight_paths(head.weights)
+
+
+def _batchnorm_statistics(model) -> dict[str, np.ndarray]:
+    import keras
+
+    stats = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            stats[f"{layer.name}/mean"] = np.array(layer.moving_mean)
+            stats[f"{layer.name}/variance"] = np.array(layer.moving_variance)
+    return stats
+
+
+# --------------------------------------------------------------------------- the head
+
+
+@pytest.mark.parametrize(
+    ("pooling", "layer_type", "inputs_per_class"),
+    [("avg", "GlobalAveragePooling2D", 8), ("max", "GlobalMaxPooling2D", 8), ("flatten", "Flatten", 3 * 2 * 8)],
+)
+def test_build_head_pooling_dropout_softmax(pooling, layer_type, inputs_per_class):
+    head = training.build_head((3, 2, 8), 4, pooling=pooling, dropout=0.3, seed=1)
+    kinds = [type(layer).__name__ for layer in head.layers]
+    assert kinds == ["InputLayer", layer_type, "Dropout", "Dense"]
+    assert head.get_layer("head_dropout").rate == pytest.approx(0.3)
+    dense = head.get_layer("head_predictions")
+    assert dense.kernel.shape == (inputs_per_class, 4)
+    assert head.output_shape == (None, 4)
+    assert training.head_pooling(head) == pooling
+    probabilities = np.asarray(head(np.random.default_rng(0).normal(size=(5, 3, 2, 8)).astype("float32")))
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-6) and (probabilities >= 0).all()
+
+
+def test_build_head_regularizers():
+    import keras
+
+    assert training.build_head((2, 2, 4), 3).get_layer("head_predictions").kernel_regularizer is None
+    l1 = training.build_head((2, 2, 4), 3, l1=0.01).get_layer("head_predictions").kernel_regularizer
+    l2 = training.build_head((2, 2, 4), 3, l2=0.02).get_layer("head_predictions").kernel_regularizer
+    both = training.build_head((2, 2, 4), 3, l1=0.01, l2=0.02).get_layer("head_predictions").kernel_regularizer
+    assert isinstance(l1, keras.regularizers.L1) and float(l1.l1) == pytest.approx(0.01)
+    assert isinstance(l2, keras.regularizers.L2) and float(l2.l2) == pytest.approx(0.02)
+    assert isinstance(both, keras.regularizers.L1L2)
+    assert float(both.l1) == pytest.approx(0.01) and float(both.l2) == pytest.approx(0.02)
+    head = training.build_head((2, 2, 4), 3, l2=0.5)
+    head(np.ones((1, 2, 2, 4), "float32"))
+    assert len(head.losses) == 1 and float(head.losses[0]) > 0  # the penalty reaches the loss
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (((7, 768), 3), {}, "3-D shape"),
+        (((7, 7, 768), 1), {}, "n_classes"),
+        (((7, 7, 768), 3), {"pooling": "mean"}, "pooling"),
+        (((7, 7, 768), 3), {"dropout": 1.0}, "dropout"),
+        (((7, 7, 768), 3), {"l2": -0.1}, "l2"),
+    ],
+)
+def test_build_head_rejects_bad_arguments(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        training.build_head(*args, **kwargs)
+
+
+def test_head_after_pooling_shares_the_head_weights():
+    head = training.build_head((3, 3, 6), 3, seed=2)
+    top = training.head_after_pooling(head)
+    maps = np.random.default_rng(1).normal(size=(4, 3, 3, 6)).astype("float32")
+    assert np.allclose(np.asarray(top(maps.mean(axis=(1, 2)))), np.asarray(head(maps)), atol=1e-6)
+    dense = head.get_layer("head_predictions")
+    dense.kernel.assign(np.zeros(dense.kernel.shape, "float32"))
+    assert np.allclose(np.asarray(top(maps.mean(axis=(1, 2)))), 1 / 3, atol=1e-6)  # same variable
+
+
+# --------------------------------------------------------------------------- settings of training
+
+
+def test_compile_model_sparse_crossentropy_adam_accuracy():
+    import keras
+
+    head = training.build_head((2, 2, 4), 3)
+    training.compile_model(head, 0.003)
+    assert isinstance(head.loss, keras.losses.SparseCategoricalCrossentropy)
+    assert isinstance(head.optimizer, keras.optimizers.Adam)
+    assert float(head.optimizer.learning_rate) == pytest.approx(0.003)
+    history = head.fit(np.ones((6, 2, 2, 4), "float32"), np.array([0, 1, 2, 0, 1, 2]), epochs=1, verbose=0)
+    assert set(history.history) == {"loss", "accuracy"}
+    assert isinstance(training.make_optimizer("sgd", 0.01), keras.optimizers.SGD)
+    with pytest.raises(ValueError, match="optimizer"):
+        training.make_optimizer("adagrad")
+    with pytest.raises(ValueError, match="learning_rate"):
+        training.make_optimizer("adam", 0)
+
+
+def test_augmentation_layers_change_images_only_in_training():
+    augmentation = training.augmentation_layers(seed=3)
+    kinds = [type(layer).__name__ for layer in augmentation.layers]
+    assert kinds == ["RandomFlip", "RandomRotation", "RandomZoom", "RandomContrast"]
+    images = np.random.default_rng(0).uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
+    assert np.allclose(np.asarray(augmentation(images, training=False)), images)
+    changed = np.asarray(augmentation(images, training=True))
+    assert changed.shape == images.shape and not np.allclose(changed, images)
+    assert changed.min() >= 0 and changed.max() <= 255  # contrast works on 0..255 pixels
+    assert [type(l).__name__ for l in training.augmentation_layers(rotation=0, zoom=0, contrast=0).layers] == ["RandomFlip"]
+    with pytest.raises(ValueError, match="switched off"):
+        training.augmentation_layers(flip=False, rotation=0, zoom=0, contrast=0)
+    with pytest.raises(ValueError, match="rotation"):
+        training.augmentation_layers(rotation=-0.1)
+
+
+def test_activation_memory_budget_picks_float32_float16_or_nothing():
+    shape = (7, 7, 768)  # MobileNet 0.75's last block input at 224 px
+    assert training.activation_megabytes(shape, 1000, "float16") == pytest.approx(75.264)
+    assert training.choose_activation_dtype(shape, 1000, budget_mb=200) == "float32"
+    assert training.choose_activation_dtype(shape, 1000, budget_mb=100) == "float16"
+    assert training.choose_activation_dtype(shape, 1000, budget_mb=50) is None
+
+
+def test_merge_histories_numbers_epochs_across_phases():
+    merged = training.merge_histories(
+        {
+            training.PHASE_HEAD: {"loss": [1.0, 0.5], "val_loss": [1.1, 0.9]},
+            training.PHASE_BLOCKS: {"loss": [0.4, 0.3, 0.2], "val_loss": [0.8, 0.7, 0.75]},
+        }
+    )
+    assert merged["epoch"].tolist() == [1, 2, 3, 4, 5]
+    assert merged["phase"].tolist() == [training.PHASE_HEAD] * 2 + [training.PHASE_BLOCKS] * 3
+    assert merged["loss"].tolist() == [1.0, 0.5, 0.4, 0.3, 0.2]
+    assert training.phase_boundaries(merged) == [(2.5, training.PHASE_BLOCKS)]
+    assert training.merge_histories({}).empty
+    with pytest.raises(ValueError, match="different lengths"):
+        training.history_frame({"loss": [1.0], "val_loss": [1.0, 2.0]})
+
+
+def test_make_callbacks_early_stopping_best_checkpoint_tensorboard(tmp_path):
+    import keras
+
+    callbacks, checkpoint = training.make_callbacks(tmp_path, training.PHASE_HEAD, patience=3)
+    stop = [c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)]
+    best = [c for c in callbacks if isinstance(c, keras.callbacks.ModelCheckpoint)]
+    assert len(stop) == 1 and stop[0].monitor == "val_loss" and stop[0].patience == 3
+    assert len(best) == 1 and best[0].monitor == "val_loss" and best[0].save_best_only
+    assert checkpoint.parent == tmp_path and checkpoint.name.endswith(".weights.h5")
+    boards = [c for c in callbacks if isinstance(c, keras.callbacks.TensorBoard)]
+    assert len(boards) == (1 if training.tensorboard_available() else 0)
+    none = training.make_callbacks(tmp_path, "x", patience=1, tensorboard=False)[0]
+    assert not [c for c in none if isinstance(c, keras.callbacks.TensorBoard)]
+    with pytest.raises(ValueError, match="patience"):
+        training.make_callbacks(tmp_path, "x", patience=0)
+
+
+# --------------------------------------------------------------------------- structure: ResNet50, random weights
+
+
+@pytest.fixture(scope="module")
+def resnet(kit_settings):
+    settings = kit_settings.replace(backbone="resnet50", alpha=None, image_size=64)
+    backbone = backbones.get_backbone(settings=settings)
+    base = backbones.load_base(settings, weights=None)
+    head = training.build_head(base.output_shape[1:], 3, seed=0)
+    return settings, backbone, base, head, training.assemble_model(base, head)
+
+
+def test_resnet50_each_phase_trains_exactly_the_right_weights(resnet):
+    _, backbone, base, head, model = resnet
+    training.set_phase(base, backbone, 1)
+    assert _weight_paths(model.trainable_weights) == _weight_paths(head.weights)
+    for n_blocks in (1, 2):
+        trainable_layers = training.set_phase(base, backbone, 2, n_blocks)
+        expected = _expected_trainable(base, head, backbone, n_blocks)
+        assert _weight_paths(model.trainable_weights) == expected
+        assert all("_bn" not in name for name in trainable_layers)
+        tail = training.tail_model(base, head, backbone, n_blocks)
+        assert _weight_paths(tail.trainable_weights) == expected
+    assert {w.path.split("/")[0] for w in model.trainable_weights} >= {"conv5_block2_1_conv", "head_predictions"}
+    with pytest.raises(ValueError, match="phase"):
+        training.set_phase(base, backbone, 3)
+
+
+def test_resnet50_tail_gives_the_full_models_predictions(resnet):
+    settings, backbone, base, head, model = resnet
+    images = np.random.default_rng(0).normal(0, 50, size=(3, 64, 64, 3)).astype("float32")
+    expected = model.predict(images, verbose=0)
+    for n_blocks in (1, 2):
+        activations = training.block_input_model(base, backbone, n_blocks).predict(images, verbose=0)
+        tail = training.tail_model(base, head, backbone, n_blocks)
+        assert np.abs(tail.predict(activations, verbose=0) - expected).max() < TOLERANCE
+
+
+def test_assemble_model_rejects_a_head_of_the_wrong_shape(resnet):
+    _, _, base, _, _ = resnet
+    with pytest.raises(ValueError, match="feature_shape"):
+        training.assemble_model(base, training.build_head((7, 7, 768), 3))
+
+
+# --------------------------------------------------------------------------- real MobileNet on real frames
+
+
+@pytest.fixture(scope="module")
+def simpsons_frame(shared_data) -> pd.DataFrame:
+    """Four frames of each of three characters: two to train on, one to validate, one to test."""
+    root = shared_data / "datasets" / "simpsons" / "simpsons_dataset"
+    if not root.is_dir():
+        pytest.skip(f"no Simpsons frames at {root}")
+    rows = []
+    for character in ("bart_simpson", "homer_simpson", "lisa_simpson"):
+        for path, split in zip(sorted((root / character).glob("*.jpg"))[:4], ("train", "train", "validation", "test")):
+            rows.append({"path": str(path), "label": character, "split": split})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def mobilenet(real_weights):
+    base = backbones.load_base(real_weights)
+    return real_weights, backbones.get_backbone(settings=real_weights), base
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("pooling", ["avg", "flatten"])
+def test_head_on_cached_features_gives_the_full_models_predictions(mobilenet, simpsons_frame, pooling):
+    settings, backbone, base = mobilenet
+    head = training.build_head(base.output_shape[1:], 3, pooling=pooling, seed=4)
+    model = training.assemble_model(base, head)
+    retrainer = training.Retrainer(settings, simpsons_frame, base, head, augment=training.augmentation_layers(),
+                                   progress=False, tensorboard=False)
+    pooled = retrainer.features()  # the plain extractor path: phase 2 would train on images here
+    assert pooled.shape == (len(simpsons_frame), 768 if pooling == "avg" else 7 * 7 * 768)
+    fast = training.head_after_pooling(head).predict(pooled, verbose=0)
+    plain = training.predict_images(model, simpsons_frame, settings)
+    assert np.abs(fast - plain).max() < TOLERANCE
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("n_blocks", [1, 2])
+def test_tail_on_cached_block_inputs_gives_the_full_models_predictions(mobilenet, simpsons_frame, n_blocks):
+    settings, backbone, base = mobilenet
+    head = training.build_head(base.output_shape[1:], 3, seed=5)
+    model = training.assemble_model(base, head)
+    extractor = training.block_input_model(base, backbone, n_blocks)
+    activations = features.extract_features(extractor, simpsons_frame, settings, cache=False, progress=False)
+    expected_shape = {1: (7, 7, 768), 2: (14, 14, 384)}[n_blocks]
+    assert activations.shape == (len(simpsons_frame), *expected_shape)
+    fast = training.tail_model(base, head, backbone, n_blocks).predict(activations, verbose=0)
+    plain = training.predict_images(model, simpsons_frame, settings)
+    assert np.abs(fast - plain).max() < TOLERANCE
+
+
+@pytest.fixture(scope="module")
+def trained(mobilenet, simpsons_frame, tmp_path_factory):
+    """Both phases, two epochs each, on the fast paths; snapshots taken before training."""
+    settings, backbone, base = mobilenet
+    base = backbones.load_base(settings)  # a fresh base: training changes it
+    head = training.build_head(base.output_shape[1:], 3, seed=6)
+    retrainer = training.Retrainer(settings, simpsons_frame, base, head, run_dir=tmp_path_factory.mktemp("run"),
+                                   progress=False)
+    snapshot = {
+        "weights": {w.path: np.array(w) for w in base.weights},
+        "statistics": _batchnorm_statistics(base),
+        "phase 1 trainable": _weight_paths(retrainer.model.trainable_weights),
+    }
+    retrainer.fit_head(epochs=2)
+    snapshot["after phase 1"] = {w.path: np.array(w) for w in base.weights}
+    retrainer.fit_last_blocks(epochs=2, learning_rate=1e-2)  # large, so that the block surely moves
+    snapshot["phase 2 trainable"] = _weight_paths(retrainer.model.trainable_weights)
+    return retrainer, snapshot
+
+
+@pytest.mark.integration
+def test_retrainer_phases_train_exactly_the_right_weights(trained):
+    retrainer, snapshot = trained
+    base, head, backbone = retrainer.base, retrainer.head, retrainer.backbone
+    assert snapshot["phase 1 trainable"] == _weight_paths(head.weights)
+    assert snapshot["phase 2 trainable"] == _expected_trainable(base, head, backbone, 1)
+    for path, before in snapshot["weights"].items():  # phase 1 leaves the whole base alone
+        assert np.array_equal(snapshot["after phase 1"][path], before), path
+    last_block = {name for name in backbones.blocks(base, backbone)[-1]}
+    moved = {w.path for w in base.weights if not np.array_equal(np.array(w), snapshot["weights"][w.path])}
+    assert moved and {path.split("/")[0] for path in moved} <= last_block
+    assert "conv_pw_13/kernel" in moved
+    assert [r.path for r in retrainer.reports] == ["cached features", "cached activations"]
+
+
+@pytest.mark.integration
+def test_retrainer_batchnorm_statistics_do_not_move(trained):
+    retrainer, snapshot = trained
+    after = _batchnorm_statistics(retrainer.base)
+    assert after.keys() == snapshot["statistics"].keys() and after
+    for name, before in snapshot["statistics"].items():
+        assert np.array_equal(after[name], before), f"{name} moved during training"
+
+
+@pytest.mark.integration
+def test_retrainer_history_checkpoints_and_logs(trained):
+    retrainer, _ = trained
+    history = retrainer.history()
+    assert history["epoch"].tolist() == [1, 2, 3, 4]
+    assert history["phase"].tolist() == [training.PHASE_HEAD] * 2 + [training.PHASE_BLOCKS] * 2
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history.columns)
+    assert training.phase_boundaries(history) == [(2.5, training.PHASE_BLOCKS)]
+    report = retrainer.report()
+    assert list(report.index) == [training.PHASE_HEAD, training.PHASE_BLOCKS]
+    assert report.loc[training.PHASE_BLOCKS, "learning_rate"] == pytest.approx(1e-2)
+    assert (report["best_epoch"] >= 1).all() and (report["best_epoch"] <= report["epochs"]).all()
+    checkpoints = sorted(p.name for p in Path(retrainer.run_dir).glob("*.weights.h5"))
+    assert checkpoints == ["phase-1-head.weights.h5", "phase-2-last-block.weights.h5"]
+    if training.tensorboard_available():
+        logs = list((Path(retrainer.run_dir) / "logs").rglob("events.out.tfevents.*"))
+        assert logs, "TensorBoard logs were not written"
+
+
+@pytest.mark.integration
+def test_retrained_model_fast_predictions_save_and_reload(trained, tmp_path):
+    import keras
+
+    retrainer, _ = trained
+    test = retrainer.frame[retrainer.frame["split"] == "test"]
+    plain = training.predict_images(retrainer.model, test, retrainer.settings)
+    assert np.abs(retrainer.predict("test") - plain).max() < TOLERANCE
+    assert retrainer.accuracy("test") == pytest.approx(float(np.mean(plain.argmax(1) == retrainer.labels[retrainer.rows("test")])))
+    path = tmp_path / "simpsons.keras"
+    retrainer.model.save(path)
+    reloaded = keras.models.load_model(path)
+    assert type(reloaded) is keras.Model or isinstance(reloaded, keras.Model)
+    assert [layer.name for layer in reloaded.layers] == [layer.name for layer in retrainer.model.layers]
+    assert np.abs(training.predict_images(reloaded, test, retrainer.settings) - plain).max() < 1e-6
+
+
+@pytest.mark.integration
+def test_phase2_falls_back_to_images_over_budget(mobilenet, simpsons_frame, tmp_path):
+    settings, backbone, _ = mobilenet
+    base = backbones.load_base(settings)
+    head = training.build_head(base.output_shape[1:], 3, seed=7)
+    retrainer = training.Retrainer(settings, simpsons_frame, base, head, memory_budget_mb=0.01, run_dir=tmp_path,
+                                   progress=False, tensorboard=False)
+    assert retrainer.activation_dtype is None and retrainer.phase2_path == "images"
+    assert "end to end" in retrainer.plan()
+    with pytest.raises(RuntimeError, match="images"):
+        retrainer.activations()
+    statistics = _batchnorm_statistics(base)
+    retrainer.fit_head(epochs=1)
+    retrainer.fit_last_blocks(epochs=1)
+    assert [r.path for r in retrainer.reports] == ["cached features", "images"]
+    assert _weight_paths(retrainer.model.trainable_weights) == _expected_trainable(base, head, backbone, 1)
+    for name, before in statistics.items():
+        assert np.array_equal(_batchnorm_statistics(base)[name], before), f"{name} moved during end-to-end training"
+    test = retrainer.frame[retrainer.frame["split"] == "test"]
+    assert np.abs(retrainer.predict("test") - training.predict_images(retrainer.model, test, settings)).max() < 1e-6
+
+
+@pytest.mark.integration
+def test_float16_activations_when_float32_would_not_fit(mobilenet, simpsons_frame):
+    settings, backbone, base = mobilenet
+    head = training.build_head(base.output_shape[1:], 3, seed=8)
+    rows = len(simpsons_frame)
+    budget = (training.activation_megabytes((7, 7, 768), rows, "float16") + training.activation_megabytes((7, 7, 768), rows)) / 2
+    retrainer = training.Retrainer(settings, simpsons_frame, base, head, memory_budget_mb=budget, progress=False)
+    assert retrainer.activation_dtype == "float16" and retrainer.phase2_path == "cached activations"
+    assert retrainer.activations().dtype == np.float16
+    test = simpsons_frame[simpsons_frame["split"] == "test"]
+    plain = training.predict_images(retrainer.model, test, settings)
+    assert np.abs(retrainer.predict("test") - plain).max() < 2e-2  # float16 rounding of the activations only
+
+
+def test_retrainer_validates_its_inputs(resnet):
+    settings, _, base, head, _ = resnet
+    frame = pd.DataFrame({"path": ["a.jpg", "b.jpg"], "label": ["x", "y"], "split": ["train", "train"]})
+    with pytest.raises(ValueError, match="validation"):
+        training.Retrainer(settings, frame, base, head)
+    with pytest.raises(ValueError, match="split"):
+        training.Retrainer(settings, frame.drop(columns="split"), base, head)
+    frame.loc[1, "split"] = "validation"
+    with pytest.raises(ValueError, match="outputs"):
+        training.Retrainer(settings, frame, base, head)  # 3 outputs, 2 classes
+    with pytest.raises(ValueError, match="n_blocks"):
+        training.Retrainer(settings, frame, base, training.build_head(base.output_shape[1:], 2), n_blocks=0)
+    assert math.isclose(training.FINETUNE_LEARNING_RATE_FACTOR, 0.1)
