@@ -17,9 +17,11 @@ per class (several seeds, error bars), which is cheap because features are cache
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -53,6 +55,23 @@ FAMILIES = ("transfer learning", "from scratch", "raw pixels", "deep features", 
 # kit's default (0.15) so that the approaches are told apart by more than a few images;
 # validation only serves early stopping of the Keras models.
 SPLIT_FRACTIONS = (0.6, 0.15, 0.25)
+
+
+@contextlib.contextmanager
+def _quiet_retracing() -> Iterator[None]:
+    """Hide TensorFlow's "N out of the last N calls ... triggered tf.function retracing" warning.
+
+    The comparison trains several models one after the other in one kernel; each traces
+    its own functions once, which TensorFlow counts as retracing and warns about, although
+    nothing is wrong. Other warnings and errors still show.
+    """
+    logger = logging.getLogger("tensorflow")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -335,27 +354,16 @@ class ApproachResult:
     @property
     def accuracy(self) -> float:
         """Share of test images classified correctly."""
-        return float(np.mean(self.y_true == self.y_pred)) if len(self.y_true) else float("nan")
+        from helpers import evaluation
+
+        return evaluation.accuracy(self.y_true, self.y_pred)
 
     @property
     def balanced_accuracy(self) -> float:
-        """Mean recall over the classes present in the test set."""
-        return balanced_accuracy(self.y_true, self.y_pred)
+        """Mean recall over the classes present in the test set (:func:`helpers.evaluation.balanced_accuracy`)."""
+        from helpers import evaluation
 
-
-def balanced_accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
-    """Mean over classes of the share of that class's images predicted correctly (recall).
-
-    Unlike accuracy it is not flattered by always predicting the majority class:
-    that scores 1 / number of classes. Classes absent from ``y_true`` are ignored.
-    """
-    y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"{len(y_true)} true labels but {len(y_pred)} predictions.")
-    if not len(y_true):
-        return float("nan")
-    recalls = [np.mean(y_pred[y_true == label] == label) for label in np.unique(y_true)]
-    return float(np.mean(recalls))
+        return evaluation.balanced_accuracy(self.y_true, self.y_pred)
 
 
 def majority_baseline(y_train: Sequence[int], y_test: Sequence[int], class_names: Sequence[str]) -> ApproachResult:
@@ -604,10 +612,11 @@ def run_transfer(split: SharedSplit, settings: Settings, *, progress: bool = Tru
     title = backbones.get_backbone(settings=settings).title
     y_test, paths = split.labels("test"), list(split.test["path"])
 
-    retrainer.fit_head()
+    with _quiet_retracing():
+        retrainer.fit_head()
+        probabilities = retrainer.predict("test")
     features = np.array(retrainer.features(), copy=True)  # the pretrained base's features, before phase 2 changes it
     head_report = retrainer.reports[-1]
-    probabilities = retrainer.predict("test")
     head_only = ApproachResult(
         f"transfer: {title} + new head", "transfer learning", y_test, np.argmax(probabilities, axis=1),
         split.class_names, head_report.seconds, head_report.trainable, probabilities, paths,
@@ -615,9 +624,10 @@ def run_transfer(split: SharedSplit, settings: Settings, *, progress: bool = Tru
         training.history_frame(retrainer.histories[training.PHASE_HEAD], training.PHASE_HEAD),
     )
 
-    retrainer.fit_last_blocks()
+    with _quiet_retracing():
+        retrainer.fit_last_blocks()
+        probabilities = retrainer.predict("test")
     block_report = retrainer.reports[-1]
-    probabilities = retrainer.predict("test")
     extraction = sum(retrainer.timings.get(key, 0.0) for key in ("activations", "features"))
     fine_tuned = ApproachResult(
         f"transfer: {title} + head + last block", "transfer learning", y_test, np.argmax(probabilities, axis=1),
@@ -693,14 +703,15 @@ def _fit_keras(
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=settings.run.early_stopping_patience, restore_best_weights=True
     )
-    began = time.perf_counter()
-    history = model.fit(
-        datasets["train"], validation_data=datasets["validation"], epochs=epochs, callbacks=[stop],
-        shuffle=False,  # the training dataset shuffles itself every epoch
-        verbose=verbose,
-    )
-    seconds = time.perf_counter() - began
-    probabilities = model.predict(datasets["test"], verbose=0)
+    with _quiet_retracing():
+        began = time.perf_counter()
+        history = model.fit(
+            datasets["train"], validation_data=datasets["validation"], epochs=epochs, callbacks=[stop],
+            shuffle=False,  # the training dataset shuffles itself every epoch
+            verbose=verbose,
+        )
+        seconds = time.perf_counter() - began
+        probabilities = model.predict(datasets["test"], verbose=0)
     return probabilities, seconds, training.history_frame(history, "from scratch")
 
 
@@ -840,19 +851,37 @@ def keras_learner(
     batch_size: int,
     learning_rate: float,
 ) -> Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]:
-    """A ``fit_predict`` for :class:`Learner` that trains a freshly built Keras model each call.
+    """A ``fit_predict`` for :class:`Learner` that trains the model from fresh random weights each call.
 
-    There is no validation set to stop on in this experiment (its point is how little
-    labelled data there is), so the model trains for exactly ``epochs`` epochs.
+    Each call draws the seed's own initial weights (``build()`` after seeding) and trains
+    them from a reset optimizer. The first call's compiled model is kept and its weights
+    and optimizer state are overwritten in later calls: Keras then reuses its traced
+    training function instead of tracing a new model for every point of the curve
+    (seconds each on a CPU). There is no validation set to stop on in this experiment
+    (its point is how little labelled data there is), so training runs exactly ``epochs``.
     """
+    state: dict[str, Any] = {}
 
     def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int) -> np.ndarray:
         import keras
 
         keras.utils.set_random_seed(seed)
-        model = compile_classifier(build(), learning_rate)
-        model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0)
-        return np.argmax(model.predict(x_test, batch_size=batch_size, verbose=0), axis=1)
+        fresh = build()
+        if "model" not in state:
+            model = compile_classifier(fresh, learning_rate)
+            model.optimizer.build(model.trainable_variables)
+            state["model"] = model
+            state["optimizer"] = [np.array(v.numpy(), copy=True) for v in model.optimizer.variables]
+        else:
+            model = state["model"]
+            # Every variable, dropout seed states included, then the optimizer as it was before any step.
+            for target, source in zip(model.variables, fresh.variables):
+                target.assign(source)
+            for variable, value in zip(model.optimizer.variables, state["optimizer"]):
+                variable.assign(value)
+        with _quiet_retracing():
+            model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0)
+            return np.argmax(model.predict(x_test, batch_size=batch_size, verbose=0), axis=1)
 
     return fit_predict
 
@@ -898,6 +927,8 @@ def sample_efficiency(
     Raises:
         ValueError: No learners, no seeds, no usable size, or inputs whose rows do not match the labels.
     """
+    from helpers import evaluation
+
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     if not learners:
         raise ValueError("no learners given; pass a dict of approach name -> Learner.")
@@ -936,7 +967,7 @@ def sample_efficiency(
                 "per_class": size,
                 "seed": seed,
                 "accuracy": float(np.mean(predicted == y_test)),
-                "balanced_accuracy": balanced_accuracy(y_test, predicted),
+                "balanced_accuracy": evaluation.balanced_accuracy(y_test, predicted),
                 "train_seconds": seconds,
             }
         )
@@ -965,73 +996,6 @@ def summarize_sample_efficiency(runs: pd.DataFrame, metric: str = "accuracy") ->
     order = {name: i for i, name in enumerate(dict.fromkeys(runs["approach"]))}
     summary = summary.sort_values(["approach", "per_class"], key=lambda c: c.map(order) if c.name == "approach" else c)
     return summary[["approach", "per_class", "mean", "std", "sem", "runs"]].reset_index(drop=True)
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def plot_comparison(table: pd.DataFrame, *, chance: float | None = None, ax: Any = None) -> Any:
-    """Bar chart of accuracy and balanced accuracy per approach (best on top).
-
-    Args:
-        table: The output of :func:`comparison_table`.
-        chance: Draw a dashed line here (for example the majority-class accuracy).
-        ax: Matplotlib axes; a new figure when omitted.
-
-    Returns:
-        The axes.
-    """
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(8, 0.5 * len(table) + 1.5))
-    rows = table.iloc[::-1]  # barh draws bottom-up; keep the best on top
-    positions = np.arange(len(rows))
-    ax.barh(positions + 0.2, rows["accuracy"], height=0.4, label="accuracy")
-    ax.barh(positions - 0.2, rows["balanced_accuracy"], height=0.4, label="balanced accuracy")
-    for y, (acc, seconds) in enumerate(zip(rows["accuracy"], rows["train_seconds"])):
-        ax.text(min(acc, 1.0) + 0.01, y + 0.2, f"{acc:.0%}  ({seconds:.0f} s)", va="center", fontsize=8)
-    if chance is not None:
-        ax.axvline(chance, color="grey", linestyle="--", linewidth=1, label="majority class")
-    ax.set_yticks(positions, rows["approach"])
-    ax.set_xlim(0, 1.15)
-    ax.set_xlabel("test score (training time in brackets)")
-    ax.legend(loc="lower right", fontsize=8)
-    return ax
-
-
-def plot_sample_efficiency(
-    summary: pd.DataFrame, *, error: str = "std", chance: float | None = None, ax: Any = None
-) -> Any:
-    """Test accuracy against training images per class, one line per approach, with error bars.
-
-    Args:
-        summary: The output of :func:`summarize_sample_efficiency`.
-        error: ``"std"`` (spread over seeds) or ``"sem"`` (standard error of the mean).
-        chance: Draw a dashed line here (for example 1 / number of classes).
-        ax: Matplotlib axes; a new figure when omitted.
-    """
-    import matplotlib.pyplot as plt
-
-    if error not in ("std", "sem"):
-        raise ValueError(f"error must be 'std' or 'sem', not {error!r}.")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4.5))
-    for name, rows in summary.groupby("approach", sort=False):
-        ax.errorbar(rows["per_class"], rows["mean"], yerr=rows[error], marker="o", capsize=3, label=name)
-    if chance is not None:
-        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
-    sizes = sorted(summary["per_class"].unique())
-    ax.set_xscale("log")
-    ax.set_xticks(sizes, [str(s) for s in sizes])
-    ax.minorticks_off()
-    runs = int(summary["runs"].max()) if len(summary) else 0
-    ax.set_xlabel("training images per class (log scale)")
-    ax.set_ylabel(f"test accuracy (mean ± {'1 s.d.' if error == 'std' else 's.e.m.'} over {runs} seeds)")
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return ax
 
 
 def sample_efficiency_learners(
@@ -1095,6 +1059,84 @@ def sample_efficiency_learners(
     if not learners:
         raise ValueError("give at least one of features, pixels or images.")
     return learners
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def plot_comparison(table: pd.DataFrame, *, chance: float | None = None, title: str | None = None) -> Any:
+    """Bar chart of accuracy and balanced accuracy per approach, best on top, training time in brackets.
+
+    Args:
+        table: A comparison table (columns ``approach``, ``accuracy``, ``balanced_accuracy``,
+            ``train_seconds``), best first, as :func:`comparison_table` returns.
+        chance: Draw a dashed line here (for example the majority-class accuracy).
+        title: Figure title.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    import matplotlib.pyplot as plt
+
+    missing = {"approach", "accuracy", "balanced_accuracy", "train_seconds"} - set(table.columns)
+    if missing:
+        raise ValueError(f"the table lacks columns {sorted(missing)}; pass comparison_table(results).")
+    figure, ax = plt.subplots(figsize=(8, 0.55 * len(table) + 1.5))
+    rows = table.iloc[::-1]  # barh draws bottom-up; keep the best on top
+    positions = np.arange(len(rows))
+    ax.barh(positions + 0.2, rows["accuracy"], height=0.4, label="accuracy")
+    ax.barh(positions - 0.2, rows["balanced_accuracy"], height=0.4, label="balanced accuracy")
+    for y, (score, seconds) in enumerate(zip(rows["accuracy"], rows["train_seconds"])):
+        ax.text(min(score, 1.0) + 0.01, y + 0.2, f"{score:.0%}  ({seconds:.0f} s)", va="center", fontsize=8)
+    if chance is not None:
+        ax.axvline(chance, color="grey", linestyle="--", linewidth=1, label="majority class")
+    ax.set_yticks(positions, rows["approach"])
+    ax.set_xlim(0, 1.2)
+    ax.set_xlabel("test score (training time in brackets)")
+    ax.legend(loc="lower right", fontsize=8)
+    if title:
+        ax.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_sample_efficiency(
+    summary: pd.DataFrame, *, error: str = "std", chance: float | None = None, title: str | None = None
+) -> Any:
+    """Test accuracy against training images per class, one line per approach, with error bars.
+
+    Args:
+        summary: The output of :func:`summarize_sample_efficiency`.
+        error: ``"std"`` (spread over seeds) or ``"sem"`` (standard error of the mean).
+        chance: Draw a dashed line here (for example the majority-class accuracy).
+        title: Figure title.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    import matplotlib.pyplot as plt
+
+    if error not in ("std", "sem"):
+        raise ValueError(f"error must be 'std' or 'sem', not {error!r}.")
+    figure, ax = plt.subplots(figsize=(10, 4.5))
+    for name, rows in summary.groupby("approach", sort=False):
+        ax.errorbar(rows["per_class"], rows["mean"], yerr=rows[error], marker="o", capsize=3, label=name)
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="majority class")
+    sizes = sorted(summary["per_class"].unique())
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.minorticks_off()
+    runs = int(summary["runs"].max()) if len(summary) else 0
+    ax.set_xlabel("training images per class (log scale)")
+    ax.set_ylabel(f"test accuracy (mean ± {'1 s.d.' if error == 'std' else 's.e.m.'}, {runs} seeds)")
+    ax.set_ylim(min(0.4, float((summary["mean"] - summary[error]).min()) - 0.05) if len(summary) else 0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, never over them
+    if title:
+        ax.set_title(title)
+    figure.tight_layout()
+    return figure
 
 
 # --------------------------------------------------------------------------- everything at once

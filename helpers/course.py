@@ -703,6 +703,21 @@ def collect_submissions(
     return Collected({name: sorted(set(students)) for name, students in found.items()}, skipped)
 
 
+class GradingError(RuntimeError):
+    """Some submissions could not be graded.
+
+    Attributes:
+        graded: Scores of the submissions that were graded.
+        failures: student -> nbgrader's log of what went wrong.
+    """
+
+    def __init__(self, graded: list["SubmissionScore"], failures: dict[str, str]) -> None:
+        self.graded = graded
+        self.failures = failures
+        details = "\n".join(f"--- {student}:\n{log}" for student, log in failures.items())
+        super().__init__(f"could not grade {', '.join(failures)}:\n{details}")
+
+
 def _grade_one(root: str, assignment: str, student: str, timeout: int | None, db_url: str) -> str | None:
     """Autograde one submission (in this process); return None, or why it could not be graded.
 
@@ -762,8 +777,8 @@ def autograde(
         Every graded submission's scores, read back from the gradebook.
 
     Raises:
-        RuntimeError: nbgrader could not grade a submission (the message holds its log);
-            the other submissions are graded first.
+        GradingError: nbgrader could not grade some submissions (a file that is not a
+            notebook...); the others are graded first and listed in the error.
     """
     root = _root(root)
     _check_assignments(root, [assignment])
@@ -799,10 +814,11 @@ def autograde(
             error = _grade_one(str(root), assignment, student, timeout, db_url)
             if error is not None:
                 failures[student] = error
-    chosen = set(students)
-    graded = [s for s in submission_scores(assignment, root=root, db_url=db_url) if s.student in chosen]
+    graded = [
+        s for s in submission_scores(assignment, root=root, db_url=db_url) if s.student in set(students) - set(failures)
+    ]
     if failures:
-        raise RuntimeError("could not grade:\n" + "\n".join(f"{s}: {e}" for s, e in failures.items()))
+        raise GradingError(graded, failures)
     return graded
 
 
@@ -1104,15 +1120,18 @@ def autograde_main(argv: Sequence[str]) -> int:
             return 1
         for name in names:
             began = time.perf_counter()
+            failed: list[str] = []
             try:
                 scores = autograde(name, root=root, students=args.students, timeout=args.timeout, jobs=args.jobs)
-            except RuntimeError as error:
+            except GradingError as error:
                 print(f"error: {error}", file=sys.stderr)
-                scores, status = submission_scores(name, root=root), 1
+                scores, failed, status = error.graded, list(error.failures), 1
             print(f"{name}: {len(scores)} submission(s) graded in {time.perf_counter() - began:.0f} s")
             for score in scores:
                 manual = f"  (to grade by hand: {', '.join(score.needs_manual_grade)})" if score.needs_manual_grade else ""
                 print(f"  {score.student:<24} {score.score:g} / {score.max_score:g}{manual}")
+            for student in failed:
+                print(f"  {student:<24} NOT GRADED (see the error above)")
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -207,3 +207,26 @@ def most_confused_pairs(y_true: Any, y_pred: Any, class_names: Sequence[Any], *,
     ]
     table = pd.DataFrame(rows, columns=["true", "predicted", "count", "share of true class"])
     return table.sort_values(["count", "share of true class"], ascending=False, kind="stable").head(top).reset_index(drop=True)
+
+
+def balanced_accuracy(y_true: Any, y_pred: Any, class_names: Sequence[Any] | None = None) -> float:
+    """Mean over the classes present in ``y_true`` of each class's recall (share of its images found).
+
+    Unlike :func:`accuracy` it is not flattered by class imbalance: always answering the
+    majority class scores 1 / number of classes. Matches scikit-learn's
+    ``balanced_accuracy_score``; NaN when there are no images.
+
+    Args:
+        y_true: True labels (ids, or names with ``class_names``).
+        y_pred: Predicted labels, same form.
+        class_names: Needed when labels are names.
+    """
+    if class_names is None:
+        true, pred = np.asarray(list(y_true)), np.asarray(list(y_pred))
+        if len(true) != len(pred):
+            raise ValueError(f"{len(true)} true labels but {len(pred)} predictions; give one prediction per image.")
+    else:
+        true, pred = _pair(y_true, y_pred, class_names)
+    if not len(true):
+        return float("nan")
+    return float(np.mean([np.mean(pred[true == label] == label) for label in np.unique(true)]))

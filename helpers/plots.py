@@ -156,7 +156,7 @@ def _history_table(history: Any) -> pd.DataFrame:
     from helpers.training import history_frame, merge_histories
 
     values = getattr(history, "history", history)
-    if isinstance(values, Mapping) and values and all(isinstance(v, (Mapping, pd.DataFrame)) or hasattr(v, "history") for v in values.values()):
+    if isinstance(values, Mapping) and values and all(isinstance(v, Mapping) or hasattr(v, "history") for v in values.values()):
         return merge_histories(values)
     return history_frame(values, phase="training")
 
@@ -329,3 +329,68 @@ def augmentation_grid(
             cells.append(outputs[variant][row])
             captions.append(f"augmented {variant + 1}")
     return image_grid(cells, captions, columns=variants + 1, title="Before and after augmentation")
+
+
+def confusion_matrix_grid(
+    tables: Mapping[str, pd.DataFrame],
+    *,
+    columns: int = 4,
+    normalize: bool = False,
+    title: str | None = None,
+) -> "matplotlib.figure.Figure":
+    """Several confusion matrices side by side (one per model), counts written in, rows true.
+
+    For comparing models on the same test images: every matrix uses the same colour
+    scale, so a darker off-diagonal cell is more mistakes in any panel.
+
+    Args:
+        tables: Panel title (e.g. the model's name) -> count table from
+            :func:`helpers.evaluation.confusion_table` (same classes in each).
+        columns: Panels per row.
+        normalize: Colour and label by each row's share instead of counts.
+        title: Figure title.
+
+    Raises:
+        ValueError: No tables, or a table that is not square.
+    """
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    if not tables:
+        raise ValueError("no confusion tables to draw; pass {name: evaluation.confusion_table(...)}.")
+    if isinstance(columns, bool) or not isinstance(columns, (int, np.integer)) or columns < 1:
+        raise ValueError(f"columns must be a whole number >= 1, not {columns!r}.")
+    panels = []
+    for name, table in tables.items():
+        counts = table.to_numpy(dtype=float)
+        if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
+            raise ValueError(f"{name}: a confusion table must be square, not {counts.shape}.")
+        if normalize:
+            totals = counts.sum(axis=1, keepdims=True)
+            counts = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+        panels.append((str(name), table, counts))
+    top = max(float(values.max()) if values.size else 0.0 for _, _, values in panels) or 1.0
+    n = panels[0][2].shape[0]
+    columns = min(int(columns), len(panels))
+    rows = math.ceil(len(panels) / columns)
+    side = max(2.6, 1.2 + 0.55 * n)
+    figure, axes = plt.subplots(rows, columns, figsize=(side * columns + 0.4, (side + 0.4) * rows), squeeze=False)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    for ax, (name, table, values) in zip(axes.ravel(), panels):
+        ax.imshow(values, cmap="Blues", vmin=0, vmax=top)
+        ax.set_xticks(range(len(table.columns)), [str(c) for c in table.columns], rotation=40, ha="right", fontsize=8)
+        ax.set_yticks(range(len(table.index)), [str(c) for c in table.index], fontsize=8)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+        for i in range(values.shape[0]):
+            for j in range(values.shape[1]):
+                text = f"{values[i, j]:.2f}" if normalize else f"{int(round(values[i, j]))}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                        color="white" if values[i, j] > 0.6 * top else "black")
+        ax.set_title(textwrap.fill(name, 24), fontsize=9)  # long model names on two lines, not overlapping
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure

@@ -211,7 +211,8 @@ def block_input_model(base: "keras.Model", backbone: backbones.Backbone, n_block
     import keras
 
     layer = backbones.block_input_layer(base, backbone, n_blocks)
-    return keras.Model(base.inputs, base.get_layer(layer).output, name=f"{backbone.key}_{layer}")
+    # Named like backbones.load_feature_extractor's models, so their feature caches are shared.
+    return keras.Model(base.inputs, base.get_layer(layer).output, name=f"{backbone.key}_{layer}_features")
 
 
 def base_tail(base: "keras.Model", backbone: backbones.Backbone, n_blocks: int = 1) -> "keras.Model":
@@ -448,6 +449,8 @@ def history_frame(history: Any, phase: str = PHASE_HEAD, *, first_epoch: int = 1
     if len(lengths) > 1:
         raise ValueError(f"the history's metrics have different lengths {sorted(lengths)}.")
     epochs = lengths.pop() if lengths else 0
+    if not epochs:
+        return pd.DataFrame(columns=HISTORY_COLUMNS)
     table = pd.DataFrame({key: [float(v) for v in series] for key, series in values.items()})
     table.insert(0, "phase", phase)
     table.insert(0, "epoch", range(first_epoch, first_epoch + epochs))
@@ -685,7 +688,10 @@ class Retrainer:
 
         pooling = head_pooling(self.head)
         pooled = _pooling_layer(pooling, _EXTRACTOR_POOLING_NAMES[pooling])(self.base.output)
-        return keras.Model(self.base.inputs, pooled, name=f"{self.backbone.key}_{pooling}_features")
+        # Named like backbones.load_feature_extractor's model of the same layer: notebook 03's
+        # cached features of the pretrained base are then the ones phase 1 needs.
+        name = f"{self.backbone.key}_{self.base.layers[-1].name}_features"
+        return keras.Model(self.base.inputs, pooled, name=name)
 
     def activations(self) -> np.ndarray:
         """Phase 2's cached block-input activations for every row (computed on first use).
@@ -789,7 +795,7 @@ class Retrainer:
         path = self.phase2_path
         train, validation = self.rows("train"), self.rows("validation")
         if path == "cached activations":
-            activations = self.activations()  # before unfreezing: the cache key includes the weights
+            activations = self.activations()  # extracted (or read from the disk cache) before timing training
         set_phase(self.base, self.backbone, 2, self.n_blocks)
         callbacks, checkpoint = make_callbacks(
             self.run_dir, PHASE_BLOCKS, patience=self.settings.run.early_stopping_patience, tensorboard=self.tensorboard

@@ -203,9 +203,15 @@ def _result(name, y_true, y_pred, seconds=1.0, params=10, family="raw pixels"):
 def test_balanced_accuracy_matches_sklearn():
     from sklearn.metrics import balanced_accuracy_score
 
+    from helpers import evaluation
+
     rng = np.random.default_rng(1)
     y_true, y_pred = rng.integers(0, 3, 50), rng.integers(0, 3, 50)
-    assert compare.balanced_accuracy(y_true, y_pred) == pytest.approx(balanced_accuracy_score(y_true, y_pred))
+    assert evaluation.balanced_accuracy(y_true, y_pred) == pytest.approx(balanced_accuracy_score(y_true, y_pred))
+    names = ["a", "b", "c"]
+    as_names = evaluation.balanced_accuracy([names[i] for i in y_true], [names[i] for i in y_pred], names)
+    assert as_names == pytest.approx(balanced_accuracy_score(y_true, y_pred))
+    assert np.isnan(evaluation.balanced_accuracy([], []))
 
 
 def test_comparison_table_columns_values_and_ranking():
@@ -352,8 +358,10 @@ def test_sample_efficiency_rejects_bad_input():
         compare.sample_efficiency({"ok": ok}, y, y, [2], [])
 
 
-def test_keras_learner_trains_a_fresh_model():
-    X_train, y_train = _blobs(10, seed=0)
+def test_keras_learner_restarts_from_the_seeds_weights_every_call():
+    # Random labels: what the model predicts depends on its weights, not on an easy boundary.
+    rng = np.random.default_rng(3)
+    X_train, y_train = rng.normal(size=(20, 8)), rng.integers(0, 2, 20)
     build_count = []
 
     def build():
@@ -361,13 +369,22 @@ def test_keras_learner_trains_a_fresh_model():
 
         build_count.append(1)
         inputs = keras.Input((8,))
-        return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+        hidden = keras.layers.Dropout(0.3)(keras.layers.Dense(4, activation="relu")(inputs))
+        return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(hidden))
 
-    fit_predict = compare.keras_learner(build, epochs=2, batch_size=8, learning_rate=0.05)
-    predicted = fit_predict(X_train, y_train, X_train[:5], 0)
-    assert predicted.shape == (5,) and set(predicted) <= {0, 1}
-    fit_predict(X_train, y_train, X_train[:5], 1)
-    assert len(build_count) == 2
+    def learner():
+        return compare.keras_learner(build, epochs=3, batch_size=8, learning_rate=0.05)
+
+    fit_predict = learner()
+    first = fit_predict(X_train, y_train, X_train, 0)
+    assert first.shape == (20,) and set(first) <= {0, 1}
+    fit_predict(X_train[:6], y_train[:6], X_train, 1)  # trains the kept model further...
+    again = fit_predict(X_train, y_train, X_train, 0)  # ...yet seed 0 starts over from its own weights
+    np.testing.assert_array_equal(first, again)
+    other_seed = fit_predict(X_train, y_train, X_train, 5)
+    assert not np.array_equal(first, other_seed), "another seed must start from other weights"
+    np.testing.assert_array_equal(learner()(X_train[:6], y_train[:6], X_train, 1), fit_predict(X_train[:6], y_train[:6], X_train, 1))
+    assert len(build_count) == 6  # fresh initial weights on every call
 
 
 # --------------------------------------------------------------------------- plots
@@ -381,13 +398,49 @@ def test_plots_draw_every_approach():
 
     y = np.array([0, 0, 1, 1])
     table = compare.comparison_table([_result("x", y, y), _result("y", y, [0, 0, 0, 0])])
-    ax = compare.plot_comparison(table, chance=0.5)
+    figure = compare.plot_comparison(table, chance=0.5)
+    ax = figure.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["y", "x"]  # best on top
+    with pytest.raises(ValueError, match="lacks columns"):
+        compare.plot_comparison(table.drop(columns="train_seconds"))
     runs = pd.DataFrame(
         {"approach": ["a"] * 4 + ["b"] * 4, "per_class": [1, 1, 2, 2] * 2, "seed": [0, 1] * 4, "accuracy": np.linspace(0.5, 1, 8)}
     )
-    ax = compare.plot_sample_efficiency(compare.summarize_sample_efficiency(runs), chance=0.5)
-    assert len(ax.containers) == 2  # one errorbar container per approach
+    summary = compare.summarize_sample_efficiency(runs)
+    figure = compare.plot_sample_efficiency(summary, chance=0.5)
+    containers = figure.axes[0].containers
+    assert len(containers) == 2  # one errorbar container per approach
+    # The drawn error bars are the standard deviations of the summary.
+    segments = containers[0].lines[2][0].get_segments()
+    heights = [(top - bottom) / 2 for (_, bottom), (_, top) in segments]
+    np.testing.assert_allclose(heights, summary.loc[summary["approach"] == "a", "std"])
     with pytest.raises(ValueError, match="error"):
-        compare.plot_sample_efficiency(compare.summarize_sample_efficiency(runs), error="var")
+        compare.plot_sample_efficiency(summary, error="var")
+    plt.close("all")
+
+
+def test_confusion_matrix_grid_shares_one_colour_scale():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from helpers import evaluation, plots
+
+    names = ["drawing", "photo"]
+    tables = {
+        "good": evaluation.confusion_table([0, 0, 1, 1], [0, 0, 1, 1], names),
+        "bad": evaluation.confusion_table([0, 0, 1, 1, 1, 1], [1, 0, 0, 0, 1, 1], names),
+        "third": evaluation.confusion_table([0, 1], [0, 1], names),
+    }
+    figure = plots.confusion_matrix_grid(tables, columns=2, title="three models")
+    drawn = [ax for ax in figure.axes if ax.images]
+    assert [ax.get_title() for ax in drawn] == list(tables)
+    assert {ax.images[0].get_clim() for ax in drawn} == {(0.0, 2.0)}  # the largest count anywhere
+    texts = [t.get_text() for t in drawn[1].texts]
+    assert texts == ["1", "1", "2", "2"]  # the counts, row by row
+    with pytest.raises(ValueError, match="no confusion tables"):
+        plots.confusion_matrix_grid({})
+    with pytest.raises(ValueError, match="square"):
+        plots.confusion_matrix_grid({"x": pd.DataFrame(np.zeros((2, 3)))})
     plt.close("all")

@@ -315,16 +315,20 @@ def test_autograde_command_grades_a_folder_then_exports_and_gives_feedback(toy_c
     (inbox / "mangled.ipynb").write_text("{ not json")
     assert course.autograde_main([str(inbox), "--root", str(toy_course), "--assignment", "toy", "--jobs", "2"]) == 1
     captured = capsys.readouterr()
-    assert "could not grade" in captured.err and "mangled" in captured.err
-    assert "toy: 2 submission(s) graded" in captured.out
+    assert "could not grade mangled" in captured.err and "NotJSONError" in captured.err
+    assert "toy: 2 submission(s) graded" in captured.out and "mangled                  NOT GRADED" in captured.out
+    with pytest.raises(course.GradingError) as caught:
+        course.autograde("toy", root=toy_course, students=["good", "mangled"])
+    assert [s.student for s in caught.value.graded] == ["good"] and list(caught.value.failures) == ["mangled"]
 
     target = tmp_path / "grades.csv"
     assert course.export_main(["--root", str(toy_course), "--output", str(target)]) == 0
     with target.open() as handle:
         rows = {row["student"]: row for row in csv.DictReader(handle)}
-    assert {name: float(row["score"]) for name, row in rows.items()} == scores
+    assert {name: float(row["score"]) for name, row in rows.items()} == scores | {"mangled": 0.0}
     assert all(float(row["max_score"]) == 2.0 for row in rows.values())
-    assert course.feedback_main(["toy", "--root", str(toy_course)]) == 0
+    assert rows["mangled"]["needs_manual_grade"] == "test_add", "an ungradable file stays flagged for a person"
+    assert course.feedback_main(["toy", "--root", str(toy_course), "--student", "blank", "--student", "good"]) == 0
     for student in scores:
         page = toy_course / "feedback" / student / "toy" / "toy.html"
         assert page.is_file() and "test_add" in page.read_text()

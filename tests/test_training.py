@@ -41,8 +41,8 @@ def _batchnorm_statistics(model) -> dict[str, np.ndarray]:
     stats = {}
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
-            stats[f"{layer.name}/mean"] = np.array(layer.moving_mean)
-            stats[f"{layer.name}/variance"] = np.array(layer.moving_variance)
+            stats[f"{layer.name}/mean"] = layer.moving_mean.numpy().copy()
+            stats[f"{layer.name}/variance"] = layer.moving_variance.numpy().copy()
     return stats
 
 
@@ -212,14 +212,27 @@ def test_resnet50_each_phase_trains_exactly_the_right_weights(resnet):
         training.set_phase(base, backbone, 3)
 
 
+def test_parameter_table_counts_trainable_and_frozen_per_part(resnet):
+    _, backbone, base, head, model = resnet
+    training.set_phase(base, backbone, 1)
+    table = training.parameter_table(model)
+    assert list(table.index) == [base.name, head.name, "total"]
+    assert table.loc[head.name, "trainable"] == head.count_params() and table.loc[base.name, "trainable"] == 0
+    assert table.loc["total", "total"] == model.count_params()
+    training.set_phase(base, backbone, 2, 1)
+    table = training.parameter_table(model)
+    assert table.loc[base.name, "trainable"] == sum(int(np.prod(w.shape)) for w in base.trainable_weights) > 0
+    assert (table["trainable"] + table["frozen"] == table["total"]).all()
+
+
 def test_resnet50_tail_gives_the_full_models_predictions(resnet):
     settings, backbone, base, head, model = resnet
     images = np.random.default_rng(0).normal(0, 50, size=(3, 64, 64, 3)).astype("float32")
-    expected = model.predict(images, verbose=0)
+    expected = np.asarray(model(images, training=False))  # eager calls: no graph tracing for 3 images
     for n_blocks in (1, 2):
-        activations = training.block_input_model(base, backbone, n_blocks).predict(images, verbose=0)
+        activations = training.block_input_model(base, backbone, n_blocks)(images, training=False)
         tail = training.tail_model(base, head, backbone, n_blocks)
-        assert np.abs(tail.predict(activations, verbose=0) - expected).max() < TOLERANCE
+        assert np.abs(np.asarray(tail(activations, training=False)) - expected).max() < TOLERANCE
 
 
 def test_assemble_model_rejects_a_head_of_the_wrong_shape(resnet):
@@ -263,6 +276,11 @@ def test_head_on_cached_features_gives_the_full_models_predictions(mobilenet, si
     fast = training.head_after_pooling(head).predict(pooled, verbose=0)
     plain = training.predict_images(model, simpsons_frame, settings)
     assert np.abs(fast - plain).max() < TOLERANCE
+    if pooling == "avg":  # notebook 03's default extractor reads the very same cache file
+        files = len(features.cache_table(settings))
+        shared = features.extract_features(backbones.load_feature_extractor(settings), simpsons_frame, settings,
+                                           progress=False)
+        assert len(features.cache_table(settings)) == files and np.array_equal(shared, pooled)
 
 
 @pytest.mark.integration
@@ -289,12 +307,12 @@ def trained(mobilenet, simpsons_frame, tmp_path_factory):
     retrainer = training.Retrainer(settings, simpsons_frame, base, head, run_dir=tmp_path_factory.mktemp("run"),
                                    progress=False)
     snapshot = {
-        "weights": {w.path: np.array(w) for w in base.weights},
+        "weights": {w.path: w.numpy().copy() for w in base.weights},
         "statistics": _batchnorm_statistics(base),
         "phase 1 trainable": _weight_paths(retrainer.model.trainable_weights),
     }
     retrainer.fit_head(epochs=2)
-    snapshot["after phase 1"] = {w.path: np.array(w) for w in base.weights}
+    snapshot["after phase 1"] = {w.path: w.numpy().copy() for w in base.weights}
     retrainer.fit_last_blocks(epochs=2, learning_rate=1e-2)  # large, so that the block surely moves
     snapshot["phase 2 trainable"] = _weight_paths(retrainer.model.trainable_weights)
     return retrainer, snapshot
@@ -309,7 +327,7 @@ def test_retrainer_phases_train_exactly_the_right_weights(trained):
     for path, before in snapshot["weights"].items():  # phase 1 leaves the whole base alone
         assert np.array_equal(snapshot["after phase 1"][path], before), path
     last_block = {name for name in backbones.blocks(base, backbone)[-1]}
-    moved = {w.path for w in base.weights if not np.array_equal(np.array(w), snapshot["weights"][w.path])}
+    moved = {w.path for w in base.weights if not np.array_equal(w.numpy(), snapshot["weights"][w.path])}
     assert moved and {path.split("/")[0] for path in moved} <= last_block
     assert "conv_pw_13/kernel" in moved
     assert [r.path for r in retrainer.reports] == ["cached features", "cached activations"]
@@ -361,16 +379,19 @@ def test_retrained_model_fast_predictions_save_and_reload(trained, tmp_path):
 
 
 @pytest.mark.integration
-def test_phase2_falls_back_to_images_over_budget(mobilenet, simpsons_frame, tmp_path):
+def test_phase2_trains_on_images_over_budget_or_with_augmentation(mobilenet, simpsons_frame, tmp_path):
     settings, backbone, _ = mobilenet
     base = backbones.load_base(settings)
     head = training.build_head(base.output_shape[1:], 3, seed=7)
-    retrainer = training.Retrainer(settings, simpsons_frame, base, head, memory_budget_mb=0.01, run_dir=tmp_path,
-                                   progress=False, tensorboard=False)
-    assert retrainer.activation_dtype is None and retrainer.phase2_path == "images"
-    assert "end to end" in retrainer.plan()
+    over_budget = training.Retrainer(settings, simpsons_frame, base, head, memory_budget_mb=0.01, progress=False)
+    assert over_budget.activation_dtype is None and over_budget.phase2_path == "images"
+    assert "too large" in over_budget.plan()
     with pytest.raises(RuntimeError, match="images"):
-        retrainer.activations()
+        over_budget.activations()
+    retrainer = training.Retrainer(settings, simpsons_frame, base, head, augment=training.augmentation_layers(seed=1),
+                                   run_dir=tmp_path, progress=False, tensorboard=False)
+    assert retrainer.activation_dtype == "float32" and retrainer.phase2_path == "images"
+    assert "augmentation" in retrainer.plan()
     statistics = _batchnorm_statistics(base)
     retrainer.fit_head(epochs=1)
     retrainer.fit_last_blocks(epochs=1)
