@@ -223,15 +223,6 @@ def plain_model(settings: Any, weights: str | None, classes: int, n_blocks: int,
     return model
 
 
-def plain_epoch(model: Any, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, batch_size: int) -> Any:
-    """A function running one epoch of ``model.fit`` (with validation), as a plain Keras user would."""
-
-    def epoch() -> Any:
-        return model.fit(x, y, batch_size=batch_size, epochs=1, validation_data=(x_val, y_val), verbose=0)
-
-    return epoch
-
-
 def _training_module() -> Any:
     try:
         from helpers import training

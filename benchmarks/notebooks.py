@@ -8,9 +8,13 @@ profile shared by the notebooks in course order, as a student working through th
 course has). The wall time runs from the kernel's start to the end of the last cell.
 
 Then one extra cell, run in the same kernel after the timing stops, reports the
-notebook's results: every number whose name contains "acc" (``test_accuracy``...)
-and every small table with an accuracy column (comparison tables). That is how the
-accuracy of each notebook's final models is read without a second training run.
+notebook's results: every number whose name contains "acc" (``test_accuracy``...),
+every dict of such numbers and every small table with an accuracy column
+(comparison tables), leaving out
+per-epoch histories and per-seed runs (tables with an ``epoch`` or ``seed`` column)
+and the names the graded test cells define (their toy inputs and expected values).
+That is how the accuracy of each notebook's final models is read without a second
+training run.
 """
 
 from __future__ import annotations
@@ -27,26 +31,32 @@ WORKSHOP_BUDGET_S = 300.0  # each notebook, workshop profile, MobileNet, 2 cores
 SMOKE_BUDGET_S = 300.0  # all notebooks together, smoke profile
 PROBE_MARKER = "KIT-BENCHMARK-RESULTS "
 PROBE_SOURCE = r'''
-def _kit_benchmark_results():
+def _kit_benchmark_results(ignored):
     import json, numbers
     found = {}
     for name, value in list(globals().items()):
-        if name.startswith("_") or isinstance(value, bool):
+        if name.startswith("_") or isinstance(value, bool) or name in ignored:
             continue
         try:
             if isinstance(value, numbers.Real) and "acc" in name.lower():
                 found[name] = float(value)
             elif type(value).__name__ == "DataFrame" and len(value) <= 60:
                 columns = [c for c in value.columns if "acc" in str(c).lower()]
-                if columns:
+                per_run = {"epoch", "seed"} & {str(c).lower() for c in value.columns}
+                if columns and not per_run:
                     table = value.reset_index()
                     found[name] = json.loads(table.to_json(orient="records", default_handler=str))
+            elif isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+                scores = {k: float(v) for k, v in value.items()
+                          if "acc" in k.lower() and isinstance(v, numbers.Real) and not isinstance(v, bool)}
+                if scores:
+                    found[name] = scores
             elif hasattr(value, "accuracy") and hasattr(value, "name") and isinstance(getattr(value, "accuracy"), numbers.Real):
-                found[name] = {"name": str(value.name), "accuracy": float(value.accuracy)}
+                found[name] = {"model": str(value.name), "accuracy": float(value.accuracy)}
         except Exception as error:  # a result we cannot read is reported, never fatal
             found[name] = f"unreadable: {error}"
-    print("%s" + json.dumps(found, default=str))
-_kit_benchmark_results()
+    print(%r + json.dumps(found, default=str))
+_kit_benchmark_results(set(%%r))
 ''' % PROBE_MARKER
 
 
@@ -58,13 +68,23 @@ def course_notebooks(root: Path = ROOT) -> list[Path]:
 
 
 def toy_notebooks(folder: Path) -> list[Path]:
-    """Two tiny notebooks without TensorFlow, for the tiny run (each in its own folder)."""
+    """Two tiny notebooks without TensorFlow, for the tiny run (each in its own folder).
+
+    Their results are known: ``toy_a`` reports ``test_accuracy`` 0.5 and ``scores``
+    {"test accuracy": 0.6}; its graded test cell's ``expected_accuracy`` is not a result.
+    ``toy_b`` reports the ``results`` table; its per-epoch ``history`` is not a result.
+    """
     import nbformat
 
     sources = {
-        "toy_a": ["import time\ntime.sleep(0.1)", "test_accuracy = 0.5"],
+        "toy_a": [
+            "import time\ntime.sleep(0.1)",
+            "test_accuracy = 0.5\nscores = {'test accuracy': 0.6, 'seconds': 3.0}",
+            "expected_accuracy = 0.9\nassert test_accuracy < expected_accuracy",
+        ],
         "toy_b": [
-            "import pandas as pd\nresults = pd.DataFrame({'approach': ['x', 'y'], 'accuracy': [0.25, 0.75]})",
+            "import pandas as pd\nresults = pd.DataFrame({'approach': ['x', 'y'], 'accuracy': [0.25, 0.75]})\n"
+            "history = pd.DataFrame({'epoch': [1, 2], 'accuracy': [0.1, 0.2]})",
         ],
     }
     paths = []
@@ -72,6 +92,12 @@ def toy_notebooks(folder: Path) -> list[Path]:
         notebook = nbformat.v4.new_notebook()
         notebook.metadata = {"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}}
         notebook.cells = [nbformat.v4.new_markdown_cell(f"# {name}")] + [nbformat.v4.new_code_cell(c) for c in cells]
+        for index, cell in enumerate(notebook.cells):
+            cell.id = f"{name}-{index}"
+        if name == "toy_a":
+            notebook.cells[-1].metadata["nbgrader"] = {
+                "grade": True, "solution": False, "locked": True, "grade_id": "test_toy", "points": 1, "schema_version": 3,
+            }
         path = folder / name / f"{name}.ipynb"
         path.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(notebook, path)
@@ -89,6 +115,27 @@ def _cell_seconds(cell: Any) -> float | None:
         return None
     parse = datetime.datetime.fromisoformat
     return (parse(ended.replace("Z", "+00:00")) - parse(began.replace("Z", "+00:00"))).total_seconds()
+
+
+def _test_cell_names(notebook: Any) -> list[str]:
+    """Names assigned in graded test cells: toy inputs and expected values, not the notebook's results."""
+    import ast
+
+    names: set[str] = set()
+    for cell in notebook.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution"):
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:  # IPython magics: nothing to learn from this cell
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names.add(node.name)
+    return sorted(names)
 
 
 def _probe_results(cell: Any) -> dict[str, Any]:
@@ -133,7 +180,7 @@ def execute(path: Path, workdir: Path, environment: dict[str, str | None], timeo
                 error = str(failure).strip().splitlines()[-1][:300] if str(failure).strip() else type(failure).__name__
             seconds = time.perf_counter() - began
             if status == "ok":
-                probe = nbformat.v4.new_code_cell(PROBE_SOURCE)
+                probe = nbformat.v4.new_code_cell(PROBE_SOURCE % (_test_cell_names(notebook),))
                 notebook.cells.append(probe)
                 try:
                     client.execute_cell(probe, len(notebook.cells) - 1)
@@ -150,12 +197,40 @@ def execute(path: Path, workdir: Path, environment: dict[str, str | None], timeo
     slowest = sorted(cells, key=lambda c: -c["seconds"])[:3]
     return {
         "notebook": path.parent.name,
+        "date": now(),
         "seconds": round(seconds, 2),
         "status": status,
         "error": error,
         "slowest_cells": slowest,
         "results": results,
     }
+
+
+def summarize(profile: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One profile's rows with their total and the verdict on the profile's budget."""
+    total = sum(row["seconds"] for row in rows)
+    all_ok = all(row["status"] == "ok" for row in rows)
+    budget: dict[str, Any] | None = None
+    if profile == "smoke":
+        budget = {"rule": "all notebooks together", "limit_s": SMOKE_BUDGET_S, "met": all_ok and total <= SMOKE_BUDGET_S}
+    elif profile == "workshop":
+        worst = max((row["seconds"] for row in rows), default=0.0)
+        budget = {"rule": "each notebook", "limit_s": WORKSHOP_BUDGET_S, "met": all_ok and worst <= WORKSHOP_BUDGET_S}
+    for row in rows:
+        row["within_budget"] = row["status"] == "ok" and (profile != "workshop" or row["seconds"] <= WORKSHOP_BUDGET_S)
+    return {"notebooks": rows, "total_s": round(total, 2), "budget": budget}
+
+
+def merge(previous: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """Fold a partial run (some profiles, some notebooks) into the previous results, row by row."""
+    if not previous or "profiles" not in previous:
+        return new
+    profiles = {name: list(entry["notebooks"]) for name, entry in previous["profiles"].items()}
+    for name, entry in new["profiles"].items():
+        rows = {row["notebook"]: row for row in profiles.get(name, [])}
+        rows.update({row["notebook"]: row for row in entry["notebooks"]})
+        profiles[name] = sorted(rows.values(), key=lambda row: row["notebook"])
+    return new | {"profiles": {name: summarize(name, rows) for name, rows in profiles.items()}}
 
 
 def run(context: Context, profiles: Sequence[str], notebooks: Sequence[Path] | None = None) -> dict[str, Any]:
@@ -185,17 +260,5 @@ def run(context: Context, profiles: Sequence[str], notebooks: Sequence[Path] | N
             row = execute(path, workdir, environment, PROFILES[profile].cell_timeout)
             print(f"    {row['seconds']:.1f} s, {row['status']} {row['error']}", flush=True)
             rows.append(row)
-        total = sum(row["seconds"] for row in rows)
-        all_ok = all(row["status"] == "ok" for row in rows)
-        budget: dict[str, Any] | None = None
-        if profile == "smoke":
-            budget = {"rule": "all notebooks together", "limit_s": SMOKE_BUDGET_S, "met": all_ok and total <= SMOKE_BUDGET_S}
-        elif profile == "workshop":
-            worst = max((row["seconds"] for row in rows), default=0.0)
-            budget = {"rule": "each notebook", "limit_s": WORKSHOP_BUDGET_S, "met": all_ok and worst <= WORKSHOP_BUDGET_S}
-        for row in rows:
-            row["within_budget"] = row["status"] == "ok" and (
-                profile != "workshop" or row["seconds"] <= WORKSHOP_BUDGET_S
-            )
-        out["profiles"][profile] = {"notebooks": rows, "total_s": round(total, 2), "budget": budget}
+        out["profiles"][profile] = summarize(profile, rows)
     return out

@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/ for full, benchmarks/out/tiny for tiny)")
     parser.add_argument("--shared", type=Path, default=common.DEFAULT_SHARED, help="course data folder with keras_home/models and datasets (default ../shared/data)")
     parser.add_argument("--profiles", default=None, help="profiles for the notebook timings (default: smoke,workshop for full; smoke for tiny)")
+    parser.add_argument("--notebooks", default=None, help="comma-separated assignments to time (default: every one in solutions/); merged into the previous results")
     parser.add_argument("--submissions", type=int, default=None, help="simulated submissions to autograde (default: 10 for full, 2 for tiny)")
     parser.add_argument("--assignment", default=None, help="assignment to autograde (default 01_pretrained_scoring; a toy one for tiny)")
     parser.add_argument("--keep-scratch", action="store_true", help="keep the scratch folder (executed notebooks, caches) and print its path")
@@ -100,6 +101,7 @@ def run(
     shared: Path | None,
     *,
     profiles: Sequence[str] | None = None,
+    notebook_names: Sequence[str] | None = None,
     submissions: int | None = None,
     assignment: str | None = None,
     keep_scratch: bool = False,
@@ -138,8 +140,17 @@ def run(
 
             def timed_notebooks() -> dict[str, Any]:
                 chosen = tuple(profiles or size.profiles)
-                paths = notebooks.toy_notebooks(scratch / "toy-notebooks") if size.toy_notebooks else None
-                return notebooks.run(context, chosen, paths)
+                if size.toy_notebooks:
+                    paths = notebooks.toy_notebooks(scratch / "toy-notebooks")
+                else:
+                    paths = notebooks.course_notebooks()
+                    if notebook_names:
+                        known = {path.parent.name: path for path in paths}
+                        unknown = sorted(set(notebook_names) - set(known))
+                        if unknown:
+                            raise ValueError(f"unknown notebook(s) {unknown}; choose from {sorted(known)}.")
+                        paths = [known[name] for name in known if name in notebook_names]
+                return notebooks.merge(results["sections"].get("notebooks"), notebooks.run(context, chosen, paths))
 
             results["sections"]["notebooks"] = _guarded("notebooks", timed_notebooks)
         if "grading" in sections:
@@ -173,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import_tensorflow().get_logger().setLevel("ERROR")
     results = run(
         args.size, sections, out, args.shared, profiles=profiles, submissions=args.submissions,
+        notebook_names=[n.strip() for n in args.notebooks.split(",") if n.strip()] if args.notebooks else None,
         assignment=args.assignment, keep_scratch=args.keep_scratch,
     )
     print(f"report: {out / REPORT_FILE}")

@@ -10,9 +10,13 @@ Four families of approaches are trained and scored on *one* shared stratified sp
     scikit-learn model;
 (d) deep features: the backbone's features (:mod:`helpers.features`) into logistic regression.
 
-Each approach gives an :class:`ApproachResult`; :func:`comparison_table` ranks them, and
-:func:`sample_efficiency` measures test accuracy against the number of training images
-per class (several seeds, error bars), which is cheap because features are cached.
+:func:`shared_split` makes the one split; ``run_*`` train each approach on it (or
+:func:`run_comparison` all of them) and give :class:`ApproachResult` objects, which
+:func:`comparison_table` ranks (accuracy, balanced accuracy, training time, trained
+parameters). :func:`sample_efficiency` measures test accuracy against the number of
+training images per class, several seeds per point, for every approach whose inputs are
+computed once (deep features, raw pixels, images in memory), so each point only refits
+the last model; :func:`summarize_sample_efficiency` gives the means and error bars.
 """
 
 from __future__ import annotations
@@ -119,6 +123,8 @@ def load_images(images: pd.DataFrame | Sequence[str], size: int, settings: Setti
         values = np.asarray(batch)
         out[done : done + len(values)] = values.astype(np.uint8)  # whole numbers 0-255 already
         done += len(values)
+    if done != len(paths):
+        raise RuntimeError(f"the image pipeline yielded {done} images for {len(paths)} paths; check the image files.")
     return out
 
 
@@ -199,9 +205,10 @@ def build_small_cnn(
 
     Input: RGB images with values 0-255 (rescaled inside the model). Each stage is a
     3x3 convolution, batch normalisation (momentum :data:`SCRATCH_BN_MOMENTUM`), ReLU
-    and 2x2 max pooling; then global average
-    pooling, dropout and a softmax over the classes. With the default filters it has
-    about 25 thousand parameters, every one of them trained.
+    and 2x2 max pooling; then global average pooling, dropout and a softmax over the
+    classes. With the default filters it has about 24 thousand parameters, every one of
+    them trained. Return value: an uncompiled model (compile with
+    :func:`helpers.training.compile_model`).
 
     Args:
         image_size: Side of the square input images.
@@ -292,18 +299,6 @@ def _attach_head(base: "keras.Model", num_classes: int, settings: Settings) -> "
     inputs = keras.Input(shape=base.input_shape[1:], name="image")
     outputs = head(base(inputs))
     return keras.Model(inputs, outputs, name=f"{base.name}_from_scratch")
-
-
-def compile_classifier(model: "keras.Model", learning_rate: float) -> "keras.Model":
-    """Compile a softmax classifier for integer labels (Adam, sparse cross-entropy, accuracy)."""
-    import keras
-
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
-    return model
 
 
 # --------------------------------------------------------------------------- results
@@ -492,11 +487,11 @@ def shared_split(frame: pd.DataFrame, settings: Settings | None = None) -> Share
     if "split" not in frame.columns:
         frame = splits.split_dataset(frame, seed=settings.seed, fractions=SPLIT_FRACTIONS)
     frame = frame.reset_index(drop=True)
-    names = [str(name) for name in pipeline.class_names(frame)]
+    names = list(pipeline.class_names(frame))
     if len(names) < 2:
         raise ValueError(f"the dataset has {len(names)} class(es); a comparison needs at least two.")
     for split in splits.SPLITS:
-        present = set(frame.loc[frame["split"] == split, "label"].astype(str))
+        present = set(frame.loc[frame["split"] == split, "label"])
         if present != set(names):
             raise ValueError(
                 f"the {split} split lacks images of {sorted(set(names) - present)}; "
@@ -607,7 +602,7 @@ def run_transfer(split: SharedSplit, settings: Settings, *, progress: bool = Tru
     base = backbones.load_base(settings)
     head = training.build_head(base.output_shape[1:], len(split.class_names), seed=settings.seed)
     retrainer = training.Retrainer(settings, split.frame, base, head, tensorboard=False, progress=progress, verbose=verbose)
-    if [str(name) for name in retrainer.class_names] != split.class_names:
+    if list(retrainer.class_names) != list(split.class_names):  # both sort the same labels; a guard, not a case
         raise ValueError(f"class order differs: {retrainer.class_names} vs {split.class_names}.")
     title = backbones.get_backbone(settings=settings).title
     y_test, paths = split.labels("test"), list(split.test["path"])
@@ -734,12 +729,13 @@ def run_scratch_backbone(
     """
     import keras
 
-    from helpers import backbones
+    from helpers import backbones, training
 
     size = image_size or scratch_image_size(settings)
     epochs = epochs or settings.run.scratch_epochs
     keras.utils.set_random_seed(settings.seed)
-    model = compile_classifier(build_scratch_backbone(settings, len(split.class_names), image_size=size), settings.learning_rate)
+    model = build_scratch_backbone(settings, len(split.class_names), image_size=size)
+    training.compile_model(model, settings.learning_rate)
     probabilities, seconds, history = _fit_keras(
         model, split, settings, size=size, preprocess=True, epochs=epochs, verbose=verbose
     )
@@ -773,10 +769,12 @@ def run_small_cnn(
     """
     import keras
 
+    from helpers import training
+
     size = image_size or scratch_image_size(settings)
     epochs = epochs or settings.run.scratch_epochs
     keras.utils.set_random_seed(settings.seed)
-    model = compile_classifier((build or build_small_cnn)(size, len(split.class_names)), settings.learning_rate)
+    model = training.compile_model((build or build_small_cnn)(size, len(split.class_names)), settings.learning_rate)
     probabilities, seconds, history = _fit_keras(
         model, split, settings, size=size, preprocess=False, epochs=epochs, verbose=verbose
     )
@@ -865,10 +863,12 @@ def keras_learner(
     def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int) -> np.ndarray:
         import keras
 
+        from helpers import training
+
         keras.utils.set_random_seed(seed)
         fresh = build()
         if "model" not in state:
-            model = compile_classifier(fresh, learning_rate)
+            model = training.compile_model(fresh, learning_rate)
             model.optimizer.build(model.trainable_variables)
             state["model"] = model
             state["optimizer"] = [np.array(v.numpy(), copy=True) for v in model.optimizer.variables]

@@ -267,8 +267,6 @@ def figure_photo_vs_drawing(settings, output: Path, *, approaches: Sequence[str]
 
     ``approaches`` limits the comparison (names of :data:`helpers.compare.APPROACHES`; all by default).
     """
-    import matplotlib.pyplot as plt
-
     from helpers import compare, weights
 
     weights.configure_keras_home(settings)
@@ -277,9 +275,9 @@ def figure_photo_vs_drawing(settings, output: Path, *, approaches: Sequence[str]
     comparison = compare.run_comparison(frame, settings, approaches=approaches or compare.APPROACHES)
     table = comparison.table()
     baseline = comparison.result("majority class").accuracy
-    figure, axis = plt.subplots(figsize=(WIDE[0], 0.45 * len(table) + 1.4))
-    compare.plot_comparison(table, chance=baseline, ax=axis)
-    axis.spines[["top", "right"]].set_visible(False)
+    figure = compare.plot_comparison(table, chance=baseline)
+    figure.set_size_inches(WIDE[0], 0.45 * len(table) + 1.4)
+    figure.axes[0].spines[["top", "right"]].set_visible(False)
     save_figure(figure, output / "photo_vs_drawing.png")
 
     split = comparison.split
@@ -293,9 +291,9 @@ def figure_photo_vs_drawing(settings, output: Path, *, approaches: Sequence[str]
         learners, train_labels, split.labels("test"), sizes, settings.run.sample_seeds, base_seed=settings.seed
     )
     summary = compare.summarize_sample_efficiency(runs)
-    figure, axis = plt.subplots(figsize=WIDE)
-    compare.plot_sample_efficiency(summary, chance=1 / len(split.class_names), ax=axis)
-    axis.legend(fontsize=9, loc="lower right")
+    figure = compare.plot_sample_efficiency(summary, chance=1 / len(split.class_names))
+    figure.set_size_inches(*WIDE)
+    figure.axes[0].legend(fontsize=9, loc="lower right")
     save_figure(figure, output / "sample_efficiency.png")
     per_class = frame["label"].value_counts()
     numbers = {
@@ -395,7 +393,7 @@ def _backbone_label(settings) -> str:
 
     backbone = backbones.get_backbone(settings=settings)
     alpha = backbone.resolve_alpha(settings.alpha)
-    return backbone.title + (f" (alpha {alpha:g})" if alpha is not None else "")
+    return backbone.title + (f" with alpha {alpha:g}" if alpha is not None else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

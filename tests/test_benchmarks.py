@@ -149,3 +149,17 @@ def test_tiny_run_ratios_are_finite_positive_numbers(tiny_run):
     assert grading["all_full_marks"], "the simulated solution submissions must get full marks"
     for profile in results["sections"]["notebooks"]["profiles"].values():
         assert all(row["status"] == "ok" and row["seconds"] > 0 for row in profile["notebooks"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_tiny_run_reads_each_notebooks_results_and_nothing_else(tiny_run):
+    _, results, _ = tiny_run
+    rows = {row["notebook"]: row for row in results["sections"]["notebooks"]["profiles"]["smoke"]["notebooks"]}
+    assert rows["toy_a"]["results"] == {"test_accuracy": 0.5, "scores": {"test accuracy": 0.6}}, (
+        "scalars and dicts of accuracies are results; a graded test cell's expected values are not"
+    )
+    assert rows["toy_b"]["results"] == {"results": [{"index": 0, "approach": "x", "accuracy": 0.25},
+                                                    {"index": 1, "approach": "y", "accuracy": 0.75}]}, (
+        "tables with an accuracy column are results; per-epoch histories are not"
+    )

@@ -91,7 +91,9 @@ def test_small_cnn_parameter_count_and_structure(filters, classes):
 
 
 def test_small_cnn_trains_one_step():
-    model = compare.compile_classifier(compare.build_small_cnn(32, 2, filters=(4, 8)), 1e-2)
+    from helpers import training
+
+    model = training.compile_model(compare.build_small_cnn(32, 2, filters=(4, 8)), 1e-2)
     images = np.random.default_rng(0).integers(0, 256, size=(8, 32, 32, 3)).astype("float32")
     labels = np.array([0, 1] * 4)
     before = [w.copy() for w in model.get_weights()]
@@ -444,3 +446,51 @@ def test_confusion_matrix_grid_shares_one_colour_scale():
     with pytest.raises(ValueError, match="square"):
         plots.confusion_matrix_grid({"x": pd.DataFrame(np.zeros((2, 3)))})
     plt.close("all")
+
+
+# --------------------------------------------------------------------------- integration (real PACS images)
+
+
+@pytest.mark.integration
+def test_comparison_on_pacs_images(real_weights, shared_data):
+    """The runner on the smoke profile's PACS images: one split, every approach scored on the same test images."""
+    from helpers import datasets
+
+    settings = real_weights
+    frame = datasets.load_dataset("photo_vs_drawing", settings, download_ok=False)
+    split = compare.shared_split(frame, settings)
+    assert set(split.class_names) == {"drawing", "photo"}
+    train, test = split.rows("train"), split.rows("test")
+    assert not set(train) & set(test)
+    assert np.bincount(split.labels("test")).min() >= 1
+
+    comparison = compare.run_comparison(
+        split, settings, approaches=("transfer", "small_cnn", "raw_pixels", "deep_features", "baseline")
+    )
+    families = [result.family for result in comparison.results]
+    assert families.count("transfer learning") == 2 and families.count("raw pixels") == 2
+    for result in comparison.results:
+        np.testing.assert_array_equal(result.y_true, split.labels("test"))
+        if result.family != "baseline":
+            assert result.probabilities.shape == (len(test), 2)
+            assert result.test_paths == list(split.test["path"])
+    table = comparison.table()
+    assert len(table) == len(comparison.results) and table["accuracy"].between(0, 1).all()
+    assert comparison.result("majority class").accuracy == pytest.approx(0.5)  # the split is balanced
+    # The transfer run's features are the deep features: the pretrained base, avg-pooled, any route.
+    assert comparison.features.shape == (len(split.frame), 768)
+    direct = compare.deep_features(split, settings, progress=False)
+    np.testing.assert_allclose(comparison.features, direct, rtol=1e-3, atol=1e-4)
+    # Phase 2 trains the head again plus the last block: more parameters than phase 1.
+    head_only, fine_tuned = comparison.results[:2]
+    assert fine_tuned.trained_parameters > head_only.trained_parameters > 0
+    # Raw pixels of the real images: 32x32x3 numbers in [0, 1], one row per image of the split.
+    assert comparison.pixels.shape == (len(split.frame), 3072)
+    assert 0.0 <= comparison.pixels.min() and comparison.pixels.max() <= 1.0
+
+    learners = compare.sample_efficiency_learners(split, settings, features=comparison.features, pixels=comparison.pixels)
+    runs = compare.sample_efficiency(
+        learners, split.labels("train"), split.labels("test"), settings.run.sample_sizes, 2, base_seed=settings.seed
+    )
+    assert set(runs["approach"]) == set(learners)
+    assert len(runs) == len(learners) * len(compare.usable_sample_sizes(split.labels("train"), settings.run.sample_sizes)) * 2

@@ -190,7 +190,7 @@ def test_build_writes_one_self_contained_file(build: ModuleType, tmp_path: Path,
     page = output.read_text(encoding="utf-8")
     assert output.stat().st_size < 5_000_000, f"the deck is {output.stat().st_size / 1e6:.1f} MB"
     markup = re.sub(r"<script>.*?</script>", "", page, flags=re.DOTALL)  # the inlined libraries' own strings
-    assert page.count("<script>") == 2 and not re.search(r"<(?:script|img|link)\b[^>]*\b(?:src|href)=", markup), (
+    assert page.count("</script>") == 2 and not re.search(r"<(?:script|img|link)\b[^>]*\b(?:src|href)=", markup), (
         "the deck loads files by reference"
     )
     shown = len(re.findall(r"\]\(figures/", DECK.read_text(encoding="utf-8")))
