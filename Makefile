@@ -9,7 +9,7 @@ TF_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 PORT ?= 8888
 STAMP := $(VENV)/.installed-$(TF_EXTRA)
 
-.PHONY: workshop test setup prepare check lab generate validate autograde export feedback clean help
+.PHONY: workshop test setup prepare check lab generate validate autograde export feedback slides figures benchmarks clean help
 
 help:
 	@echo "make workshop   set up, prepare, check, then launch JupyterLab on notebooks/ (PORT=$(PORT))"
@@ -20,6 +20,8 @@ help:
 	@echo "make validate   run every solutions notebook's tests with nbgrader"
 	@echo "make autograde SUBMISSIONS=dir   grade a folder of submissions"
 	@echo "make export     write grades.csv;  make feedback: feedback HTML"
+	@echo "make slides     build slides/build/deck.html (one self-contained file)"
+	@echo "make figures    regenerate the deck's figures from real runs of the kit"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +61,12 @@ export: setup
 
 feedback: setup
 	$(BIN)/python -m helpers feedback
+
+slides: setup
+	$(BIN)/python slides/build.py
+
+figures: setup
+	$(BIN)/python slides/figures.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info

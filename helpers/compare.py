@@ -53,6 +53,9 @@ TABLE_COLUMNS = ("rank", "approach", "family", "accuracy", "balanced_accuracy", 
 # training images). 0.5 follows the current weights.
 SCRATCH_BN_MOMENTUM = 0.5
 
+# scikit-learn models on raw pixels (helpers.classic names): logistic regression and one other.
+RAW_PIXEL_MODELS = ("logistic_regression", "extra_trees")
+
 FAMILIES = ("transfer learning", "from scratch", "raw pixels", "deep features", "baseline")
 
 # Train / validation / test shares of the shared split. The test share is larger than the
@@ -501,10 +504,6 @@ def shared_split(frame: pd.DataFrame, settings: Settings | None = None) -> Share
 
 
 # --------------------------------------------------------------------------- the approaches
-
-# The second scikit-learn model on raw pixels (the first is logistic regression).
-RAW_PIXEL_MODELS = ("logistic_regression", "extra_trees")
-
 
 def _sklearn_result(
     name: str, family: str, estimator: Any, x_train: np.ndarray, split: SharedSplit, x_test: np.ndarray, notes: str

@@ -244,7 +244,9 @@ def setup(settings: Settings | None = None) -> DeviceReport:
         all_gpus=[gpu.name for gpu in all_gpus],
         memory_mode=memory_mode if chosen else "n/a",
         mixed_precision=mixed,
-        strategy=type(_STRATEGY).__name__,
+        strategy=(
+            f"MirroredStrategy over {len(chosen)} GPUs" if len(chosen) > 1 else "default (one device)"
+        ),
         notes=notes,
         advice=advice,
     )

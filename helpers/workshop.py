@@ -29,6 +29,8 @@ def lab_command(port: int, headless: bool, notebook_dir: Path) -> list[str]:
     ]
     if headless:
         command.append("--no-browser")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")  # containers and CI run as root; Jupyter refuses otherwise
     return command
 
 

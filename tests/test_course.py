@@ -50,6 +50,23 @@ def _autograded(path: Path) -> dict[str, float]:
 GRADED = [a for a in ASSIGNMENTS if _autograded(course.source_notebook(a, ROOT))]
 
 
+def _release(assignment: str, root: Path = ROOT) -> Path:
+    path = course.release_notebook(assignment, root)
+    assert path.is_file(), f"{path} is missing: run `python -m helpers generate` after editing solutions/"
+    return path
+
+
+def _without_trailing_code(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop the ungraded code cells after the last autograded test: they cannot change any grade."""
+    tests = [i for i, c in enumerate(notebook.cells) if _nbgrader(c).get("grade") and not _nbgrader(c).get("solution")]
+    if tests:
+        last = tests[-1]
+        notebook.cells = notebook.cells[: last + 1] + [
+            c for c in notebook.cells[last + 1 :] if c.cell_type != "code" or _nbgrader(c)
+        ]
+    return notebook
+
+
 # --------------------------------------------------------------------------- a toy course (no TensorFlow)
 
 TOY_ANSWER = "def add(a, b):\n    ### BEGIN SOLUTION\n    return a + b\n    ### END SOLUTION"
@@ -187,7 +204,7 @@ def _region_lines(text: str, begin: str, end: str) -> tuple[set[str], set[str]]:
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_release_has_no_solution_hidden_test_or_output(assignment):
     source = nbformat.read(course.source_notebook(assignment, ROOT), as_version=4)
-    release = nbformat.read(course.release_notebook(assignment, ROOT), as_version=4)
+    release = nbformat.read(_release(assignment), as_version=4)
     text = json.dumps(release.cells)
     for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "BEGIN MARK SCHEME"):
         assert marker not in text, f"{assignment}: '{marker}' left in the release"
@@ -213,7 +230,7 @@ def test_release_has_no_solution_hidden_test_or_output(assignment):
 def test_release_starts_with_the_header_and_locks_tests(assignment):
     header = nbformat.read(ROOT / "solutions" / "header.ipynb", as_version=4)
     source = nbformat.read(course.source_notebook(assignment, ROOT), as_version=4)
-    release = nbformat.read(course.release_notebook(assignment, ROOT), as_version=4)
+    release = nbformat.read(_release(assignment), as_version=4)
     count = len(header.cells)
     assert [c.source for c in release.cells[:count]] == [c.source for c in header.cells]
     assert "restart the kernel and run all cells" in release.cells[0].source.lower()
@@ -396,7 +413,9 @@ def test_solutions_notebook_runs_and_passes_every_test(assignment, kernel_env, t
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("assignment", GRADED)
 def test_release_notebook_fails_every_graded_test(assignment, kernel_env, tmp_path):
-    notebook = _copy_for_run(course.release_notebook(assignment, ROOT), tmp_path)
+    """Run without the ungraded code after the last test (it cannot change a grade), to save time."""
+    notebook = tmp_path / f"{assignment}.ipynb"
+    nbformat.write(_without_trailing_code(nbformat.read(_release(assignment), as_version=4)), notebook)
     result = course.validate(notebook, invert=True, profile="smoke", environment=kernel_env)
     assert result.ok, result.summary()
     assert sorted(result.failed) == sorted(_autograded(course.source_notebook(assignment, ROOT)))
@@ -415,15 +434,21 @@ LOOP_TIMEOUT = 30  # seconds per cell for this test: the grading profile's cell_
 
 @pytest.fixture(scope="module")
 def graded_class(tmp_path_factory, kernel_env):
-    """A course with assignment 01, six simulated students autograded in the grading profile."""
+    """A course with assignment 01, six simulated students autograded in the grading profile.
+
+    The assignment is notebook 01 with every graded cell (and everything before the last
+    test) as it is in solutions/; only the ungraded demonstration cells after the last
+    test are left out, so the class grades faster with identical checks.
+    """
     root = tmp_path_factory.mktemp("class")
-    (root / "solutions").mkdir()
+    (root / "solutions" / CLASS_ASSIGNMENT).mkdir(parents=True)
     shutil.copy(ROOT / "nbgrader_config.py", root)
     shutil.copy(ROOT / "solutions" / "header.ipynb", root / "solutions")
-    shutil.copytree(ROOT / "solutions" / CLASS_ASSIGNMENT, root / "solutions" / CLASS_ASSIGNMENT)
+    notebook = nbformat.read(course.source_notebook(CLASS_ASSIGNMENT, ROOT), as_version=4)
+    nbformat.write(_without_trailing_code(notebook), course.source_notebook(CLASS_ASSIGNMENT, root))
     course.generate(root=root)
     solution = course.solution_submission(CLASS_ASSIGNMENT, root)
-    source = {_nbgrader(c).get("grade_id"): c.source for c in solution.cells}
+    answers = {_nbgrader(c).get("grade_id"): c.source for c in solution.cells}
     wrong = course.edit_submission(solution, replace={"top_k_with_threshold": NO_THRESHOLD})
     students = {
         "solution": solution,
@@ -432,7 +457,7 @@ def graded_class(tmp_path_factory, kernel_env):
         "deleted_test": course.edit_submission(wrong, delete=["test_top_k_threshold"]),
         "duplicated_test": course.edit_submission(solution, duplicate=["test_preprocess"]),
         "infinite_loop": course.edit_submission(
-            solution, replace={"results_table": "while True:\n    pass\n" + source["results_table"]}
+            solution, replace={"results_table": "while True:\n    pass\n" + answers["results_table"]}
         ),
     }
     for student, notebook in students.items():
@@ -449,6 +474,7 @@ def graded_class(tmp_path_factory, kernel_env):
 def test_simulated_class_scores_exactly(graded_class):
     root, scores = graded_class
     points = _points(course.source_notebook(CLASS_ASSIGNMENT, root))
+    assert points == _points(course.source_notebook(CLASS_ASSIGNMENT, ROOT)), "the class grades 01's own cells"
     auto = _autograded(course.source_notebook(CLASS_ASSIGNMENT, root))
     written = sorted(set(points) - set(auto))
     assert written, "assignment 01 has a written answer graded by hand"

@@ -60,7 +60,7 @@ def test_memory_growth_is_applied_to_every_chosen_gpu(tf_calls):
     report = _setup(gpus="all", gpu_memory="growth")
     assert ("visible", gpus, "GPU") in calls
     assert [c for c in calls if c[0] == "growth"] == [("growth", gpus[0], True), ("growth", gpus[1], True)]
-    assert ("mirrored",) in calls and report.strategy == "FakeMirrored"
+    assert ("mirrored",) in calls and report.strategy == "MirroredStrategy over 2 GPUs"
     assert report.gpus == [g.name for g in gpus]
 
 
@@ -70,7 +70,7 @@ def test_gpu_selection_and_a_limit_in_megabytes(tf_calls):
     assert ("visible", [gpus[1]], "GPU") in calls
     assert ("limit", gpus[1], [2048]) in calls
     assert not [c for c in calls if c[0] == "growth"]
-    assert ("mirrored",) not in calls, "one GPU uses the default strategy"
+    assert ("mirrored",) not in calls and report.strategy == "default (one device)"
     assert report.memory_mode == "limit=2048 MB"
 
 
