@@ -25,6 +25,10 @@ Both phases are fast on a CPU because nothing is computed twice:
   When the activations do not fit :data:`DEFAULT_MEMORY_BUDGET_MB` (``float16``
   halves them) or when augmentation is on (every epoch sees different pixels), phase
   2 falls back to ordinary end-to-end training on the images.
+* Random augmentation cannot be computed once, but a fixed one can: with
+  ``mirror=True`` a left-right mirrored copy of every training image goes through the
+  same extraction, doubling the training data of both phases for one more pass over
+  the training images.
 
 The trained layers are the layers of one ordinary Keras model (:func:`assemble_model`:
 image -> base -> head), so the result saves to ``.keras`` and reloads like any other.
@@ -221,6 +225,17 @@ def base_tail(base: "keras.Model", backbone: backbones.Backbone, n_blocks: int =
 
     layer = backbones.block_input_layer(base, backbone, n_blocks)
     return keras.Model(base.get_layer(layer).output, base.output, name=f"{base.name}_last_{n_blocks}")
+
+
+def mirrored(model: "keras.Model") -> "keras.Model":
+    """``model`` applied to left-right mirrored images (a fixed augmentation that can be cached).
+
+    Named ``<model>_mirrored``, so its features are cached apart from the model's own.
+    """
+    import keras
+
+    inputs = keras.Input(shape=model.input_shape[1:], name="image")
+    return keras.Model(inputs, model(keras.ops.flip(inputs, axis=2)), name=f"{model.name}_mirrored")
 
 
 def tail_model(
@@ -560,6 +575,8 @@ class Retrainer:
         n_blocks: Blocks retrained in phase 2 (1 = the last block, 2 = the last two).
         augment: None, or augmentation layers (:func:`augmentation_layers`) applied to the
             training images in phase 2, which then trains end to end on the images.
+        mirror: Also train on a mirrored copy of every training image, extracted once
+            like the originals (both phases; phase 2 only on cached activations).
         memory_budget_mb: Most memory for phase 2's cached activations; beyond it
             (even in ``float16``) phase 2 trains end to end on the images.
         optimizer: ``adam`` (the lab's), ``sgd`` or ``rmsprop``.
@@ -586,6 +603,7 @@ class Retrainer:
         *,
         n_blocks: int = 1,
         augment: Any = None,
+        mirror: bool = False,
         memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
         optimizer: str = "adam",
         tensorboard: bool = True,
@@ -625,6 +643,7 @@ class Retrainer:
         self.model = assemble_model(base, head)
         self.n_blocks = int(n_blocks)
         self.augment = augment
+        self.mirror = bool(mirror)
         self.memory_budget_mb = float(memory_budget_mb)
         self.optimizer = optimizer
         self.tensorboard = tensorboard
@@ -637,9 +656,11 @@ class Retrainer:
         self.timings: dict[str, float] = {}
         self._features: np.ndarray | None = None
         self._activations: np.ndarray | None = None
+        self._mirrored_features: np.ndarray | None = None
+        self._mirrored_activations: np.ndarray | None = None
         self._features_current = False  # False once phase 2 changed the base
         self.activation_shape = tuple(block_input_model(base, self.backbone, self.n_blocks).output_shape[1:])
-        self.activation_dtype = choose_activation_dtype(self.activation_shape, len(self.frame), self.memory_budget_mb)
+        self.activation_dtype = choose_activation_dtype(self.activation_shape, self._cached_rows(), self.memory_budget_mb)
 
     # ------------------------------------------------------------------ planning
 
@@ -650,13 +671,18 @@ class Retrainer:
             return "images"
         return "cached activations" if self.activation_dtype else "images"
 
+    def _cached_rows(self) -> int:
+        """Rows of cached arrays: every image, plus a mirrored copy of each training image."""
+        return len(self.frame) + (len(self.rows("train")) if self.mirror else 0)
+
     def plan(self) -> str:
         """A few sentences saying how each phase will train and how much memory it needs."""
-        rows = len(self.frame)
+        rows = self._cached_rows()
         shape = "x".join(str(d) for d in self.activation_shape)
         need32 = activation_megabytes(self.activation_shape, rows, "float32")
+        copies = f" (with a mirrored copy of the {len(self.rows('train'))} training images)" if self.mirror else ""
         lines = [
-            f"Phase 1 (head): trained on the base's pooled features, computed once for {rows} images.",
+            f"Phase 1 (head): trained on the base's pooled features, computed once for {rows} images{copies}.",
             f"Phase 2 (last {self.n_blocks} block{'s' if self.n_blocks > 1 else ''}): block input {shape} per image, "
             f"{need32:.0f} MB in float32 for {rows} images (budget {self.memory_budget_mb:.0f} MB).",
         ]
@@ -677,11 +703,12 @@ class Retrainer:
 
     # ------------------------------------------------------------------ cached arrays
 
-    def _extract(self, model: "keras.Model", dtype: str = "float32") -> np.ndarray:
+    def _extract(self, model: "keras.Model", *, rows: np.ndarray | None = None, dtype: str = "float32") -> np.ndarray:
         """The one call site of feature extraction (disk-cached, progress bar): features.extract_features."""
         from helpers import features
 
-        return features.extract_features(model, self.frame, self.settings, cache=True, progress=self.progress, dtype=dtype)
+        frame = self.frame if rows is None else self.frame.iloc[rows]
+        return features.extract_features(model, frame, self.settings, cache=True, progress=self.progress, dtype=dtype)
 
     def _pooled_extractor(self) -> "keras.Model":
         import keras
@@ -705,6 +732,10 @@ class Retrainer:
             began = time.perf_counter()
             model = block_input_model(self.base, self.backbone, self.n_blocks)
             self._activations = self._extract(model, dtype=self.activation_dtype or "float16")
+            if self.mirror:
+                self._mirrored_activations = self._extract(
+                    mirrored(model), rows=self.rows("train"), dtype=self.activation_dtype or "float16"
+                )
             self.timings["activations"] = time.perf_counter() - began
         return self._activations
 
@@ -717,13 +748,24 @@ class Retrainer:
             activations = self.activations()
             began = time.perf_counter()
             self._features = self._through_last_blocks(activations)
-            self.timings["features"] = time.perf_counter() - began
+            if self.mirror:
+                self._mirrored_features = self._through_last_blocks(self._mirrored_activations)
         else:
             began = time.perf_counter()
-            self._features = self._extract(self._pooled_extractor())
-            self.timings["features"] = time.perf_counter() - began
+            extractor = self._pooled_extractor()
+            self._features = self._extract(extractor)
+            if self.mirror:
+                self._mirrored_features = self._extract(mirrored(extractor), rows=self.rows("train"))
+        self.timings["features"] = time.perf_counter() - began
         self._features_current = True
         return self._features
+
+    def _training_arrays(self, values: np.ndarray, mirrored_values: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The training rows of ``values`` and their labels, followed by the mirrored copies when asked."""
+        train = self.rows("train")
+        if not self.mirror:
+            return values[train], self.labels[train]
+        return np.concatenate([values[train], mirrored_values]), np.concatenate([self.labels[train]] * 2)
 
     def _through_last_blocks(self, activations: np.ndarray) -> np.ndarray:
         """Pooled features from block inputs: the last block(s) and the head's pooling, batch by batch."""
@@ -758,15 +800,16 @@ class Retrainer:
         learning_rate = float(learning_rate or self.settings.learning_rate)
         set_phase(self.base, self.backbone, 1)
         features = self.features()
-        train, validation = self.rows("train"), self.rows("validation")
+        validation = self.rows("validation")
+        x_train, y_train = self._training_arrays(features, self._mirrored_features)
         top = compile_model(head_after_pooling(self.head), learning_rate, optimizer=self.optimizer)
         callbacks, checkpoint = make_callbacks(
             self.run_dir, PHASE_HEAD, patience=self.settings.run.early_stopping_patience, tensorboard=self.tensorboard
         )
-        self._say(f"{PHASE_HEAD}: {len(train)} training images, features {features.shape[1:]}, up to {epochs} epochs.")
+        self._say(f"{PHASE_HEAD}: {len(x_train)} training images, features {features.shape[1:]}, up to {epochs} epochs.")
         began = time.perf_counter()
         history = _fit(
-            top, features[train], self.labels[train], (features[validation], self.labels[validation]),
+            top, x_train, y_train, (features[validation], self.labels[validation]),
             epochs=epochs, batch_size=batch_size or self.settings.batch_size, callbacks=callbacks,
             checkpoint=checkpoint, verbose=self.verbose, seed=self.settings.seed,
         )
@@ -793,21 +836,24 @@ class Retrainer:
         learning_rate = float(learning_rate or self.settings.learning_rate * FINETUNE_LEARNING_RATE_FACTOR)
         batch_size = int(batch_size or self.settings.batch_size)
         path = self.phase2_path
-        train, validation = self.rows("train"), self.rows("validation")
+        validation = self.rows("validation")
         if path == "cached activations":
             activations = self.activations()  # extracted (or read from the disk cache) before timing training
+            x_train, y_train = self._training_arrays(activations, self._mirrored_activations)
         set_phase(self.base, self.backbone, 2, self.n_blocks)
         callbacks, checkpoint = make_callbacks(
             self.run_dir, PHASE_BLOCKS, patience=self.settings.run.early_stopping_patience, tensorboard=self.tensorboard
         )
         self._say(f"{PHASE_BLOCKS}: last {self.n_blocks} block(s) + head on {path}, up to {epochs} epochs, "
                   f"learning rate {learning_rate:g}.")
+        if path == "images" and self.mirror and self.augment is None:
+            self._say("  (no mirrored copies on this path: pass augmentation layers to flip images at random.)")
         if path == "cached activations":
             trained = compile_model(tail_model(self.base, self.head, self.backbone, self.n_blocks), learning_rate,
                                     optimizer=self.optimizer)
             began = time.perf_counter()
             history = _fit(
-                trained, activations[train], self.labels[train],
+                trained, x_train, y_train,
                 (activations[validation], self.labels[validation]), epochs=epochs, batch_size=batch_size,
                 callbacks=callbacks, checkpoint=checkpoint, verbose=self.verbose, seed=self.settings.seed,
             )

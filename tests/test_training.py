@@ -107,6 +107,18 @@ def test_head_after_pooling_shares_the_head_weights():
     assert np.allclose(np.asarray(top(maps.mean(axis=(1, 2)))), 1 / 3, atol=1e-6)  # same variable
 
 
+def test_mirrored_model_sees_left_right_flipped_images():
+    import keras
+
+    inputs = keras.Input((4, 6, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same", name="conv")(inputs), name="tiny")
+    flipped = training.mirrored(model)
+    images = np.random.default_rng(0).normal(size=(2, 4, 6, 3)).astype("float32")
+    assert flipped.name == "tiny_mirrored"
+    assert np.allclose(np.asarray(flipped(images)), np.asarray(model(images[:, :, ::-1])), atol=1e-6)
+    assert not np.allclose(np.asarray(flipped(images)), np.asarray(model(images)), atol=1e-3)
+
+
 # --------------------------------------------------------------------------- settings of training
 
 
@@ -305,7 +317,7 @@ def trained(mobilenet, simpsons_frame, tmp_path_factory):
     base = backbones.load_base(settings)  # a fresh base: training changes it
     head = training.build_head(base.output_shape[1:], 3, seed=6)
     retrainer = training.Retrainer(settings, simpsons_frame, base, head, run_dir=tmp_path_factory.mktemp("run"),
-                                   progress=False)
+                                   mirror=True, progress=False)
     snapshot = {
         "weights": {w.path: w.numpy().copy() for w in base.weights},
         "statistics": _batchnorm_statistics(base),
@@ -331,6 +343,23 @@ def test_retrainer_phases_train_exactly_the_right_weights(trained):
     assert moved and {path.split("/")[0] for path in moved} <= last_block
     assert "conv_pw_13/kernel" in moved
     assert [r.path for r in retrainer.reports] == ["cached features", "cached activations"]
+
+
+@pytest.mark.integration
+def test_retrainer_mirrored_copies_of_the_training_images(trained):
+    from helpers import pipeline
+
+    retrainer, _ = trained
+    train = retrainer.frame.iloc[retrainer.rows("train")]
+    assert retrainer._mirrored_activations.shape == (len(train), 7, 7, 768)
+    assert retrainer._mirrored_features.shape == (len(train), 768)
+    images = np.concatenate(list(pipeline.make_dataset(train["path"], settings=retrainer.settings)))
+    extractor = training.block_input_model(retrainer.base, retrainer.backbone, 1)
+    expected = np.asarray(extractor(images[:, :, ::-1], training=False))
+    assert np.abs(retrainer._mirrored_activations - expected).max() < TOLERANCE
+    x_train, y_train = retrainer._training_arrays(retrainer.activations(), retrainer._mirrored_activations)
+    assert len(x_train) == 2 * len(train) and list(y_train) == list(retrainer.labels[retrainer.rows("train")]) * 2
+    assert "mirrored copy" in retrainer.plan()
 
 
 @pytest.mark.integration
