@@ -443,8 +443,15 @@ METHOD = [
     "CPU-time figures (all threads of the process) are given beside wall time: they move less when other work shares the machine.",
     "- Plain Keras baselines are written in `benchmarks/core.py` (keras-io style: Functional API, the frozen base called "
     "with `training=False`, `validation_data`) and get the best case: images decoded, resized and preprocessed in memory.",
-    "- The kit's side calls the same helpers functions the notebooks call (`helpers.features`, `helpers.training`, "
-    "`helpers.course`).",
+    "- The kit's side calls the same helpers functions the notebooks call (`helpers.features.extract_features`, "
+    "`helpers.training.Retrainer` built as notebook 02 builds it, `helpers.course.autograde`).",
+    "- An epoch is timed by a Keras callback from its start to its end (validation, checkpoints and logs included); "
+    "for the kit the callback is added to the ones `helpers.training.make_callbacks` returns, nothing else changed. "
+    "The kit's figure is the median of the epochs after the first of each call (the first traces the training step); "
+    "the plain figure is one `fit(epochs=1)` per repetition after a warm-up epoch. Feature extraction and block-input "
+    "caching are one-off costs, reported apart and in the whole-phase totals.",
+    "- The floor row trains the very model the kit trains on the same cached arrays with a bare `fit` and no "
+    "callbacks: what Keras itself costs per epoch at that batch size, the limit for any cached path.",
     "- Notebooks are the `solutions/` sources executed top to bottom with nbclient in a fresh kernel, with KIT_PROFILE "
     "set, MobileNet alpha 0.75 and the course data; one fresh kit cache per profile, shared by the notebooks in course "
     "order as a student's is.",

@@ -659,6 +659,7 @@ class Retrainer:
         self._mirrored_features: np.ndarray | None = None
         self._mirrored_activations: np.ndarray | None = None
         self._features_current = False  # False once phase 2 changed the base
+        self._submodels: dict[str, Any] = {}  # built once: every new model would trace its functions again
         self.activation_shape = tuple(block_input_model(base, self.backbone, self.n_blocks).output_shape[1:])
         self.activation_dtype = choose_activation_dtype(self.activation_shape, self._cached_rows(), self.memory_budget_mb)
 
@@ -767,15 +768,28 @@ class Retrainer:
             return values[train], self.labels[train]
         return np.concatenate([values[train], mirrored_values]), np.concatenate([self.labels[train]] * 2)
 
-    def _through_last_blocks(self, activations: np.ndarray) -> np.ndarray:
-        """Pooled features from block inputs: the last block(s) and the head's pooling, batch by batch."""
+    def _submodel(self, name: str) -> "keras.Model":
+        """The sub-models sharing the model's layers: ``top`` (head after pooling), ``tail``, ``pooled tail``."""
         import keras
 
-        part = base_tail(self.base, self.backbone, self.n_blocks)
-        pooling = head_pooling(self.head)
-        inputs = keras.Input(shape=part.input_shape[1:])
-        pooled = keras.Model(inputs, _pooling_layer(pooling, "pool")(part(inputs, training=False)))
-        return pooled.predict(activations, batch_size=self.settings.batch_size * 2, verbose=0)
+        if name not in self._submodels:
+            if name == "top":
+                model = head_after_pooling(self.head)
+            elif name == "tail":
+                model = tail_model(self.base, self.head, self.backbone, self.n_blocks)
+            elif name == "pooled tail":  # block input -> last block(s) -> the head's pooling
+                part = base_tail(self.base, self.backbone, self.n_blocks)
+                inputs = keras.Input(shape=part.input_shape[1:])
+                pooled = _pooling_layer(head_pooling(self.head), "pool")(part(inputs, training=False))
+                model = keras.Model(inputs, pooled, name="pooled_tail")
+            else:  # pragma: no cover - internal names only
+                raise KeyError(name)
+            self._submodels[name] = model
+        return self._submodels[name]
+
+    def _through_last_blocks(self, activations: np.ndarray) -> np.ndarray:
+        """Pooled features from block inputs: the last block(s) and the head's pooling, batch by batch."""
+        return self._submodel("pooled tail").predict(activations, batch_size=self.settings.batch_size * 2, verbose=0)
 
     # ------------------------------------------------------------------ training
 
@@ -802,7 +816,7 @@ class Retrainer:
         features = self.features()
         validation = self.rows("validation")
         x_train, y_train = self._training_arrays(features, self._mirrored_features)
-        top = compile_model(head_after_pooling(self.head), learning_rate, optimizer=self.optimizer)
+        top = compile_model(self._submodel("top"), learning_rate, optimizer=self.optimizer)
         callbacks, checkpoint = make_callbacks(
             self.run_dir, PHASE_HEAD, patience=self.settings.run.early_stopping_patience, tensorboard=self.tensorboard
         )
@@ -849,8 +863,7 @@ class Retrainer:
         if path == "images" and self.mirror and self.augment is None:
             self._say("  (no mirrored copies on this path: pass augmentation layers to flip images at random.)")
         if path == "cached activations":
-            trained = compile_model(tail_model(self.base, self.head, self.backbone, self.n_blocks), learning_rate,
-                                    optimizer=self.optimizer)
+            trained = compile_model(self._submodel("tail"), learning_rate, optimizer=self.optimizer)
             began = time.perf_counter()
             history = _fit(
                 trained, x_train, y_train,
@@ -921,10 +934,10 @@ class Retrainer:
         if not len(rows):
             raise ValueError(f"the frame has no {split!r} rows.")
         if self._activations is not None:
-            tail = tail_model(self.base, self.head, self.backbone, self.n_blocks)
+            tail = self._submodel("tail")
             return tail.predict(self._activations[rows], batch_size=self.settings.batch_size * 2, verbose=0)
         if self._features is not None and self._features_current:
-            return head_after_pooling(self.head).predict(self._features[rows], batch_size=256, verbose=0)
+            return self._submodel("top").predict(self._features[rows], batch_size=256, verbose=0)
         return predict_images(self.model, self.frame.iloc[rows], self.settings)
 
     def accuracy(self, split: str = "test") -> float:
