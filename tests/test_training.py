@@ -119,6 +119,56 @@ def test_mirrored_model_sees_left_right_flipped_images():
     assert not np.allclose(np.asarray(flipped(images)), np.asarray(model(images)), atol=1e-3)
 
 
+def _tiny_classifier(size: int, classes: int):
+    import keras
+
+    inputs = keras.Input((size, size, 3), name="image")
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(x), name="tiny_classifier")
+
+
+def _split_frame(folder: Path, names: list[str]) -> pd.DataFrame:
+    from PIL import Image
+
+    rows = []
+    for index, split in enumerate(["train", "train", "validation", "test", "test"]):
+        label = names[index % len(names)]
+        path = folder / f"{label}_{index}.png"
+        Image.new("RGB", (8, 8), (index * 40, 0, 0)).save(path)
+        rows.append({"path": str(path), "label": label, "split": split})
+    return pd.DataFrame(rows)
+
+
+def test_save_model_then_load_model_checks_it_fits_the_data(kit_settings, tmp_path):
+    import keras
+
+    settings = kit_settings.replace(cache_dir=tmp_path / "cache")
+    size = backbones.input_size(settings)
+    names = ["bart", "homer"]
+    frame = _split_frame(tmp_path, names)
+    model = _tiny_classifier(size, 2)
+    path = training.save_model(model, settings, frame, names, name="tiny", results={"test accuracy": 0.75})
+    assert path == training.saved_model_path(settings, "tiny") and path.is_file()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["tiny.json", "tiny.keras"], "no partial file left behind"
+    reloaded, info = training.load_model(settings, frame, names, name="tiny")
+    images = np.random.default_rng(0).uniform(-1, 1, size=(3, size, size, 3)).astype("float32")
+    assert np.allclose(np.asarray(reloaded(images)), np.asarray(model(images)), atol=1e-6)
+    assert info["results"] == {"test accuracy": 0.75} and info["class_names"] == names
+
+    with pytest.raises(training.SavedModelMismatch, match="class_names"):
+        training.load_model(settings, frame, ["homer", "bart"], name="tiny")
+    other_test = frame.assign(split=["train", "test", "validation", "test", "train"])
+    with pytest.raises(training.SavedModelMismatch, match="test_files"):
+        training.load_model(settings, other_test, names, name="tiny")
+    with pytest.raises(FileNotFoundError, match="run the notebook"):
+        training.load_model(settings, frame, names, name="missing")
+    with pytest.raises(ValueError, match="3 class names"):
+        training.save_model(model, settings, frame, names + ["lisa"], name="tiny")
+    with pytest.raises(ValueError, match="plain file name"):
+        training.saved_model_path(settings, "../elsewhere")
+    assert isinstance(keras.models.load_model(path), keras.Model)
+
+
 # --------------------------------------------------------------------------- settings of training
 
 
