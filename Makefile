@@ -22,6 +22,7 @@ help:
 	@echo "make export     write grades.csv;  make feedback: feedback HTML"
 	@echo "make slides     build slides/build/deck.html (one self-contained file)"
 	@echo "make figures    regenerate the deck's figures from real runs of the kit"
+	@echo "make benchmarks measure the kit's claims, budgets and accuracy; writes benchmarks/REPORT.md (long)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +68,9 @@ slides: setup
 
 figures: setup
 	$(BIN)/python slides/figures.py
+
+benchmarks: setup
+	$(BIN)/python -m benchmarks --size full
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info

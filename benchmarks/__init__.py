@@ -13,7 +13,8 @@ Modules:
   plain Keras, the equivalence check, and scaling with the number of images;
 - :mod:`benchmarks.notebooks`: wall time of every notebook per profile, and the
   accuracies the notebooks report;
-- :mod:`benchmarks.grading`: autograding throughput of simulated submissions;
+- :mod:`benchmarks.grading`: autograding throughput of a simulated class, every score
+  checked against what its kind of submission must get;
 - :mod:`benchmarks.report`: ``REPORT.md``, ``results.json`` and the plots;
 - :mod:`benchmarks.run`: the command line.
 """

@@ -42,10 +42,13 @@ class Size:
         slow_repeats: Timed repetitions of slow paths (anything through the whole backbone).
         scaling: Numbers of images for the scaling curves.
         scaling_repeats: Repetitions per point of the scaling curves.
-        submissions: Simulated submissions autograded.
+        submissions: Size of the simulated class autograded (its kinds shared out in proportion).
         profiles: Profiles in which every notebook is timed.
         toy_notebooks: Time two generated toy notebooks and grade a toy assignment
             instead of the course's (keeps the tiny run within seconds).
+        grading_jobs: Submissions graded at the same time; None: as the ``autograde``
+            command does (``helpers.course.DEFAULT_JOBS``). The tiny run grades one at a
+            time: starting a process pool costs more than its two submissions.
     """
 
     name: str
@@ -58,11 +61,12 @@ class Size:
     submissions: int
     profiles: tuple[str, ...]
     toy_notebooks: bool
+    grading_jobs: int | None = None
 
 
 SIZES: dict[str, Size] = {
-    "tiny": Size("tiny", 16, 8, 1, 1, (8, 16), 1, 1, ("smoke",), True),
-    "full": Size("full", 320, 64, 5, 3, (100, 200, 400, 800), 3, 10, ("smoke", "workshop"), False),
+    "tiny": Size("tiny", 16, 8, 1, 1, (8, 16), 1, 2, ("smoke",), True, grading_jobs=1),
+    "full": Size("full", 320, 64, 5, 3, (100, 200, 400, 800), 3, 30, ("smoke", "workshop"), False),
 }
 
 
@@ -215,6 +219,11 @@ def hardware() -> dict[str, Any]:
         "nbgrader": version("nbgrader"),
         "load_average_at_start": load_average(),
     }
+
+
+def machine(hardware: Mapping[str, Any]) -> dict[str, Any]:
+    """What identifies the machine in :func:`hardware`'s facts: CPU, cores, RAM."""
+    return {key: hardware.get(key) for key in ("cpu", "cores", "ram_gb")}
 
 
 def now() -> str:

@@ -9,13 +9,16 @@ Sections (all by default):
 - ``scaling``: 6. time against the number of images, with the log-log slope;
 - ``notebooks``: 4. every notebook's wall time per profile, and 7. the accuracies the
   notebooks end with (from the workshop profile run);
-- ``grading``: 5. autograding throughput.
+- ``grading``: 5. autograding throughput of a simulated class (solutions, half-right,
+  blank and damaged submissions), every score checked against what its kind must get.
 
 ``--size full`` writes ``benchmarks/REPORT.md``, ``benchmarks/results.json`` and
 ``benchmarks/plots/*.png``; ``--size tiny`` (seconds; what the test suite runs)
-writes to ``benchmarks/out/tiny`` unless ``--out`` says otherwise. With ``--only``,
-the sections not run are kept from the previous ``results.json`` in the output
-folder (each section records its own date), so a long section can be re-run alone.
+writes to ``benchmarks/out/tiny`` (ignored by git) unless ``--out`` says otherwise; a
+run never replaces the results of the other size. With ``--only`` (or
+``--notebooks``), the sections not run are kept from the previous ``results.json`` in
+the output folder (each section records its own date and machine), so a long section
+can be re-run alone.
 """
 
 from __future__ import annotations
@@ -51,7 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--shared", type=Path, default=common.DEFAULT_SHARED, help="course data folder with keras_home/models and datasets (default ../shared/data)")
     parser.add_argument("--profiles", default=None, help="profiles for the notebook timings (default: smoke,workshop for full; smoke for tiny)")
     parser.add_argument("--notebooks", default=None, help="comma-separated assignments to time (default: every one in solutions/); merged into the previous results")
-    parser.add_argument("--submissions", type=int, default=None, help="simulated submissions to autograde (default: 10 for full, 2 for tiny)")
+    parser.add_argument(
+        "--submissions", type=int, default=None,
+        help="size of the simulated class to autograde, its kinds (solution, half right, blank...) shared out "
+        "in proportion (default: 30 for full, 2 for tiny: a solution and a blank)",
+    )
     parser.add_argument("--assignment", default=None, help="assignment to autograde (default 01_pretrained_scoring; a toy one for tiny)")
     parser.add_argument("--keep-scratch", action="store_true", help="keep the scratch folder (executed notebooks, caches) and print its path")
     return parser
@@ -65,17 +72,27 @@ def _sections(text: str) -> list[str]:
     return [name for name in SECTIONS if name in chosen]
 
 
-def _previous(out: Path, size: str) -> dict[str, Any]:
-    path = out / RESULTS_FILE
+def _existing(out: Path) -> dict[str, Any]:
+    """The results already in ``out`` (empty when there are none or they cannot be read)."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads((out / RESULTS_FILE).read_text())
     except (OSError, ValueError):
         return {}
-    return data.get("sections", {}) if data.get("size") == size else {}
+    return data if isinstance(data, dict) else {}
 
 
-def _guarded(name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run one section; a Skip or an error becomes an entry of the report instead of a crash."""
+def _previous(out: Path, size: str) -> dict[str, Any]:
+    """The previous results of the same size in ``out`` (empty when there are none)."""
+    data = _existing(out)
+    return data if data.get("size") == size else {}
+
+
+def _guarded(name: str, work: Callable[[], dict[str, Any]], machine: dict[str, Any]) -> dict[str, Any]:
+    """Run one section; a Skip or an error becomes an entry of the report instead of a crash.
+
+    The section records the machine it ran on, since a later partial run may keep it
+    beside sections measured elsewhere.
+    """
     print(f"== {name}", flush=True)
     load = common.load_average()
     began = time.perf_counter()
@@ -90,6 +107,7 @@ def _guarded(name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     result["section_seconds"] = round(time.perf_counter() - began, 1)
     result["load_average_before"] = load
     result["load_average_after"] = common.load_average()
+    result["machine"] = machine
     print(f"   {name} took {result['section_seconds']} s", flush=True)
     return result
 
@@ -117,8 +135,15 @@ def run(
         "generated": common.now(),
         "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
         "hardware": common.hardware(),
-        "sections": _previous(out, size.name),
     }
+    machine = common.machine(results["hardware"])
+    previous = _previous(out, size.name)
+    results["sections"] = dict(previous.get("sections", {}))
+    kept = [name for name in SECTIONS if name in results["sections"] and name not in sections]
+    if kept:
+        results["kept_from_earlier_runs"] = kept
+    if previous.get("inputs"):
+        results["inputs"] = previous["inputs"]
     try:
         in_process = [s for s in sections if s in ("extraction", "head", "block", "scaling")]
         if in_process:
@@ -132,9 +157,11 @@ def run(
                 return state
 
             for name in in_process:
-                results["sections"][name] = _guarded(name, lambda name=name: core.SECTIONS[name](context, prepared()))
-                if "inputs" not in results and state:
-                    results["inputs"] = state.get("describe", {})
+                results["sections"][name] = _guarded(
+                    name, lambda name=name: core.SECTIONS[name](context, prepared()), machine
+                )
+                if state:
+                    results["inputs"] = state["describe"]
         if "notebooks" in sections:
             from benchmarks import notebooks
 
@@ -152,12 +179,14 @@ def run(
                         paths = [known[name] for name in known if name in notebook_names]
                 return notebooks.merge(results["sections"].get("notebooks"), notebooks.run(context, chosen, paths))
 
-            results["sections"]["notebooks"] = _guarded("notebooks", timed_notebooks)
+            results["sections"]["notebooks"] = _guarded("notebooks", timed_notebooks, machine)
         if "grading" in sections:
             from benchmarks import grading
 
             results["sections"]["grading"] = _guarded(
-                "grading", lambda: grading.run(context, submissions or size.submissions, assignment)
+                "grading",
+                lambda: grading.run(context, size.submissions if submissions is None else submissions, assignment),
+                machine,
             )
         if "inputs" not in results:
             results["inputs"] = {}
@@ -175,6 +204,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     sections = _sections(args.only)
     out = (args.out or DEFAULT_OUT[args.size]).resolve()
+    other = _existing(out).get("size")
+    if other not in (None, args.size):
+        raise SystemExit(
+            f"{out / RESULTS_FILE} holds a {other}-size run, which a {args.size}-size run would replace; "
+            "pass --out to write somewhere else."
+        )
     profiles = [p.strip() for p in args.profiles.split(",") if p.strip()] if args.profiles else None
     from helpers.device import import_tensorflow, quiet_environment
 

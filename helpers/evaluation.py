@@ -15,6 +15,7 @@ import pandas as pd
 
 __all__ = [
     "accuracy",
+    "balanced_accuracy",
     "as_class_ids",
     "classification_table",
     "confusion_table",

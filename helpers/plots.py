@@ -22,6 +22,7 @@ __all__ = [
     "augmentation_grid",
     "class_counts",
     "confusion_matrix",
+    "confusion_matrix_grid",
     "image_grid",
     "learning_curves",
     "misclassified_gallery",

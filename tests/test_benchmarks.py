@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import common, report
+from benchmarks import common, grading, report
+from benchmarks import run as bench_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("extraction", "head", "block", "scaling", "notebooks", "grading")
@@ -80,6 +81,106 @@ def test_report_of_skipped_failed_and_missing_sections_keeps_every_heading(tmp_p
     assert "RuntimeError: boom" in text
     assert "Not run yet" in text
     assert json.loads((tmp_path / "results.json").read_text())["ratios"] == {}
+
+
+@pytest.mark.parametrize("mix", [grading.REALISTIC_MIX, grading.GENERIC_MIX, grading.TOY_MIX], ids=["realistic", "generic", "toy"])
+@pytest.mark.parametrize("submissions", [1, 2, 7, 29, 30, 31, 60])
+def test_class_mix_shares_the_kinds_out_in_proportion_with_a_solution(mix, submissions):
+    counts = grading.class_mix(mix, submissions)
+    assert sum(counts.values()) == submissions
+    assert counts["solution"] >= 1, "every simulated class needs a solution to show full marks are possible"
+    total = sum(kind.share for kind in mix)
+    for kind in mix:
+        exact = submissions * kind.share / total
+        assert abs(counts[kind.name] - exact) < 1 or (kind.name == "solution" and counts[kind.name] == 1), (
+            f"{kind.name}: {counts[kind.name]} for a share of {exact:.2f}"
+        )
+
+
+def test_class_mix_of_thirty_is_the_realistic_class():
+    assert sum(kind.share for kind in grading.REALISTIC_MIX) == grading.CLASS_SIZE
+    counts = grading.class_mix(grading.REALISTIC_MIX, grading.CLASS_SIZE)
+    assert counts == {kind.name: kind.share for kind in grading.REALISTIC_MIX}
+    assert grading.class_mix(grading.TOY_MIX, 2) == {"solution": 1, "blank": 1}
+    with pytest.raises(ValueError):
+        grading.class_mix(grading.REALISTIC_MIX, 0)
+    with pytest.raises(ValueError):
+        grading.class_mix(grading.REALISTIC_MIX[1:], 30)
+
+
+def _score(student, cells):
+    from helpers import course
+
+    return course.SubmissionScore(
+        student, "a", sum(cells.values()), 5.0,
+        {g: course.CellScore(g, v, {"t1": 2.0, "t2": 3.0}[g], v, False) for g, v in cells.items()},
+    )
+
+
+def test_unexpected_scores_lists_every_cell_that_differs_from_its_kind():
+    points = {"t1": 2.0, "t2": 3.0}
+    expected = {"solution_00": frozenset(), "half_00": frozenset({"t2"}), "blank_00": None, "lost_00": frozenset()}
+    scores = [
+        _score("solution_00", {"t1": 2.0, "t2": 3.0}),
+        _score("half_00", {"t1": 2.0, "t2": 3.0}),  # passes a test it must fail
+        _score("blank_00", {"t1": 0.0}),  # t2 missing from the gradebook
+        _score("stranger_00", {"t1": 2.0, "t2": 3.0}),
+    ]
+    assert grading.unexpected_scores(scores, expected, points) == [
+        "lost_00: not graded",
+        "blank_00/t2: got None, expected 0.0",
+        "half_00/t2: got 3.0, expected 0.0",
+        "stranger_00: graded, but not one of the simulated class",
+    ]
+    assert grading.unexpected_scores(scores[:1], {"solution_00": frozenset()}, points) == []
+
+
+def test_report_shows_unexpected_grades_and_fails_the_budget(tmp_path):
+    section = {
+        "date": common.now(), "assignment": "01_pretrained_scoring", "submissions": 2, "jobs": 2, "cell_timeout_s": 60,
+        "max_points": 10.0, "seconds": 20.0, "seconds_per_submission": 10.0, "projected_class_s": 300.0,
+        "class_size": 30, "budget_s": 600.0, "budget_met": False, "ratio_budget_to_projected": 2.0,
+        "unexpected": ["blank_00/test_preprocess: got 3.0, expected 0.0"],
+        "kinds": [
+            {"kind": "solution", "description": "the solution", "submissions": 1, "expected_points": 10.0,
+             "scores": [10.0], "unexpected_cells": 0},
+            {"kind": "blank", "description": "the release handed back unanswered", "submissions": 1,
+             "expected_points": 0.0, "scores": [3.0], "unexpected_cells": 1},
+        ],
+    }
+    results = {"size": "full", "generated": common.now(), "command": "python -m benchmarks", "hardware": common.hardware(),
+               "sections": {"grading": section}}
+    text = report.write(tmp_path, results).read_text()
+    block = text.split(report.HEADINGS[5])[1].split(report.HEADINGS[6])[0]
+    assert "Unexpected scores (1)" in block and "blank_00/test_preprocess: got 3.0, expected 0.0" in block
+    assert "| the release handed back unanswered | 1 | 0 | 3 | **no** |" in block
+    summary = text.split(report.HEADINGS[0])[1].split(report.HEADINGS[1])[0]
+    row = next(line for line in summary.splitlines() if line.startswith("| 5. autograding"))
+    assert "1 unexpected scores" in row and "0.50 of budget" in row and row.rstrip().endswith("**no** |")
+
+
+def test_partial_run_keeps_earlier_sections_and_flags_another_machine(tmp_path):
+    earlier = {
+        "size": "tiny", "generated": "2000-01-01T00:00:00+00:00", "command": "python -m benchmarks --size tiny",
+        "hardware": {"cpu": "an older CPU", "cores": 1, "ram_gb": 1.0},
+        "sections": {"grading": {"date": "2000-01-01T00:00:00+00:00", "skipped": "kept",
+                                 "machine": {"cpu": "an older CPU", "cores": 1, "ram_gb": 1.0}}},
+    }
+    (tmp_path / "results.json").write_text(json.dumps(earlier))
+    results = bench_run.run("tiny", [], tmp_path, None)
+    assert results["sections"]["grading"] == earlier["sections"]["grading"]
+    assert results["kept_from_earlier_runs"] == ["grading"]
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "Kept from earlier runs (each with its own date): grading." in text
+    assert "**Measured on another machine** (see `results.json`): grading." in text
+    assert results["generated"][:10] in text
+
+
+def test_a_run_never_replaces_the_results_of_the_other_size(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"size": "full", "sections": {}}))
+    with pytest.raises(SystemExit, match="full-size run"):
+        bench_run.main(["--size", "tiny", "--only", "grading", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "results.json").read_text())["size"] == "full"
 
 
 def _png(path: Path) -> bool:
@@ -145,8 +246,11 @@ def test_tiny_run_ratios_are_finite_positive_numbers(tiny_run):
             continue
         assert math.isfinite(path["slope"]), f"scaling slope of {name} is not finite"
         assert all(p["median_s"] > 0 for p in path["points"]), f"a scaling time of {name} is not positive"
-    grading = results["sections"]["grading"]
-    assert grading["all_full_marks"], "the simulated solution submissions must get full marks"
+    graded = results["sections"]["grading"]
+    assert graded["unexpected"] == [], "every simulated submission must score what its kind must get"
+    kinds = {kind["kind"]: kind for kind in graded["kinds"]}
+    assert set(kinds) == {"solution", "blank"}, "the tiny class is a solution and a blank"
+    assert kinds["solution"]["scores"] == [graded["max_points"]] and kinds["blank"]["scores"] == [0.0]
     for profile in results["sections"]["notebooks"]["profiles"].values():
         assert all(row["status"] == "ok" and row["seconds"] > 0 for row in profile["notebooks"])
 

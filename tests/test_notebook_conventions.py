@@ -237,3 +237,26 @@ def test_points_per_cell_and_total_are_stated(path):
     total = sum(graded.values())
     totals = [line for line in lines if "total" in line.lower()]
     assert any(total in _numbers(line) for line in totals), f"{path.name}: state the total, {total:g} points"
+
+
+def test_helpers_modules_export_every_public_function():
+    """A module with ``__all__`` lists each of its public functions and classes there (no silent omissions)."""
+    import ast
+
+    omissions = {}
+    for path in sorted((ROOT / "helpers").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        exported = None
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+                exported = set(ast.literal_eval(node.value))
+        if exported is None:
+            continue
+        public = {
+            node.name
+            for node in tree.body
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_")
+        }
+        if public - exported:
+            omissions[path.name] = sorted(public - exported)
+    assert not omissions, f"add these to __all__ (or make them private with a leading _): {omissions}"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from helpers import settings as settings_module
-from helpers.settings import PROFILES, load_settings, settings_table_markdown
+from helpers.settings import PROFILE_PURPOSES, PROFILES, load_settings, profiles_table_markdown, settings_table_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,4 +119,13 @@ def test_readme_settings_table_is_generated_from_the_fields():
     readme = (ROOT / "README.md").read_text()
     assert settings_table_markdown() in readme, (
         "README's settings table is out of date: paste helpers.settings.settings_table_markdown() into it"
+    )
+
+
+def test_readme_profiles_table_is_generated_from_the_profiles():
+    assert set(PROFILE_PURPOSES) == set(PROFILES), "say what each profile is for in PROFILE_PURPOSES"
+    table = profiles_table_markdown()
+    assert all(f"| `{name}` |" in table for name in PROFILES)
+    assert table in (ROOT / "README.md").read_text(), (
+        "README's profiles table is out of date: paste helpers.settings.profiles_table_markdown() into it"
     )
