@@ -17,6 +17,7 @@ parameters). :func:`sample_efficiency` measures test accuracy against the number
 training images per class, several seeds per point, for every approach whose inputs are
 computed once (deep features, raw pixels, images in memory), so each point only refits
 the last model; :func:`summarize_sample_efficiency` gives the means and error bars.
+Their figures are :func:`helpers.plots.comparison` and :func:`helpers.plots.sample_efficiency`.
 """
 
 from __future__ import annotations
@@ -1058,84 +1059,6 @@ def sample_efficiency_learners(
     if not learners:
         raise ValueError("give at least one of features, pixels or images.")
     return learners
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def plot_comparison(table: pd.DataFrame, *, chance: float | None = None, title: str | None = None) -> Any:
-    """Bar chart of accuracy and balanced accuracy per approach, best on top, training time in brackets.
-
-    Args:
-        table: A comparison table (columns ``approach``, ``accuracy``, ``balanced_accuracy``,
-            ``train_seconds``), best first, as :func:`comparison_table` returns.
-        chance: Draw a dashed line here (for example the majority-class accuracy).
-        title: Figure title.
-
-    Returns:
-        The matplotlib ``Figure``.
-    """
-    import matplotlib.pyplot as plt
-
-    missing = {"approach", "accuracy", "balanced_accuracy", "train_seconds"} - set(table.columns)
-    if missing:
-        raise ValueError(f"the table lacks columns {sorted(missing)}; pass comparison_table(results).")
-    figure, ax = plt.subplots(figsize=(8, 0.55 * len(table) + 1.5))
-    rows = table.iloc[::-1]  # barh draws bottom-up; keep the best on top
-    positions = np.arange(len(rows))
-    ax.barh(positions + 0.2, rows["accuracy"], height=0.4, label="accuracy")
-    ax.barh(positions - 0.2, rows["balanced_accuracy"], height=0.4, label="balanced accuracy")
-    for y, (score, seconds) in enumerate(zip(rows["accuracy"], rows["train_seconds"])):
-        ax.text(min(score, 1.0) + 0.01, y + 0.2, f"{score:.0%}  ({seconds:.0f} s)", va="center", fontsize=8)
-    if chance is not None:
-        ax.axvline(chance, color="grey", linestyle="--", linewidth=1, label="majority class")
-    ax.set_yticks(positions, rows["approach"])
-    ax.set_xlim(0, 1.2)
-    ax.set_xlabel("test score (training time in brackets)")
-    ax.legend(loc="lower right", fontsize=8)
-    if title:
-        ax.set_title(title)
-    figure.tight_layout()
-    return figure
-
-
-def plot_sample_efficiency(
-    summary: pd.DataFrame, *, error: str = "std", chance: float | None = None, title: str | None = None
-) -> Any:
-    """Test accuracy against training images per class, one line per approach, with error bars.
-
-    Args:
-        summary: The output of :func:`summarize_sample_efficiency`.
-        error: ``"std"`` (spread over seeds) or ``"sem"`` (standard error of the mean).
-        chance: Draw a dashed line here (for example the majority-class accuracy).
-        title: Figure title.
-
-    Returns:
-        The matplotlib ``Figure``.
-    """
-    import matplotlib.pyplot as plt
-
-    if error not in ("std", "sem"):
-        raise ValueError(f"error must be 'std' or 'sem', not {error!r}.")
-    figure, ax = plt.subplots(figsize=(10, 4.5))
-    for name, rows in summary.groupby("approach", sort=False):
-        ax.errorbar(rows["per_class"], rows["mean"], yerr=rows[error], marker="o", capsize=3, label=name)
-    if chance is not None:
-        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="majority class")
-    sizes = sorted(summary["per_class"].unique())
-    ax.set_xscale("log")
-    ax.set_xticks(sizes, [str(s) for s in sizes])
-    ax.minorticks_off()
-    runs = int(summary["runs"].max()) if len(summary) else 0
-    ax.set_xlabel("training images per class (log scale)")
-    ax.set_ylabel(f"test accuracy (mean ± {'1 s.d.' if error == 'std' else 's.e.m.'}, {runs} seeds)")
-    ax.set_ylim(min(0.4, float((summary["mean"] - summary[error]).min()) - 0.05) if len(summary) else 0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, never over them
-    if title:
-        ax.set_title(title)
-    figure.tight_layout()
-    return figure
 
 
 # --------------------------------------------------------------------------- everything at once

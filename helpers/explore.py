@@ -11,8 +11,8 @@ As in the holiday-photos article (../shared/reference/000_909aa98d1a500e16.txt):
 * an **explorer** widget (ipywidgets): pick an image to see its neighbours and
   predicted class, pick a topic to see its images.
 
-Drawing functions (:func:`embedding_map`, :func:`similar_images`, :func:`topic_images`)
-are pure matplotlib on plain arrays, in their own section at the end.
+The figures of these results are in :mod:`helpers.plots` (:func:`helpers.plots.embedding_map`,
+:func:`helpers.plots.similar_images`, :func:`helpers.plots.topic_images`).
 """
 
 from __future__ import annotations
@@ -342,188 +342,6 @@ def nmf_topics(matrix: Any, n_topics: int = 8, *, terms: Sequence[str] | None = 
     )
 
 
-# --------------------------------------------------------------------------- drawing
-# Pure plotting: matplotlib on plain arrays and tables (the computations are above).
-
-
-def _thumbnail(path: str, size: int) -> np.ndarray:
-    """An image file as a square uint8 thumbnail, decoded like the pipeline does."""
-    from helpers import pipeline
-
-    return pipeline.load_image(str(path), size)
-
-
-def _spread_points(coords: np.ndarray, count: int, seed: int = 0) -> list[int]:
-    """Up to ``count`` point indices spread over a 2-D map (greedy, minimum spacing), so thumbnails don't pile up."""
-    if count <= 0 or len(coords) == 0:
-        return []
-    span = float(np.ptp(coords, axis=0).max()) or 1.0
-    spacing = span / (np.sqrt(count) * 1.6)
-    chosen: list[int] = []
-    for index in np.random.default_rng(seed).permutation(len(coords)):
-        if all(np.linalg.norm(coords[index] - coords[other]) >= spacing for other in chosen):
-            chosen.append(int(index))
-            if len(chosen) == count:
-                break
-    return chosen
-
-
-def embedding_map(
-    coords: Any,
-    labels: Any,
-    paths: Any = None,
-    *,
-    thumbnails: int = 40,
-    thumbnail_size: int = 40,
-    title: str | None = None,
-    ax: Any = None,
-    seed: int = 0,
-) -> Any:
-    """A 2-D map of images (t-SNE/UMAP coordinates) coloured by class, with some thumbnails on it.
-
-    Args:
-        coords: ``(n, 2)`` coordinates (:func:`helpers.explore.embed_2d`).
-        labels: Class of each image (colours and legend).
-        paths: Image files; when given, up to ``thumbnails`` of them are drawn, spread over the map
-            and framed in their class colour.
-        thumbnails: Most thumbnails drawn (0: points only).
-        thumbnail_size: Thumbnail side in pixels.
-        title: Figure title.
-        ax: Matplotlib axes to draw on (a new figure by default).
-        seed: Which thumbnails are chosen.
-
-    Returns:
-        The matplotlib Figure.
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
-
-    coords = np.asarray(coords, dtype=float)
-    labels = np.asarray(list(labels), dtype=object)
-    if coords.ndim != 2 or coords.shape[1] != 2:
-        raise ValueError(f"coords must have shape (n, 2), got {coords.shape}.")
-    if len(labels) != len(coords) or (paths is not None and len(paths) != len(coords)):
-        raise ValueError("coords, labels and paths must have one entry per image.")
-    if ax is None:
-        figure, ax = plt.subplots(figsize=(11, 8))
-    else:
-        figure = ax.figure
-    classes = sorted(set(labels.tolist()), key=str)
-    palette = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
-    colours = {name: palette(i % palette.N) for i, name in enumerate(classes)}
-    for name in classes:
-        mask = labels == name
-        ax.scatter(coords[mask, 0], coords[mask, 1], s=14, color=colours[name], label=f"{name} ({mask.sum()})", alpha=0.8)
-    if paths is not None:
-        paths = list(paths)
-        for index in _spread_points(coords, thumbnails, seed):
-            box = OffsetImage(_thumbnail(paths[index], thumbnail_size), zoom=1.0)
-            ax.add_artist(
-                AnnotationBbox(box, coords[index], frameon=True, pad=0.15,
-                               bboxprops={"edgecolor": colours[labels[index]], "linewidth": 2})
-            )
-    ax.legend(loc="best", fontsize=8, markerscale=2)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title or "Images placed by their features: close on the map = similar features")
-    figure.tight_layout()
-    return figure
-
-
-def similar_images(
-    paths: Any,
-    query: int,
-    neighbours: Any,
-    labels: Any = None,
-    *,
-    size: int = 128,
-    columns: int = 5,
-) -> Any:
-    """The query image, then its most similar images with rank, class and similarity.
-
-    A neighbour's title is green when it has the query's class, red otherwise.
-
-    Args:
-        paths: Every image file (rows of the feature matrix).
-        query: Row of the query image.
-        neighbours: Table from :func:`helpers.explore.nearest_neighbours` (``rank``, ``index``, ``similarity``).
-        labels: Class of every image (optional).
-        size: Thumbnail side in pixels.
-        columns: Images per row.
-
-    Returns:
-        The matplotlib Figure.
-    """
-    import matplotlib.pyplot as plt
-
-    paths = list(paths)
-    labels = None if labels is None else list(labels)
-    rows = [(int(query), "query" + (f"\n{labels[int(query)]}" if labels else ""), "black")]
-    for row in neighbours.itertuples():
-        same = labels is not None and labels[int(row.index)] == labels[int(query)]
-        text = f"#{row.rank}  sim {row.similarity:.2f}" + (f"\n{labels[int(row.index)]}" if labels else "")
-        rows.append((int(row.index), text, "green" if same else ("darkred" if labels else "black")))
-    lines = -(-len(rows) // columns)
-    figure, axes = plt.subplots(lines, columns, figsize=(2.6 * columns, 2.9 * lines), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, (index, text, colour) in zip(axes.ravel(), rows):
-        ax.imshow(_thumbnail(paths[index], size))
-        ax.set_title(text, fontsize=9, color=colour)
-    figure.tight_layout()
-    return figure
-
-
-def topic_images(
-    topics: Topics,
-    paths: Any,
-    labels: Any = None,
-    *,
-    per_topic: int = 6,
-    n_terms: int = 4,
-    size: int = 96,
-) -> Any:
-    """One strip per topic: its top terms, then the images with the most of it.
-
-    Each strip is one image (thumbnails side by side), so that even many topics draw quickly.
-
-    Args:
-        topics: A :class:`helpers.explore.Topics` model.
-        paths: Image files (rows of the topic weights).
-        labels: Class of every image, written under each thumbnail (optional).
-        per_topic: Images shown per topic.
-        n_terms: Terms named per topic.
-        size: Thumbnail side in pixels.
-
-    Returns:
-        The matplotlib Figure.
-    """
-    import matplotlib.pyplot as plt
-    paths = list(paths)
-    labels = None if labels is None else list(labels)
-    gap = max(2, size // 16)
-    width = per_topic * (size + gap)
-    figure, axes = plt.subplots(
-        topics.n_topics, 1, figsize=(width / 60, topics.n_topics * (size + 30) / 60), squeeze=False
-    )
-    for topic, ax in zip(range(topics.n_topics), axes[:, 0]):
-        strip = np.full((size, width, 3), 255, dtype=np.uint8)
-        members = topics.top_images(topic, per_topic)
-        for slot, index in enumerate(members):
-            left = slot * (size + gap)
-            strip[:, left : left + size] = _thumbnail(paths[int(index)], size)
-            if labels is not None:
-                ax.text(left + size / 2, size + 2, str(labels[int(index)]), ha="center", va="top", fontsize=7)
-        ax.imshow(strip)
-        ax.set_xlim(0, width)
-        ax.set_ylim(size + 18, 0)
-        ax.axis("off")
-        terms = ", ".join(topics.top_terms(topic, n_terms)) or "(empty)"
-        ax.set_title(f"topic {topic}: {terms}", fontsize=9, loc="left")
-    figure.tight_layout()
-    return figure
-
-
 # --------------------------------------------------------------------------- explorer widget
 
 
@@ -531,8 +349,11 @@ def thumbnail_png(path: str, size: int = 96) -> bytes:
     """A square PNG thumbnail of an image file (for widgets)."""
     from PIL import Image
 
+    from helpers import pipeline
+
     buffer = io.BytesIO()
-    Image.fromarray(_thumbnail(path, size)).save(buffer, format="PNG")
+    # Decoded and squared like the pipeline does (and like the thumbnails of the plots).
+    Image.fromarray(pipeline.load_image(str(path), size)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

@@ -1,9 +1,17 @@
-"""Figures the notebooks show: image grids, class counts, learning curves, confusion matrices.
+"""Figures the notebooks show: the kit's one place for plots.
+
+* images and datasets: :func:`image_grid`, :func:`sample_grid`, :func:`class_counts`,
+  :func:`augmentation_grid`;
+* training and evaluation: :func:`learning_curves`, :func:`confusion_matrix`,
+  :func:`confusion_matrix_grid`, :func:`misclassified_gallery`;
+* scoring with a pretrained classifier: :func:`predictions`;
+* exploring features: :func:`embedding_map`, :func:`similar_images`, :func:`topic_images`;
+* comparing approaches: :func:`comparison`, :func:`sample_efficiency`.
 
 Every function draws with matplotlib and returns the ``Figure`` (assign it in a
 notebook -- ``figure = plots.image_grid(...)`` -- so Jupyter shows it once). They
 take plain data (paths, labels, tables, arrays), not models, so any notebook can
-use them.
+use them; the computations live in the modules named in each docstring.
 """
 
 from __future__ import annotations
@@ -18,15 +26,23 @@ import pandas as pd
 if TYPE_CHECKING:  # pragma: no cover
     import matplotlib.figure
 
+    from helpers.explore import Topics
+
 __all__ = [
     "augmentation_grid",
     "class_counts",
+    "comparison",
     "confusion_matrix",
     "confusion_matrix_grid",
+    "embedding_map",
     "image_grid",
     "learning_curves",
     "misclassified_gallery",
+    "predictions",
+    "sample_efficiency",
     "sample_grid",
+    "similar_images",
+    "topic_images",
 ]
 
 _THUMBNAIL = 224
@@ -49,6 +65,13 @@ def _thumbnail(image: Any, size: int = _THUMBNAIL) -> np.ndarray:
     if array.dtype != np.uint8:
         array = np.clip(np.rint(array.astype(np.float64)), 0, 255).astype(np.uint8)
     return array[..., :3]
+
+
+def _square_thumbnail(path: str, size: int) -> np.ndarray:
+    """An image file as a square uint8 thumbnail, decoded like the pipeline does."""
+    from helpers import pipeline
+
+    return pipeline.load_image(str(path), size)
 
 
 def _grid(count: int, columns: int, cell: float = 2.2) -> tuple["matplotlib.figure.Figure", np.ndarray]:
@@ -393,5 +416,301 @@ def confusion_matrix_grid(
         ax.set_title(textwrap.fill(name, 24), fontsize=9)  # long model names on two lines, not overlapping
     if title:
         figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+# --------------------------------------------------------------------------- scoring (notebooks 01 and 02)
+
+
+def predictions(
+    table: pd.DataFrame, *, limit: int = 12, columns: int = 4, size: int = 160
+) -> "matplotlib.figure.Figure":
+    """An image grid with each image's labels and probabilities under it (errors in red).
+
+    Args:
+        table: A results table (:func:`helpers.scoring.results_table`).
+        limit: Most images shown (the first rows).
+        columns: Images per row.
+        size: Thumbnail size in pixels.
+    """
+    import matplotlib.pyplot as plt
+
+    from helpers.scoring import TABLE_COLUMNS
+
+    missing = set(TABLE_COLUMNS) - set(table.columns)
+    if missing:
+        raise ValueError(f"not a results table: missing column(s) {sorted(missing)}.")
+    rows = table.head(limit)
+    count = max(len(rows), 1)
+    lines = max(1, math.ceil(count / columns))
+    figure, axes = plt.subplots(lines, columns, figsize=(3.2 * columns, 3.6 * lines), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (_, row) in zip(axes.ravel(), rows.iterrows()):
+        title = os.path.basename(str(row["image"]))
+        if row["error"] is not None:
+            ax.text(0.5, 0.5, f"{title}\n\n{row['error'][:80]}", ha="center", va="center", wrap=True,
+                    color="darkred", fontsize=8, transform=ax.transAxes)
+            continue
+        ax.imshow(_thumbnail(row["image"], size))
+        labels = "\n".join(f"{label} {p:.2f}" for label, p in row["predictions"].items()) or "(no label above threshold)"
+        ax.set_title(title, fontsize=8)
+        ax.text(0.5, -0.02, labels, ha="center", va="top", fontsize=8, transform=ax.transAxes)
+    figure.tight_layout()
+    return figure
+
+
+# --------------------------------------------------------------------------- exploring features (notebook 03)
+
+
+def _spread_points(coords: np.ndarray, count: int, seed: int = 0) -> list[int]:
+    """Up to ``count`` point indices spread over a 2-D map (greedy, minimum spacing), so thumbnails don't pile up."""
+    if count <= 0 or len(coords) == 0:
+        return []
+    span = float(np.ptp(coords, axis=0).max()) or 1.0
+    spacing = span / (np.sqrt(count) * 1.6)
+    chosen: list[int] = []
+    for index in np.random.default_rng(seed).permutation(len(coords)):
+        if all(np.linalg.norm(coords[index] - coords[other]) >= spacing for other in chosen):
+            chosen.append(int(index))
+            if len(chosen) == count:
+                break
+    return chosen
+
+
+def embedding_map(
+    coords: Any,
+    labels: Any,
+    paths: Any = None,
+    *,
+    thumbnails: int = 40,
+    thumbnail_size: int = 40,
+    title: str | None = None,
+    ax: Any = None,
+    seed: int = 0,
+) -> "matplotlib.figure.Figure":
+    """A 2-D map of images (t-SNE/UMAP coordinates) coloured by class, with some thumbnails on it.
+
+    Args:
+        coords: ``(n, 2)`` coordinates (:func:`helpers.explore.embed_2d`).
+        labels: Class of each image (colours and legend).
+        paths: Image files; when given, up to ``thumbnails`` of them are drawn, spread over the map
+            and framed in their class colour.
+        thumbnails: Most thumbnails drawn (0: points only).
+        thumbnail_size: Thumbnail side in pixels.
+        title: Figure title.
+        ax: Matplotlib axes to draw on (a new figure by default).
+        seed: Which thumbnails are chosen.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    coords = np.asarray(coords, dtype=float)
+    labels = np.asarray(list(labels), dtype=object)
+    if coords.ndim != 2 or coords.shape[1] != 2:
+        raise ValueError(f"coords must have shape (n, 2), got {coords.shape}.")
+    if len(labels) != len(coords) or (paths is not None and len(paths) != len(coords)):
+        raise ValueError("coords, labels and paths must have one entry per image.")
+    if ax is None:
+        figure, ax = plt.subplots(figsize=(11, 8))
+    else:
+        figure = ax.figure
+    classes = sorted(set(labels.tolist()), key=str)
+    palette = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    colours = {name: palette(i % palette.N) for i, name in enumerate(classes)}
+    for name in classes:
+        mask = labels == name
+        ax.scatter(coords[mask, 0], coords[mask, 1], s=14, color=colours[name], label=f"{name} ({mask.sum()})", alpha=0.8)
+    if paths is not None:
+        paths = list(paths)
+        for index in _spread_points(coords, thumbnails, seed):
+            box = OffsetImage(_square_thumbnail(paths[index], thumbnail_size), zoom=1.0)
+            ax.add_artist(
+                AnnotationBbox(box, coords[index], frameon=True, pad=0.15,
+                               bboxprops={"edgecolor": colours[labels[index]], "linewidth": 2})
+            )
+    ax.legend(loc="best", fontsize=8, markerscale=2)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title or "Images placed by their features: close on the map = similar features")
+    figure.tight_layout()
+    return figure
+
+
+def similar_images(
+    paths: Any,
+    query: int,
+    neighbours: pd.DataFrame,
+    labels: Any = None,
+    *,
+    size: int = 128,
+    columns: int = 5,
+) -> "matplotlib.figure.Figure":
+    """The query image, then its most similar images with rank, class and similarity.
+
+    A neighbour's title is green when it has the query's class, red otherwise.
+
+    Args:
+        paths: Every image file (rows of the feature matrix).
+        query: Row of the query image.
+        neighbours: Table from :func:`helpers.explore.nearest_neighbours` (``rank``, ``index``, ``similarity``).
+        labels: Class of every image (optional).
+        size: Thumbnail side in pixels.
+        columns: Images per row.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    paths = list(paths)
+    labels = None if labels is None else list(labels)
+    rows = [(int(query), "query" + (f"\n{labels[int(query)]}" if labels else ""), "black")]
+    for row in neighbours.itertuples():
+        same = labels is not None and labels[int(row.index)] == labels[int(query)]
+        text = f"#{row.rank}  sim {row.similarity:.2f}" + (f"\n{labels[int(row.index)]}" if labels else "")
+        rows.append((int(row.index), text, "green" if same else ("darkred" if labels else "black")))
+    lines = -(-len(rows) // columns)
+    figure, axes = plt.subplots(lines, columns, figsize=(2.6 * columns, 2.9 * lines), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (index, text, colour) in zip(axes.ravel(), rows):
+        ax.imshow(_square_thumbnail(paths[index], size))
+        ax.set_title(text, fontsize=9, color=colour)
+    figure.tight_layout()
+    return figure
+
+
+def topic_images(
+    topics: "Topics",
+    paths: Any,
+    labels: Any = None,
+    *,
+    per_topic: int = 6,
+    n_terms: int = 4,
+    size: int = 96,
+) -> "matplotlib.figure.Figure":
+    """One strip per topic: its top terms, then the images with the most of it.
+
+    Each strip is one image (thumbnails side by side), so that even many topics draw quickly.
+
+    Args:
+        topics: A :class:`helpers.explore.Topics` model (:func:`helpers.explore.nmf_topics`).
+        paths: Image files (rows of the topic weights).
+        labels: Class of every image, written under each thumbnail (optional).
+        per_topic: Images shown per topic.
+        n_terms: Terms named per topic.
+        size: Thumbnail side in pixels.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    paths = list(paths)
+    labels = None if labels is None else list(labels)
+    gap = max(2, size // 16)
+    width = per_topic * (size + gap)
+    figure, axes = plt.subplots(
+        topics.n_topics, 1, figsize=(width / 60, topics.n_topics * (size + 30) / 60), squeeze=False
+    )
+    for topic, ax in zip(range(topics.n_topics), axes[:, 0]):
+        strip = np.full((size, width, 3), 255, dtype=np.uint8)
+        members = topics.top_images(topic, per_topic)
+        for slot, index in enumerate(members):
+            left = slot * (size + gap)
+            strip[:, left : left + size] = _square_thumbnail(paths[int(index)], size)
+            if labels is not None:
+                ax.text(left + size / 2, size + 2, str(labels[int(index)]), ha="center", va="top", fontsize=7)
+        ax.imshow(strip)
+        ax.set_xlim(0, width)
+        ax.set_ylim(size + 18, 0)
+        ax.axis("off")
+        terms = ", ".join(topics.top_terms(topic, n_terms)) or "(empty)"
+        ax.set_title(f"topic {topic}: {terms}", fontsize=9, loc="left")
+    figure.tight_layout()
+    return figure
+
+
+# --------------------------------------------------------------------------- comparing approaches (notebook 04)
+
+
+def comparison(
+    table: pd.DataFrame, *, chance: float | None = None, title: str | None = None
+) -> "matplotlib.figure.Figure":
+    """Bar chart of accuracy and balanced accuracy per approach, best on top, training time in brackets.
+
+    Args:
+        table: A comparison table (columns ``approach``, ``accuracy``, ``balanced_accuracy``,
+            ``train_seconds``), best first, as :func:`helpers.compare.comparison_table` returns.
+        chance: Draw a dashed line here (for example the majority-class accuracy).
+        title: Figure title.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    import matplotlib.pyplot as plt
+
+    missing = {"approach", "accuracy", "balanced_accuracy", "train_seconds"} - set(table.columns)
+    if missing:
+        raise ValueError(f"the table lacks columns {sorted(missing)}; pass compare.comparison_table(results).")
+    figure, ax = plt.subplots(figsize=(8, 0.55 * len(table) + 1.5))
+    rows = table.iloc[::-1]  # barh draws bottom-up; keep the best on top
+    positions = np.arange(len(rows))
+    ax.barh(positions + 0.2, rows["accuracy"], height=0.4, label="accuracy")
+    ax.barh(positions - 0.2, rows["balanced_accuracy"], height=0.4, label="balanced accuracy")
+    for y, (score, seconds) in enumerate(zip(rows["accuracy"], rows["train_seconds"])):
+        ax.text(min(score, 1.0) + 0.01, y + 0.2, f"{score:.0%}  ({seconds:.0f} s)", va="center", fontsize=8)
+    if chance is not None:
+        ax.axvline(chance, color="grey", linestyle="--", linewidth=1, label="majority class")
+    ax.set_yticks(positions, rows["approach"])
+    ax.set_xlim(0, 1.2)
+    ax.set_xlabel("test score (training time in brackets)")
+    ax.legend(loc="lower right", fontsize=8)
+    if title:
+        ax.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def sample_efficiency(
+    summary: pd.DataFrame, *, error: str = "std", chance: float | None = None, title: str | None = None
+) -> "matplotlib.figure.Figure":
+    """Test accuracy against training images per class, one line per approach, with error bars.
+
+    Args:
+        summary: The output of :func:`helpers.compare.summarize_sample_efficiency`.
+        error: ``"std"`` (spread over seeds) or ``"sem"`` (standard error of the mean).
+        chance: Draw a dashed line here (for example the majority-class accuracy).
+        title: Figure title.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    import matplotlib.pyplot as plt
+
+    if error not in ("std", "sem"):
+        raise ValueError(f"error must be 'std' or 'sem', not {error!r}.")
+    figure, ax = plt.subplots(figsize=(10, 4.5))
+    for name, rows in summary.groupby("approach", sort=False):
+        ax.errorbar(rows["per_class"], rows["mean"], yerr=rows[error], marker="o", capsize=3, label=name)
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="majority class")
+    sizes = sorted(summary["per_class"].unique())
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.minorticks_off()
+    runs = int(summary["runs"].max()) if len(summary) else 0
+    ax.set_xlabel("training images per class (log scale)")
+    ax.set_ylabel(f"test accuracy (mean ± {'1 s.d.' if error == 'std' else 's.e.m.'}, {runs} seeds)")
+    ax.set_ylim(min(0.4, float((summary["mean"] - summary[error]).min()) - 0.05) if len(summary) else 0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, never over them
+    if title:
+        ax.set_title(title)
     figure.tight_layout()
     return figure

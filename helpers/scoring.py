@@ -9,6 +9,7 @@ gets an error in its row instead of stopping the run.
 
 The probabilities are kept (:class:`Scores`), so the table can be rebuilt for another
 ``k`` or threshold without running the network again (the notebook's slider does).
+:func:`helpers.plots.predictions` draws a results table as an image grid.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from helpers.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
-    import matplotlib.figure
 
 __all__ = [
     "CARTOON_OR_PAPER_LABELS",
@@ -38,7 +38,6 @@ __all__ = [
     "predict_files",
     "results_table",
     "score_files",
-    "show_predictions",
     "top_k_with_threshold",
 ]
 
@@ -286,43 +285,3 @@ def cartoon_or_paper_share(
     if not scored:
         return float("nan")
     return sum(label in labels for label in scored) / len(scored)
-
-
-def show_predictions(
-    table: pd.DataFrame, *, limit: int = 12, columns: int = 4, size: int = 160
-) -> "matplotlib.figure.Figure":
-    """An image grid with each image's labels and probabilities under it (errors in red).
-
-    Args:
-        table: A results table (:func:`results_table`).
-        limit: Most images shown (the first rows).
-        columns: Images per row.
-        size: Thumbnail size in pixels.
-    """
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    missing = set(TABLE_COLUMNS) - set(table.columns)
-    if missing:
-        raise ValueError(f"not a results table: missing column(s) {sorted(missing)}.")
-    rows = table.head(limit)
-    count = max(len(rows), 1)
-    lines = max(1, math.ceil(count / columns))
-    figure, axes = plt.subplots(lines, columns, figsize=(3.2 * columns, 3.6 * lines), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, (_, row) in zip(axes.ravel(), rows.iterrows()):
-        title = os.path.basename(str(row["image"]))
-        if row["error"] is not None:
-            ax.text(0.5, 0.5, f"{title}\n\n{row['error'][:80]}", ha="center", va="center", wrap=True,
-                    color="darkred", fontsize=8, transform=ax.transAxes)
-            continue
-        with Image.open(row["image"]) as image:
-            image = image.convert("RGB")
-            image.thumbnail((size, size))
-            ax.imshow(image)
-        labels = "\n".join(f"{label} {p:.2f}" for label, p in row["predictions"].items()) or "(no label above threshold)"
-        ax.set_title(title, fontsize=8)
-        ax.text(0.5, -0.02, labels, ha="center", va="top", fontsize=8, transform=ax.transAxes)
-    figure.tight_layout()
-    return figure

@@ -174,7 +174,7 @@ def figure_backbones(
 
 def figure_topk(settings, output: Path, *, per_source: int = 3) -> dict[str, str]:
     """Notebook 01: the ImageNet classifier's top labels (k=3, p >= 0.1) on photos and Simpsons frames."""
-    from helpers import backbones, scoring, weights
+    from helpers import backbones, plots, scoring, weights
 
     weights.configure_keras_home(settings)
     weights.seed_cache(settings)
@@ -185,7 +185,7 @@ def figure_topk(settings, output: Path, *, per_source: int = 3) -> dict[str, str
     model = backbones.load_classifier(settings)
     everything = scoring.predict_files(list(simpsons["path"]), model, settings)
     table = scoring.score_files(list(photos["path"]) + list(frames["path"]), model, settings, k=3, min_probability=0.1)
-    figure = scoring.show_predictions(table, limit=2 * per_source, columns=per_source, size=180)
+    figure = plots.predictions(table, limit=2 * per_source, columns=per_source, size=180)
     # Name each image by what it shows (the files of different characters share names).
     names = [Path(p).stem.replace("_", " ") for p in photos["path"]] + [
         str(label).replace("_", " ") for label in frames["label"]
@@ -267,7 +267,7 @@ def figure_photo_vs_drawing(settings, output: Path, *, approaches: Sequence[str]
 
     ``approaches`` limits the comparison (names of :data:`helpers.compare.APPROACHES`; all by default).
     """
-    from helpers import compare, weights
+    from helpers import compare, plots, weights
 
     weights.configure_keras_home(settings)
     weights.seed_cache(settings)
@@ -275,7 +275,7 @@ def figure_photo_vs_drawing(settings, output: Path, *, approaches: Sequence[str]
     comparison = compare.run_comparison(frame, settings, approaches=approaches or compare.APPROACHES)
     table = comparison.table()
     baseline = comparison.result("majority class").accuracy
-    figure = compare.plot_comparison(table, chance=baseline)
+    figure = plots.comparison(table, chance=baseline)
     figure.set_size_inches(WIDE[0], 0.45 * len(table) + 1.4)
     figure.axes[0].spines[["top", "right"]].set_visible(False)
     save_figure(figure, output / "photo_vs_drawing.png")
@@ -291,7 +291,7 @@ def figure_photo_vs_drawing(settings, output: Path, *, approaches: Sequence[str]
         learners, train_labels, split.labels("test"), sizes, settings.run.sample_seeds, base_seed=settings.seed
     )
     summary = compare.summarize_sample_efficiency(runs)
-    figure = compare.plot_sample_efficiency(summary, chance=1 / len(split.class_names))
+    figure = plots.sample_efficiency(summary, chance=1 / len(split.class_names))
     figure.set_size_inches(*WIDE)
     figure.axes[0].legend(fontsize=9, loc="lower right")
     save_figure(figure, output / "sample_efficiency.png")

@@ -389,65 +389,6 @@ def test_keras_learner_restarts_from_the_seeds_weights_every_call():
     assert len(build_count) == 6  # fresh initial weights on every call
 
 
-# --------------------------------------------------------------------------- plots
-
-
-def test_plots_draw_every_approach():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    y = np.array([0, 0, 1, 1])
-    table = compare.comparison_table([_result("x", y, y), _result("y", y, [0, 0, 0, 0])])
-    figure = compare.plot_comparison(table, chance=0.5)
-    ax = figure.axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["y", "x"]  # best on top
-    with pytest.raises(ValueError, match="lacks columns"):
-        compare.plot_comparison(table.drop(columns="train_seconds"))
-    runs = pd.DataFrame(
-        {"approach": ["a"] * 4 + ["b"] * 4, "per_class": [1, 1, 2, 2] * 2, "seed": [0, 1] * 4, "accuracy": np.linspace(0.5, 1, 8)}
-    )
-    summary = compare.summarize_sample_efficiency(runs)
-    figure = compare.plot_sample_efficiency(summary, chance=0.5)
-    containers = figure.axes[0].containers
-    assert len(containers) == 2  # one errorbar container per approach
-    # The drawn error bars are the standard deviations of the summary.
-    segments = containers[0].lines[2][0].get_segments()
-    heights = [(top - bottom) / 2 for (_, bottom), (_, top) in segments]
-    np.testing.assert_allclose(heights, summary.loc[summary["approach"] == "a", "std"])
-    with pytest.raises(ValueError, match="error"):
-        compare.plot_sample_efficiency(summary, error="var")
-    plt.close("all")
-
-
-def test_confusion_matrix_grid_shares_one_colour_scale():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from helpers import evaluation, plots
-
-    names = ["drawing", "photo"]
-    tables = {
-        "good": evaluation.confusion_table([0, 0, 1, 1], [0, 0, 1, 1], names),
-        "bad": evaluation.confusion_table([0, 0, 1, 1, 1, 1], [1, 0, 0, 0, 1, 1], names),
-        "third": evaluation.confusion_table([0, 1], [0, 1], names),
-    }
-    figure = plots.confusion_matrix_grid(tables, columns=2, title="three models")
-    drawn = [ax for ax in figure.axes if ax.images]
-    assert [ax.get_title() for ax in drawn] == list(tables)
-    assert {ax.images[0].get_clim() for ax in drawn} == {(0.0, 2.0)}  # the largest count anywhere
-    texts = [t.get_text() for t in drawn[1].texts]
-    assert texts == ["1", "1", "2", "2"]  # the counts, row by row
-    with pytest.raises(ValueError, match="no confusion tables"):
-        plots.confusion_matrix_grid({})
-    with pytest.raises(ValueError, match="square"):
-        plots.confusion_matrix_grid({"x": pd.DataFrame(np.zeros((2, 3)))})
-    plt.close("all")
-
-
 # --------------------------------------------------------------------------- integration (real PACS images)
 
 

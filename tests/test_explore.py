@@ -1,4 +1,4 @@
-"""Exploration helpers on small synthetic data: map, neighbours, topics, explorer widget."""
+"""Exploration helpers on small synthetic data: map, neighbours, topics, explorer widget (figures: test_plots)."""
 
 from __future__ import annotations
 
@@ -164,44 +164,3 @@ def test_explorer_without_topics_and_bad_lengths(tmp_path):
         explore.Explorer(frame, features[:3])
     with pytest.raises(ValueError, match="predictions"):
         explore.Explorer(frame, features, predicted=["a"])
-
-
-def test_embedding_map_draws_points_legend_and_spread_thumbnails(tmp_path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.offsetbox import AnnotationBbox
-
-    frame = _image_frame(tmp_path)
-    coords = np.random.default_rng(0).normal(size=(len(frame), 2))
-    figure = explore.embedding_map(coords, frame["label"], frame["path"], thumbnails=3, thumbnail_size=16)
-    ax = figure.axes[0]
-    assert len([a for a in ax.artists if isinstance(a, AnnotationBbox)]) == 3
-    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["blue (4)", "red (4)"]
-    points_only = explore.embedding_map(coords, frame["label"], thumbnails=0)
-    assert not points_only.axes[0].artists
-    with pytest.raises(ValueError, match="shape"):
-        explore.embedding_map(coords[:, :1], frame["label"])
-    with pytest.raises(ValueError, match="one entry per image"):
-        explore.embedding_map(coords, frame["label"][:3])
-
-
-def test_similar_images_and_topic_strips(tmp_path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    frame = _image_frame(tmp_path)
-    features = np.abs(np.random.default_rng(2).normal(size=(len(frame), 5)))
-    neighbours = explore.nearest_neighbours(features, 0, k=4)
-    figure = explore.similar_images(frame["path"], 0, neighbours, frame["label"], size=16, columns=3)
-    titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
-    assert len(titles) == 5 and titles[0].startswith("query")
-    colours = {ax.get_title(): ax.title.get_color() for ax in figure.axes if ax.get_title()}
-    for row in neighbours.itertuples():
-        same = frame["label"][row.index] == frame["label"][0]
-        title = next(t for t in titles if t.startswith(f"#{row.rank} "))
-        assert colours[title] == ("green" if same else "darkred")
-    topics = explore.nmf_topics(features, 2, seed=0)
-    strips = explore.topic_images(topics, frame["path"], frame["label"], per_topic=3, size=16)
-    assert len(strips.axes) == 2
-    assert strips.axes[0].get_title(loc="left").startswith("topic 0: ")

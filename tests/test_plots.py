@@ -146,3 +146,121 @@ def test_augmentation_grid_originals_then_variants(image_frame):
     assert np.all(np.asarray(shown[1], dtype=int) >= np.asarray(shown[0], dtype=int))
     with pytest.raises(ValueError, match="variants"):
         plots.augmentation_grid(image_frame["path"][:1], brighten, variants=0)
+
+
+def test_confusion_matrix_grid_shares_one_colour_scale():
+    names = ["drawing", "photo"]
+    tables = {
+        "good": evaluation.confusion_table([0, 0, 1, 1], [0, 0, 1, 1], names),
+        "bad": evaluation.confusion_table([0, 0, 1, 1, 1, 1], [1, 0, 0, 0, 1, 1], names),
+        "third": evaluation.confusion_table([0, 1], [0, 1], names),
+    }
+    figure = plots.confusion_matrix_grid(tables, columns=2, title="three models")
+    drawn = [ax for ax in figure.axes if ax.images]
+    assert [ax.get_title() for ax in drawn] == list(tables)
+    assert {ax.images[0].get_clim() for ax in drawn} == {(0.0, 2.0)}  # the largest count anywhere
+    texts = [t.get_text() for t in drawn[1].texts]
+    assert texts == ["1", "1", "2", "2"]  # the counts, row by row
+    with pytest.raises(ValueError, match="no confusion tables"):
+        plots.confusion_matrix_grid({})
+    with pytest.raises(ValueError, match="square"):
+        plots.confusion_matrix_grid({"x": pd.DataFrame(np.zeros((2, 3)))})
+
+
+# --------------------------------------------------------------------------- scoring (notebooks 01 and 02)
+
+
+def test_predictions_draws_images_and_errors(tmp_path):
+    image = tmp_path / "red.png"
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(image)
+    table = pd.DataFrame(
+        {
+            "image": [str(image), str(tmp_path / "bad.jpg")],
+            "predictions": [{"tabby": 0.8}, {}],
+            "error": pd.Series([None, "corrupt: cannot read"], dtype=object),
+        }
+    )
+    figure = plots.predictions(table, columns=3)
+    texts = [t.get_text() for ax in figure.axes for t in ax.texts]
+    assert any("tabby 0.80" in t for t in texts) and any("corrupt" in t for t in texts)
+    assert len(figure.axes) == 3
+    assert _titles(figure) == ["red.png"]  # the unreadable file gets its error, not a title
+    with pytest.raises(ValueError, match="not a results table"):
+        plots.predictions(pd.DataFrame({"image": []}))
+
+
+# --------------------------------------------------------------------------- exploring features (notebook 03)
+
+
+def test_embedding_map_draws_points_legend_and_spread_thumbnails(image_frame):
+    from matplotlib.offsetbox import AnnotationBbox
+
+    coords = np.random.default_rng(0).normal(size=(len(image_frame), 2))
+    figure = plots.embedding_map(coords, image_frame["label"], image_frame["path"], thumbnails=3, thumbnail_size=16)
+    ax = figure.axes[0]
+    boxes = [a for a in ax.artists if isinstance(a, AnnotationBbox)]
+    assert len(boxes) == 3
+    assert all(box.offsetbox.get_data().shape == (16, 16, 3) for box in boxes)  # square thumbnails
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["bart (4)", "lisa (4)"]
+    points_only = plots.embedding_map(coords, image_frame["label"], thumbnails=0)
+    assert not points_only.axes[0].artists
+    with pytest.raises(ValueError, match="shape"):
+        plots.embedding_map(coords[:, :1], image_frame["label"])
+    with pytest.raises(ValueError, match="one entry per image"):
+        plots.embedding_map(coords, image_frame["label"][:3])
+
+
+def test_similar_images_and_topic_strips(image_frame):
+    from helpers import explore
+
+    features = np.abs(np.random.default_rng(2).normal(size=(len(image_frame), 5)))
+    neighbours = explore.nearest_neighbours(features, 0, k=4)
+    figure = plots.similar_images(image_frame["path"], 0, neighbours, image_frame["label"], size=16, columns=3)
+    titles = _titles(figure)
+    assert len(titles) == 5 and titles[0].startswith("query")
+    colours = {ax.get_title(): ax.title.get_color() for ax in figure.axes if ax.get_title()}
+    for row in neighbours.itertuples():
+        same = image_frame["label"][row.index] == image_frame["label"][0]
+        title = next(t for t in titles if t.startswith(f"#{row.rank} "))
+        assert colours[title] == ("green" if same else "darkred")
+    topics = explore.nmf_topics(features, 2, seed=0)
+    strips = plots.topic_images(topics, image_frame["path"], image_frame["label"], per_topic=3, size=16)
+    assert len(strips.axes) == 2
+    assert strips.axes[0].get_title(loc="left").startswith("topic 0: ")
+
+
+# --------------------------------------------------------------------------- comparing approaches (notebook 04)
+
+
+def test_comparison_puts_the_best_on_top():
+    from helpers import compare
+
+    y = np.array([0, 0, 1, 1])
+    results = [
+        compare.ApproachResult(name, "raw pixels", y, np.asarray(predicted), ["a", "b"], 1.0, 10)
+        for name, predicted in (("x", y), ("y", [0, 0, 0, 0]))
+    ]
+    table = compare.comparison_table(results)
+    figure = plots.comparison(table, chance=0.5)
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["y", "x"]  # barh bottom-up: the best on top
+    with pytest.raises(ValueError, match="lacks columns"):
+        plots.comparison(table.drop(columns="train_seconds"))
+
+
+def test_sample_efficiency_draws_the_spread_over_seeds():
+    from helpers import compare
+
+    runs = pd.DataFrame(
+        {"approach": ["a"] * 4 + ["b"] * 4, "per_class": [1, 1, 2, 2] * 2, "seed": [0, 1] * 4, "accuracy": np.linspace(0.5, 1, 8)}
+    )
+    summary = compare.summarize_sample_efficiency(runs)
+    figure = plots.sample_efficiency(summary, chance=0.5)
+    containers = figure.axes[0].containers
+    assert len(containers) == 2  # one errorbar container per approach
+    # The drawn error bars are the standard deviations of the summary.
+    segments = containers[0].lines[2][0].get_segments()
+    heights = [(top - bottom) / 2 for (_, bottom), (_, top) in segments]
+    np.testing.assert_allclose(heights, summary.loc[summary["approach"] == "a", "std"])
+    with pytest.raises(ValueError, match="error"):
+        plots.sample_efficiency(summary, error="var")

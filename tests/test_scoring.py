@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
-
-matplotlib.use("Agg")
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -128,24 +124,6 @@ def test_cartoon_or_paper_share_counts_scored_images_only():
     assert scoring.cartoon_or_paper_share(labels) == pytest.approx(2 / 4)
     assert scoring.cartoon_or_paper_share(["tabby"], labels={"tabby"}) == 1.0
     assert math.isnan(scoring.cartoon_or_paper_share([None, None]))
-
-
-def test_show_predictions_draws_images_and_errors(tmp_path):
-    image = tmp_path / "red.png"
-    Image.new("RGB", (40, 30), (200, 10, 10)).save(image)
-    table = pd.DataFrame(
-        {
-            "image": [str(image), str(tmp_path / "bad.jpg")],
-            "predictions": [{"tabby": 0.8}, {}],
-            "error": pd.Series([None, "corrupt: cannot read"], dtype=object),
-        }
-    )
-    figure = scoring.show_predictions(table, columns=3)
-    texts = [t.get_text() for ax in figure.axes for t in ax.texts]
-    assert any("tabby 0.80" in t for t in texts) and any("corrupt" in t for t in texts)
-    assert len(figure.axes) == 3
-    with pytest.raises(ValueError, match="not a results table"):
-        scoring.show_predictions(pd.DataFrame({"image": []}))
 
 
 # --------------------------------------------------------------------------- scoring files (a stand-in model)
