@@ -54,8 +54,12 @@ def predicted_ids(probabilities: Any) -> np.ndarray:
     return np.argmax(values, axis=1)
 
 
-def _pair(y_true: Any, y_pred: Any, class_names: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    true, pred = as_class_ids(y_true, class_names), as_class_ids(y_pred, class_names)
+def _pair(y_true: Any, y_pred: Any, class_names: Sequence[Any] | None) -> tuple[np.ndarray, np.ndarray]:
+    """True and predicted labels as arrays of equal length (class ids when ``class_names`` is given)."""
+    if class_names is None:
+        true, pred = np.asarray(list(y_true)), np.asarray(list(y_pred))
+    else:
+        true, pred = as_class_ids(y_true, class_names), as_class_ids(y_pred, class_names)
     if len(true) != len(pred):
         raise ValueError(f"{len(true)} true labels but {len(pred)} predictions; give one prediction per image.")
     return true, pred
@@ -69,12 +73,7 @@ def accuracy(y_true: Any, y_pred: Any, class_names: Sequence[Any] | None = None)
         y_pred: Predicted labels, same form.
         class_names: Needed when labels are names.
     """
-    if class_names is None:
-        true, pred = np.asarray(list(y_true)), np.asarray(list(y_pred))
-        if len(true) != len(pred):
-            raise ValueError(f"{len(true)} true labels but {len(pred)} predictions; give one prediction per image.")
-    else:
-        true, pred = _pair(y_true, y_pred, class_names)
+    true, pred = _pair(y_true, y_pred, class_names)
     return float(np.mean(true == pred)) if len(true) else float("nan")
 
 
@@ -222,12 +221,7 @@ def balanced_accuracy(y_true: Any, y_pred: Any, class_names: Sequence[Any] | Non
         y_pred: Predicted labels, same form.
         class_names: Needed when labels are names.
     """
-    if class_names is None:
-        true, pred = np.asarray(list(y_true)), np.asarray(list(y_pred))
-        if len(true) != len(pred):
-            raise ValueError(f"{len(true)} true labels but {len(pred)} predictions; give one prediction per image.")
-    else:
-        true, pred = _pair(y_true, y_pred, class_names)
+    true, pred = _pair(y_true, y_pred, class_names)
     if not len(true):
         return float("nan")
     return float(np.mean([np.mean(pred[true == label] == label) for label in np.unique(true)]))

@@ -30,6 +30,10 @@ Both phases are fast on a CPU because nothing is computed twice:
   same extraction, doubling the training data of both phases for one more pass over
   the training images.
 
+Both cached paths train with :func:`fit_in_memory`: Keras's own training step and
+callbacks, but one compiled call per epoch instead of ``fit``'s per-batch calls (about
+20 times less time per epoch for a head on cached features on a 2-core CPU).
+
 The trained layers are the layers of one ordinary Keras model (:func:`assemble_model`:
 image -> base -> head), so the result saves to ``.keras`` and reloads like any other.
 The tests check that each fast path gives that model's predictions.
@@ -502,6 +506,136 @@ def phase_boundaries(history: pd.DataFrame) -> list[tuple[float, str]]:
     return [(float(epochs[i]) - 0.5, str(phases[i])) for i in range(1, len(phases)) if phases[i] != phases[i - 1]]
 
 
+def fit_in_memory(
+    model: "keras.Model",
+    x: Any,
+    y: Any,
+    validation_data: tuple[Any, Any],
+    *,
+    epochs: int,
+    batch_size: int,
+    callbacks: Sequence[Any] = (),
+    verbose: int = 0,
+    shuffle: bool = True,
+    seed: int = 0,
+) -> "keras.callbacks.History":
+    """``model.fit`` for arrays held in memory (cached features or activations), one compiled call per epoch.
+
+    The training step is Keras's own (``training=True`` forward pass, the compiled
+    loss plus the layers' regularisation losses, loss scaling under mixed precision,
+    ``optimizer.apply_gradients``) and so are the callbacks (early stopping,
+    checkpoints, TensorBoard, history), but a whole epoch runs as one graph over the
+    arrays and validation as another. ``fit`` spends about 0.1 s per epoch on a 2-core
+    CPU in fixed costs (a data adapter per epoch, a separate ``evaluate`` pass, a call
+    per batch), which is most of an epoch when the model is a head on cached features.
+    The history has the keys ``fit`` writes (``loss``, ``accuracy``, ``val_loss``,
+    ``val_accuracy``): the loss averaged over the epoch's batches weighted by their
+    size, as ``fit`` reports it.
+
+    Args:
+        model: A model compiled with :func:`compile_model` (one softmax output, integer labels).
+        x: Inputs, ``(n, ...)``; float16 arrays are cast to float32 batch by batch.
+        y: Integer class ids, ``(n,)``.
+        validation_data: ``(x_val, y_val)``, scored after every epoch.
+        epochs: Most epochs (callbacks such as early stopping may stop sooner).
+        batch_size: Examples per gradient step.
+        callbacks: Keras callbacks, called at the start and end of training and of
+            every epoch (not per batch: this loop has no per-batch hook).
+        verbose: 0 silent, 1 or 2 one line per epoch.
+        shuffle: Shuffle the training examples every epoch (reproducibly, from ``seed``).
+        seed: Seed of the shuffling.
+
+    Returns:
+        The ``History`` callback, as ``model.fit`` returns it.
+
+    Raises:
+        ValueError: Inputs and labels differ in length, the model is not compiled,
+            or ``epochs``/``batch_size`` is below 1.
+    """
+    import keras
+
+    from helpers import device
+
+    tf = device.import_tensorflow()
+    if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", True):
+        raise ValueError("compile the model first (training.compile_model(model, learning_rate)).")
+    if len(validation_data) != 2:
+        raise ValueError("validation_data must be (x_val, y_val).")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, not {value!r}.")
+    x_val, y_val = validation_data
+    for inputs, labels, what in ((x, y, "training"), (x_val, y_val, "validation")):
+        if len(inputs) != len(labels):
+            raise ValueError(f"{len(inputs)} {what} inputs but {len(labels)} labels; give one label per input.")
+    if not len(x) or not len(x_val):
+        raise ValueError("fit_in_memory needs at least one training and one validation example.")
+
+    count, batch_size = len(x), int(batch_size)
+    steps = math.ceil(count / batch_size)
+    inputs, labels = tf.constant(x), tf.constant(np.asarray(y, dtype=np.int64))
+    val_inputs, val_labels = tf.constant(x_val), tf.constant(np.asarray(y_val, dtype=np.int64))
+    weights = model.trainable_weights
+    optimizer = model.optimizer
+    optimizer.build(weights)
+
+    def batch_result(batch_x: Any, batch_y: Any, training: bool) -> tuple[Any, Any, Any]:
+        predictions = model(tf.cast(batch_x, "float32"), training=training)
+        loss = model.compute_loss(x=batch_x, y=batch_y, y_pred=predictions, training=training)
+        hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(predictions, axis=-1), batch_y), "float32"))
+        return loss, hits, tf.cast(tf.shape(batch_y)[0], "float32")
+
+    @tf.function
+    def train_epoch(order: Any) -> tuple[Any, Any]:
+        loss_sum, hits_sum = tf.constant(0.0), tf.constant(0.0)
+        for step in tf.range(steps):
+            rows = order[step * batch_size:(step + 1) * batch_size]
+            batch_x, batch_y = tf.gather(inputs, rows), tf.gather(labels, rows)
+            with tf.GradientTape() as tape:
+                loss, hits, size = batch_result(batch_x, batch_y, True)
+                scaled = optimizer.scale_loss(loss)
+            optimizer.apply_gradients(zip(tape.gradient(scaled, weights), weights))
+            loss_sum += tf.cast(loss, "float32") * size
+            hits_sum += hits
+        return loss_sum / count, hits_sum / count
+
+    @tf.function
+    def evaluate() -> tuple[Any, Any]:
+        total = tf.shape(val_labels)[0]
+        loss_sum, hits_sum = tf.constant(0.0), tf.constant(0.0)
+        for start in tf.range(0, total, batch_size):
+            loss, hits, size = batch_result(
+                val_inputs[start:start + batch_size], val_labels[start:start + batch_size], False
+            )
+            loss_sum += tf.cast(loss, "float32") * size
+            hits_sum += hits
+        return loss_sum / tf.cast(total, "float32"), hits_sum / tf.cast(total, "float32")
+
+    callback_list = keras.callbacks.CallbackList(
+        list(callbacks), add_history=True, add_progbar=False, model=model, epochs=int(epochs), steps=steps,
+        verbose=verbose,
+    )
+    rng = np.random.default_rng(seed)
+    model.stop_training = False
+    callback_list.on_train_begin()
+    logs: dict[str, float] = {}
+    for epoch in range(int(epochs)):
+        callback_list.on_epoch_begin(epoch)
+        began = time.perf_counter()
+        order = rng.permutation(count) if shuffle else np.arange(count)
+        loss, hits = train_epoch(tf.constant(order))
+        val_loss, val_hits = evaluate()
+        logs = {"accuracy": float(hits), "loss": float(loss), "val_accuracy": float(val_hits), "val_loss": float(val_loss)}
+        if verbose:
+            measured = " - ".join(f"{key}: {value:.4f}" for key, value in logs.items())
+            print(f"Epoch {epoch + 1}/{epochs} - {(time.perf_counter() - began) * 1000:.0f} ms - {measured}", flush=True)
+        callback_list.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    callback_list.on_train_end(logs)
+    return model.history
+
+
 def _fit(
     model: "keras.Model",
     x: Any,
@@ -515,15 +649,21 @@ def _fit(
     verbose: int,
     seed: int,
 ) -> dict[str, list[float]]:
-    """``model.fit`` with the phase's callbacks, then the best checkpoint (lowest val_loss) restored."""
+    """Train with the phase's callbacks, then restore the best checkpoint (lowest val_loss).
+
+    Arrays (``y`` given) go through :func:`fit_in_memory`, datasets through ``model.fit``.
+    """
     import keras
 
     checkpoint.unlink(missing_ok=True)  # a stale checkpoint must never be restored
     keras.utils.set_random_seed(seed)
-    options: dict[str, Any] = {"batch_size": batch_size} if y is not None else {"shuffle": False}
-    history = model.fit(
-        x, y, validation_data=validation, epochs=int(epochs), callbacks=callbacks, verbose=verbose, **options
-    )
+    if y is not None:  # cached arrays: a compiled epoch instead of fit's per-batch calls
+        history = fit_in_memory(
+            model, x, y, validation, epochs=int(epochs), batch_size=int(batch_size), callbacks=callbacks,
+            verbose=verbose, seed=seed,
+        )
+    else:
+        history = model.fit(x, validation_data=validation, epochs=int(epochs), callbacks=callbacks, verbose=verbose)
     if checkpoint.is_file():
         model.load_weights(str(checkpoint))
     return {key: [float(v) for v in values] for key, values in history.history.items()}

@@ -246,6 +246,109 @@ def test_make_callbacks_early_stopping_best_checkpoint_tensorboard(tmp_path):
         training.make_callbacks(tmp_path, "x", patience=0)
 
 
+def _small_classifier(seed: int, *, dropout: float = 0.0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((12,))
+    hidden = keras.layers.Dropout(dropout)(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax", kernel_regularizer=keras.regularizers.L2(0.01))(hidden)
+    return training.compile_model(keras.Model(inputs, outputs), 0.01)
+
+
+def _small_data(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(count, 12)).astype("float32"), rng.integers(0, 3, count)
+
+
+def test_fit_in_memory_matches_keras_fit_step_for_step():
+    """Same batches (no shuffling), same loss with the L2 penalty: same weights and history as model.fit."""
+    x, y = _small_data(50, 0)  # 50 = 6 batches of 8 and one of 2
+    validation = _small_data(13, 1)
+    reference = _small_classifier(3)
+    expected = reference.fit(x, y, batch_size=8, epochs=3, validation_data=validation, shuffle=False, verbose=0)
+    model = _small_classifier(3)
+    history = training.fit_in_memory(model, x, y, validation, epochs=3, batch_size=8, shuffle=False)
+    assert set(history.history) == set(expected.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    for key, values in expected.history.items():
+        np.testing.assert_allclose(history.history[key], values, rtol=1e-5, atol=1e-6, err_msg=key)
+    for got, want in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    assert model.history is history
+
+
+def test_fit_in_memory_shuffles_reproducibly_and_takes_float16():
+    x, y = _small_data(40, 2)
+    validation = _small_data(10, 3)
+
+    def trained(seed: int, inputs: np.ndarray) -> list[np.ndarray]:
+        model = _small_classifier(5, dropout=0.3)
+        training.fit_in_memory(model, inputs, y, validation, epochs=2, batch_size=8, seed=seed)
+        return model.get_weights()
+
+    first, again, other = trained(1, x), trained(1, x), trained(2, x)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+    half = trained(1, x.astype("float16"))
+    assert all(np.allclose(a, b, atol=1e-2) for a, b in zip(first, half))
+
+
+def test_fit_in_memory_drives_early_stopping_checkpoint_and_tensorboard(tmp_path, capsys):
+    """The kit's callbacks work in the compiled loop: it stops early and writes the best weights and logs."""
+    x, y = _small_data(32, 4)
+    x_val, _ = _small_data(16, 5)
+    y_val = np.random.default_rng(6).integers(0, 3, 16)  # unrelated labels: val_loss soon stops falling
+    callbacks, checkpoint = training.make_callbacks(tmp_path, training.PHASE_HEAD, patience=2)
+    model = _small_classifier(7)
+    history = training.fit_in_memory(
+        model, x, y, (x_val, y_val), epochs=60, batch_size=8, callbacks=callbacks, verbose=1,
+    )
+    epochs = len(history.history["loss"])
+    assert epochs < 60, "early stopping never stopped the loop"
+    best = int(np.argmin(history.history["val_loss"]))
+    assert epochs == best + 3  # patience 2: two epochs after the best, then stop
+    assert checkpoint.is_file()
+    best_model = _small_classifier(8)
+    best_model.load_weights(str(checkpoint))
+    loss = best_model.evaluate(x_val, y_val, batch_size=8, verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(history.history["val_loss"][best], rel=1e-5)
+    if training.tensorboard_available():
+        assert list((tmp_path / "logs").rglob("events.out.tfevents.*"))
+    printed = capsys.readouterr().out
+    assert printed.count("Epoch ") == epochs and "val_loss" in printed
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"y": np.zeros(3, int)}, "one label per input"),
+        ({"validation_data": (np.zeros((2, 12), "float32"),)}, "x_val, y_val"),
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": 2.5}, "batch_size"),
+        ({"x": np.zeros((0, 12), "float32"), "y": np.zeros(0, int)}, "at least one"),
+    ],
+)
+def test_fit_in_memory_rejects_bad_arguments(change, message):
+    x, y = _small_data(8, 0)
+    arguments = {"x": x, "y": y, "validation_data": _small_data(4, 1), "epochs": 1, "batch_size": 4} | change
+    model = _small_classifier(0)
+    with pytest.raises(ValueError, match=message):
+        training.fit_in_memory(
+            model, arguments["x"], arguments["y"], arguments["validation_data"],
+            epochs=arguments["epochs"], batch_size=arguments["batch_size"],
+        )
+
+
+def test_fit_in_memory_needs_a_compiled_model():
+    import keras
+
+    inputs = keras.Input((12,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    x, y = _small_data(8, 0)
+    with pytest.raises(ValueError, match="compile the model first"):
+        training.fit_in_memory(model, x, y, _small_data(4, 1), epochs=1, batch_size=4)
+
+
 # --------------------------------------------------------------------------- structure: ResNet50, random weights
 
 
