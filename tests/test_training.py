@@ -309,6 +309,7 @@ def test_fit_in_memory_drives_early_stopping_checkpoint_and_tensorboard(tmp_path
     assert epochs == best + 3  # patience 2: two epochs after the best, then stop
     assert checkpoint.is_file()
     best_model = _small_classifier(8)
+    best_model.optimizer.build(best_model.trainable_variables)  # the checkpoint holds Adam's slots too
     best_model.load_weights(str(checkpoint))
     loss = best_model.evaluate(x_val, y_val, batch_size=8, verbose=0, return_dict=True)["loss"]
     assert loss == pytest.approx(history.history["val_loss"][best], rel=1e-5)
