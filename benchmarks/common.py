@@ -85,6 +85,19 @@ class Timing:
         """Median wall seconds."""
         return statistics.median(self.wall)
 
+    def full_speed(self, *, parallelism: float = 1.25, least: int = 2) -> "Timing":
+        """The repetitions that kept more than one core busy (CPU ÷ wall ≥ ``parallelism``).
+
+        On a shared 2-core VM a repetition now and then runs with one core only (its CPU
+        time equals its wall time), at random and for either side alike; with a handful of
+        repetitions that alone can move a median by half. The others, when there are at
+        least ``least`` of them, measure the work itself; otherwise every repetition is kept.
+        """
+        kept = [(w, c) for w, c in zip(self.wall, self.cpu) if w > 0 and c / w >= parallelism]
+        if len(kept) < least:
+            return self
+        return Timing([w for w, _ in kept], [c for _, c in kept])
+
     @property
     def median_cpu(self) -> float:
         """Median CPU seconds (all threads of this process)."""

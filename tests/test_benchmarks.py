@@ -267,3 +267,16 @@ def test_tiny_run_reads_each_notebooks_results_and_nothing_else(tiny_run):
                                                     {"index": 1, "approach": "y", "accuracy": 0.75}]}, (
         "tables with an accuracy column are results; per-epoch histories are not"
     )
+
+
+def test_full_speed_keeps_the_repetitions_that_used_every_core():
+    """A repetition whose CPU time equals its wall time ran on one core only; it leaves the median."""
+    from benchmarks.common import Timing
+
+    timing = Timing([5.2, 3.1, 5.3, 3.2, 3.0], [5.1, 5.4, 5.2, 5.5, 5.3])
+    kept = timing.full_speed()
+    assert kept.wall == [3.1, 3.2, 3.0] and kept.median == pytest.approx(3.1)
+    assert timing.median == pytest.approx(3.2)  # the whole set is untouched
+    lonely = Timing([5.2, 3.1, 5.3], [5.1, 5.4, 5.2])
+    assert lonely.full_speed() is lonely, "with fewer than two full-speed repetitions every one must count"
+    assert Timing([1.0, 1.0], [1.0, 1.0]).full_speed().wall == [1.0, 1.0]  # a one-core machine keeps all
