@@ -168,6 +168,14 @@ def test_save_model_then_load_model_checks_it_fits_the_data(kit_settings, tmp_pa
         training.saved_model_path(settings, "../elsewhere")
     assert isinstance(keras.models.load_model(path), keras.Model)
 
+    # Saving again replaces both files; a save cut off between the renames leaves a
+    # model without its metadata, which is refused rather than trusted.
+    training.save_model(model, settings, frame, names, name="tiny", results={"test accuracy": 0.8})
+    assert training.load_model(settings, frame, names, name="tiny")[1]["results"] == {"test accuracy": 0.8}
+    path.with_suffix(".json").unlink()
+    with pytest.raises(FileNotFoundError, match="run the notebook"):
+        training.load_model(settings, frame, names, name="tiny")
+
 
 # --------------------------------------------------------------------------- settings of training
 
