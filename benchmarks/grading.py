@@ -7,8 +7,8 @@ complete, half-right (top-k without the threshold), blank, a duplicated test cel
 deleted test cell and an infinite loop. Other assignments get :data:`GENERIC_MIX`,
 and the tiny run a toy assignment without TensorFlow and :data:`TOY_MIX`.
 
-The timer covers :func:`helpers.course.autograde` as the ``autograde`` command runs
-it (``jobs=helpers.course.DEFAULT_JOBS``; the tiny run grades one at a time), recording
+The timer covers :func:`helpers.grading.autograde` as the ``autograde`` command runs
+it (``jobs=helpers.grading.DEFAULT_JOBS``; the tiny run grades one at a time), recording
 the assignment in the gradebook included. Every autograded cell of every submission is then checked against what
 its kind must score; any other score is listed as unexpected, and the budget then
 counts as not met. With N submissions other than 30 the kinds are shared out in
@@ -81,9 +81,9 @@ class Kind:
 
 
 def _edit(material: Material, source: Any = None, **changes: Any) -> Any:
-    from helpers import course
+    from helpers import submissions
 
-    return course.edit_submission(material.solution if source is None else source, **changes)
+    return submissions.edit_submission(material.solution if source is None else source, **changes)
 
 
 def _no_threshold(material: Material) -> Any:
@@ -173,7 +173,7 @@ def unexpected_scores(
     """Every autograded cell whose score differs from what its submission's kind must get.
 
     Args:
-        scores: :class:`helpers.course.SubmissionScore` of each graded submission.
+        scores: :class:`helpers.grading.SubmissionScore` of each graded submission.
         expected: student -> grade_ids that student must fail (None: every one).
         points: grade_id -> points of each autograded test cell.
 
@@ -234,9 +234,9 @@ def _course(folder: Path, assignment: str, toy: bool) -> Path:
 def _material(assignment: str, root: Path) -> Material:
     import nbformat
 
-    from helpers import course
+    from helpers import course, submissions
 
-    solution = course.solution_submission(assignment, root)
+    solution = submissions.solution_submission(assignment, root)
     source = nbformat.read(course.source_notebook(assignment, root), as_version=4)
     answers = {
         cell.metadata["nbgrader"]["grade_id"]: cell.source
@@ -267,7 +267,7 @@ def run(context: Context, submissions: int, assignment: str | None = None) -> di
     """
     import nbformat
 
-    from helpers import course
+    from helpers import course, grading, release, submissions
     from helpers.settings import PROFILES
 
     if submissions < 1:
@@ -278,7 +278,7 @@ def run(context: Context, submissions: int, assignment: str | None = None) -> di
     counts = class_mix(mix, submissions)
     folder = context.scratch / "grading"
     root = _course(folder, assignment, toy)
-    course.generate(root=root)
+    release.generate(root=root)
     material = _material(assignment, root)
     points = material.points
     expected: dict[str, frozenset[str] | None] = {}  # student -> the cells they must fail
@@ -296,11 +296,11 @@ def run(context: Context, submissions: int, assignment: str | None = None) -> di
             nbformat.write(notebook, target)
             expected[student] = fails_of[kind.name]
     environment = context.kernel_environment(course.GRADING_PROFILE, folder / "cache")
-    jobs = context.size.grading_jobs or course.DEFAULT_JOBS
+    jobs = context.size.grading_jobs or grading.DEFAULT_JOBS
     mix_text = ", ".join(f"{count} {name}" for name, count in counts.items() if count)
     print(f"  autograding {submissions} submissions of {assignment} ({mix_text}; jobs={jobs}) ...", flush=True)
     began = time.perf_counter()
-    scores = course.autograde(assignment, root=root, environment=environment, jobs=jobs)
+    scores = grading.autograde(assignment, root=root, environment=environment, jobs=jobs)
     seconds = time.perf_counter() - began
     unexpected = unexpected_scores(scores, expected, points)
     totals = {s.student: sum(float(s.cells[g].score) for g in points if g in s.cells) for s in scores}

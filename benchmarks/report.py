@@ -412,7 +412,7 @@ def _scaling(section: dict[str, Any]) -> list[str]:
 def _grading(section: dict[str, Any]) -> list[str]:
     lines = [
         f"A simulated class of {section['submissions']} submissions of `{section['assignment']}`, graded with "
-        f"`helpers.course.autograde` in the grading profile ({section.get('cell_timeout_s', '?')} s per cell), "
+        f"`helpers.grading.autograde` in the grading profile ({section.get('cell_timeout_s', '?')} s per cell), "
         f"{section['jobs']} at a time: **{section['seconds']:.0f} s** ({section['seconds_per_submission']:.1f} s each). "
         f"Projected class of {section['class_size']}: **{section['projected_class_s']:.0f} s** "
         f"(goal ≤ {section['budget_s']:.0f} s, every score as expected; "
@@ -522,7 +522,7 @@ METHOD = [
     "- Plain Keras baselines are written in `benchmarks/core.py` (keras-io style: Functional API, the frozen base called "
     "with `training=False`, `validation_data`) and get the best case: images decoded, resized and preprocessed in memory.",
     "- The kit's side calls the same helpers functions the notebooks call (`helpers.features.extract_features`, "
-    "`helpers.training.Retrainer` built as notebook 02 builds it, `helpers.course.autograde`).",
+    "`helpers.training.Retrainer` built as notebook 02 builds it, `helpers.grading.autograde`).",
     "- An epoch is timed by a Keras callback from its start to its end (validation, checkpoints and logs included); "
     "for the kit the callback is added to the ones `helpers.training.make_callbacks` returns, nothing else changed. "
     "The kit's figure is the median of the epochs after the first of each call (the first traces the training step); "

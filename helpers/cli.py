@@ -15,11 +15,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "settings": ("helpers.cli:show_settings", "Print every setting, its value and where it came from."),
     "prepare": ("helpers.prepare:main", "Seed the weights cache and make every course dataset available."),
     "workshop": ("helpers.workshop:main", "Prepare, check, then launch JupyterLab on notebooks/."),
-    "generate": ("helpers.course:generate_main", "Generate notebooks/ (student versions) from solutions/."),
-    "validate": ("helpers.course:validate_main", "Validate notebooks with nbgrader (fails when a test fails)."),
-    "autograde": ("helpers.course:autograde_main", "Autograde a folder of submissions in the grading profile."),
-    "export": ("helpers.course:export_main", "Export grades to CSV."),
-    "feedback": ("helpers.course:feedback_main", "Generate feedback HTML for graded submissions."),
+    "generate": ("helpers.course_commands:generate_main", "Generate notebooks/ (student versions) from solutions/."),
+    "validate": ("helpers.course_commands:validate_main", "Validate notebooks with nbgrader (fails when a test fails)."),
+    "autograde": ("helpers.course_commands:autograde_main", "Autograde a folder of submissions in the grading profile."),
+    "export": ("helpers.course_commands:export_main", "Export grades to CSV."),
+    "feedback": ("helpers.course_commands:feedback_main", "Generate feedback HTML for graded submissions."),
 }
 
 

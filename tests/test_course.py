@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import course
+from helpers import course, course_commands, grading, release, submissions, timing, validation
 from helpers.settings import PROFILES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,7 +157,7 @@ def test_assignments_are_the_folders_of_solutions():
     assert ASSIGNMENTS == names
     assert {"00_setup_check", "01_pretrained_scoring"} <= set(ASSIGNMENTS)
     with pytest.raises(ValueError, match="unknown assignment"):
-        course.generate(["99_nothing"], root=ROOT, output_dir=ROOT / "build" / "never")
+        release.generate(["99_nothing"], root=ROOT, output_dir=ROOT / "build" / "never")
 
 
 def test_kernel_environment_is_restored(monkeypatch):
@@ -172,14 +172,14 @@ def test_kernel_environment_is_restored(monkeypatch):
 
 
 def test_notebooks_folder_is_exactly_what_generation_produces():
-    problems = course.release_drift(ROOT)
+    problems = release.release_drift(ROOT)
     assert not problems, "notebooks/ is out of date; run `python -m helpers generate`:\n" + "\n".join(problems)
 
 
 def test_generation_is_deterministic(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
-    course.generate(root=ROOT, output_dir=first)
-    course.generate(root=ROOT, output_dir=second)
+    release.generate(root=ROOT, output_dir=first)
+    release.generate(root=ROOT, output_dir=second)
     files = sorted(p.relative_to(first) for p in first.rglob("*.ipynb"))
     assert [str(p) for p in files] == [f"{a}/{a}.ipynb" for a in ASSIGNMENTS]
     for name in files:
@@ -245,23 +245,23 @@ def test_release_starts_with_the_header_and_locks_tests(assignment):
 
 
 def test_generate_replaces_a_release_only_when_generation_succeeds(toy_course):
-    released = course.generate(root=toy_course)
+    released = release.generate(root=toy_course)
     assert released == [toy_course / "notebooks" / "toy" / "toy.ipynb"]
     before = released[0].read_bytes()
     (toy_course / "solutions" / "toy" / "toy.ipynb").write_text("{ this is not a notebook")
     with pytest.raises(RuntimeError, match="GenerateAssignment failed"):
-        course.generate(root=toy_course)
+        release.generate(root=toy_course)
     assert released[0].read_bytes() == before, "a failed generation must leave the previous release untouched"
     assert sorted(p.name for p in (toy_course / "notebooks").iterdir()) == ["toy"], "no staging folder left behind"
     assert not (toy_course / "gradebook.db").exists(), "generating files must not create a gradebook"
 
 
 def test_generate_check_command_reports_drift(toy_course, capsys):
-    assert course.generate_main(["--root", str(toy_course)]) == 0
-    assert course.generate_main(["--root", str(toy_course), "--check"]) == 0
+    assert course_commands.generate_main(["--root", str(toy_course)]) == 0
+    assert course_commands.generate_main(["--root", str(toy_course), "--check"]) == 0
     release = toy_course / "notebooks" / "toy" / "toy.ipynb"
     release.write_text(release.read_text().replace("# Toy", "# Edited by hand"))
-    assert course.generate_main(["--root", str(toy_course), "--check"]) == 1
+    assert course_commands.generate_main(["--root", str(toy_course), "--check"]) == 1
     assert "notebooks/toy/toy.ipynb differs" in capsys.readouterr().out
 
 
@@ -272,80 +272,80 @@ def test_generate_check_command_reports_drift(toy_course, capsys):
 @pytest.mark.timeout(180)
 def test_validate_fails_when_a_test_or_a_cell_fails(toy_course, capsys):
     """The kit's validate exits 1 on a failing test (nbgrader's CLI exits 0) and reports raising cells."""
-    course.generate(root=toy_course)
-    good = course.validate(toy_course / "solutions" / "toy" / "toy.ipynb", profile="smoke")
+    release.generate(root=toy_course)
+    good = validation.validate(toy_course / "solutions" / "toy" / "toy.ipynb", profile="smoke")
     assert good.ok and good.graded == {"test_add": (2.0, 2.0)} and not good.errors
-    blank = course.validate(course.release_notebook("toy", toy_course), invert=True, profile="smoke")
+    blank = validation.validate(course.release_notebook("toy", toy_course), invert=True, profile="smoke")
     assert blank.ok and blank.failed == ["test_add"]
 
     broken = toy_course / "wrong.ipynb"
     nbformat.write(_toy_notebook("def add(a, b):\n    return a - b", extra="1 / 0"), broken)
-    result = course.validate(broken, profile="smoke")
+    result = validation.validate(broken, profile="smoke")
     assert not result.ok and result.failed == ["test_add"]
     assert len(result.errors) == 2 and "ZeroDivisionError" in result.errors[0]
-    assert course.validate_main(["--root", str(toy_course), str(broken)]) == 1
+    assert course_commands.validate_main(["--root", str(toy_course), str(broken)]) == 1
     assert "fails: test_add" in capsys.readouterr().out
-    assert course.validate_main(["--root", str(toy_course), "toy"]) == 0
+    assert course_commands.validate_main(["--root", str(toy_course), "toy"]) == 0
 
 
 def test_collect_submissions_accepts_three_layouts(toy_course, tmp_path):
-    course.generate(root=toy_course)
-    release = course.release_notebook("toy", toy_course)
+    release.generate(root=toy_course)
+    blank = course.release_notebook("toy", toy_course)
     inbox = tmp_path / "inbox"
     (inbox / "ana" / "toy").mkdir(parents=True)
-    shutil.copy(release, inbox / "ana" / "toy" / "toy.ipynb")  # nbgrader's layout
+    shutil.copy(blank, inbox / "ana" / "toy" / "toy.ipynb")  # nbgrader's layout
     (inbox / "ben").mkdir()
-    shutil.copy(release, inbox / "ben" / "toy.ipynb")  # <student>/<assignment>.ipynb
-    shutil.copy(release, inbox / "carla.ipynb")  # loose file: assignment found by its graded cells
+    shutil.copy(blank, inbox / "ben" / "toy.ipynb")  # <student>/<assignment>.ipynb
+    shutil.copy(blank, inbox / "carla.ipynb")  # loose file: assignment found by its graded cells
     (inbox / "notes.txt").write_text("not a submission")
     nbformat.write(nbformat.v4.new_notebook(), inbox / "dan.ipynb")  # no graded cell: which assignment?
     (inbox / "eve.ipynb").write_text("{ half a notebook")
-    collected = course.collect_submissions(inbox, toy_course)
+    collected = submissions.collect_submissions(inbox, toy_course)
     assert collected.found == {"toy": ["ana", "ben", "carla"]}
     assert [(Path(path).name, why.split(";")[0]) for path, why in collected.skipped] == [
         ("dan.ipynb", "has no graded cell of any assignment"),
         ("eve.ipynb", "not a readable notebook (JSONDecodeError)"),
     ]
     for student in ("ana", "ben", "carla"):
-        assert (toy_course / "submitted" / student / "toy" / "toy.ipynb").read_bytes() == release.read_bytes()
+        assert (toy_course / "submitted" / student / "toy" / "toy.ipynb").read_bytes() == blank.read_bytes()
     assert not (toy_course / "submitted" / "dan").exists() and not (toy_course / "submitted" / "eve").exists()
     with pytest.raises(ValueError, match="unknown assignment"):
-        course.collect_submissions(inbox, toy_course, assignment="tyo")
+        submissions.collect_submissions(inbox, toy_course, assignment="tyo")
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_autograde_command_grades_a_folder_then_exports_and_gives_feedback(toy_course, tmp_path, capsys):
-    course.generate(root=toy_course)
+    release.generate(root=toy_course)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    release = nbformat.read(course.release_notebook("toy", toy_course), as_version=4)
-    nbformat.write(release, inbox / "blank.ipynb")
-    nbformat.write(course.solution_submission("toy", toy_course), inbox / "good.ipynb")
-    assert course.autograde_main([str(inbox), "--root", str(toy_course), "--jobs", "1"]) == 0
+    blank = nbformat.read(course.release_notebook("toy", toy_course), as_version=4)
+    nbformat.write(blank, inbox / "blank.ipynb")
+    nbformat.write(submissions.solution_submission("toy", toy_course), inbox / "good.ipynb")
+    assert course_commands.autograde_main([str(inbox), "--root", str(toy_course), "--jobs", "1"]) == 0
     out = capsys.readouterr().out
     assert "toy: 2 submission(s) graded" in out and "blank" in out and "good" in out
-    scores = {s.student: s.score for s in course.submission_scores("toy", root=toy_course)}
+    scores = {s.student: s.score for s in grading.submission_scores("toy", root=toy_course)}
     assert scores == {"blank": 0.0, "good": 2.0}
 
     # a file nbgrader cannot read: the others are graded, the command exits 1 and says who
     (inbox / "mangled.ipynb").write_text("{ not json")
-    assert course.autograde_main([str(inbox), "--root", str(toy_course), "--assignment", "toy", "--jobs", "2"]) == 1
+    assert course_commands.autograde_main([str(inbox), "--root", str(toy_course), "--assignment", "toy", "--jobs", "2"]) == 1
     captured = capsys.readouterr()
     assert "could not grade mangled" in captured.err and "NotJSONError" in captured.err
     assert "toy: 2 submission(s) graded" in captured.out and "mangled                  NOT GRADED" in captured.out
-    with pytest.raises(course.GradingError) as caught:
-        course.autograde("toy", root=toy_course, students=["good", "mangled"])
+    with pytest.raises(grading.GradingError) as caught:
+        grading.autograde("toy", root=toy_course, students=["good", "mangled"])
     assert [s.student for s in caught.value.graded] == ["good"] and list(caught.value.failures) == ["mangled"]
 
     target = tmp_path / "grades.csv"
-    assert course.export_main(["--root", str(toy_course), "--output", str(target)]) == 0
+    assert course_commands.export_main(["--root", str(toy_course), "--output", str(target)]) == 0
     with target.open() as handle:
         rows = {row["student"]: row for row in csv.DictReader(handle)}
     assert {name: float(row["score"]) for name, row in rows.items()} == scores | {"mangled": 0.0}
     assert all(float(row["max_score"]) == 2.0 for row in rows.values())
     assert rows["mangled"]["needs_manual_grade"] == "test_add", "an ungradable file stays flagged for a person"
-    assert course.feedback_main(["toy", "--root", str(toy_course), "--student", "blank", "--student", "good"]) == 0
+    assert course_commands.feedback_main(["toy", "--root", str(toy_course), "--student", "blank", "--student", "good"]) == 0
     for student in scores:
         page = toy_course / "feedback" / student / "toy" / "toy.html"
         assert page.is_file() and "test_add" in page.read_text()
@@ -356,20 +356,20 @@ def test_autograde_command_grades_a_folder_then_exports_and_gives_feedback(toy_c
 
 def test_predicted_times_grow_with_images_and_slower_backbones():
     counts = {"photos": 3, "simpsons": 48, "photo_vs_drawing": 48}
-    fast = course.predict_notebook_seconds(0.01, counts)
-    slow = course.predict_notebook_seconds(0.04, counts)
-    more = course.predict_notebook_seconds(0.01, {k: 10 * v for k, v in counts.items()})
-    assert set(ASSIGNMENTS) <= set(fast), "every assignment needs an entry in course.NOTEBOOK_COSTS"
-    for name, cost in course.NOTEBOOK_COSTS.items():
+    fast = timing.predict_notebook_seconds(0.01, counts)
+    slow = timing.predict_notebook_seconds(0.04, counts)
+    more = timing.predict_notebook_seconds(0.01, {k: 10 * v for k, v in counts.items()})
+    assert set(ASSIGNMENTS) <= set(fast), "every assignment needs an entry in timing.NOTEBOOK_COSTS"
+    for name, cost in timing.NOTEBOOK_COSTS.items():
         assert fast[name] >= cost.fixed_seconds > 0
         assert slow[name] >= fast[name] and more[name] >= fast[name]
         assert set(cost.datasets) <= set(counts)
     assert more["01_pretrained_scoring"] > fast["01_pretrained_scoring"]
-    assert course.predict_notebook_seconds(0.01, {})["01_pretrained_scoring"] == course.NOTEBOOK_COSTS[
+    assert timing.predict_notebook_seconds(0.01, {})["01_pretrained_scoring"] == timing.NOTEBOOK_COSTS[
         "01_pretrained_scoring"
     ].fixed_seconds
     with pytest.raises(ValueError, match="positive"):
-        course.predict_notebook_seconds(0, counts)
+        timing.predict_notebook_seconds(0, counts)
 
 
 # --------------------------------------------------------------------------- notebooks (slow: execute them)
@@ -401,7 +401,7 @@ def _copy_for_run(path: Path, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_solutions_notebook_runs_and_passes_every_test(assignment, kernel_env, tmp_path):
     notebook = _copy_for_run(course.source_notebook(assignment, ROOT), tmp_path)
-    result = course.validate(notebook, profile="smoke", environment=kernel_env)
+    result = validation.validate(notebook, profile="smoke", environment=kernel_env)
     assert result.profile == "smoke"
     assert not result.errors, f"{assignment} raised in the smoke profile:\n" + "\n".join(result.errors)
     assert result.ok, result.summary()
@@ -416,7 +416,7 @@ def test_release_notebook_fails_every_graded_test(assignment, kernel_env, tmp_pa
     """Run without the ungraded code after the last test (it cannot change a grade), to save time."""
     notebook = tmp_path / f"{assignment}.ipynb"
     nbformat.write(_without_trailing_code(nbformat.read(_release(assignment), as_version=4)), notebook)
-    result = course.validate(notebook, invert=True, profile="smoke", environment=kernel_env)
+    result = validation.validate(notebook, invert=True, profile="smoke", environment=kernel_env)
     assert result.ok, result.summary()
     assert sorted(result.failed) == sorted(_autograded(course.source_notebook(assignment, ROOT)))
 
@@ -446,17 +446,17 @@ def graded_class(tmp_path_factory, kernel_env):
     shutil.copy(ROOT / "solutions" / "header.ipynb", root / "solutions")
     notebook = nbformat.read(course.source_notebook(CLASS_ASSIGNMENT, ROOT), as_version=4)
     nbformat.write(_without_trailing_code(notebook), course.source_notebook(CLASS_ASSIGNMENT, root))
-    course.generate(root=root)
-    solution = course.solution_submission(CLASS_ASSIGNMENT, root)
+    release.generate(root=root)
+    solution = submissions.solution_submission(CLASS_ASSIGNMENT, root)
     answers = {_nbgrader(c).get("grade_id"): c.source for c in solution.cells}
-    wrong = course.edit_submission(solution, replace={"top_k_with_threshold": NO_THRESHOLD})
+    wrong = submissions.edit_submission(solution, replace={"top_k_with_threshold": NO_THRESHOLD})
     students = {
         "solution": solution,
         "blank": nbformat.read(course.release_notebook(CLASS_ASSIGNMENT, root), as_version=4),
         "no_threshold": wrong,
-        "deleted_test": course.edit_submission(wrong, delete=["test_top_k_threshold"]),
-        "duplicated_test": course.edit_submission(solution, duplicate=["test_preprocess"]),
-        "infinite_loop": course.edit_submission(
+        "deleted_test": submissions.edit_submission(wrong, delete=["test_top_k_threshold"]),
+        "duplicated_test": submissions.edit_submission(solution, duplicate=["test_preprocess"]),
+        "infinite_loop": submissions.edit_submission(
             solution, replace={"results_table": "while True:\n    pass\n" + answers["results_table"]}
         ),
     }
@@ -464,7 +464,7 @@ def graded_class(tmp_path_factory, kernel_env):
         target = root / "submitted" / student / CLASS_ASSIGNMENT / f"{CLASS_ASSIGNMENT}.ipynb"
         target.parent.mkdir(parents=True)
         nbformat.write(notebook, target)
-    scores = course.autograde(CLASS_ASSIGNMENT, root=root, timeout=LOOP_TIMEOUT, environment=kernel_env, jobs=2)
+    scores = grading.autograde(CLASS_ASSIGNMENT, root=root, timeout=LOOP_TIMEOUT, environment=kernel_env, jobs=2)
     return root, {s.student: s for s in scores}
 
 
@@ -522,16 +522,16 @@ def test_simulated_class_manual_grade_export_and_feedback(graded_class, tmp_path
             grade.manual_score = points[grade_id]
             grade.needs_manual_grade = False
         gradebook.db.commit()
-    after = {s.student: s for s in course.submission_scores(CLASS_ASSIGNMENT, root=root)}
+    after = {s.student: s for s in grading.submission_scores(CLASS_ASSIGNMENT, root=root)}
     assert after["solution"].score == after["solution"].max_score == sum(points.values())
     assert after["solution"].needs_manual_grade == []
 
-    table = course.grades_table(CLASS_ASSIGNMENT, root=root, per_cell=True)
+    table = grading.grades_table(CLASS_ASSIGNMENT, root=root, per_cell=True)
     assert len(table) == len(scores) * len(points)
-    exported = course.export(tmp_path / "grades.csv", root=root)
+    exported = grading.export(tmp_path / "grades.csv", root=root)
     with exported.open() as handle:
         rows = {row["student"]: float(row["score"]) for row in csv.DictReader(handle)}
     assert rows == {student: score.score for student, score in after.items()}
-    pages = course.feedback(CLASS_ASSIGNMENT, root=root, students=["solution", "blank"])
+    pages = grading.feedback(CLASS_ASSIGNMENT, root=root, students=["solution", "blank"])
     assert [p.parent.parent.name for p in pages] == ["solution", "blank"]
     assert all("test_top_k_threshold" in p.read_text() for p in pages)

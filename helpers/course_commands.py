@@ -1,0 +1,154 @@
+"""The course pipeline's command lines: ``python -m helpers generate|validate|autograde|export|feedback``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from helpers.course import list_assignments, release_notebook, resolve_root, source_notebook
+from helpers.grading import DEFAULT_JOBS, GradingError, autograde, export, feedback
+from helpers.release import generate, release_drift
+from helpers.settings import PROFILES
+from helpers.submissions import collect_submissions
+from helpers.validation import validate
+
+
+def _parser(command: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m helpers {command}", description=description)
+    parser.add_argument("--root", type=Path, default=None, help="course folder (default: found from here)")
+    return parser
+
+
+def generate_main(argv: Sequence[str]) -> int:
+    """``python -m helpers generate [assignment ...] [--check]``."""
+    parser = _parser("generate", "Generate notebooks/ (student versions) from solutions/.")
+    parser.add_argument("assignments", nargs="*", help="assignment names (default: all)")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if notebooks/ is out of date")
+    args = parser.parse_args(list(argv))
+    try:
+        if args.check:
+            problems = release_drift(args.root)
+            for problem in problems:
+                print(problem)
+            print("notebooks/ is up to date." if not problems else f"{len(problems)} problem(s).")
+            return 1 if problems else 0
+        for path in generate(args.assignments or None, root=args.root):
+            print(f"generated {path}")
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def validate_main(argv: Sequence[str]) -> int:
+    """``python -m helpers validate [assignment-or-notebook ...] [--release] [--invert] [--profile P]``."""
+    parser = _parser("validate", "Validate notebooks with nbgrader; exit 1 when any test fails.")
+    parser.add_argument("targets", nargs="*", help="assignment names or .ipynb paths (default: every solutions notebook)")
+    parser.add_argument("--release", action="store_true", help="validate notebooks/ instead of solutions/")
+    parser.add_argument("--invert", action="store_true", help="expect every test to fail (blank release notebooks)")
+    parser.add_argument("--profile", choices=sorted(PROFILES), help="profile for the kernels (default: KIT_PROFILE)")
+    parser.add_argument("--timeout", type=int, help="seconds per cell (default: the profile's)")
+    args = parser.parse_args(list(argv))
+    try:
+        root = resolve_root(args.root)
+        locate = release_notebook if (args.release or args.invert) else source_notebook
+        paths = [
+            Path(t) if t.endswith(".ipynb") else locate(t, root)
+            for t in (args.targets or list_assignments(root))
+        ]
+        results = [validate(p, invert=args.invert, profile=args.profile, timeout=args.timeout) for p in paths]
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for result in results:
+        print(result.summary())
+    return 0 if all(r.ok for r in results) else 1
+
+
+def autograde_main(argv: Sequence[str]) -> int:
+    """``python -m helpers autograde [SUBMISSIONS|ASSIGNMENT] [--assignment A] [--student S ...]``."""
+    parser = _parser("autograde", "Autograde submissions in the grading profile and print the scores.")
+    parser.add_argument(
+        "submissions", nargs="?",
+        help="a folder of submissions to copy into submitted/ first (nbgrader layout, <student>/<assignment>.ipynb "
+        "or <student>.ipynb files), or an assignment name; default: everything in submitted/",
+    )
+    parser.add_argument("--assignment", help="grade only this assignment")
+    parser.add_argument("--student", action="append", dest="students", help="grade only this student (repeatable)")
+    parser.add_argument("--timeout", type=int, help="seconds per cell (default: the grading profile's)")
+    parser.add_argument(
+        "--jobs", type=int, default=DEFAULT_JOBS, help=f"submissions graded at once (default {DEFAULT_JOBS})"
+    )
+    args = parser.parse_args(list(argv))
+    try:
+        root = resolve_root(args.root)
+        assignment = args.assignment
+        status = 0
+        if args.submissions and args.submissions in list_assignments(root):
+            assignment = args.submissions
+        elif args.submissions:
+            collected = collect_submissions(args.submissions, root, assignment)
+            for path, why in collected.skipped:
+                print(f"skipped {path}: {why}", file=sys.stderr)
+                status = 1
+            if not collected.found:
+                print(f"error: no submissions found in {args.submissions}", file=sys.stderr)
+                return 1
+        submitted = root / "submitted"
+        names = [assignment] if assignment else sorted({p.name for p in submitted.glob("*/*") if p.is_dir()})
+        if not names:
+            print(f"error: nothing to grade in {submitted}", file=sys.stderr)
+            return 1
+        for name in names:
+            began = time.perf_counter()
+            failed: list[str] = []
+            try:
+                scores = autograde(name, root=root, students=args.students, timeout=args.timeout, jobs=args.jobs)
+            except GradingError as error:
+                print(f"error: {error}", file=sys.stderr)
+                scores, failed, status = error.graded, list(error.failures), 1
+            print(f"{name}: {len(scores)} submission(s) graded in {time.perf_counter() - began:.0f} s")
+            for score in scores:
+                manual = f"  (to grade by hand: {', '.join(score.needs_manual_grade)})" if score.needs_manual_grade else ""
+                print(f"  {score.student:<24} {score.score:g} / {score.max_score:g}{manual}")
+            for student in failed:
+                print(f"  {student:<24} NOT GRADED (see the error above)")
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return status
+
+
+def export_main(argv: Sequence[str]) -> int:
+    """``python -m helpers export [--output grades.csv] [--assignment A] [--cells]``."""
+    parser = _parser("export", "Export grades from the gradebook to CSV.")
+    parser.add_argument("--output", type=Path, default=Path("grades.csv"), help="CSV file (default grades.csv)")
+    parser.add_argument("--assignment", help="only this assignment")
+    parser.add_argument("--cells", action="store_true", help="one row per graded cell instead of per submission")
+    args = parser.parse_args(list(argv))
+    try:
+        path = export(args.output, assignment=args.assignment, root=args.root, per_cell=args.cells)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    return 0
+
+
+def feedback_main(argv: Sequence[str]) -> int:
+    """``python -m helpers feedback [ASSIGNMENT] [--student S ...]``."""
+    parser = _parser("feedback", "Generate feedback HTML for autograded submissions.")
+    parser.add_argument("assignment", nargs="?", help="assignment (default: every autograded one)")
+    parser.add_argument("--student", action="append", dest="students", help="only this student (repeatable)")
+    args = parser.parse_args(list(argv))
+    try:
+        paths = feedback(args.assignment, root=args.root, students=args.students)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
