@@ -17,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import TYPE_CHECKING, Any, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,18 +33,28 @@ __all__ = [
     "CARTOON_OR_PAPER_LABELS",
     "DEFAULT_K",
     "DEFAULT_MIN_PROBABILITY",
+    "K_SLIDER",
+    "SLIDER_COLUMNS",
     "Scores",
+    "THRESHOLD_SLIDER",
     "cartoon_or_paper_share",
+    "format_predictions",
     "imagenet_class_names",
     "predict_files",
     "results_table",
     "score_files",
+    "slider_table",
     "top_k_with_threshold",
 ]
 
 DEFAULT_K = 5
 DEFAULT_MIN_PROBABILITY = 0.1
 TABLE_COLUMNS = ["image", "predictions", "error"]
+#: Notebook 01's sliders, (min, max, step): ``k`` and ``min_probability``. The notebook's
+#: text about them is checked at these values (tests/test_scoring.py).
+K_SLIDER = (1, 10, 1)
+THRESHOLD_SLIDER = (0.0, 0.9, 0.05)
+SLIDER_COLUMNS = ["image", "shows", "labels kept", "labels (probability)"]
 
 # ImageNet classes that name a printed, drawn or paper object rather than something
 # in the picture: what a network trained on photographs answers when shown a cartoon
@@ -266,6 +277,58 @@ def score_files(
         paths, model, settings, class_names=class_names, batch_size=batch_size, progress=progress
     )
     return scores.table(k, min_probability)
+
+
+def format_predictions(predictions: Mapping[str, float], error: str | None = None) -> str:
+    """One image's labels as short text, most probable first.
+
+    >>> format_predictions({"comic_book": 0.791, "jigsaw_puzzle": 0.031})
+    'comic_book 0.79 · jigsaw_puzzle 0.03'
+    >>> format_predictions({})
+    '(no label reaches the threshold)'
+    >>> format_predictions({}, error="truncated: the file ends early")
+    'not scored: truncated: the file ends early'
+    """
+    if error is not None:
+        return f"not scored: {error}"
+    if not predictions:
+        return "(no label reaches the threshold)"
+    return " · ".join(f"{label} {probability:.2f}" for label, probability in predictions.items())
+
+
+def slider_table(
+    scores: Scores,
+    shows: Sequence[str],
+    k: int = DEFAULT_K,
+    min_probability: float = DEFAULT_MIN_PROBABILITY,
+) -> pd.DataFrame:
+    """The table under notebook 01's sliders: what each image shows and the labels it keeps.
+
+    Args:
+        scores: The scored images (:func:`predict_files`).
+        shows: Per image, what it shows (a Simpsons character, "photo: cat"...): files
+            with the same name are then told apart.
+        k: Most labels per image.
+        min_probability: Least probability to keep a label.
+
+    Returns:
+        Columns ``image`` (the file name), ``shows``, ``labels kept`` and ``labels
+        (probability)`` (readable text, see :func:`format_predictions`), one row per file.
+    """
+    if len(shows) != len(scores.paths):
+        raise ValueError(f"give one description per image: {len(scores.paths)} images, {len(shows)} descriptions.")
+    table = scores.table(k, min_probability)
+    return pd.DataFrame(
+        {
+            "image": [Path(path).name for path in table["image"]],
+            "shows": [str(item) for item in shows],
+            "labels kept": [len(predictions) for predictions in table["predictions"]],
+            "labels (probability)": [
+                format_predictions(predictions, error) for predictions, error in zip(table["predictions"], table["error"])
+            ],
+        },
+        columns=SLIDER_COLUMNS,
+    )
 
 
 def cartoon_or_paper_share(

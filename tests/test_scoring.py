@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,8 @@ import pytest
 from PIL import Image
 
 from helpers import scoring
+
+ROOT = Path(__file__).resolve().parents[1]
 
 NAMES = ["cat", "dog", "fox", "owl"]
 
@@ -216,3 +219,73 @@ def test_mobilenet_labels_the_kit_photos_and_imagenet_has_the_cartoon_labels(rea
     assert next(iter(labels)) in {"Egyptian_cat", "tabby", "tiger_cat"}, f"Chelsea the cat was labelled {labels}"
     assert all(p >= scoring.DEFAULT_MIN_PROBABILITY for p in labels.values()) and len(labels) <= scoring.DEFAULT_K
     assert table["predictions"].iloc[1] == {} and table["error"].iloc[1].startswith(("truncated", "corrupt"))
+
+
+def test_slider_table_names_what_each_image_shows_and_keeps_labels_readable():
+    scores = scoring.Scores(
+        ["a/pic_0045.jpg", "b/pic_0045.jpg", "broken.jpg"],
+        np.array([[0.79, 0.2, 0.01], [0.4, 0.35, 0.25], [np.nan] * 3]),
+        [None, None, "truncated: the file ends early"],
+        ["comic_book", "jigsaw_puzzle", "toilet_seat"],
+    )
+    table = scoring.slider_table(scores, ["Simpsons: bart", "Simpsons: lisa", "a truncated file"], 2, 0.3)
+    assert list(table.columns) == scoring.SLIDER_COLUMNS
+    assert list(table["shows"]) == ["Simpsons: bart", "Simpsons: lisa", "a truncated file"]
+    assert list(table["labels kept"]) == [1, 2, 0]
+    assert list(table["labels (probability)"]) == [
+        "comic_book 0.79", "comic_book 0.40 · jigsaw_puzzle 0.35", "not scored: truncated: the file ends early",
+    ]
+    with pytest.raises(ValueError, match="one description per image"):
+        scoring.slider_table(scores, ["only one"])
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("profile", ["smoke", "workshop"])
+def test_notebook_01_slider_text_holds_at_the_sliders_values(real_weights, tmp_path, profile):
+    """Notebook 01's "Move the threshold" text, checked on its own rows (the photographs, a truncated copy,
+    one frame per character) at the values its sliders can take."""
+    import nbformat
+
+    from helpers import backbones, datasets
+
+    source = nbformat.read(ROOT / "solutions" / "01_pretrained_scoring" / "01_pretrained_scoring.ipynb", as_version=4)
+    slider_cell = next(c.source for c in source.cells if c.get("id") == "slider")
+    assert "scoring.THRESHOLD_SLIDER" in slider_cell and "scoring.K_SLIDER" in slider_cell, (
+        "the notebook's sliders must use scoring.K_SLIDER and scoring.THRESHOLD_SLIDER, the values tested here"
+    )
+    settings = real_weights.replace(profile=profile)
+    model = backbones.load_classifier(settings)
+    photos = datasets.load_dataset("photos", settings)
+    frames = datasets.load_dataset("simpsons", settings).groupby("label").head(1)
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(open(photos["path"].iloc[0], "rb").read()[:2000])
+    scores = scoring.predict_files([*photos["path"], str(truncated), *frames["path"]], model, settings)
+    n_photos, n_frames = len(photos), len(frames)
+    is_frame = np.arange(len(scores.paths)) >= n_photos + 1
+    shows = [*photos["label"], "a truncated file", *frames["label"]]
+
+    k_low, k_high, _ = scoring.K_SLIDER
+    p_low, p_high, p_step = scoring.THRESHOLD_SLIDER
+    # "with min_probability at 0, every scored image gets exactly k labels; the truncated file never gets any"
+    for k in range(k_low, k_high + 1):
+        kept = scoring.slider_table(scores, shows, k, p_low)["labels kept"].to_numpy()
+        assert kept[n_photos] == 0 and set(np.delete(kept, n_photos)) == {k}, f"k={k}, min_probability=0: {kept}"
+    # "raising min_probability removes the unsure labels first, and a removed label never comes back"
+    for k in (k_low, scoring.DEFAULT_K, k_high):
+        previous = None
+        for threshold in np.arange(p_low, p_high + p_step / 2, p_step):
+            table = scores.table(k, float(threshold))
+            labels = [set(p) for p in table["predictions"]]
+            assert all(p >= threshold - 1e-12 for row in table["predictions"] for p in row.values())
+            if previous is not None:
+                assert all(now <= before for now, before in zip(labels, previous)), f"k={k}: a label came back at {threshold}"
+            previous = labels
+    # "at the top most frames keep no label; a frame that keeps one keeps a cartoon or paper object;
+    #  a photograph of something ImageNet knows well (the espresso) keeps its label"
+    top = scores.table(k_high, p_high)
+    frame_labels = [set(p) for p, frame in zip(top["predictions"], is_frame) if frame]
+    assert sum(not labels for labels in frame_labels) > n_frames / 2, f"{profile}: frames keeping labels at {p_high}: {frame_labels}"
+    assert set().union(*frame_labels) <= scoring.CARTOON_OR_PAPER_LABELS, f"{profile}: {frame_labels}"
+    espresso = top["predictions"].iloc[list(photos["label"]).index("coffee")]
+    assert list(espresso) == ["espresso"], f"{profile}: the coffee photograph keeps {espresso} at {p_high}"
