@@ -15,10 +15,11 @@ import math
 import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
+
+from helpers import files
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SHARED = ROOT.parent / "shared" / "data"
@@ -247,19 +248,7 @@ def now() -> str:
 # --------------------------------------------------------------------------- files
 
 
-def atomic_write(path: Path, data: bytes | str) -> Path:
-    """Write a file through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+atomic_write = files.atomic_write  # the kit's one atomic-write helper, re-exported for the benchmark modules
 
 
 # --------------------------------------------------------------------------- the kit's settings and data
@@ -314,7 +303,7 @@ class Context:
         The environment's ``KIT_*`` variables are ignored so that a developer's own
         settings never change what is measured.
         """
-        from helpers import weights
+        from helpers import backbones, weights
         from helpers.settings import load_settings
 
         values: dict[str, Any] = {
@@ -329,7 +318,7 @@ class Context:
             values["data_dir"] = str(self.datasets)
         settings = load_settings(values | overrides, environ={})
         weights.configure_keras_home(settings)
-        weights.seed_cache(settings)
+        weights.seed_cache(settings, known_md5=backbones.known_md5s())
         return settings
 
 
@@ -338,7 +327,7 @@ def weights_available(settings: Any) -> bool:
     from helpers import backbones, weights
 
     name = backbones.weight_file_name(settings, include_top=False)
-    return weights.check_weights(settings, name).status == "present"
+    return weights.check_weights(settings, name, known_md5=backbones.known_md5s()).status == "present"
 
 
 def simpsons_images(context: Context, settings: Any, count: int, seed: int = 0) -> Any:

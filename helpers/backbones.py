@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from helpers import device
 from helpers import weights as weights_cache
 from helpers.settings import Settings, load_settings
 
@@ -170,6 +172,18 @@ BACKBONES: dict[str, Backbone] = {
 }
 
 
+def known_md5s() -> dict[str, str]:
+    """Weight file name -> md5 for every file whose md5 Keras checks: what the weights cache verifies.
+
+    >>> known_md5s()["resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"]
+    '4d473c1dd8becc155b73f8504c6f6626'
+    """
+    table = {weights_cache.CLASS_INDEX_FILE: weights_cache.CLASS_INDEX_MD5}
+    for backbone in BACKBONES.values():
+        table.update(backbone.known_md5)
+    return table
+
+
 def get_backbone(name: str | None = None, settings: Settings | None = None) -> Backbone:
     """Look a backbone up in the table.
 
@@ -186,6 +200,34 @@ def get_backbone(name: str | None = None, settings: Settings | None = None) -> B
     if key not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)} (KIT_BACKBONE).")
     return BACKBONES[key]
+
+
+def expected_seconds_per_1000(backbone_key: str, cpus: int | None = None) -> float:
+    """Seconds to run 1000 images through a backbone on this CPU (scaled from the 2-core reference).
+
+    Taught in notebook 00 (section 4, the timing probe).
+
+    >>> round(expected_seconds_per_1000("mobilenet", cpus=2), 1)
+    11.8
+    """
+    cores = cpus or os.cpu_count() or 2
+    rate = get_backbone(backbone_key).cpu_images_per_second * max(1.0, cores / 2) ** 0.8
+    return 1000.0 / rate
+
+
+def cpu_advice(settings: Settings, cpus: int | None = None) -> list[str]:
+    """Advice for a machine without a GPU: the backbone's speed here, and a faster one if it is slow.
+
+    :func:`helpers.session.start` adds it to the device report's advice (notebook 00, section 2).
+    """
+    seconds = expected_seconds_per_1000(settings.backbone, cpus)
+    advice = [f"on this CPU, {settings.backbone} needs about {seconds:.0f} s per 1000 images."]
+    if settings.backbone not in {"mobilenet", "mobilenet_v2"}:
+        advice.append(
+            f"no GPU here: MobileNet needs about {expected_seconds_per_1000('mobilenet', cpus):.0f} s per 1000 "
+            "images; KIT_BACKBONE=mobilenet KIT_ALPHA=0.75 keeps every notebook within a few minutes."
+        )
+    return advice
 
 
 def input_size(settings: Settings, backbone: Backbone | None = None) -> int:
@@ -234,9 +276,10 @@ def _construct(
     if weights == "imagenet":
         # The kit fetches the file itself (atomic, verified, clear error offline), so
         # Keras finds it in the cache and never downloads or deletes anything.
-        weights_cache.ensure_weights(settings, *weight_file(settings, include_top, backbone))
+        weights_cache.ensure_weights(settings, *weight_file(settings, include_top, backbone), known_md5=known_md5s())
     constructor = getattr(keras.applications, backbone.constructor)
-    return constructor(**kwargs)
+    with device.strategy().scope():  # variables live where the strategy puts them (each GPU's replica)
+        return constructor(**kwargs)
 
 
 def load_classifier(settings: Settings | None = None, *, weights: str | None = "imagenet") -> "keras.Model":
@@ -314,7 +357,8 @@ def load_feature_extractor(
         }.get(pooling or "")
         if pool is not None:
             output = pool(output)
-    return keras.Model(model.inputs, output, name=f"{backbone.key}_{layer}_features")
+    with device.strategy().scope():  # a Keras model trains and predicts under the strategy it was built in
+        return keras.Model(model.inputs, output, name=f"{backbone.key}_{layer}_features")
 
 
 def candidate_layers(model: "keras.Model") -> list[tuple[str, tuple[int | None, ...]]]:
@@ -390,19 +434,6 @@ def freeze_all_but_last(model: "keras.Model", backbone: Backbone, n_blocks: int 
         if keep:
             trainable.append(layer.name)
     return trainable
-
-
-def build_under_strategy(build: Callable[[], Any], strategy: Any = None) -> Any:
-    """Call ``build`` inside the device strategy's scope (MirroredStrategy on several GPUs).
-
-    Args:
-        build: A function that builds (and compiles) a model.
-        strategy: A ``tf.distribute`` strategy; the one chosen by :func:`helpers.device.setup` by default.
-    """
-    from helpers import device
-
-    with (strategy or device.strategy()).scope():
-        return build()
 
 
 def table_rows(names: Sequence[str] | None = None) -> list[dict[str, Any]]:

@@ -29,7 +29,6 @@ import dataclasses
 import hashlib
 import os
 import stat
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -37,6 +36,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from helpers import download, scan
+from helpers.files import atomic_path
 from helpers.settings import Settings, load_settings
 from helpers.sources import IMAGE_EXTENSIONS, DatasetError, DroppedRowsWarning
 
@@ -471,14 +471,8 @@ def ensure_photos(settings: Settings | None = None) -> Path:
         if path.is_file() and path.stat().st_size > 0:
             continue
         image = Image.fromarray(getattr(skimage.data, function)())
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
-        os.close(handle)
-        try:
+        with atomic_path(path) as temporary:
             image.save(temporary, format="JPEG", quality=95)
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, path)
-        finally:
-            Path(temporary).unlink(missing_ok=True)
     return folder
 
 

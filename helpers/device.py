@@ -158,15 +158,6 @@ def _memory_limit_mb(mode: str, index: int) -> int | None:
     return int(value)
 
 
-def expected_seconds_per_1000(backbone_key: str, cpus: int | None = None) -> float:
-    """Seconds to run 1000 images through a backbone on this CPU (scaled from 2 cores)."""
-    from helpers.backbones import get_backbone
-
-    cores = cpus or os.cpu_count() or 2
-    rate = get_backbone(backbone_key).cpu_images_per_second * max(1.0, cores / 2) ** 0.8
-    return 1000.0 / rate
-
-
 def setup(settings: Settings | None = None) -> DeviceReport:
     """Configure TensorFlow's devices from the settings; call once, before building models.
 
@@ -223,18 +214,10 @@ def setup(settings: Settings | None = None) -> DeviceReport:
 
     _STRATEGY = tf.distribute.MirroredStrategy() if len(chosen) > 1 else tf.distribute.get_strategy()
 
-    advice = []
+    advice = []  # the backbone's speed on this CPU is added by helpers.session (backbones.cpu_advice)
     cpus = os.cpu_count() or 1
-    if not chosen:
-        seconds = expected_seconds_per_1000(settings.backbone, cpus)
-        advice.append(f"on this CPU, {settings.backbone} needs about {seconds:.0f} s per 1000 images.")
-        if settings.backbone not in {"mobilenet", "mobilenet_v2"}:
-            advice.append(
-                f"no GPU here: MobileNet needs about {expected_seconds_per_1000('mobilenet', cpus):.0f} s per 1000 "
-                "images; KIT_BACKBONE=mobilenet KIT_ALPHA=0.75 keeps every notebook within a few minutes."
-            )
-        if settings.profile == "full":
-            advice.append("the full profile is sized for a GPU; use KIT_PROFILE=workshop on a laptop.")
+    if not chosen and settings.profile == "full":
+        advice.append("the full profile is sized for a GPU; use KIT_PROFILE=workshop on a laptop.")
 
     report = DeviceReport(
         tensorflow=tf.__version__,
@@ -255,7 +238,16 @@ def setup(settings: Settings | None = None) -> DeviceReport:
 
 
 def strategy() -> Any:
-    """The distribution strategy chosen by :func:`setup` (set up with defaults if needed)."""
+    """The distribution strategy every model of the kit is built and trained under.
+
+    Inside a strategy's ``scope()`` that strategy (so a caller's explicit choice wins:
+    the tests use ``MirroredStrategy`` over two CPU devices); otherwise the one chosen
+    by :func:`setup` (``MirroredStrategy`` over several GPUs, else the default
+    strategy), set up with the default settings on first use.
+    """
+    tf = import_tensorflow()
+    if tf.distribute.has_strategy():
+        return tf.distribute.get_strategy()
     if _STRATEGY is None:
         setup()
     return _STRATEGY

@@ -27,6 +27,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
+from helpers.files import atomic_copy, atomic_path
+
 # Plain http is only allowed to this machine (the tests' throw-away servers).
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 # HTTP statuses worth retrying; any other 4xx means the request itself is wrong.
@@ -70,18 +72,6 @@ def _matches(path: Path, sha256: str | None) -> bool:
     return path.is_file() and (sha256 is None or sha256sum(path) == sha256.lower())
 
 
-def _atomic_copy(source: Path, destination: Path) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
-    os.close(handle)
-    try:
-        shutil.copyfile(source, temporary)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, destination)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _from_mirror(url: str, destination: Path, sha256: str | None, mirror_dirs: Iterable[str | os.PathLike]) -> Path | None:
     """Copy the file from the first mirror folder that has a valid copy; None if none has."""
     names = {destination.name, PurePosixPath(urllib.parse.urlsplit(url).path).name} - {""}
@@ -95,7 +85,7 @@ def _from_mirror(url: str, destination: Path, sha256: str | None, mirror_dirs: I
             if sha256 is not None and sha256sum(candidate) != sha256.lower():
                 # A bad mirror copy is skipped, not fatal: the download may still work.
                 continue
-            _atomic_copy(candidate, destination)
+            atomic_copy(candidate, destination)
             return destination
     return None
 
@@ -208,11 +198,8 @@ def fetch(
 
     from tqdm.auto import tqdm
 
-    handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
-    os.close(handle)
-    part = Path(temporary)
     last_error: BaseException | None = None
-    try:
+    with atomic_path(destination) as part:  # renamed into place only if nothing below raises
         with tqdm(
             total=None, unit="B", unit_scale=True, unit_divisor=1024, desc=destination.name, disable=not progress, leave=False
         ) as progress_bar:
@@ -241,11 +228,7 @@ def fetch(
                     f"{url} downloaded with sha256 {actual}, expected {sha256.lower()}; the file was discarded. "
                     "The server may have changed the file or the download was tampered with; try again or use a mirror."
                 )
-        os.chmod(part, 0o644)
-        os.replace(part, destination)
-        return destination
-    finally:
-        part.unlink(missing_ok=True)
+    return destination
 
 
 def _archive_kind(archive: Path) -> str:

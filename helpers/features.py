@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import backbones
+from helpers.files import atomic_path
 from helpers.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -240,18 +240,10 @@ def _read_cache(path: Path) -> tuple[np.ndarray, dict[str, Any]] | None:
 
 def _write_cache(path: Path, features: np.ndarray, meta: dict[str, Any]) -> None:
     """Write array + metadata to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, features=features, meta=np.array(json.dumps(meta, sort_keys=True)))
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; a shared classroom cache must stay readable
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, temporary.open("wb") as stream:
+        np.savez(stream, features=features, meta=np.array(json.dumps(meta, sort_keys=True)))
+        stream.flush()
+        os.fsync(stream.fileno())
 
 
 def cache_table(settings: Settings) -> pd.DataFrame:

@@ -28,7 +28,7 @@ def _row(item: str, status: str, where: str = "", fix: str = "") -> dict[str, st
 def _weight_rows(settings: Settings, offline: bool, progress: bool) -> list[dict[str, str]]:
     rows = []
     try:
-        for result in weights.seed_cache(settings):
+        for result in weights.seed_cache(settings, known_md5=backbones.known_md5s()):
             if result.status == "bad-checksum":
                 rows.append(_row(f"mirror file {result.name}", WARNING, str(settings.weights_mirror), result.detail))
     except FileNotFoundError as error:
@@ -37,13 +37,14 @@ def _weight_rows(settings: Settings, offline: bool, progress: bool) -> list[dict
     files = [backbones.weight_file(settings, include_top, backbone) for include_top in (True, False)]
     files.append((weights.CLASS_INDEX_FILE, weights.CLASS_INDEX_URL))
     for file_name, url in files:
-        result = weights.check_weights(settings, file_name)
+        known_md5 = backbones.known_md5s()
+        result = weights.check_weights(settings, file_name, known_md5=known_md5)
         if result.status != "present" and not offline:
             try:
-                weights.ensure_weights(settings, file_name, url, progress=progress)
+                weights.ensure_weights(settings, file_name, url, known_md5=known_md5, progress=progress)
             except weights.WeightsMissingError:
                 pass  # reported below as missing, with the fix
-            result = weights.check_weights(settings, file_name)
+            result = weights.check_weights(settings, file_name, known_md5=known_md5)
         if result.status == "present":
             rows.append(_row(f"weights {file_name}", READY, result.detail))
         else:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +38,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
+from helpers.files import atomic_write
 from helpers.settings import Settings, load_settings
 from helpers.sources import DatasetError, common_folder
 
@@ -227,17 +227,10 @@ def _load_disk_cache(path: Path) -> None:
 def _save_disk_cache(path: Path) -> None:
     with _LOCK:
         payload = json.dumps({"version": _CACHE_VERSION, "entries": _MEMORY})
-    temporary = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=".scan-cache.", suffix=".part", dir=path.parent)
-        with os.fdopen(handle, "w") as stream:
-            stream.write(payload)
-        os.replace(temporary, path)
+        atomic_write(path, payload)
     except OSError:
-        # The cache only saves time; a read-only cache folder must not stop a scan.
-        if temporary is not None:
-            Path(temporary).unlink(missing_ok=True)
+        pass  # the cache only saves time; a read-only cache folder must not stop a scan
 
 
 def clear_cache(settings: Settings | None = None) -> None:

@@ -6,6 +6,7 @@ import dataclasses
 import time
 from typing import Any
 
+from helpers import backbones, device
 from helpers import weights as weights_cache
 from helpers.settings import Settings, load_settings
 
@@ -69,17 +70,17 @@ def start(verbose: bool = True, **overrides: Any) -> Session:
     Returns:
         The :class:`Session`.
     """
-    from helpers import backbones, device
-
     began = time.perf_counter()
     settings = load_settings(overrides)
     weights_cache.configure_keras_home(settings)
-    seeded = weights_cache.seed_cache(settings)
+    seeded = weights_cache.seed_cache(settings, known_md5=backbones.known_md5s())
     report = device.setup(settings)
+    if not report.gpus:
+        report.advice[:0] = backbones.cpu_advice(settings, report.cpus)
     backbone = backbones.get_backbone(settings=settings)
     files = [backbones.weight_file_name(settings, include_top, backbone) for include_top in (True, False)]
-    status = [weights_cache.check_weights(settings, name) for name in files]
-    status.append(weights_cache.check_weights(settings, weights_cache.CLASS_INDEX_FILE))
+    files.append(weights_cache.CLASS_INDEX_FILE)
+    status = [weights_cache.check_weights(settings, name, known_md5=backbones.known_md5s()) for name in files]
     session = Session(settings, report, status, seeded, time.perf_counter() - began)
     if verbose:
         print(session.summary())

@@ -7,6 +7,9 @@ mismatch while offline, deletes the cached file). So the kit keeps a *writable*
 cache of its own (``<cache_dir>/keras``) and *seeds* it by copying from a read-only
 mirror (an instructor's share of pre-downloaded files), checking md5 where Keras
 knows one. Keras never sees the mirror, so it can never write to or delete from it.
+
+This module is a plain cache: it knows no backbone. Callers hand it the table of
+checksums it verifies (:func:`helpers.backbones.known_md5s`).
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
+from typing import Mapping
 
+from helpers import download
+from helpers.files import atomic_copy
 from helpers.settings import Settings
 
 MODELS_SUBDIR = "models"
@@ -31,10 +35,6 @@ CLASS_INDEX_URL = "https://storage.googleapis.com/download.tensorflow.org/data/i
 
 class WeightsMissingError(RuntimeError):
     """A weight file is neither in the kit's cache nor downloadable right now."""
-
-
-class ChecksumMismatchError(ValueError):
-    """A file does not have the md5 Keras expects for it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,16 +59,6 @@ def md5sum(path: Path, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: handle.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def known_md5s() -> dict[str, str]:
-    """Map of weight file name -> md5, for every file whose md5 Keras checks."""
-    from helpers.backbones import BACKBONES  # local: the table imports this module
-
-    table = {CLASS_INDEX_FILE: CLASS_INDEX_MD5}
-    for backbone in BACKBONES.values():
-        table.update(backbone.known_md5)
-    return table
 
 
 def models_dir(settings: Settings) -> Path:
@@ -105,21 +95,7 @@ def configure_keras_home(settings: Settings) -> Path:
     return home
 
 
-def _atomic_copy(source: Path, destination: Path) -> None:
-    """Copy to a temporary file beside ``destination``, then rename: never a half file."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
-    os.close(handle)
-    try:
-        shutil.copyfile(source, temporary)
-        os.chmod(temporary, 0o644)  # copies of read-only files must stay replaceable
-        os.replace(temporary, destination)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def seed_cache(settings: Settings, mirror: Path | None = None) -> list[SeedResult]:
+def seed_cache(settings: Settings, mirror: Path | None = None, *, known_md5: Mapping[str, str]) -> list[SeedResult]:
     """Copy pre-downloaded weight files from a read-only mirror into the kit's cache.
 
     Only reads the mirror. A file whose md5 Keras knows is verified first; a mismatch
@@ -130,6 +106,8 @@ def seed_cache(settings: Settings, mirror: Path | None = None) -> list[SeedResul
         settings: Course settings (cache location, ``weights_mirror``).
         mirror: Folder to seed from; ``settings.weights_mirror`` by default. Either the
             folder holding the ``.h5`` files or a Keras home with a ``models/`` subfolder.
+        known_md5: File name -> md5 for the files Keras verifies
+            (:func:`helpers.backbones.known_md5s`); other files are copied unchecked.
 
     Returns:
         One :class:`SeedResult` per file in the mirror; empty when there is no mirror.
@@ -149,11 +127,10 @@ def seed_cache(settings: Settings, mirror: Path | None = None) -> list[SeedResul
         mirror = mirror / MODELS_SUBDIR
     target_dir = models_dir(settings)
     target_dir.mkdir(parents=True, exist_ok=True)
-    hashes = known_md5s()
     results = []
     for source in sorted(p for p in mirror.iterdir() if p.is_file() and not p.name.startswith(".")):
         target = target_dir / source.name
-        expected = hashes.get(source.name)
+        expected = known_md5.get(source.name)
         if target.is_file() and target.stat().st_size == source.stat().st_size and (
             expected is None or md5sum(target) == expected
         ):
@@ -171,12 +148,14 @@ def seed_cache(settings: Settings, mirror: Path | None = None) -> list[SeedResul
                     )
                 )
                 continue
-        _atomic_copy(source, target)
+        atomic_copy(source, target)
         results.append(SeedResult(source.name, "copied", f"copied from {mirror}"))
     return results
 
 
-def ensure_weights(settings: Settings, file_name: str, url: str, *, progress: bool = True) -> Path:
+def ensure_weights(
+    settings: Settings, file_name: str, url: str, *, known_md5: Mapping[str, str], progress: bool = True
+) -> Path:
     """Make sure a weight file is in the kit's cache, downloading it if needed.
 
     The download goes to a hidden staging file, is checked against Keras's md5 where
@@ -187,6 +166,8 @@ def ensure_weights(settings: Settings, file_name: str, url: str, *, progress: bo
         settings: Course settings (cache location).
         file_name: The file name Keras expects (see :func:`helpers.backbones.weight_file`).
         url: Where to download it from when it is not cached.
+        known_md5: File name -> md5 (:func:`helpers.backbones.known_md5s`); a file
+            not in it is accepted as downloaded.
         progress: Show a progress bar while downloading.
 
     Returns:
@@ -196,10 +177,8 @@ def ensure_weights(settings: Settings, file_name: str, url: str, *, progress: bo
         WeightsMissingError: It is not cached and cannot be downloaded, or the download
             has the wrong checksum. The message names the file, the folder and the fix.
     """
-    from helpers import download
-
     target = models_dir(settings) / file_name
-    expected = known_md5s().get(file_name)
+    expected = known_md5.get(file_name)
     if target.is_file() and (expected is None or md5sum(target) == expected):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -219,7 +198,9 @@ def ensure_weights(settings: Settings, file_name: str, url: str, *, progress: bo
 
 def ensure_class_index(settings: Settings, *, progress: bool = True) -> Path:
     """Make sure ``imagenet_class_index.json`` (for ``decode_predictions``) is cached."""
-    return ensure_weights(settings, CLASS_INDEX_FILE, CLASS_INDEX_URL, progress=progress)
+    return ensure_weights(
+        settings, CLASS_INDEX_FILE, CLASS_INDEX_URL, known_md5={CLASS_INDEX_FILE: CLASS_INDEX_MD5}, progress=progress
+    )
 
 
 def missing_weights_message(file_name: str, settings: Settings, reason: str = "") -> str:
@@ -236,12 +217,12 @@ def missing_weights_message(file_name: str, settings: Settings, reason: str = ""
     return "\n".join(lines)
 
 
-def check_weights(settings: Settings, file_name: str) -> SeedResult:
-    """Report whether one weight file is in the cache and valid (md5 where Keras knows it)."""
+def check_weights(settings: Settings, file_name: str, *, known_md5: Mapping[str, str]) -> SeedResult:
+    """Report whether one weight file is in the cache and valid (md5 where ``known_md5`` has one)."""
     target = models_dir(settings) / file_name
     if not target.is_file():
         return SeedResult(file_name, "missing", missing_weights_message(file_name, settings).splitlines()[1])
-    expected = known_md5s().get(file_name)
+    expected = known_md5.get(file_name)
     if expected is not None and md5sum(target) != expected:
         return SeedResult(file_name, "bad-checksum", f"{target} does not have md5 {expected}; delete it and run prepare.")
     return SeedResult(file_name, "present", str(target))

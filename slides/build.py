@@ -25,14 +25,14 @@ import base64
 import html
 import json
 import mimetypes
-import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
+
+from helpers.files import atomic_write
 
 SLIDES = Path(__file__).resolve().parent
 DECK = SLIDES / "deck.md"
@@ -322,17 +322,7 @@ def build(
     markdown = embed_figures(fill_numbers(markdown, numbers), deck.parent)
     page = render(markdown, reveal_dir)
     check_self_contained(page)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".deck-", suffix=".html", dir=output.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(page)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; the deck is meant to be shared
-        os.replace(temporary, output)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return output
+    return atomic_write(output, page)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from helpers.files import atomic_write
+
 SLIDES = Path(__file__).resolve().parent
 ROOT = SLIDES.parent
 FIGURES = SLIDES / "figures"
@@ -80,21 +82,10 @@ def save_figure(figure: Any, path: Path, *, max_bytes: int = 250_000) -> Path:
                 smaller, format="png", optimize=True
             )
             data = smaller.getvalue()
-    _atomic_write(path, data)
+    atomic_write(path, data)
     return path
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; these files are shared and committed
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _dataset(name: str, settings):
@@ -177,7 +168,7 @@ def figure_topk(settings, output: Path, *, per_source: int = 3) -> dict[str, str
     from helpers import backbones, plots, scoring, weights
 
     weights.configure_keras_home(settings)
-    weights.seed_cache(settings)
+    weights.seed_cache(settings, known_md5=backbones.known_md5s())
     photos = _dataset("photos", settings).head(per_source)
     simpsons = _dataset("simpsons", settings)
     # One frame per character first, so the figure shows several characters.
@@ -205,7 +196,7 @@ def figure_learning_curve(settings, output: Path) -> dict[str, str]:
     from helpers import backbones, pipeline, plots, splits, training, weights
 
     weights.configure_keras_home(settings)
-    weights.seed_cache(settings)
+    weights.seed_cache(settings, known_md5=backbones.known_md5s())
     frame = splits.split_dataset(_dataset("simpsons", settings), seed=settings.seed)
     base = backbones.load_base(settings)
     head = training.build_head(base.output_shape[1:], len(pipeline.class_names(frame)), seed=settings.seed)
@@ -235,7 +226,7 @@ def figure_features(settings, output: Path) -> dict[str, str]:
     from helpers import backbones, classic, features, pipeline, splits, weights
 
     weights.configure_keras_home(settings)
-    weights.seed_cache(settings)
+    weights.seed_cache(settings, known_md5=backbones.known_md5s())
     frame = splits.split_dataset(_dataset("simpsons", settings), seed=settings.seed)
     extractor = backbones.load_feature_extractor(settings)
     matrix = np.asarray(features.extract_features(extractor, frame, settings, progress=False))
@@ -267,10 +258,10 @@ def figure_photo_vs_drawing(settings, output: Path, *, approaches: Sequence[str]
 
     ``approaches`` limits the comparison (names of :data:`helpers.compare.APPROACHES`; all by default).
     """
-    from helpers import compare, plots, weights
+    from helpers import backbones, compare, plots, weights
 
     weights.configure_keras_home(settings)
-    weights.seed_cache(settings)
+    weights.seed_cache(settings, known_md5=backbones.known_md5s())
     frame = _dataset("photo_vs_drawing", settings)
     comparison = compare.run_comparison(frame, settings, approaches=approaches or compare.APPROACHES)
     table = comparison.table()
@@ -384,7 +375,7 @@ def run(names: Sequence[str], settings, output: Path = FIGURES, *, log: Callable
         "figures": dict(sorted(figures.items())),
         "numbers": dict(sorted(numbers.items())),
     }
-    _atomic_write(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+    atomic_write(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
     return manifest
 
 
@@ -408,10 +399,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     settings = figure_settings(args.profile, args.backbone, args.alpha)
-    from helpers import weights
+    from helpers import backbones, weights
 
     weights.configure_keras_home(settings)
-    weights.seed_cache(settings)
+    weights.seed_cache(settings, known_md5=backbones.known_md5s())
     global DOWNLOAD_OK
     DOWNLOAD_OK = not args.offline
     began = time.perf_counter()

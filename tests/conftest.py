@@ -62,7 +62,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def kit_settings(session_cache: Path):
     """Smoke-profile settings with MobileNet alpha 0.75, the weights seeded from ../shared when present."""
-    from helpers import weights
+    from helpers import backbones, weights
     from helpers.settings import load_settings
 
     overrides = {"profile": "smoke", "backbone": "mobilenet", "alpha": 0.75, "cache_dir": str(session_cache)}
@@ -70,7 +70,7 @@ def kit_settings(session_cache: Path):
         overrides |= {"weights_mirror": str(SHARED_MODELS), "data_dir": str(SHARED_DATASETS)}
     settings = load_settings(overrides, environ={})
     weights.configure_keras_home(settings)
-    weights.seed_cache(settings)
+    weights.seed_cache(settings, known_md5=backbones.known_md5s())
     return settings
 
 

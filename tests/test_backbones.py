@@ -132,22 +132,12 @@ def test_every_backbone_has_a_complete_row():
         assert callable(backbone.preprocess) and callable(backbone.decode_predictions)
 
 
-def test_build_under_strategy_uses_the_strategy_scope():
-    entered = []
+def test_models_are_built_under_the_device_strategy(tmp_path):
+    """The base remembers the strategy it was built under: fit and predict then run under it."""
+    from helpers import device
 
-    class FakeStrategy:
-        def scope(self):
-            import contextlib
-
-            @contextlib.contextmanager
-            def scope():
-                entered.append(True)
-                yield
-
-            return scope()
-
-    assert backbones.build_under_strategy(lambda: "model", FakeStrategy()) == "model"
-    assert entered == [True]
+    base = backbones.load_base(_settings(tmp_path, "mobilenet", alpha=0.25, image_size=96), weights=None)
+    assert base.distribute_strategy is device.strategy()
 
 
 @pytest.mark.integration

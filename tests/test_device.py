@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import device
+from helpers import backbones, device
 from helpers.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,12 +112,17 @@ def test_cpu_threads_and_too_late_configuration(tf_calls, monkeypatch):
     assert any("restart the kernel" in note for note in report.notes)
 
 
-def test_cpu_summary_gives_advice_with_expected_times():
-    report = device.setup(load_settings({"gpus": "none", "backbone": "resnet50"}, environ={}))
-    text = report.summary()
+def test_cpu_summary_gives_advice_with_expected_times(tmp_path):
+    from helpers import session
+
+    kit = session.start(verbose=False, gpus="none", backbone="resnet50", cache_dir=str(tmp_path))
+    text = kit.device.summary()
     assert "CPU only" in text and "per 1000 images" in text
     assert "KIT_BACKBONE=mobilenet" in text
-    assert device.expected_seconds_per_1000("resnet50", 2) > 3 * device.expected_seconds_per_1000("mobilenet", 2)
+    assert backbones.expected_seconds_per_1000("resnet50", 2) > 3 * backbones.expected_seconds_per_1000("mobilenet", 2)
+    assert not any("per 1000 images" in tip for tip in device.setup(load_settings({"gpus": "none"}, environ={})).advice), (
+        "the device module knows no backbone: speed advice comes from helpers.backbones via the session"
+    )
 
 
 def _run_python(code: str) -> subprocess.CompletedProcess:

@@ -39,7 +39,7 @@ def _weight_files() -> list[str]:
 
 def _fill_mirrors(folders: dict[str, Path], monkeypatch) -> None:
     # Stand-in weight files: no md5 is known for them, so they pass as the real ones would.
-    monkeypatch.setattr(weights, "known_md5s", lambda: {})
+    monkeypatch.setattr(backbones, "known_md5s", lambda: {})
     for name in _weight_files():
         (folders["weights-mirror"] / name).write_bytes(b"weights")
     source = folders["data-mirror"].parent / "src"
@@ -107,7 +107,7 @@ def test_prepare_rows_for_the_notebook(kit_env, monkeypatch):
 
 
 def test_missing_weights_are_downloaded_when_online(kit_env, monkeypatch):
-    monkeypatch.setattr(weights, "known_md5s", lambda: {})
+    monkeypatch.setattr(backbones, "known_md5s", lambda: {})
     requests = []
 
     class Handler(http.server.BaseHTTPRequestHandler):

@@ -42,21 +42,21 @@ def test_seed_copies_and_leaves_the_read_only_mirror_untouched(tmp_path):
     mirror = _read_only_mirror(tmp_path, {"mobilenet_7_5_224_tf.h5": b"weights-a", "other.h5": b"b"})
     before = _snapshot(mirror)
     settings = _settings(tmp_path, mirror.parent)  # a Keras home with models/ works too
-    results = weights.seed_cache(settings)
+    results = weights.seed_cache(settings, known_md5=backbones.known_md5s())
     assert {r.name: r.status for r in results} == {"mobilenet_7_5_224_tf.h5": "copied", "other.h5": "copied"}
     cached = weights.models_dir(settings) / "mobilenet_7_5_224_tf.h5"
     assert cached.read_bytes() == b"weights-a"
     assert os.access(cached, os.W_OK), "copies must be writable so Keras can replace them"
     assert not any(p.name.endswith(".part") for p in cached.parent.iterdir()), "no temporary file left behind"
     # Seeding again finds everything present and copies nothing.
-    assert {r.status for r in weights.seed_cache(settings)} == {"present"}
+    assert {r.status for r in weights.seed_cache(settings, known_md5=backbones.known_md5s())} == {"present"}
     assert _snapshot(mirror) == before
 
 
 def test_md5_mismatch_is_reported_and_not_copied(tmp_path):
     mirror = _read_only_mirror(tmp_path, {RESNET_NOTOP: b"not the real resnet"})
     settings = _settings(tmp_path, mirror)
-    (result,) = weights.seed_cache(settings)
+    (result,) = weights.seed_cache(settings, known_md5=backbones.known_md5s())
     assert result.status == "bad-checksum"
     assert "4d473c1dd8becc155b73f8504c6f6626" in result.detail and "Replace" in result.detail
     assert not (weights.models_dir(settings) / RESNET_NOTOP).exists()
@@ -69,26 +69,26 @@ def test_correct_md5_is_accepted(tmp_path, monkeypatch):
         backbones.BACKBONES["resnet50"].known_md5, RESNET_NOTOP, hashlib.md5(data).hexdigest()
     )
     settings = _settings(tmp_path, _read_only_mirror(tmp_path, {RESNET_NOTOP: data}))
-    assert [r.status for r in weights.seed_cache(settings)] == ["copied"]
-    assert weights.check_weights(settings, RESNET_NOTOP).status == "present"
+    assert [r.status for r in weights.seed_cache(settings, known_md5=backbones.known_md5s())] == ["copied"]
+    assert weights.check_weights(settings, RESNET_NOTOP, known_md5=backbones.known_md5s()).status == "present"
 
 
 def test_missing_mirror_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="KIT_WEIGHTS_MIRROR"):
-        weights.seed_cache(_settings(tmp_path, tmp_path / "nowhere"))
+        weights.seed_cache(_settings(tmp_path, tmp_path / "nowhere"), known_md5={})
 
 
 def test_no_mirror_means_nothing_to_seed(tmp_path):
-    assert weights.seed_cache(_settings(tmp_path)) == []
+    assert weights.seed_cache(_settings(tmp_path), known_md5={}) == []
 
 
 def test_check_weights_reports_missing_and_corrupt_files(tmp_path):
     settings = _settings(tmp_path)
     weights.configure_keras_home(settings)
-    missing = weights.check_weights(settings, RESNET_NOTOP)
+    missing = weights.check_weights(settings, RESNET_NOTOP, known_md5=backbones.known_md5s())
     assert missing.status == "missing" and str(weights.models_dir(settings)) in missing.detail
     (weights.models_dir(settings) / RESNET_NOTOP).write_bytes(b"truncated")
-    assert weights.check_weights(settings, RESNET_NOTOP).status == "bad-checksum"
+    assert weights.check_weights(settings, RESNET_NOTOP, known_md5=backbones.known_md5s()).status == "bad-checksum"
 
 
 @pytest.fixture
@@ -169,4 +169,4 @@ def test_keras_loads_real_weights_without_touching_the_shared_folder(real_weight
     model = backbones.load_base(real_weights)
     assert model.count_params() > 1_000_000
     assert _snapshot(shared_models) == before
-    assert weights.check_weights(real_weights, weights.CLASS_INDEX_FILE).status == "present"
+    assert weights.check_weights(real_weights, weights.CLASS_INDEX_FILE, known_md5=backbones.known_md5s()).status == "present"
