@@ -63,6 +63,8 @@ class Backbone:
             reference machine, batch 32, unloaded (MobileNet measured at alpha 0.75).
         weight_file: ``(include_top, alpha, size) -> (file name, url)``.
         known_md5: Weight file name -> md5, for files Keras verifies.
+        gradcam_layer: The convolutional layer Grad-CAM reads (:mod:`helpers.gradcam`); None
+            means the end of the last block. Its output must still be a spatial map.
     """
 
     key: str
@@ -77,6 +79,12 @@ class Backbone:
     cpu_images_per_second: float
     weight_file: Callable[[bool, float | None, int], tuple[str, str]]
     known_md5: dict[str, str] = dataclasses.field(default_factory=dict)
+    gradcam_layer: str | None = None
+
+    @property
+    def cam_layer(self) -> str:
+        """The layer Grad-CAM explains: the last spatial map before the classifier pools it."""
+        return self.gradcam_layer or self.block_ends[-1]
 
     @property
     def preprocess(self) -> Callable[[Any], Any]:
@@ -159,6 +167,8 @@ BACKBONES: dict[str, Backbone] = {
                 "vgg16_weights_tf_dim_ordering_tf_kernels.h5": "64373286793e3c8b2b4e3219cbf3544b",
                 "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5": "6d6bbae143d832006294945121d1f1fc",
             },
+            # The last convolution (14x14 at 224 px) rather than the pooled block end (7x7).
+            gradcam_layer="block5_conv3",
         ),
         Backbone(
             "inception_v3", "InceptionV3", "InceptionV3", "inception_v3", 299, "avg_pool",
@@ -447,6 +457,7 @@ def table_rows(names: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 "input": backbone.input_size,
                 "blocks": len(backbone.block_ends),
                 "last block ends at": backbone.block_ends[-1],
+                "Grad-CAM layer": backbone.cam_layer,
                 "alphas": ", ".join(map(str, backbone.alphas)) or "-",
                 "CPU img/s (2 cores)": backbone.cpu_images_per_second,
             }

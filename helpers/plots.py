@@ -6,7 +6,8 @@
   :func:`confusion_matrix_grid`, :func:`misclassified_gallery`;
 * scoring with a pretrained classifier: :func:`predictions`;
 * exploring features: :func:`embedding_map`, :func:`similar_images`, :func:`topic_images`;
-* comparing approaches: :func:`comparison`, :func:`sample_efficiency`.
+* comparing approaches: :func:`comparison`, :func:`sample_efficiency`;
+* where a model looks: :func:`gradcam_grid` (Grad-CAM, :mod:`helpers.gradcam`).
 
 Every function draws with matplotlib and returns the ``Figure`` (assign it in a
 notebook -- ``figure = plots.image_grid(...)`` -- so Jupyter shows it once). They
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import matplotlib.figure
 
     from helpers.explore import Topics
+    from helpers.gradcam import GradCam
 
 __all__ = [
     "augmentation_grid",
@@ -35,6 +37,7 @@ __all__ = [
     "confusion_matrix",
     "confusion_matrix_grid",
     "embedding_map",
+    "gradcam_grid",
     "image_grid",
     "learning_curves",
     "misclassified_gallery",
@@ -712,5 +715,52 @@ def sample_efficiency(
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, never over them
     if title:
         ax.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+# --------------------------------------------------------------------------- where a model looks (Grad-CAM)
+
+
+def gradcam_grid(
+    result: "GradCam",
+    titles: Sequence[str] | None = None,
+    *,
+    columns: int = 3,
+    alpha: float = 0.45,
+    colors: Sequence[str] | None = None,
+    title: str | None = None,
+) -> "matplotlib.figure.Figure":
+    """Each image beside its Grad-CAM overlay (red = where the evidence for the class lies).
+
+    Args:
+        result: From :func:`helpers.gradcam.compute`.
+        titles: One caption per image (for example "true: bart / pred: homer 0.91").
+        columns: Image pairs per row.
+        alpha: Weight of the heatmap in the overlay.
+        colors: One caption colour per image (e.g. green right, red wrong).
+        title: Figure title.
+
+    Raises:
+        ValueError: Titles or colours not one per image.
+    """
+    from helpers.gradcam import overlay
+
+    count = len(result.images)
+    for name, values in (("titles", titles), ("colors", colors)):
+        if values is not None and len(values) != count:
+            raise ValueError(f"{len(values)} {name} for {count} images; give one per image.")
+    if isinstance(columns, bool) or not isinstance(columns, (int, np.integer)) or columns < 1:
+        raise ValueError(f"columns must be a whole number >= 1, not {columns!r}.")
+    figure, axes = _grid(2 * count, 2 * min(columns, count))
+    for index, (image, heatmap) in enumerate(zip(result.images, result.heatmaps)):
+        left, right = axes.ravel()[2 * index], axes.ravel()[2 * index + 1]
+        left.imshow(image)
+        right.imshow(overlay(image, heatmap, alpha=alpha))
+        if titles is not None:
+            left.set_title(str(titles[index]), fontsize=8, color=colors[index] if colors is not None else "black")
+        right.set_title(f"Grad-CAM ({result.layer})", fontsize=7, color="dimgray")
+    if title:
+        figure.suptitle(title)
     figure.tight_layout()
     return figure
