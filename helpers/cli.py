@@ -7,6 +7,9 @@ import importlib
 import sys
 from typing import Callable, Sequence
 
+from helpers import session
+from helpers.settings import load_settings
+
 # command -> (module:function, one-line help). Each function takes the parsed
 # arguments' leftover list and returns an exit code; modules are imported only
 # when their command runs, so `--help` stays fast.
@@ -32,7 +35,6 @@ def check(argv: Sequence[str]) -> int:
     """The setup check: settings, device summary and advice, weights cache."""
     parser = argparse.ArgumentParser(prog="python -m helpers check", description=COMMANDS["check"][1])
     parser.parse_args(argv)
-    from helpers import session
 
     result = session.start(verbose=True)
     return 0 if all(r.status == "present" for r in result.weights) else 1
@@ -41,7 +43,6 @@ def check(argv: Sequence[str]) -> int:
 def show_settings(argv: Sequence[str]) -> int:
     """Print the resolved settings and their sources."""
     argparse.ArgumentParser(prog="python -m helpers settings").parse_args(argv)
-    from helpers.settings import load_settings
 
     print(load_settings().describe())
     return 0

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Se
 import numpy as np
 import pandas as pd
 
-from helpers.settings import Settings
+from helpers import backbones, classic, device, evaluation, features, pipeline, splits, training
+from helpers.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -113,8 +114,6 @@ def load_images(images: pd.DataFrame | Sequence[str], size: int, settings: Setti
         TypeError: ``images`` is a single path string.
         ValueError: ``size`` is not a positive integer, or a file is unusable.
     """
-    from helpers import pipeline
-
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
         raise ValueError(f"size must be a positive number of pixels, not {size!r}.")
     paths = _paths(images)
@@ -154,8 +153,6 @@ def raw_pixel_features(
 
 def scratch_image_size(settings: Settings) -> int:
     """Image side for the from-scratch models in this profile (never above the backbone's)."""
-    from helpers import backbones
-
     full = backbones.input_size(settings)
     chosen = SCRATCH_IMAGE_SIZES.get(settings.profile)
     return full if chosen is None else min(chosen, full)
@@ -273,8 +270,6 @@ def build_scratch_backbone(
     """
     import keras
 
-    from helpers import backbones
-
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, not {num_classes}.")
     size = image_size or scratch_image_size(settings)
@@ -296,8 +291,6 @@ def _attach_head(base: "keras.Model", num_classes: int, settings: Settings) -> "
     ``training=False``: its BatchNormalization layers must learn their statistics.
     """
     import keras
-
-    from helpers import training
 
     head = training.build_head(base.output_shape[1:], num_classes, seed=settings.seed)
     inputs = keras.Input(shape=base.input_shape[1:], name="image")
@@ -353,15 +346,11 @@ class ApproachResult:
     @property
     def accuracy(self) -> float:
         """Share of test images classified correctly."""
-        from helpers import evaluation
-
         return evaluation.accuracy(self.y_true, self.y_pred)
 
     @property
     def balanced_accuracy(self) -> float:
         """Mean recall over the classes present in the test set (:func:`helpers.evaluation.balanced_accuracy`)."""
-        from helpers import evaluation
-
         return evaluation.balanced_accuracy(self.y_true, self.y_pred)
 
 
@@ -444,8 +433,6 @@ class SharedSplit:
 
     def rows(self, split: str) -> np.ndarray:
         """Positions in :attr:`frame` of the images of one split (frame order)."""
-        from helpers import splits
-
         if split not in splits.SPLITS:
             raise ValueError(f"split must be one of {splits.SPLITS}, not {split!r}.")
         return np.flatnonzero(self.frame["split"].to_numpy() == split)
@@ -456,8 +443,6 @@ class SharedSplit:
 
     def labels(self, split: str) -> np.ndarray:
         """Class ids of one split's images."""
-        from helpers import pipeline
-
         return np.asarray(pipeline.encode_labels(self.part(split)["label"], self.class_names), dtype=np.int64)
 
     @property
@@ -484,9 +469,6 @@ def shared_split(frame: pd.DataFrame, settings: Settings | None = None) -> Share
     Raises:
         ValueError: Fewer than two classes, or a split without images of every class.
     """
-    from helpers import pipeline, splits
-    from helpers.settings import load_settings
-
     settings = settings or load_settings()
     if "split" not in frame.columns:
         frame = splits.split_dataset(frame, seed=settings.seed, fractions=SPLIT_FRACTIONS)
@@ -540,8 +522,6 @@ def run_raw_pixels(
     Returns:
         One result per model.
     """
-    from helpers import classic
-
     if pixels is None:
         pixels = raw_pixel_features(split.frame, size, settings)
     if len(pixels) != len(split.frame):
@@ -596,8 +576,6 @@ def run_transfer(split: SharedSplit, settings: Settings, *, progress: bool = Tru
     """
     import keras
 
-    from helpers import backbones, training
-
     keras.utils.set_random_seed(settings.seed)
     base = backbones.load_base(settings)
     head = training.build_head(base.output_shape[1:], len(split.class_names), seed=settings.seed)
@@ -638,8 +616,6 @@ def run_transfer(split: SharedSplit, settings: Settings, *, progress: bool = Tru
 
 def deep_features(split: SharedSplit, settings: Settings, *, progress: bool = True) -> np.ndarray:
     """The pretrained backbone's features of every image of ``split.frame`` (disk-cached)."""
-    from helpers import backbones, features
-
     extractor = backbones.load_feature_extractor(settings)
     return features.extract_features(extractor, split.frame, settings, progress=progress)
 
@@ -659,8 +635,6 @@ def run_deep_features(
         features: Features of every image of ``split.frame`` (:func:`deep_features`); computed when omitted.
         model: A :func:`helpers.classic.make_pipeline` model name.
     """
-    from helpers import backbones, classic
-
     if features is None:
         features = deep_features(split, settings)
     features = np.asarray(features).reshape(len(features), -1)
@@ -686,8 +660,6 @@ def _fit_keras(
 ) -> tuple[np.ndarray, float, pd.DataFrame]:
     """Train on the split's training images (validation for early stopping); predict the test images."""
     import keras
-
-    from helpers import device, pipeline, training
 
     tf = device.import_tensorflow()
     datasets = pipeline.split_datasets(split.frame, settings=settings, cache=True, size=size, preprocess=preprocess)
@@ -729,8 +701,6 @@ def run_scratch_backbone(
     """
     import keras
 
-    from helpers import backbones, training
-
     size = image_size or scratch_image_size(settings)
     epochs = epochs or settings.run.scratch_epochs
     keras.utils.set_random_seed(settings.seed)
@@ -768,8 +738,6 @@ def run_small_cnn(
         verbose: Keras ``fit`` verbosity.
     """
     import keras
-
-    from helpers import training
 
     size = image_size or scratch_image_size(settings)
     epochs = epochs or settings.run.scratch_epochs
@@ -863,8 +831,6 @@ def keras_learner(
     def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int) -> np.ndarray:
         import keras
 
-        from helpers import training
-
         keras.utils.set_random_seed(seed)
         fresh = build()
         if "model" not in state:
@@ -927,8 +893,6 @@ def sample_efficiency(
     Raises:
         ValueError: No learners, no seeds, no usable size, or inputs whose rows do not match the labels.
     """
-    from helpers import evaluation
-
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     if not learners:
         raise ValueError("no learners given; pass a dict of approach name -> Learner.")
@@ -1026,8 +990,6 @@ def sample_efficiency_learners(
     Returns:
         Approach name -> :class:`Learner`, named as in the comparison table.
     """
-    from helpers import classic
-
     train, test = split.rows("train"), split.rows("test")
     learners: dict[str, Learner] = {}
 

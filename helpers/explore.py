@@ -29,6 +29,7 @@ import pandas as pd
 if TYPE_CHECKING:  # pragma: no cover
     import ipywidgets
 
+from helpers import backbones, pipeline, weights
 from helpers.settings import Settings, load_settings
 
 # --------------------------------------------------------------------------- 2-D map
@@ -203,8 +204,6 @@ def imagenet_class_names(settings: Settings | None = None) -> list[str]:
     Read through the backbone's own ``decode_predictions`` (the class index file in the
     kit's Keras cache), so the names are exactly the ones the classifier reports.
     """
-    from helpers import backbones, weights
-
     settings = settings or load_settings()
     weights.configure_keras_home(settings)
     decode = backbones.get_backbone(settings=settings).decode_predictions
@@ -348,8 +347,6 @@ def nmf_topics(matrix: Any, n_topics: int = 8, *, terms: Sequence[str] | None = 
 def thumbnail_png(path: str, size: int = 96) -> bytes:
     """A square PNG thumbnail of an image file (for widgets)."""
     from PIL import Image
-
-    from helpers import pipeline
 
     buffer = io.BytesIO()
     # Decoded and squared like the pipeline does (and like the thumbnails of the plots).

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from helpers import backbones
+from helpers import backbones, pipeline
 from helpers.files import atomic_path
 from helpers.settings import Settings, load_settings
 
@@ -329,8 +329,6 @@ def _compute(
     progress: bool,
 ) -> np.ndarray:
     from tqdm.auto import tqdm
-
-    from helpers import pipeline
 
     dataset = pipeline.make_dataset(
         paths, settings=settings, size=size, batch_size=batch_size, preprocess=True, shuffle=False

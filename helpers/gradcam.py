@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from helpers import backbones
+from helpers import backbones, pipeline
+from helpers.device import import_tensorflow
 from helpers.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -178,8 +179,6 @@ def _check_same_outputs(model: "keras.Model", grad_model: "keras.Model") -> None
 
 
 def _pixels(images: Sequence[Any], size: int, settings: Settings) -> np.ndarray:
-    from helpers import pipeline
-
     arrays = []
     for image in images:
         if isinstance(image, (str, os.PathLike)):
@@ -224,8 +223,6 @@ def compute(
             ``class_ids`` of the wrong length or out of range.
     """
     import keras
-
-    from helpers.device import import_tensorflow
 
     tf = import_tensorflow()
     settings = settings or load_settings()

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from helpers import scan
+from helpers.backbones import get_backbone, input_size
+from helpers.device import import_tensorflow
 from helpers.settings import Settings, load_settings
 
 _PIL = 1  # decoder code in the graph: 0 = TensorFlow, 1 = Pillow
@@ -136,7 +138,6 @@ def load_image(path: str | os.PathLike, size: int | None = None, *, settings: Se
     record = scan.inspect_paths([path], settings=settings)[0]
     if record["kind"] is not None:
         raise BadImageError(f"{path}: {record['reason']}")
-    from helpers.device import import_tensorflow
 
     tf = import_tensorflow()
     if record["decoder"] == "pil":
@@ -182,8 +183,6 @@ def _augmenter(augment: Any, seed: int) -> Callable[[Any], Any] | None:
 
 def _preprocessor(preprocess: Any, settings: Settings) -> Callable[[Any], Any] | None:
     if preprocess is True:
-        from helpers.backbones import get_backbone
-
         return get_backbone(settings=settings).preprocess
     if preprocess is False or preprocess is None:
         return None
@@ -249,9 +248,6 @@ def make_dataset(
         ValueError: No paths, labels of the wrong length, unknown labels, or
             unusable files (run :func:`helpers.scan.scan_images` first).
     """
-    from helpers.backbones import input_size
-    from helpers.device import import_tensorflow
-
     tf = import_tensorflow()
     settings = settings or load_settings()
     files = _as_paths(paths)
@@ -378,9 +374,6 @@ def measure_throughput(
         per second of CPU time (``*_per_cpu_second``), which is steadier than wall
         time on a machine shared with other work.
     """
-    from helpers.backbones import input_size
-    from helpers.device import import_tensorflow
-
     tf = import_tensorflow()
     settings = settings or load_settings()
     files = _as_paths(paths)

@@ -24,11 +24,14 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from helpers import pipeline
+from helpers.explore import Topics
+from helpers.gradcam import GradCam, overlay
+from helpers.scoring import TABLE_COLUMNS
+from helpers.training import history_frame, merge_histories, phase_boundaries
+
 if TYPE_CHECKING:  # pragma: no cover
     import matplotlib.figure
-
-    from helpers.explore import Topics
-    from helpers.gradcam import GradCam
 
 __all__ = [
     "augmentation_grid",
@@ -72,8 +75,6 @@ def _thumbnail(image: Any, size: int = _THUMBNAIL) -> np.ndarray:
 
 def _square_thumbnail(path: str, size: int) -> np.ndarray:
     """An image file as a square uint8 thumbnail, decoded like the pipeline does."""
-    from helpers import pipeline
-
     return pipeline.load_image(str(path), size)
 
 
@@ -180,7 +181,6 @@ def class_counts(frame: pd.DataFrame, *, by: str | None = "split", title: str = 
 def _history_table(history: Any) -> pd.DataFrame:
     if isinstance(history, pd.DataFrame):
         return history
-    from helpers.training import history_frame, merge_histories
 
     values = getattr(history, "history", history)
     if isinstance(values, Mapping) and values and all(isinstance(v, Mapping) or hasattr(v, "history") for v in values.values()):
@@ -207,8 +207,6 @@ def learning_curves(
         ValueError: None of the metrics is in the history.
     """
     import matplotlib.pyplot as plt
-
-    from helpers.training import phase_boundaries
 
     table = _history_table(history)
     shown = [m for m in metrics if m in table.columns or f"val_{m}" in table.columns]
@@ -438,8 +436,6 @@ def predictions(
         size: Thumbnail size in pixels.
     """
     import matplotlib.pyplot as plt
-
-    from helpers.scoring import TABLE_COLUMNS
 
     missing = set(TABLE_COLUMNS) - set(table.columns)
     if missing:
@@ -744,8 +740,6 @@ def gradcam_grid(
     Raises:
         ValueError: Titles or colours not one per image.
     """
-    from helpers.gradcam import overlay
-
     count = len(result.images)
     for name, values in (("titles", titles), ("colors", colors)):
         if values is not None and len(values) != count:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from helpers import pipeline, scan
 from helpers.explore import imagenet_class_names
 from helpers.settings import Settings, load_settings
 
@@ -228,8 +229,6 @@ def predict_files(
     Raises:
         ValueError: The model's outputs do not match the class names.
     """
-    from helpers import pipeline, scan
-
     settings = settings or load_settings()
     names = list(class_names) if class_names is not None else imagenet_class_names(settings)
     paths = [str(p) for p in paths]

@@ -17,6 +17,8 @@ from typing import Sequence
 
 import pandas as pd
 
+from helpers.settings import load_settings
+
 SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
 DEFAULT_MIN_PER_CLASS = 10
@@ -92,8 +94,6 @@ def split_dataset(
         raise ValueError("cannot split an empty dataset; check that the images were found.")
     values = _check_fractions(fractions)
     if seed is None:
-        from helpers.settings import load_settings
-
         seed = load_settings().seed
     result = frame.copy()
     split = pd.Series("", index=result.index, dtype=object)

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from helpers import backbones
+from helpers import backbones, device, features, pipeline
 from helpers.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -554,8 +554,6 @@ def fit_in_memory(
     """
     import keras
 
-    from helpers import device
-
     tf = device.import_tensorflow()
     if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", True):
         raise ValueError("compile the model first (training.compile_model(model, learning_rate)).")
@@ -751,8 +749,6 @@ class Retrainer:
         progress: bool = True,
         verbose: int = 0,
     ) -> None:
-        from helpers import pipeline
-
         self.settings = settings or load_settings()
         self.backbone = backbones.get_backbone(settings=self.settings)
         if not isinstance(frame, pd.DataFrame) or not {"path", "label", "split"} <= set(frame.columns):
@@ -846,8 +842,6 @@ class Retrainer:
 
     def _extract(self, model: "keras.Model", *, rows: np.ndarray | None = None, dtype: str = "float32") -> np.ndarray:
         """The one call site of feature extraction (disk-cached, progress bar): features.extract_features."""
-        from helpers import features
-
         frame = self.frame if rows is None else self.frame.iloc[rows]
         return features.extract_features(model, frame, self.settings, cache=True, progress=self.progress, dtype=dtype)
 
@@ -1024,8 +1018,6 @@ class Retrainer:
 
     def _image_datasets(self, batch_size: int) -> tuple[Any, Any]:
         """tf.data datasets of the training (shuffled, augmented) and validation images."""
-        from helpers import device, pipeline
-
         tf = device.import_tensorflow()
         part = {name: self.frame.iloc[self.rows(name)] for name in ("train", "validation")}
         train = pipeline.make_dataset(
@@ -1094,8 +1086,6 @@ def predict_images(model: "keras.Model", frame: pd.DataFrame | Sequence[str], se
         frame: A frame with a ``path`` column, or a list of paths.
         settings: Course settings (backbone preprocessing, image size, batch size).
     """
-    from helpers import pipeline
-
     settings = settings or load_settings()
     dataset = pipeline.make_dataset(frame, settings=settings, shuffle=False)
     return model.predict(dataset, verbose=0)
@@ -1125,8 +1115,6 @@ def saved_model_path(settings: Settings | None = None, name: str = RETRAINED_SIM
 
 def _model_identity(settings: Settings, frame: pd.DataFrame, class_names: Sequence[str]) -> dict[str, Any]:
     """What a saved model must share with the data it is used on: backbone, input size, classes, test split."""
-    from helpers import features
-
     test = frame.loc[frame["split"] == "test", "path"] if "split" in frame.columns else frame["path"]
     return {
         "backbone": backbones.get_backbone(settings=settings).key,

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from helpers import prepare, session
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,8 +44,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--offline", action="store_true", help="never download; use caches and mirrors only")
     parser.add_argument("--no-lab", action="store_true", help="prepare and check only")
     args = parser.parse_args(list(argv or []))
-
-    from helpers import prepare, session
 
     print("== Preparing weights and datasets")
     prepare.main(["--offline"] if args.offline else [])

@@ -1,0 +1,118 @@
+"""The kit's import rule (written in ``helpers/__init__.py``), checked on the source of every helpers module.
+
+Parsed with :mod:`ast`, so imports inside functions count too: dependencies between the
+kit's modules go one way (no cycle), kit modules are imported at the top of a file, and
+TensorFlow, Keras and scikit-learn only inside functions.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "helpers"
+# Imported inside functions only: Keras reads KERAS_HOME once, when first imported, so
+# the kit must set it first; and importing a helpers module must stay cheap.
+LATE_PACKAGES = ("tensorflow", "keras", "sklearn")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imports(name: str) -> list[tuple[str, int, bool]]:
+    """``(imported kit module, line, outside any function)`` for every kit import of one module."""
+    path = MODULES[name]
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    in_functions = {
+        id(inner)
+        for outer in ast.walk(tree)
+        if isinstance(outer, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+        for inner in ast.walk(outer)
+    }
+    found = []
+    for node in ast.walk(tree):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            # ``from helpers import training`` imports the module helpers.training.
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
+        for target in targets:
+            while target and target not in MODULES:
+                target = target.rpartition(".")[0]
+            if target and target != "helpers" and target != name:
+                found.append((target, node.lineno, id(node) not in in_functions))
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    return {name: {target for target, _, _ in _imports(name)} for name in MODULES}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path ``[a, b, ..., a]``, or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for neighbour in sorted(graph.get(node, ())):
+            if state.get(neighbour) == 1:
+                return stack[stack.index(neighbour):] + [neighbour]
+            if neighbour not in state and (found := visit(neighbour)):
+                return found
+        state[node] = 2
+        stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_checker_finds_kit_imports_and_cycles():
+    """The parser sees function-level and relative imports, and the cycle search finds a cycle."""
+    assert ("helpers.settings", True) in {(target, top) for target, _, top in _imports("helpers.session")}
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_kit_modules_import_each_other_one_way():
+    cycle = _cycle(_graph())
+    assert cycle is None, (
+        "import cycle among the kit's modules (function-level imports included): "
+        + " -> ".join(cycle or [])
+        + ". Move the function that needs the other module to where it belongs, or hand it what it needs."
+    )
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_kit_modules_are_imported_at_the_top_of_the_file(name):
+    late = [f"{target} (line {line})" for target, line, top in _imports(name) if not top]
+    assert not late, f"{name} imports kit modules inside functions: {late}; import them at the top of the file."
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_tensorflow_keras_and_sklearn_are_imported_inside_functions(name):
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    early = []
+    for node in tree.body:
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+            [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        )
+        early += [f"{n} (line {node.lineno})" for n in names if n.split(".")[0] in LATE_PACKAGES]
+    assert not early, f"{name} imports {early} at import time; import them inside the functions that use them."
