@@ -40,11 +40,6 @@ if TYPE_CHECKING:  # pragma: no cover
 # Side of the square thumbnails flattened into raw-pixel features (32x32x3 = 3,072 numbers).
 RAW_PIXEL_SIZE = 32
 
-# Image side for the from-scratch models, by profile. Training a full-size backbone from
-# random weights is the expensive part on a CPU (every layer learns, nothing is cached),
-# so the small profiles train it on small images; "full" uses the backbone's own size.
-SCRATCH_IMAGE_SIZES: dict[str, int | None] = {"smoke": 64, "grading": 64, "workshop": 96, "full": None}
-
 # Columns of the comparison table, in order.
 TABLE_COLUMNS = ("rank", "approach", "family", "accuracy", "balanced_accuracy", "train_seconds", "trained_parameters")
 
@@ -152,9 +147,9 @@ def raw_pixel_features(
 
 
 def scratch_image_size(settings: Settings) -> int:
-    """Image side for the from-scratch models in this profile (never above the backbone's)."""
+    """Image side for the from-scratch models in this profile (``Profile.scratch_image_size``, never above the backbone's)."""
     full = backbones.input_size(settings)
-    chosen = SCRATCH_IMAGE_SIZES.get(settings.profile)
+    chosen = settings.run.scratch_image_size
     return full if chosen is None else min(chosen, full)
 
 

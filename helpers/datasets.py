@@ -31,18 +31,20 @@ import os
 import stat
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 
-from helpers import download, scan
+from helpers import download, scan, splits
 from helpers.files import atomic_path
 from helpers.settings import Settings, load_settings
-from helpers.sources import IMAGE_EXTENSIONS, DatasetError, DroppedRowsWarning
+from helpers.sources import IMAGE_EXTENSIONS, DatasetError, DroppedRowsWarning, label_rule
 
 PACS_DOMAINS = ("photo", "art_painting", "cartoon", "sketch")
 PACS_DRAWING_DOMAINS = ("art_painting", "cartoon", "sketch")
 PACS_CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
+SIMPSONS_TEST_FOLDER = "kaggle_simpson_testset"
+SIMPSONS_FRAME_BLOCK = 20
 
 
 class DatasetMissingError(FileNotFoundError):
@@ -64,6 +66,9 @@ class DatasetSpec:
         archives: Archive file names looked for in the data mirror.
         sha256: Expected sha256 of the downloaded archive, where known.
         fix: What to do by hand when the dataset cannot be found.
+        grouping: How :func:`load_dataset` groups images that must not be split
+            apart (the ``group`` column; see :mod:`helpers.splits`), in words.
+        test_set: The dataset's own test set, used as the test split when present.
     """
 
     name: str
@@ -76,6 +81,8 @@ class DatasetSpec:
     archives: tuple[str, ...] = ()
     sha256: str | None = None
     fix: str = ""
+    grouping: str = "none"
+    test_set: str = "none: a group split of the images stands in"
 
 
 CATALOG: dict[str, DatasetSpec] = {
@@ -98,6 +105,14 @@ CATALOG: dict[str, DatasetSpec] = {
                 "Kaggle credentials in ~/.kaggle/kaggle.json, or the archive from the Kaggle page) and put the zip "
                 "in the data mirror (KIT_DATA_MIRROR) or unpack it into {target}"
             ),
+            grouping=(
+                f"blocks of {SIMPSONS_FRAME_BLOCK} consecutive frame numbers per character, a stand-in for episodes "
+                "(helpers.splits.frame_number_groups)"
+            ),
+            test_set=(
+                "kaggle_simpson_testset/<character>_<N>.jpg beside simpsons_dataset/ (labels in the file names), when "
+                "present; otherwise a group split of simpsons_dataset/ stands in"
+            ),
         ),
         DatasetSpec(
             name="photo_vs_drawing",
@@ -114,6 +129,10 @@ CATALOG: dict[str, DatasetSpec] = {
             fix=(
                 "download PACS.zip (the DomainBed copy on Google Drive, id 1JFr8f805nMUelQWWmfnJR3y4_SYoN5Pd) and put "
                 "it in the data mirror (KIT_DATA_MIRROR) or unpack it into {target}"
+            ),
+            grouping=(
+                "none by default: PACS has one image per picture, but near-duplicates across the splits are counted "
+                "in notebook 04 (helpers.splits.near_duplicate_groups / cross_split_duplicates)"
             ),
         ),
         DatasetSpec(
@@ -401,12 +420,51 @@ def _report(frame: pd.DataFrame, problems: list[dict[str, Any]], name: str, root
     return frame
 
 
+def simpsons_test_folder(root: Path) -> Path | None:
+    """The Kaggle test folder (``kaggle_simpson_testset``) beside a ``simpsons_dataset`` folder, if any.
+
+    Upstream it sits beside ``simpsons_dataset`` and may be nested once
+    (``kaggle_simpson_testset/kaggle_simpson_testset/``); the folder holding the images is returned.
+    """
+    for folder in (root.parent / SIMPSONS_TEST_FOLDER, root / SIMPSONS_TEST_FOLDER):
+        found = _search(folder, _has_images, 2)
+        if found is not None:
+            return found
+    return None
+
+
+def _simpsons_test_rows(root: Path, characters: Sequence[str], settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows of the Kaggle test set (``<character>_<N>.jpg``) for the chosen characters, marked ``test``."""
+    folder = simpsons_test_folder(root)
+    if folder is None:
+        return [], []
+    parse = label_rule("before_number")
+    chosen = set(characters)
+    files = [p for p in _images_in(folder) if parse(p) in chosen]
+    records = scan.inspect_paths(files, settings=settings)
+    rows, problems = [], []
+    for path, record in zip(files, records):
+        if record["kind"] is None:
+            rows.append({"path": str(path), "label": parse(path), "split": "test", "group": f"test/{path.name}"})
+        else:
+            problems.append({"path": str(path), "label": parse(path), "reason": record["reason"]})
+    return rows, problems
+
+
 def select_simpsons(root: Path, settings: Settings) -> pd.DataFrame:
-    """The profile's Simpsons subset from a ``simpsons_dataset`` folder.
+    """The profile's Simpsons subset from a ``simpsons_dataset`` folder, with episode groups.
 
     The ``simpsons_characters`` characters with the most images (ties by name; 0 =
     all), and ``simpsons_per_class`` images of each (0 = all), ordered by a hash of
-    the file name; unusable files are replaced by the next ones.
+    the file name; unusable files are replaced by the next ones. A ``group`` column
+    holds blocks of :data:`SIMPSONS_FRAME_BLOCK` frame numbers (a stand-in for
+    episodes: :func:`helpers.splits.frame_number_groups`), so that
+    :func:`helpers.splits.split_dataset` keeps each block on one side.
+
+    When the Kaggle test folder (``kaggle_simpson_testset/<character>_<N>.jpg``) sits
+    beside ``simpsons_dataset``, its images of the chosen characters are added with
+    ``split`` already ``test``: the dataset's own test set is the test split, and
+    ``split_dataset`` divides the rest into train and validation.
     """
     run = settings.run
     folders = {folder.name: _images_in(folder) for folder in _subdirs(root)}
@@ -417,7 +475,14 @@ def select_simpsons(root: Path, settings: Settings) -> pd.DataFrame:
     picked, problems = _pick_usable({name: [folders[name]] for name in ranked}, run.simpsons_per_class, settings)
     rows = [{"path": str(p), "label": name} for name, paths in picked.items() for p in paths]
     frame = pd.DataFrame(rows, columns=["path", "label"]).sort_values(["label", "path"]).reset_index(drop=True)
-    return _report(frame, problems, "simpsons", root)
+    frame["group"] = splits.frame_number_groups(frame, SIMPSONS_FRAME_BLOCK)
+    test_rows, test_problems = _simpsons_test_rows(root, ranked, settings)
+    if test_rows:
+        frame.insert(2, "split", None)
+        test = pd.DataFrame(test_rows, columns=["path", "label", "split", "group"]).sort_values(["label", "path"])
+        frame = pd.concat([frame, test], ignore_index=True)
+    frame.attrs["test_set"] = str(simpsons_test_folder(root)) if test_rows else None
+    return _report(frame, problems + test_problems, "simpsons", root)
 
 
 def select_photo_vs_drawing(root: Path, settings: Settings) -> pd.DataFrame:
@@ -529,6 +594,8 @@ def catalog_rows() -> list[dict[str, str]]:
             "title": spec.title,
             "layout": spec.layout,
             "upstream": spec.upstream,
+            "grouping": spec.grouping,
+            "test set": spec.test_set,
             "licence": spec.licence,
         }
         for spec in CATALOG.values()

@@ -7,7 +7,9 @@ and ``label`` (str, or int when the labels are whole numbers). Three ways in:
 * :func:`from_table` -- a CSV or DataFrame with a path column and a label column
   (the Dataiku lab's ``path,target``), relative paths resolved against an image folder;
 * :func:`from_filenames` -- labels parsed from file names by a rule (the parent
-  folder, the Kaggle test set's ``homer_simpson_12.jpg``, or "split on ``_pic_``").
+  folder, the Kaggle test set's ``homer_simpson_12.jpg``, or "split on ``_pic_``");
+* :func:`from_split_folders` -- a dataset that brings its own test set
+  (``train/<class>/`` + ``val/<class>/``, as hymenoptera's ants and bees).
 
 Rows that cannot be used -- a missing or empty label, a file that does not exist,
 a file that is not an image by its name -- are dropped and *reported*: a warning
@@ -332,6 +334,63 @@ def from_filenames(
         else:
             rows.append({"path": str(path.resolve()), "label": label})
     return _finish(rows, dropped_rows, origin)
+
+
+# Folder names of a dataset's own splits: train/ + val/ (hymenoptera) or train/ + test/.
+TRAIN_FOLDERS = ("train", "training")
+TEST_FOLDERS = ("test", "testing", "val", "valid", "validation")
+
+
+def from_split_folders(root: str | os.PathLike, *, min_classes: int = 2) -> pd.DataFrame:
+    """A dataset that comes already split: ``root/train/<class>/`` and ``root/val/<class>/`` (or ``test/``).
+
+    The hymenoptera (ants and bees) layout of the PyTorch transfer-learning tutorial.
+    The held-out folder (``val``, ``valid``, ``validation``, ``test`` or ``testing``)
+    is the dataset's own **test set**: its rows get ``split == "test"``, and
+    :func:`helpers.splits.split_dataset` keeps them as the test split and divides the
+    training folder into train and validation (choosing epochs on the test folder
+    would make its score optimistic).
+
+    Args:
+        root: The folder holding the ``train`` folder and the held-out folder.
+        min_classes: Fewest classes accepted in each folder.
+
+    Returns:
+        A frame with ``path``, ``label`` and ``split`` (``test`` for the held-out
+        folder's rows, empty for the training folder's), sorted.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist.
+        DatasetError: No training folder or no held-out folder (the message lists what
+            is there), or either of them is not one folder per class.
+    """
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist; check the path (expected {root}/train/<class>/...).")
+    present = {entry.name.lower(): entry for entry in sorted(root.iterdir()) if entry.is_dir() and not _is_hidden(entry.name)}
+    train = next((present[name] for name in TRAIN_FOLDERS if name in present), None)
+    held_out = next((present[name] for name in TEST_FOLDERS if name in present), None)
+    if train is None or held_out is None:
+        raise DatasetError(
+            f"{root} needs a training folder ({' or '.join(TRAIN_FOLDERS)}) and a held-out folder "
+            f"({', '.join(TEST_FOLDERS)}), each with one folder per class; it has {sorted(present) or 'no folders'}. "
+            "For a single folder of classes use from_folders."
+        )
+    parts = []
+    for folder, split in ((train, None), (held_out, "test")):
+        part = from_folders(folder, min_classes=min_classes)
+        part["split"] = split
+        parts.append(part)
+    dropped_rows = [row for part in parts for row in part.attrs.get("dropped", [])]
+    labels = [set(part["label"]) for part in parts]
+    if labels[1] - labels[0]:
+        raise DatasetError(
+            f"{held_out} has classes that {train} does not: {sorted(labels[1] - labels[0])}; a model cannot learn them."
+        )
+    frame = pd.concat(parts, ignore_index=True)
+    frame.attrs["dropped"] = dropped_rows
+    frame.attrs["test_set"] = str(held_out)
+    return frame
 
 
 def common_folder(paths: Iterable[str]) -> str:

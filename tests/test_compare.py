@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from helpers import compare
+from helpers.settings import PROFILES
 
 # --------------------------------------------------------------------------- raw pixels
 
@@ -165,8 +166,8 @@ def test_scratch_backbone_is_random_fully_trainable_and_trains(scratch_settings,
 
 
 def test_scratch_image_size_follows_the_profile(scratch_settings):
-    for profile, size in compare.SCRATCH_IMAGE_SIZES.items():
-        expected = size or 224
+    for profile, run in PROFILES.items():
+        expected = run.scratch_image_size or 224
         assert compare.scratch_image_size(scratch_settings.replace(profile=profile)) == expected
 
 

@@ -321,3 +321,37 @@ def test_catalog_records_source_licence_and_layout():
     assert datasets.CATALOG["photo_vs_drawing"].download.startswith("https://")
     summary = datasets.summary(pd.DataFrame({"label": ["a", "a", "b"], "path": ["1", "2", "3"]}))
     assert summary.set_index("label")["images"].to_dict() == {"a": 2, "b": 1}
+
+
+def test_simpsons_have_episode_groups_and_without_a_test_folder_no_preset_split(tmp_path, small_profile):
+    _fake_simpsons(tmp_path / "data" / "simpsons", {"bart": 45, "lisa": 45})
+    frame = datasets.load_dataset("simpsons", _settings(tmp_path), download_ok=False)
+    assert "split" not in frame.columns and frame.attrs["test_set"] is None
+    numbers = {p: int(Path(p).stem.split("_")[1]) for p in frame["path"]}
+    for group, part in frame.groupby("group"):
+        blocks = {numbers[p] // datasets.SIMPSONS_FRAME_BLOCK for p in part["path"]}
+        assert len(blocks) == 1 and part["label"].nunique() == 1, f"group {group} mixes blocks or characters"
+    assert "frame numbers" in datasets.CATALOG["simpsons"].grouping
+    assert all(row["grouping"] and row["test set"] for row in datasets.catalog_rows())
+
+
+def test_the_kaggle_simpsons_test_folder_is_the_test_split(tmp_path, small_profile):
+    _fake_simpsons(tmp_path / "data" / "simpsons", {"bart": 40, "lisa": 40, "abe": 2})
+    test_folder = tmp_path / "data" / "simpsons" / "kaggle_simpson_testset" / "kaggle_simpson_testset"
+    for name, count in (("bart", 4), ("lisa", 3), ("abe", 5), ("nelson_muntz", 2)):
+        for number in range(count):
+            _jpeg(test_folder / f"{name}_{number + 1}.jpg", 40 + number)
+    (test_folder / "lisa_7.jpg").write_bytes(b"")  # a broken file is reported, not used
+    with pytest.warns(sources.DroppedRowsWarning):
+        frame = datasets.load_dataset("simpsons", _settings(tmp_path), download_ok=False)
+    test = frame.loc[frame["split"] == "test"]
+    assert test["label"].value_counts().to_dict() == {"bart": 4, "lisa": 3}, "the chosen characters' test images only"
+    assert all(Path(p).parent == test_folder for p in test["path"])
+    assert frame.attrs["test_set"] == str(test_folder)
+    from helpers import splits
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", splits.SmallClassWarning)  # 3 frames per character in this profile
+        split = splits.split_dataset(frame, seed=0, min_per_class=1)
+    assert set(split.loc[split["path"].isin(test["path"]), "split"]) == {"test"}
+    assert set(split.loc[~split["path"].isin(test["path"]), "split"]) == {"train", "validation"}

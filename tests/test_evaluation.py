@@ -129,3 +129,26 @@ def test_predicted_ids_argmax_and_shape_check():
     assert np.array_equal(evaluation.predicted_ids(probabilities), PRED)
     with pytest.raises(ValueError):
         evaluation.predicted_ids(np.zeros(3))
+
+
+def test_wilson_interval_brackets_the_accuracy_and_narrows_with_more_images():
+    import math
+
+    low, high = evaluation.wilson_interval(230, 245)
+    assert low < 230 / 245 < high and 0.89 < low and high < 0.97
+    wide, narrow = evaluation.wilson_interval(9, 10), evaluation.wilson_interval(900, 1000)
+    assert wide[1] - wide[0] > 3 * (narrow[1] - narrow[0])
+    assert evaluation.wilson_interval(10, 10)[1] == pytest.approx(1.0) and evaluation.wilson_interval(10, 10)[0] < 1.0
+    assert evaluation.wilson_interval(0, 10)[0] == pytest.approx(0.0)
+    assert all(math.isnan(v) for v in evaluation.wilson_interval(0, 0))
+    for bad in ((11, 10), (-1, 10)):
+        with pytest.raises(ValueError, match="correct"):
+            evaluation.wilson_interval(*bad)
+    with pytest.raises(ValueError, match="confidence"):
+        evaluation.wilson_interval(5, 10, confidence=95)
+
+
+def test_accuracy_row_gives_the_interval_and_the_number_of_images():
+    row = evaluation.accuracy_row(["a", "b", "b", "a"], ["a", "b", "a", "a"], ["a", "b"])
+    assert row["test accuracy"] == 0.75 and row["test images"] == 4
+    assert row["95% low"] < 0.75 < row["95% high"]

@@ -115,6 +115,27 @@ def test_profiles_scale_monotonically():
     assert PROFILES["full"].simpsons_per_class == 0  # all data
 
 
+def test_profiles_take_keyword_arguments_only():
+    with pytest.raises(TypeError):
+        settings_module.Profile("tiny", 1, 1, 1, 1, 1, 1, 1, 64, 1, (2,), 1, 60)  # positional: refused
+
+
+def test_every_per_profile_number_lives_in_the_profile():
+    """No other module keeps its own table keyed by profile names (it would drift from PROFILES)."""
+    import ast
+
+    offenders = []
+    for path in sorted((ROOT / "helpers").rglob("*.py")):
+        if path.name == "settings.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Dict):
+                keys = {k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+                if len(keys & set(PROFILES)) >= 2:
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not offenders, f"tables by profile name outside helpers.settings: {offenders}; make them Profile fields."
+
+
 def test_readme_settings_table_is_generated_from_the_fields():
     readme = (ROOT / "README.md").read_text()
     assert settings_table_markdown() in readme, (

@@ -163,3 +163,24 @@ def test_normalise_labels():
     assert list(sources.normalise_labels([" cat", "dog "])) == ["cat", "dog"]
     assert list(sources.normalise_labels([1.5, 2])) == ["1.5", "2"]
     assert not any(isinstance(v, float) and math.isnan(v) for v in sources.normalise_labels(["a"]))
+
+
+def test_from_split_folders_uses_the_held_out_folder_as_the_test_set(tmp_path):
+    root = tmp_path / "hymenoptera_data"
+    for split, count in (("train", 6), ("val", 3)):
+        for name in ("ants", "bees"):
+            for number in range(count):
+                _image(root / split / name / f"{number}.jpg")
+    frame = sources.from_split_folders(root)
+    assert len(frame) == 18 and frame.attrs["test_set"] == str(root / "val")
+    assert (frame["split"] == "test").sum() == 6
+    assert all(("/val/" in p) == (s == "test") for p, s in zip(frame["path"], frame["split"]))
+    from helpers import splits
+
+    split = splits.split_dataset(frame, seed=0, min_per_class=1)
+    assert split.loc[split["path"].str.contains("/train/"), "split"].isin(["train", "validation"]).all()
+    with pytest.raises(sources.DatasetError, match="held-out folder"):
+        sources.from_split_folders(root / "train")
+    _image(root / "val" / "wasps" / "0.jpg")
+    with pytest.raises(sources.DatasetError, match="wasps"):
+        sources.from_split_folders(root)

@@ -122,3 +122,100 @@ def test_integer_labels_split_and_summarise():
     frame["label"] = (frame["label"] == "b").astype(int)
     table = splits.split_summary(splits.split_dataset(frame, seed=0))
     assert table.loc[0, "total"] == 10 and table.loc[1, "total"] == 10
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def _grouped(counts: dict[str, int], block: int = 10) -> pd.DataFrame:
+    frame = _frame(counts)
+    frame["group"] = splits.frame_number_groups(frame, block=block)
+    return frame
+
+
+def test_group_split_never_splits_a_group_and_stays_stratified():
+    frame = splits.split_dataset(_grouped({"a": 200, "b": 120}), seed=4)
+    assert frame.groupby("group")["split"].nunique().max() == 1, "a group must sit in one split only"
+    for label, n in (("a", 200), ("b", 120)):
+        shares = frame.loc[frame["label"] == label, "split"].value_counts() / n
+        assert abs(shares["train"] - 0.7) <= 0.1 and abs(shares["validation"] - 0.15) <= 0.08
+        assert abs(shares["test"] - 0.15) <= 0.08
+
+
+def test_group_split_without_the_column_is_the_random_split():
+    grouped = _grouped({"a": 60, "b": 60})
+    plain = splits.split_dataset(grouped, seed=2, groups=None)
+    assert _assignment(plain) == _assignment(splits.split_dataset(grouped.drop(columns="group"), seed=2))
+    assert plain.groupby("group")["split"].nunique().max() > 1, "a random split of frames mixes the blocks"
+    with pytest.raises(ValueError, match="not a column"):
+        splits.split_dataset(grouped, seed=2, groups="episode")
+    broken = grouped.copy()
+    broken.loc[0, "group"] = None
+    with pytest.raises(ValueError, match="empty values"):
+        splits.split_dataset(broken, seed=2)
+
+
+def test_group_split_is_stable_when_files_are_added():
+    base = _assignment(splits.split_dataset(_grouped({"a": 100, "b": 100}), seed=3))
+    grown = _grouped({"a": 100, "b": 100, "c": 30})
+    grown_assignment = _assignment(splits.split_dataset(grown, seed=3))
+    assert all(grown_assignment[p] == s for p, s in base.items())
+    # A new block of frames for "a" moves at most one block's worth of its images.
+    more = _assignment(splits.split_dataset(_grouped({"a": 110, "b": 100}), seed=3))
+    moved = [p for p, s in base.items() if more[p] != s]
+    assert len(moved) <= 20 and all("/a/" in p for p in moved)
+
+
+def test_small_group_counts_still_give_every_split_a_group():
+    frame = splits.split_dataset(_grouped({"a": 30, "b": 30}, block=10), seed=0, min_per_class=1)
+    for label in ("a", "b"):
+        assert set(frame.loc[frame["label"] == label, "split"]) == {"train", "validation", "test"}
+
+
+def test_summary_counts_groups_per_split():
+    frame = splits.split_dataset(_grouped({"a": 100, "b": 100}), seed=1)
+    table = splits.split_summary(frame)
+    assert "groups" in table.index
+    assert table.loc["groups", "total"] == 20 == table.loc["groups", ["train", "validation", "test"]].sum()
+
+
+def test_a_datasets_own_test_set_stays_the_test_split():
+    frame = _grouped({"a": 50, "b": 50})
+    frame["split"] = None
+    own = _frame({"a": 12, "b": 8}, root="/testset")
+    own["group"], own["split"] = own["path"], "test"
+    result = splits.split_dataset(pd.concat([frame, own], ignore_index=True), seed=0)
+    assert set(result.loc[result["path"].str.startswith("/testset"), "split"]) == {"test"}
+    rest = result.loc[~result["path"].str.startswith("/testset"), "split"].value_counts()
+    assert "test" not in rest and abs(rest["validation"] / rest.sum() - 0.15 / 0.85) < 0.08
+
+
+def test_frame_number_groups_are_blocks_per_class():
+    frame = pd.DataFrame({"path": ["x/a/pic_0000.jpg", "x/a/pic_0019.jpg", "x/a/pic_0020.jpg", "x/b/pic_0001.jpg",
+                                   "x/b/cover.png"], "label": ["a", "a", "a", "b", "b"]})
+    groups = list(splits.frame_number_groups(frame, block=20))
+    assert groups[0] == groups[1] != groups[2] and groups[3] != groups[0]
+    assert groups[4] == "b/cover.png"
+    with pytest.raises(ValueError, match="block"):
+        splits.frame_number_groups(frame, block=0)
+
+
+def test_near_duplicates_are_grouped_and_counted_across_splits():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    originals = rng.normal(size=(30, 16))
+    copies = originals[:5] + rng.normal(scale=1e-3, size=(5, 16))  # five near-identical re-encodings
+    features = np.concatenate([originals, copies])
+    frame = pd.DataFrame({"path": [f"/d/img_{i:03d}.jpg" for i in range(35)], "label": ["a", "b"] * 17 + ["a"]})
+    groups = splits.near_duplicate_groups(frame, features)
+    assert groups.nunique() == 30
+    assert all(groups[30 + i] == groups[i] for i in range(5))
+    frame["split"] = ["train"] * 30 + ["test"] * 5
+    leaks = splits.cross_split_duplicates(frame, features)
+    assert len(leaks) == 5 and set(leaks["split"]) | set(leaks["other split"]) == {"train", "test"}
+    frame["group"] = groups
+    resplit = splits.split_dataset(frame.drop(columns="split"), seed=0, min_per_class=1)
+    assert splits.cross_split_duplicates(resplit, features).empty, "a group split leaves no duplicate across splits"
+    with pytest.raises(ValueError, match="feature vectors"):
+        splits.near_duplicate_groups(frame, features[:3])
