@@ -32,6 +32,11 @@ __all__ = [
 def as_class_ids(values: Any, class_names: Sequence[Any]) -> np.ndarray:
     """Labels given as class ids or as class names, as an int array of class ids.
 
+    >>> as_class_ids(["lisa", "bart", "lisa"], ["bart", "lisa"]).tolist()
+    [1, 0, 1]
+    >>> as_class_ids([1, 0], ["bart", "lisa"]).tolist()
+    [1, 0]
+
     Raises:
         ValueError: A name not in ``class_names``, or an id outside ``0..len(class_names)-1``.
     """
@@ -71,6 +76,9 @@ def _pair(y_true: Any, y_pred: Any, class_names: Sequence[Any] | None) -> tuple[
 def accuracy(y_true: Any, y_pred: Any, class_names: Sequence[Any] | None = None) -> float:
     """Share of images whose prediction is the true class (NaN when there are none).
 
+    >>> accuracy(["bart", "lisa", "lisa", "bart"], ["bart", "lisa", "bart", "bart"], ["bart", "lisa"])
+    0.75
+
     Args:
         y_true: True labels (ids, or names with ``class_names``).
         y_pred: Predicted labels, same form.
@@ -81,7 +89,11 @@ def accuracy(y_true: Any, y_pred: Any, class_names: Sequence[Any] | None = None)
 
 
 def per_class_accuracy(y_true: Any, y_pred: Any, class_names: Sequence[Any]) -> pd.Series:
-    """For each class, the share of its images predicted correctly (its recall); NaN for a class with no image."""
+    """For each class, the share of its images predicted correctly (its recall); NaN for a class with no image.
+
+    >>> per_class_accuracy([0, 0, 1, 1], [0, 1, 1, 1], ["bart", "lisa"]).to_dict()
+    {'bart': 0.5, 'lisa': 1.0}
+    """
     true, pred = _pair(y_true, y_pred, class_names)
     values = [float(np.mean(pred[true == k] == k)) if np.any(true == k) else float("nan") for k in range(len(class_names))]
     return pd.Series(values, index=pd.Index(list(class_names), name="class"), name="accuracy")

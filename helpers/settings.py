@@ -315,6 +315,19 @@ def load_settings(
 
     Raises:
         ValueError: A value cannot be parsed, or names an unknown profile or setting.
+
+    Text from the environment is parsed by the field's type; an override wins:
+
+    >>> environ = {"KIT_BATCH_SIZE": "16", "KIT_MIXED_PRECISION": "yes", "KIT_ALPHA": ""}
+    >>> settings = load_settings({"profile": "smoke"}, environ=environ, config_file=os.devnull)
+    >>> settings.batch_size, settings.mixed_precision, settings.alpha, settings.sources["batch_size"]
+    (16, True, None, '$KIT_BATCH_SIZE')
+    >>> settings.run.head_epochs
+    1
+    >>> load_settings(environ={"KIT_BATCH_SIZE": "many"}, config_file=os.devnull)
+    Traceback (most recent call last):
+    ...
+    ValueError: setting 'batch_size' from $KIT_BATCH_SIZE: invalid literal for int() with base 10: 'many'. Images per batch for feature extraction and training.
     """
     environ = os.environ if environ is None else environ
     values = {field.name: field.default for field in FIELDS}

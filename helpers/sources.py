@@ -111,6 +111,11 @@ def normalise_labels(labels: Iterable[Any]) -> pd.Series:
 
     A CSV column of integer labels with a gap becomes floats (``1.0``) in pandas;
     this turns them back into ints, so ``1`` and ``1.0`` are one class.
+
+    >>> normalise_labels([1.0, 2, 1]).tolist()
+    [1, 2, 1]
+    >>> normalise_labels([" bart", "lisa "]).tolist()
+    ['bart', 'lisa']
     """
     series = pd.Series(list(labels), dtype=object)
     if len(series) and all(_is_whole(value) for value in series):
@@ -266,7 +271,14 @@ RULES: Mapping[str, str] = {
 
 
 def label_rule(rule: str | Callable[[Path], Any]) -> Callable[[Path], Any]:
-    """Turn a rule (see :data:`RULES`) into a function ``Path -> label or None``."""
+    """Turn a rule (see :data:`RULES`) into a function ``Path -> label or None``.
+
+    >>> path = Path("photos/bart_simpson_0042.jpg")
+    >>> label_rule("folder")(path), label_rule("before_number")(path), label_rule("_0")(path)
+    ('photos', 'bart_simpson', 'bart_simpson')
+    >>> label_rule(r"^(?P<label>[a-z]+)_")(path)
+    'bart'
+    """
     if callable(rule):
         return rule
     if not isinstance(rule, str) or not rule:
@@ -394,7 +406,11 @@ def from_split_folders(root: str | os.PathLike, *, min_classes: int = 2) -> pd.D
 
 
 def common_folder(paths: Iterable[str]) -> str:
-    """The deepest folder containing every path (for messages that name a folder)."""
+    """The deepest folder containing every path (for messages that name a folder).
+
+    >>> common_folder(["data/simpsons/bart/1.jpg", "data/simpsons/lisa/2.jpg"])
+    'data/simpsons'
+    """
     folders = [os.path.dirname(str(p)) for p in paths]
     if not folders:
         return ""

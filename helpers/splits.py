@@ -384,7 +384,12 @@ def split_summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def subset(frame: pd.DataFrame, split: str) -> pd.DataFrame:
-    """The rows of one split, index reset (``subset(frame, "train")``)."""
+    """The rows of one split, index reset.
+
+    >>> frame = pd.DataFrame({"path": ["a.jpg", "b.jpg", "c.jpg"], "split": ["train", "test", "train"]})
+    >>> subset(frame, "train")["path"].tolist()
+    ['a.jpg', 'c.jpg']
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}.")
     if "split" not in frame.columns:
