@@ -1,6 +1,6 @@
 """Exploring images through their features: a 2-D map, similar images, topics, an explorer widget.
 
-As in the holiday-photos article (../shared/reference/000_909aa98d1a500e16.txt):
+As in the holiday-photos article:
 
 * a **map** of the images in two dimensions (t-SNE, or UMAP when ``umap-learn`` is
   installed) of their backbone features, where similar images land close together;

@@ -1,6 +1,6 @@
 """Scoring images with a pretrained ImageNet classifier: top labels above a minimum probability.
 
-As in the Dataiku lab's image-classification recipe (../shared/reference, deck 003):
+As in the Dataiku lab's image-classification recipe:
 each image gets at most ``k`` labels (default 5) whose probability is at least
 ``min_probability`` (default 0.1), and the result is a table with one row per image:
 ``image`` (its path), ``predictions`` (``{label: probability}``, most probable first)
