@@ -17,9 +17,9 @@ file is named like its assignment):
 - ``submitted/<student>/<assignment>/``, ``autograded/``, ``feedback/`` and
   ``gradebook.db``: the instructor's grading folders (never committed).
 
-Kernel: notebooks run in the ``python3`` kernel of the environment that runs
-nbgrader (the ipykernel installed in ``.venv``; its kernel spec starts ``python``,
-which jupyter_client maps to the running interpreter).
+Kernel: notebooks run in the kit's named kernel ``tl-workshop`` (this environment's
+Python, installed by ``make setup`` through ``python -m helpers kernel``; see
+:mod:`helpers.kernel`), the kernel every notebook's metadata asks for.
 """
 
 import os
@@ -49,7 +49,7 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # cells; each profile says how long one cell may take (smoke 120 s, grading 60 s,
 # workshop 300 s, full 3600 s). A timed-out cell is interrupted and marked as an
 # error, so an infinite loop in a submission costs that cell, not the whole class.
-c.Execute.kernel_name = "python3"
+c.Execute.kernel_name = "tl-workshop"  # helpers.kernel.KERNEL_NAME
 c.Execute.timeout = load_settings().run.cell_timeout
 c.Execute.interrupt_on_timeout = True
 # Keep the kernels' own start-up notices (TCP without encryption...) out of the grading log.

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("helpers.cli:check", "Print settings, device summary and weights-cache status (the setup check)."),
     "settings": ("helpers.cli:show_settings", "Print every setting, its value and where it came from."),
     "prepare": ("helpers.prepare:main", "Seed the weights cache and make every course dataset available."),
+    "kernel": ("helpers.kernel:main", "Install the Jupyter kernel 'tl-workshop' (this environment) that every notebook uses."),
     "workshop": ("helpers.workshop:main", "Prepare, check, then launch JupyterLab on notebooks/."),
     "generate": ("helpers.course_commands:generate_main", "Generate notebooks/ (student versions) from solutions/."),
     "validate": ("helpers.course_commands:validate_main", "Validate notebooks with nbgrader (fails when a test fails)."),

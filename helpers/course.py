@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CONFIG_FILE = "nbgrader_config.py"
 HEADER_FILE = "header.ipynb"
-KERNEL_NAME = "python3"
+KERNEL_NAME = "tl-workshop"  # helpers.kernel.KERNEL_NAME, installed by `make setup`
 GRADING_PROFILE = "grading"
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 

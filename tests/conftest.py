@@ -44,6 +44,19 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def kit_kernel() -> str:
+    """The kit's named kernel, which every notebook asks for; installed into the environment if missing.
+
+    ``make setup`` installs it; a checkout installed with plain ``pip install -e .`` gets it here.
+    """
+    from helpers import kernel
+
+    if kernel.installed() is None:
+        kernel.install()
+    return kernel.KERNEL_NAME
+
+
 @pytest.fixture(scope="session")
 def session_cache() -> Path:
     """The cache folder shared by the whole test run."""

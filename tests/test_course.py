@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import course, course_commands, grading, release, submissions, timing, validation
+from helpers import course, course_commands, grading, kernel, release, submissions, timing, validation
 from helpers.settings import PROFILES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +115,7 @@ def test_course_config_names_the_kit_layout():
     assert config.CourseDirectory.release_directory == "notebooks"
     assert config.CourseDirectory.root == str(ROOT)
     assert Path(config.IncludeHeaderFooter.header) == ROOT / "solutions" / "header.ipynb"
-    assert config.Execute.kernel_name == course.KERNEL_NAME == "python3"
+    assert config.Execute.kernel_name == course.KERNEL_NAME == kernel.KERNEL_NAME == "tl-workshop"
     assert config.OverwriteCells.add_missing_cells is True
     assert config.CourseDirectory.db_url == f"sqlite:///{ROOT / 'gradebook.db'}"
 

@@ -25,6 +25,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from helpers.kernel import KERNEL_NAME
+
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "solutions"
 ASSIGNMENT_NAME = re.compile(r"^\d\d_[a-z0-9_]+$")
@@ -85,8 +87,8 @@ def test_valid_notebook_with_the_venv_kernel(path):
     nbformat.validate(notebook)
     assert (notebook.nbformat, notebook.nbformat_minor) >= (4, 5), f"{path.name}: save as nbformat 4.5+ (cell ids)"
     kernel = notebook.metadata.get("kernelspec", {})
-    assert kernel.get("name") == "python3" and kernel.get("language") == "python", (
-        f"{path.name}: use the environment's 'python3' kernel (ipykernel in .venv), not {kernel}"
+    assert kernel.get("name") == KERNEL_NAME and kernel.get("language") == "python", (
+        f"{path.name}: use the kit's named kernel {KERNEL_NAME!r} (python -m helpers kernel installs it), not {kernel}"
     )
 
 
