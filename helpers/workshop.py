@@ -16,24 +16,16 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from helpers import prepare, session
+from helpers import prepare, servers, session
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def lab_command(port: int, headless: bool, notebook_dir: Path) -> list[str]:
-    """The JupyterLab command line the workshop runs."""
-    command = [
-        sys.executable, "-m", "jupyter", "lab",
-        f"--ServerApp.root_dir={notebook_dir}",
-        "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}",
-    ]
-    if headless:
-        command.append("--no-browser")
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        command.append("--allow-root")  # containers and CI run as root; Jupyter refuses otherwise
-    return command
+def lab_command(
+    port: int, headless: bool, notebook_dir: Path, cull_idle_minutes: float = servers.DEFAULT_CULL_IDLE_MINUTES
+) -> list[str]:
+    """The student's JupyterLab command line the workshop runs (see :mod:`helpers.servers`)."""
+    return servers.student_command(port, headless, notebook_dir, cull_idle_minutes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,6 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--headless", action="store_true", help="do not open a browser (servers, CI)")
     parser.add_argument("--offline", action="store_true", help="never download; use caches and mirrors only")
     parser.add_argument("--no-lab", action="store_true", help="prepare and check only")
+    parser.add_argument(
+        "--cull-idle-minutes", type=float, default=servers.DEFAULT_CULL_IDLE_MINUTES,
+        help="shut down kernels left idle this long with no tab open (default %(default)g; 0 = never)",
+    )
+    parser.add_argument("--notebook-dir", type=Path, default=ROOT / "notebooks", help="folder to serve (default notebooks/)")
     args = parser.parse_args(list(argv or []))
 
     print("== Preparing weights and datasets")
@@ -51,13 +48,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     session.start(verbose=True)
     if args.no_lab:
         return 0
-    notebook_dir = ROOT / "notebooks"
+    notebook_dir = args.notebook_dir.resolve()
     headless = args.headless or not (os.environ.get("DISPLAY") or sys.platform == "darwin" or os.name == "nt")
     print(f"\n== Launching JupyterLab on {notebook_dir} at http://127.0.0.1:{args.port}/lab (Ctrl-C to stop)")
     if shutil.which("jupyter", path=str(Path(sys.executable).parent)) is None:
         print("JupyterLab is not installed in this environment; run `make setup`.", file=sys.stderr)
         return 1
     try:
-        return subprocess.call(lab_command(args.port, headless, notebook_dir), cwd=ROOT)
+        return subprocess.call(
+            lab_command(args.port, headless, notebook_dir, args.cull_idle_minutes),
+            cwd=ROOT, env=servers.student_environment(),
+        )
     except KeyboardInterrupt:
         return 0

@@ -1,0 +1,249 @@
+"""The student's and the instructor's JupyterLab servers, TensorBoard through jupyter-server-proxy,
+and the student bundle. The slow tests start real servers on 127.0.0.1 and talk to them over HTTP;
+the browser checks of the same servers are in tests/test_browser.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Iterator
+
+import nbformat
+import pytest
+
+from helpers import bundle, servers, tensorboard_proxy
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- configuration (fast)
+
+
+def test_student_config_turns_off_exactly_the_instructor_tools():
+    server = json.loads((servers.STUDENT_CONFIG_DIR / "jupyter_server_config.json").read_text())
+    assert server["ServerApp"]["jpserver_extensions"] == {name: False for name in servers.INSTRUCTOR_SERVER_EXTENSIONS}
+    page = json.loads((servers.STUDENT_CONFIG_DIR / "labconfig" / "page_config.json").read_text())
+    assert page["disabledExtensions"] == {name: True for name in servers.INSTRUCTOR_PLUGINS}
+    assert "@jupyter/nbgrader:validate-assignment" not in page["disabledExtensions"], "students keep Validate"
+
+
+def test_culling_options_and_server_environments():
+    assert servers.culling_options(0) == []
+    assert "--MappingKernelManager.cull_idle_timeout=90" in servers.culling_options(1.5)
+    assert "--MappingKernelManager.cull_connected=False" in servers.culling_options(1.5)
+    for bad in (-1, "ten", True):
+        with pytest.raises(ValueError, match="cull_idle_minutes"):
+            servers.culling_options(bad)
+    student = servers.student_environment({"PATH": "/usr/bin", "JUPYTER_CONFIG_PATH": "/elsewhere"})
+    assert student["JUPYTER_CONFIG_PATH"].split(os.pathsep) == [str(servers.STUDENT_CONFIG_DIR), "/elsewhere"]
+    instructor = servers.instructor_environment({"PATH": "/usr/bin", "JUPYTER_CONFIG_PATH": str(servers.STUDENT_CONFIG_DIR)})
+    assert instructor["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent), "alembic must be found"
+    assert "JUPYTER_CONFIG_PATH" not in instructor
+    command = servers.student_command(9999, True, ROOT / "notebooks", 20)
+    assert "--ServerApp.ip=127.0.0.1" in command and "--MappingKernelManager.cull_idle_timeout=1200" in command
+
+
+def test_tensorboard_is_registered_with_jupyter_server_proxy():
+    from importlib.metadata import entry_points
+
+    found = {e.name: e.value for e in entry_points(group="jupyter_serverproxy_servers")}
+    assert found.get("tensorboard") == "helpers.tensorboard_proxy:server_proxy", "reinstall the kit: pip install -e ."
+    config = tensorboard_proxy.server_proxy()
+    command = config["command"](6123)
+    assert command[command.index("--host") + 1] == "127.0.0.1" and command[command.index("--port") + 1] == "6123"
+    assert config["launcher_entry"]["title"] == "TensorBoard" and Path(config["launcher_entry"]["icon_path"]).is_file()
+
+
+# --------------------------------------------------------------------------- the student bundle
+
+
+def test_bundle_holds_what_students_need_and_nothing_else(tmp_path):
+    path = bundle.build_bundle(tmp_path / "student.zip")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        readme = archive.read(f"{bundle.BUNDLE_NAME}/README.md").decode()
+        notebooks = {n: archive.read(n).decode() for n in names if n.endswith(".ipynb")}
+    top = {n.split("/")[1] for n in names}
+    assert top == {"notebooks", "helpers", "README.md", *bundle.ENVIRONMENT_FILES}, top
+    released = {p.relative_to(ROOT).as_posix() for p in (ROOT / "notebooks").glob("*/*.ipynb")}
+    assert {n.split("/", 1)[1] for n in notebooks} == released
+    for name, text in notebooks.items():
+        for marker in bundle.FORBIDDEN_MARKERS:
+            assert marker not in text, f"{name} holds {marker!r}"
+    assert not [n for n in names if re.search(r"solutions/|^[^/]*/nbgrader_config|gradebook|submitted/|autograded/|tests/|__pycache__", n)]
+    assert "python -m helpers workshop" in readme and 'pip install -e ".[cpu]"' in readme
+    assert list((tmp_path).iterdir()) == [path], "no temporary file is left beside the zip"
+
+
+def test_bundle_refuses_a_release_with_a_solution(tmp_path):
+    root = tmp_path / "course"
+    shutil.copytree(ROOT / "helpers", root / "helpers", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "notebooks" / "x").mkdir(parents=True)
+    leaked = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION")])
+    nbformat.write(leaked, root / "notebooks" / "x" / "x.ipynb")
+    with pytest.raises(ValueError, match="refusing to bundle"):
+        bundle.build_bundle(tmp_path / "out.zip", root=root)
+    assert not (tmp_path / "out.zip").exists()
+
+
+# --------------------------------------------------------------------------- real servers (slow)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(command: list[str], env: dict[str, str], cwd: Path, work: Path, timeout: float = 120) -> Iterator[str]:
+    """Run a Jupyter server command with a token on a free port; yield its base URL; stop it (and its kernels)."""
+    token = secrets.token_hex(16)
+    port = int(next(a.split("=")[1] for a in command if a.startswith("--ServerApp.port=")))
+    env = env | {
+        "JUPYTER_TOKEN": token,
+        "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces"),
+        "IPYTHONDIR": str(work / "ipython"),
+    }
+    log_path = work / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command + ["--ServerApp.port_retries=0", "--LabApp.news_url=None"],
+                                   cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"the server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no answer from {base}:\n{log_path.read_text()[-3000:]}") from None
+                time.sleep(0.5)
+        yield f"{base}|{token}|{log_path}"
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # a kernel or TensorBoard left behind by a crash
+        process.wait(timeout=10)
+
+
+def http(url: str, token: str, method: str = "GET", data: bytes | None = None, timeout: float = 30) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=data, method=method, headers={"Authorization": f"token {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return reply.status, reply.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode("utf-8", "replace")
+
+
+def _student_root(tmp_path: Path) -> Path:
+    root = tmp_path / "notebooks"
+    (root / "02_retrain_simpsons" / "logs" / "run-1" / "phase").mkdir(parents=True)
+    nbformat.write(nbformat.v4.new_notebook(), root / "02_retrain_simpsons" / "02_retrain_simpsons.ipynb")
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_student_server_has_no_instructor_tools_culls_idle_kernels_and_serves_tensorboard(tmp_path):
+    root = _student_root(tmp_path)
+    # TensorBoard logs where notebook 02 writes them, beside the notebook inside the server's root
+    import tensorflow as tf
+
+    with tf.summary.create_file_writer(str(root / "02_retrain_simpsons" / "logs" / "run-1" / "phase")).as_default():
+        for step in range(3):
+            tf.summary.scalar("epoch_loss", 1.0 / (step + 1), step=step)
+    port = _free_port()
+    command = servers.student_command(port, True, root, cull_idle_minutes=0.1)  # 6 s
+    with running_server(command, servers.student_environment(), ROOT, tmp_path) as server:
+        base, token, log = server.split("|")
+        status, page = http(f"{base}/lab", token)
+        assert status == 200
+        disabled = json.loads(re.search(r'id="jupyter-config-data"[^>]*>(.*?)</script>', page, re.S).group(1))["disabledExtensions"]
+        assert set(servers.INSTRUCTOR_PLUGINS) <= set(disabled)
+        assert "@jupyter/nbgrader:validate-assignment" not in disabled
+        assert http(f"{base}/formgrader", token)[0] == 404, "the student's server must not serve the formgrader"
+        assert http(f"{base}/assignments", token)[0] == 404 and http(f"{base}/courses", token)[0] == 404
+
+        # an idle kernel with no tab open is shut down
+        status, body = http(f"{base}/api/kernels", token, "POST", b"{}")
+        assert status == 201, body
+        kernel = json.loads(body)["id"]
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and any(k["id"] == kernel for k in json.loads(http(f"{base}/api/kernels", token)[1])):
+            time.sleep(2)
+        assert all(k["id"] != kernel for k in json.loads(http(f"{base}/api/kernels", token)[1])), "idle kernel not culled"
+
+        # TensorBoard starts on the first visit and sees the notebook's run
+        began = time.monotonic()
+        status, body = http(f"{base}/tensorboard/", token, timeout=120)
+        assert status == 200 and "tensorboard" in body.lower(), f"TensorBoard did not answer ({status}): {body[:300]}"
+        runs = ""
+        while time.monotonic() - began < 120 and "run-1" not in runs:
+            runs = http(f"{base}/tensorboard/data/runs", token)[1]
+            time.sleep(1)
+        assert "run-1/phase" in runs, f"TensorBoard does not list the notebook's logs: {runs}"
+        text = Path(log).read_text()
+    assert "The exchange directory does not exist" not in text and "Error fetching courses" not in text, text[-2000:]
+
+
+def _toy_course(tmp_path: Path) -> Path:
+    root = tmp_path / "course"
+    (root / "solutions" / "toy").mkdir(parents=True)
+    shutil.copy(ROOT / "nbgrader_config.py", root)
+    shutil.copy(ROOT / "solutions" / "header.ipynb", root / "solutions")
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata = {"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}}
+    answer = nbformat.v4.new_code_cell("def add(a, b):\n    ### BEGIN SOLUTION\n    return a + b\n    ### END SOLUTION")
+    answer.metadata["nbgrader"] = {"grade": False, "solution": True, "locked": False, "grade_id": "add", "schema_version": 3}
+    test = nbformat.v4.new_code_cell('"""Checks add."""\nassert add(1, 2) == 3, "add(1, 2) should be 3"')
+    test.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "grade_id": "test_add", "points": 1,
+                                 "schema_version": 3}
+    notebook.cells = [nbformat.v4.new_markdown_cell("# Toy"), answer, test]
+    nbformat.write(notebook, root / "solutions" / "toy" / "toy.ipynb")
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_instructor_server_formgrader_works_on_a_fresh_course_without_tools_on_path(tmp_path):
+    root = _toy_course(tmp_path)
+    bare = {k: v for k, v in os.environ.items() if k != "PATH"} | {"PATH": "/usr/bin:/bin"}
+    process = subprocess.run(  # as a user would, with the environment not activated
+        [sys.executable, "-c", "from helpers import servers; print(servers.prepare_gradebook(%r))" % str(root)],
+        env=bare, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert "['toy']" in process.stdout and (root / "gradebook.db").is_file()
+    assert not (root / "notebooks").exists(), "recording the assignment must not write a release"
+    port = _free_port()
+    with running_server(servers.instructor_command(port, True, root), servers.instructor_environment(bare), root, tmp_path) as server:
+        base, token, log = server.split("|")
+        status, page = http(f"{base}/formgrader", token)
+        assert status == 200 and "formgrader" in page.lower()
+        status, body = http(f"{base}/formgrader/api/assignments", token)
+        assert status == 200, body
+        assert [a["name"] for a in json.loads(body)] == ["toy"], Path(log).read_text()[-3000:]
