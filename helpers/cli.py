@@ -24,6 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "autograde": ("helpers.course_commands:autograde_main", "Autograde a folder of submissions in the grading profile."),
     "export": ("helpers.course_commands:export_main", "Export grades to CSV."),
     "feedback": ("helpers.course_commands:feedback_main", "Generate feedback HTML for graded submissions."),
+    "score": ("helpers.recipe_commands:score_main", "Label every image of a folder (ImageNet or a retrained model) into a CSV."),
+    "extract": ("helpers.recipe_commands:extract_main", "Extract one layer's features for every image of a folder (CSV or Parquet)."),
+    "retrain": ("helpers.recipe_commands:retrain_main", "Retrain the backbone on your own labelled images; save the model."),
 }
 
 

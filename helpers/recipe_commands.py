@@ -1,0 +1,191 @@
+"""The lab's recipes as commands: ``python -m helpers score|extract|retrain`` (also ``tlkit <command>``).
+
+Each command parses its options, runs the recipe from :mod:`helpers.recipes` with
+progress bars on the terminal, writes its result atomically and returns an exit code:
+
+== ==================================================================================
+0  done (files that could not be read are listed in the ``error`` column, and counted)
+1  nothing to show for it: no image found, or not one image could be read
+2  bad input: a missing folder or file, a labels table without its columns, an
+   unknown layer, an output that already exists, too few images or classes
+3  the pretrained weights are missing and cannot be downloaded (offline)
+== ==================================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from helpers import backbones, device, recipes, sources, weights
+from helpers.download import UnsafeArchiveError
+from helpers.settings import load_settings
+
+EXIT_OK, EXIT_NOTHING, EXIT_BAD_INPUT, EXIT_NO_WEIGHTS = 0, 1, 2, 3
+
+
+def _settings_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (default: kit.toml, then KIT_* variables)")
+    group.add_argument("--backbone", help="pretrained network, a key of the backbone table (e.g. mobilenet)")
+    group.add_argument("--alpha", type=float, help="width multiplier for mobilenet / mobilenet_v2 (e.g. 0.75)")
+    group.add_argument("--image-size", type=int, help="square input size in pixels")
+    group.add_argument("--batch-size", type=int, help="images per batch")
+    group.add_argument("--profile", help="run size: smoke, grading, workshop, full (epochs for retrain)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes")
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    """Settings from kit.toml and KIT_*, the command's options winning; the weights cache and device ready."""
+    names = {"backbone": "backbone", "alpha": "alpha", "image_size": "image_size", "batch_size": "batch_size",
+             "profile": "profile"}
+    overrides = {setting: getattr(args, option) for option, setting in names.items() if getattr(args, option) is not None}
+    settings = load_settings(overrides)
+    # As a notebook's setup does: the kit's own Keras cache, seeded from the weights mirror if there is one.
+    weights.configure_keras_home(settings)
+    weights.seed_cache(settings, known_md5=backbones.known_md5s())
+    device.setup(settings)  # TensorFlow imported quietly, threads and GPUs as the settings say
+    return settings
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text, file=sys.stderr)
+
+
+def _run(args: argparse.Namespace, work: Callable[[], int]) -> int:
+    """Run a command, turning the errors a user can fix into a message and an exit code."""
+    try:
+        with warnings.catch_warnings():
+            if args.quiet:
+                warnings.simplefilter("ignore")
+            return work()
+    except weights.WeightsMissingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_NO_WEIGHTS
+    except (FileNotFoundError, FileExistsError, NotADirectoryError, sources.DatasetError, UnsafeArchiveError,
+            ValueError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _images(args: argparse.Namespace, location: str) -> list[str]:
+
+    images, skipped = recipes.list_images(location)
+    if skipped:
+        _say(args, f"note: {len(skipped)} file(s) not named like images were skipped, e.g. {Path(skipped[0]).name}")
+    return images
+
+
+def _finish(args: argparse.Namespace, table: Any, what: str) -> int:
+
+    path = recipes.write_table(table, args.output, overwrite=args.overwrite)
+    errors = int((table["error"] != "").sum())
+    print(f"{what} {len(table) - errors} of {len(table)} image(s) -> {path}" + (f" ({errors} with an error)" if errors else ""))
+    return EXIT_NOTHING if errors == len(table) else EXIT_OK
+
+
+def score_main(argv: Sequence[str]) -> int:
+    """``score FOLDER``: label every image with the ImageNet classifier or a retrained model."""
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers score",
+        description="Label every image of a folder (the lab's image classification recipe): a CSV or Parquet table "
+        "with the columns image, prediction ({label: probability}, most probable first) and error.",
+    )
+    parser.add_argument("folder", help="a folder of images (sub-folders included) or one image file")
+    parser.add_argument("--model", help="a model folder written by `retrain` (default: the ImageNet classifier)")
+    parser.add_argument("-k", "--top", type=int, default=5, help="most labels per image (default 5)")
+    parser.add_argument("--min-probability", type=float, default=0.1, help="least probability of a label (default 0.1)")
+    parser.add_argument("-o", "--output", default="scores.csv", help="result table, .csv or .parquet (default scores.csv)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    _settings_options(parser)
+    args = parser.parse_args(argv)
+
+    def work() -> int:
+
+        images = _images(args, args.folder)
+        if not images:
+            print(f"error: no image files in {args.folder}", file=sys.stderr)
+            return EXIT_NOTHING
+        table = recipes.score_images(
+            images, _settings(args), model=args.model, k=args.top, min_probability=args.min_probability,
+            progress=not args.quiet,
+        )
+        return _finish(args, table, "scored")
+
+    return _run(args, work)
+
+
+def extract_main(argv: Sequence[str]) -> int:
+    """``extract FOLDER``: one layer's values per image, for classic machine learning."""
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers extract",
+        description="Extract one layer's values for every image of a folder (the lab's feature extraction recipe): a "
+        "table with the columns image, features (one vector) and error.",
+    )
+    parser.add_argument("folder", help="a folder of images (sub-folders included) or one image file")
+    parser.add_argument("--layer", help="layer name (default: the penultimate layer); list them with --list-layers")
+    parser.add_argument("--pooling", choices=("avg", "max", "flatten", "none"), default="avg",
+                        help="how a spatial layer becomes a vector (default avg)")
+    parser.add_argument("--list-layers", action="store_true", help="print the layers one can extract, and stop")
+    parser.add_argument("-o", "--output", default="features.csv",
+                        help="result table, .csv (vectors as JSON lists) or .parquet (default features.csv)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    _settings_options(parser)
+    args = parser.parse_args(argv)
+
+    def work() -> int:
+
+        settings = _settings(args)
+        if args.list_layers:
+            backbone = backbones.get_backbone(settings=settings)
+            model = backbones.load_classifier(settings) if backbone.feature_layer else backbones.load_base(settings)
+            for name, shape in backbones.candidate_layers(model):
+                print(f"{name}\t{shape}")
+            return EXIT_OK
+        if Path(args.output).suffix.lower() not in recipes.TABLE_FORMATS:
+            raise ValueError(f"--output must end in .csv or .parquet, not {args.output!r}.")
+        images = _images(args, args.folder)
+        if not images:
+            print(f"error: no image files in {args.folder}", file=sys.stderr)
+            return EXIT_NOTHING
+        pooling = None if args.pooling == "none" else args.pooling
+        table = recipes.extract_images(images, settings, layer=args.layer, pooling=pooling, progress=not args.quiet)
+        return _finish(args, table, "extracted")
+
+    return _run(args, work)
+
+
+def retrain_main(argv: Sequence[str]) -> int:
+    """``retrain --images DIR``: the two-phase retraining recipe on your own labelled images."""
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers retrain",
+        description="Retrain the backbone on your own labelled images (the lab's retraining recipe): a new head, then "
+        "the last block, on a split that keeps near-duplicate images together. Writes a model folder (model.keras, "
+        "model.json with the class names and preprocessing, report.md, history.csv, split.csv...) that `score "
+        "--model` uses.",
+    )
+    parser.add_argument("--images", required=True, help="the image folder: one sub-folder per class, or the folder "
+                        "the labels table's paths are relative to")
+    parser.add_argument("--labels", help="a CSV labels table (default: the sub-folders of --images are the classes)")
+    parser.add_argument("--path-column", default="path", help="the table's image path column (default path)")
+    parser.add_argument("--label-column", default="target", help="the table's label column (default target)")
+    parser.add_argument("-o", "--output", default="retrained-model", help="model folder (default retrained-model)")
+    parser.add_argument("--blocks", type=int, default=1, help="blocks retrained in phase 2 (default 1)")
+    parser.add_argument("--no-mirror", action="store_true", help="do not add mirrored copies of the training images")
+    _settings_options(parser)
+    args = parser.parse_args(argv)
+
+    def work() -> int:
+
+        result = recipes.run_retrain(
+            args.images, args.output, _settings(args), labels=args.labels, path_column=args.path_column,
+            label_column=args.label_column, n_blocks=args.blocks, mirror=not args.no_mirror, progress=not args.quiet,
+        )
+        print(result.report)
+        print(f"model saved in {result.folder} (score with: python -m helpers score FOLDER --model {result.folder})")
+        return EXIT_OK
+
+    return _run(args, work)

@@ -1,0 +1,669 @@
+"""The lab's recipes on your own images: score a folder, extract its features, retrain on its labels.
+
+The Dataiku plugin behind the workshop has three recipes that work on any folder:
+*image classification* (a pretrained or retrained network labels every image),
+*feature extraction* (one layer's values per image, for classic ML) and *retraining*
+(a new head, then the last block, on a labels table). This module runs them on a
+folder of your own, for notebook 05 and the command line
+(``python -m helpers score|extract|retrain``, :mod:`helpers.recipe_commands`):
+
+* :func:`list_images` -- the image files of a folder (or one file);
+* :func:`score_images` -- the lab's results table, ``image``, ``prediction``
+  (``{label: probability}``, at most *k* labels above a minimum probability) and
+  ``error``, with the ImageNet classifier or a model saved by :func:`save_model`;
+* :func:`extract_images` -- ``image``, ``features`` (one vector) and ``error``;
+* :func:`labelled_images`, :func:`limit_per_class`, :func:`split_without_leakage`,
+  :func:`retrain` -- the retraining recipe step by step: labels from class folders or
+  a ``path,target`` table, a split that keeps near-duplicates together, both phases;
+* :func:`save_model` / :func:`load_model` -- a model folder (``model.keras`` and
+  ``model.json``: backbone, input size, class names, results), which the ``score``
+  command and any later notebook reload;
+* :func:`write_table` -- CSV or Parquet, written atomically.
+
+A file that cannot be read gets an ``error`` in its row; it never stops a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from helpers import backbones, evaluation, features, files, pipeline, scan, scoring, sources, splits, training
+from helpers.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
+
+__all__ = [
+    "LAB_COLUMNS",
+    "RetrainResult",
+    "extract_images",
+    "lab_table",
+    "labelled_images",
+    "limit_per_class",
+    "list_images",
+    "load_model",
+    "model_settings",
+    "retrain",
+    "retrain_report",
+    "run_retrain",
+    "save_model",
+    "score_images",
+    "split_without_leakage",
+    "write_table",
+]
+
+LAB_COLUMNS = ["image", "prediction", "error"]
+FEATURE_COLUMNS = ["image", "features", "error"]
+MODEL_FILE = "model.keras"
+INFO_FILE = "model.json"
+TABLE_FORMATS = (".csv", ".parquet")
+
+
+# --------------------------------------------------------------------------- finding images
+
+
+@contextlib.contextmanager
+def _quiet_retracing() -> Iterator[None]:
+    """Hide TensorFlow's "triggered tf.function retracing" notice: each new model traces once, nothing is wrong."""
+    logger = logging.getLogger("tensorflow")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+
+def list_images(location: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """The image files of a folder (sub-folders included, sorted), or a single image file.
+
+    Hidden files and archive leftovers (``__MACOSX``) are ignored.
+
+    Returns:
+        ``(images, skipped)``: absolute paths of files named like images, and of the
+        other files (``notes.txt``), which a caller reports.
+
+    Raises:
+        FileNotFoundError: ``location`` does not exist.
+    """
+    path = Path(location).expanduser()
+    if path.is_file():
+        return [str(path.resolve())], []
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist; give a folder of images (or one image file).")
+    images, skipped = [], []
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in sources._IGNORED_DIRS)
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            file = str((Path(dirpath) / name).resolve())
+            (images if Path(name).suffix.lower() in sources.IMAGE_EXTENSIONS else skipped).append(file)
+    return sorted(images), sorted(skipped)
+
+
+def _checked(paths: Sequence[str], settings: Settings) -> tuple[list[int], list[str | None]]:
+    """Positions of the readable files, and an error (or None) per file."""
+    errors: list[str | None] = [None] * len(paths)
+    usable = []
+    for row, record in enumerate(scan.inspect_paths(paths, settings=settings)):
+        if record["kind"] is None:
+            usable.append(row)
+        else:
+            errors[row] = f"{record['kind']}: {record['reason']}"
+    return usable, errors
+
+
+# --------------------------------------------------------------------------- saved models
+
+
+def save_model(
+    model: "keras.Model",
+    folder: str | os.PathLike,
+    settings: Settings,
+    class_names: Sequence[Any],
+    *,
+    results: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Save a retrained classifier as a model folder: ``model.keras``, ``model.json`` and extra files.
+
+    ``model.json`` records what the model needs to be used again: backbone, alpha,
+    input size (the preprocessing), class names in output order, and ``results``. The
+    folder is written beside its final place and swapped in at the end, so an
+    interrupted save leaves the previous model (or nothing), never half of one.
+
+    Args:
+        model: Images (preprocessed for the backbone) in, class probabilities out.
+        folder: The model folder (created; replaced if it exists).
+        settings: The settings it was trained with.
+        class_names: Class names in output order.
+        results: Numbers and notes kept in ``model.json`` (test accuracy...).
+        extra: Extra files to write in the folder: name -> text, or a DataFrame (CSV).
+
+    Returns:
+        The folder.
+    """
+    folder = Path(folder).expanduser().resolve()
+    if model.output_shape[-1] != len(class_names):
+        raise ValueError(f"the model has {model.output_shape[-1]} outputs but {len(class_names)} class names were given.")
+    backbone = backbones.get_backbone(settings=settings)
+    info = {
+        "backbone": backbone.key,
+        "alpha": backbone.resolve_alpha(settings.alpha),
+        "image_size": backbones.input_size(settings, backbone),
+        "class_names": [
+            int(c) if isinstance(c, (int, np.integer)) and not isinstance(c, bool) else str(c) for c in class_names
+        ],
+        "results": results or {},
+        "saved": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    if folder.exists() and not (folder / INFO_FILE).is_file() and (not folder.is_dir() or any(folder.iterdir())):
+        # Never replace something that is not a saved model (a typo could name the images folder).
+        raise FileExistsError(f"{folder} exists and is not a saved model; choose a new folder for the model.")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".saving", dir=folder.parent))
+    try:
+        model.save(staging / MODEL_FILE)
+        (staging / INFO_FILE).write_text(json.dumps(info, indent=1, default=str) + "\n")
+        for name, content in (extra or {}).items():
+            if Path(name).name != name or name.startswith("."):
+                raise ValueError(f"extra file names must be plain names, not {name!r}.")
+            if isinstance(content, pd.DataFrame):
+                content.to_csv(staging / name, index=False)
+            else:
+                (staging / name).write_text(str(content))
+        old = None
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            os.replace(folder, old)
+        os.replace(staging, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _model_files(location: str | os.PathLike) -> tuple[Path, Path]:
+    path = Path(location).expanduser()
+    if path.is_dir():
+        return path / MODEL_FILE, path / INFO_FILE
+    return path, path.with_suffix(".json")
+
+
+def load_model(location: str | os.PathLike) -> tuple["keras.Model", dict[str, Any]]:
+    """Reload a model saved by :func:`save_model` (its folder, or the ``.keras`` file with its ``.json`` beside it).
+
+    Also reads models saved by notebook 02 in the kit's cache (``<name>.keras`` + ``<name>.json``).
+
+    Returns:
+        The model and its metadata (``backbone``, ``alpha``, ``image_size``, ``class_names``...).
+
+    Raises:
+        FileNotFoundError: No model there, or no metadata beside it.
+        ValueError: The metadata does not match the model.
+    """
+    import keras
+
+    model_path, info_path = _model_files(location)
+    if not model_path.is_file():
+        raise FileNotFoundError(
+            f"no model at {model_path}; give the folder written by `retrain` (it holds {MODEL_FILE} and {INFO_FILE})."
+        )
+    if not info_path.is_file():
+        raise FileNotFoundError(
+            f"{model_path} has no {info_path.name} beside it: without it the class names and the preprocessing are "
+            "unknown. Save models with helpers.recipes.save_model (or the retrain command)."
+        )
+    try:
+        info = json.loads(info_path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{info_path} is not valid JSON ({error}); save the model again.") from None
+    missing = [key for key in ("backbone", "image_size", "class_names") if key not in info]
+    if missing:
+        raise ValueError(f"{info_path} lacks {missing}; save the model again with helpers.recipes.save_model.")
+    model = keras.models.load_model(model_path)
+    if model.output_shape[-1] != len(info["class_names"]):
+        raise ValueError(
+            f"{model_path} has {model.output_shape[-1]} outputs but {info_path.name} names {len(info['class_names'])} "
+            "classes; they do not belong together."
+        )
+    return model, info
+
+
+def model_settings(info: dict[str, Any], settings: Settings | None = None) -> Settings:
+    """Settings whose backbone, alpha and input size are a saved model's (so images are preprocessed as in training)."""
+    settings = settings or load_settings()
+    return settings.replace(backbone=info["backbone"], alpha=info.get("alpha"), image_size=info["image_size"])
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def lab_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A results table (:func:`helpers.scoring.results_table`) in the lab's CSV form.
+
+    ``prediction`` becomes JSON text (``{"homer_simpson": 0.93}``, most probable first,
+    ``{}`` when no label reaches the threshold) and ``error`` an empty string for a
+    scored file.
+
+    >>> table = pd.DataFrame({"image": ["a.jpg", "b.jpg"], "predictions": [{"cat": 0.9}, {}],
+    ...                       "error": [None, "empty: empty file (0 bytes)"]})
+    >>> lab_table(table).to_dict("records")[0]
+    {'image': 'a.jpg', 'prediction': '{"cat": 0.9}', 'error': ''}
+    """
+    return pd.DataFrame(
+        {
+            "image": table["image"].astype(str),
+            "prediction": [json.dumps(p if isinstance(p, dict) else {}) for p in table["predictions"]],
+            "error": [e or "" for e in table["error"]],
+        },
+        columns=LAB_COLUMNS,
+    )
+
+
+def write_table(table: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write a table as CSV or Parquet (by the file's suffix), atomically.
+
+    In CSV, list and array cells (feature vectors) are written as JSON lists; in
+    Parquet they stay lists of floats.
+
+    Raises:
+        ValueError: Another suffix.
+        FileExistsError: The file exists and ``overwrite`` is False.
+    """
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_FORMATS:
+        raise ValueError(f"write the table as .csv or .parquet, not {path.name!r}.")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; choose another file or allow overwriting (--overwrite).")
+    table = table.copy()
+    with files.atomic_path(path, suffix=f".part{suffix}") as temporary:
+        if suffix == ".csv":
+            for column in table.columns:
+                if table[column].map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
+                    table[column] = [json.dumps(np.asarray(v).tolist()) if v is not None else "" for v in table[column]]
+            table.to_csv(temporary, index=False)
+        else:
+            try:
+                import pyarrow  # noqa: F401 - pandas needs it for Parquet
+            except ImportError:
+                raise ValueError("Parquet needs the pyarrow package (pip install pyarrow); or write a .csv file.") from None
+            for column in table.columns:
+                if table[column].map(lambda v: isinstance(v, np.ndarray)).any():
+                    table[column] = [None if v is None else np.asarray(v, dtype=np.float32).tolist() for v in table[column]]
+            table.to_parquet(temporary, index=False)
+    return path
+
+
+# --------------------------------------------------------------------------- score and extract
+
+
+def score_images(
+    paths: Sequence[str],
+    settings: Settings | None = None,
+    *,
+    model: str | os.PathLike | None = None,
+    k: int = 5,
+    min_probability: float = 0.1,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Label images with the ImageNet classifier, or with a saved model: the lab's results table.
+
+    Args:
+        paths: Image files (:func:`list_images`).
+        settings: Course settings (backbone for the ImageNet classifier, batch size, cache).
+        model: A model folder saved by :func:`save_model` (or its ``.keras`` file); None =
+            the settings' backbone with its ImageNet classifier.
+        k: Most labels per image.
+        min_probability: Least probability to keep a label.
+        progress: Show a progress bar.
+
+    Returns:
+        A frame with ``image``, ``prediction`` (JSON ``{label: probability}``) and ``error``.
+    """
+    settings = settings or load_settings()
+    if model is None:
+        classifier, class_names = backbones.load_classifier(settings), None
+    else:
+        classifier, info = load_model(model)
+        settings, class_names = model_settings(info, settings), [str(c) for c in info["class_names"]]
+    with _quiet_retracing():
+        table = scoring.score_files(
+            list(paths), classifier, settings, k=k, min_probability=min_probability, class_names=class_names,
+            progress=progress,
+        )
+    return lab_table(table)
+
+
+def extract_images(
+    paths: Sequence[str],
+    settings: Settings | None = None,
+    *,
+    layer: str | None = None,
+    pooling: str | None = "avg",
+    progress: bool = False,
+) -> pd.DataFrame:
+    """One layer's values for each image (the lab's feature extraction): ``image``, ``features``, ``error``.
+
+    Args:
+        paths: Image files.
+        settings: Course settings (backbone, batch size, cache).
+        layer: Layer name; the penultimate layer by default (``helpers.backbones.candidate_layers``
+            lists the others).
+        pooling: For a spatial layer: ``avg``, ``max``, ``flatten`` or None (the map, flattened).
+        progress: Show a progress bar.
+
+    Returns:
+        A frame, one row per path in order; ``features`` is a float32 vector (None for a
+        file that cannot be read, with the reason in ``error``).
+    """
+    settings = settings or load_settings()
+    paths = list(paths)
+    extractor = backbones.load_feature_extractor(settings, layer=layer, pooling=pooling)
+    usable, errors = _checked(paths, settings)
+    vectors: list[Any] = [None] * len(paths)
+    if usable:
+        frame = pd.DataFrame({"path": [paths[row] for row in usable]})
+        with _quiet_retracing():
+            values = features.extract_features(extractor, frame, settings, progress=progress)
+        values = values.reshape(len(values), -1)
+        for row, vector in zip(usable, values):
+            vectors[row] = vector.astype(np.float32)
+    return pd.DataFrame(
+        {
+            "image": pd.Series(paths, dtype=object),
+            "features": pd.Series(vectors, dtype=object),
+            "error": pd.Series([e or "" for e in errors], dtype=object),
+        },
+        columns=FEATURE_COLUMNS,
+    )
+
+
+# --------------------------------------------------------------------------- the retraining recipe
+
+
+def labelled_images(
+    images: str | os.PathLike,
+    labels: str | os.PathLike | pd.DataFrame | None = None,
+    *,
+    path_column: str = "path",
+    label_column: str = "target",
+) -> pd.DataFrame:
+    """A labelled dataset: class folders (``images/<class>/<image>``), or a labels table.
+
+    Args:
+        images: The image folder.
+        labels: None = the sub-folders are the classes; else a CSV file (or frame) with a
+            path column (relative to ``images``, or absolute) and a label column.
+        path_column: The table's path column (the lab's ``path``).
+        label_column: The table's label column (the lab's ``target``).
+
+    Returns:
+        A frame with ``path`` and ``label``; dropped rows are in ``helpers.sources.dropped``.
+    """
+    if labels is None:
+        return sources.from_folders(images)
+    return sources.from_table(labels, images, path_column=path_column, label_column=label_column)
+
+
+def limit_per_class(frame: pd.DataFrame, per_class: int, *, seed: int = 0) -> pd.DataFrame:
+    """At most ``per_class`` images of each class (0 = all), chosen by a hash of the file name.
+
+    The same files are kept on every run and every machine, and adding images to one
+    class never changes the choice in another.
+
+    >>> frame = pd.DataFrame({"path": [f"/x/{i}.jpg" for i in range(5)], "label": ["a"] * 4 + ["b"]})
+    >>> limit_per_class(frame, 2)["label"].value_counts().to_dict()
+    {'a': 2, 'b': 1}
+    """
+    if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 0:
+        raise ValueError(f"per_class must be a whole number >= 0 (0 = every image), not {per_class!r}.")
+    if per_class == 0:
+        return frame.reset_index(drop=True)
+
+    def key(path: str) -> str:
+        return hashlib.sha1(f"{seed}\x00{os.path.basename(path)}".encode()).hexdigest() + path
+
+    ranks = frame["path"].map(key)
+    kept = frame.assign(_rank=ranks).sort_values("_rank").groupby("label", sort=False).head(per_class)
+    result = frame.loc[sorted(kept.index)].reset_index(drop=True)
+    result.attrs = dict(frame.attrs)
+    return result
+
+
+def split_without_leakage(
+    frame: pd.DataFrame,
+    settings: Settings | None = None,
+    *,
+    threshold: float | None = None,
+    progress: bool = False,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Split a labelled dataset so that near-duplicate images never straddle two splits.
+
+    Photos of one burst or copies of one picture give almost the same features: they
+    are grouped (:func:`helpers.splits.near_duplicate_groups` on the backbone's
+    features), and each group goes whole to train, validation or test
+    (:func:`helpers.splits.split_dataset`, stratified by label, seeded).
+
+    Args:
+        frame: ``path`` and ``label`` (usable images: scan them first).
+        settings: Course settings (backbone, seed, cache).
+        threshold: Cosine distance under which two images are one group; the kit's default.
+        progress: Show the extraction's progress bar.
+
+    Returns:
+        The frame with ``group`` and ``split`` columns, and the features (rows in its order),
+        which the map and the near-duplicate table reuse.
+    """
+    settings = settings or load_settings()
+    extractor = backbones.load_feature_extractor(settings)
+    values = features.extract_features(extractor, frame, settings, progress=progress)
+    grouped = frame.copy()
+    options = {} if threshold is None else {"threshold": threshold}
+    grouped[splits.GROUP_COLUMN] = splits.near_duplicate_groups(grouped, values, **options).to_numpy()
+    return splits.split_dataset(grouped, seed=settings.seed), values
+
+
+def retrain(
+    frame: pd.DataFrame,
+    settings: Settings | None = None,
+    *,
+    n_blocks: int = 1,
+    mirror: bool = True,
+    run_dir: str | os.PathLike | None = None,
+    tensorboard: bool = True,
+    progress: bool = True,
+    verbose: int = 0,
+) -> "training.Retrainer":
+    """The kit's retraining recipe on a split dataset: a new head (phase 1), then the last block(s) (phase 2).
+
+    Epochs come from the profile, learning rate and batch size from the settings, as
+    in notebook 02 (:class:`helpers.training.Retrainer`).
+
+    Args:
+        frame: ``path``, ``label`` and ``split`` with train and validation rows.
+        settings: Course settings.
+        n_blocks: Blocks retrained in phase 2.
+        mirror: Also train on mirrored copies of the training images (computed once).
+        run_dir: Checkpoints and logs; the kit's runs folder by default.
+        tensorboard: Write TensorBoard logs in the run folder.
+        progress: Print what happens, with progress bars.
+        verbose: 1 or 2 = one line per epoch.
+
+    Returns:
+        The trained :class:`helpers.training.Retrainer` (``model``, ``report()``, ``history()``...).
+    """
+    import keras
+
+    settings = settings or load_settings()
+    keras.utils.set_random_seed(settings.seed)
+    base = backbones.load_base(settings)
+    class_names = sorted(set(frame["label"]), key=lambda v: (isinstance(v, str), v))
+    head = training.build_head(base.output_shape[1:], len(class_names), seed=settings.seed)
+    retrainer = training.Retrainer(
+        settings, frame, base, head, n_blocks=n_blocks, mirror=mirror, run_dir=run_dir, tensorboard=tensorboard,
+        progress=progress, verbose=verbose,
+    )
+    with _quiet_retracing():
+        retrainer.fit_head()
+        retrainer.fit_last_blocks()
+    return retrainer
+
+
+@dataclasses.dataclass
+class RetrainResult:
+    """What the ``retrain`` command did.
+
+    Attributes:
+        folder: The model folder (:func:`save_model`).
+        frame: The dataset with its ``group`` and ``split`` columns.
+        problems: Files left out, with the reason (scan problems and dropped rows).
+        test_accuracy: Accuracy on the test split (NaN when it is empty).
+        report: The short report (also ``report.md`` in the folder).
+    """
+
+    folder: Path
+    frame: pd.DataFrame
+    problems: pd.DataFrame
+    test_accuracy: float
+    report: str
+
+
+def retrain_report(
+    retrainer: "training.Retrainer",
+    frame: pd.DataFrame,
+    problems: pd.DataFrame,
+    *,
+    source: str,
+    test_accuracy: float,
+    table: pd.DataFrame | None,
+) -> str:
+    """The short report written beside a retrained model: data, split, phases, test scores."""
+    backbone = backbones.get_backbone(settings=retrainer.settings)
+    counts = frame.groupby(["label", "split"]).size().unstack(fill_value=0)
+    groups = frame["group"].nunique() if "group" in frame.columns else len(frame)
+    lines = [
+        "# Retrained model",
+        "",
+        f"- images: {source}; {len(frame)} used, {len(problems)} left out (see problems.csv)",
+        f"- classes: {', '.join(map(str, retrainer.class_names))}",
+        f"- backbone: {backbone.title} (alpha {retrainer.settings.alpha}), input {backbones.input_size(retrainer.settings)} px,"
+        f" profile {retrainer.settings.profile}, seed {retrainer.settings.seed}",
+        f"- split without leakage: {groups} groups of near-duplicates for {len(frame)} images, each group in one split",
+        "",
+        "## Images per class and split",
+        "",
+        counts.reindex(columns=[c for c in ("train", "validation", "test") if c in counts.columns]).to_string(),
+        "",
+        "## Training",
+        "",
+        retrainer.report().to_string(),
+        "",
+        "## Test",
+        "",
+        f"test accuracy: {test_accuracy:.1%} on {int((frame['split'] == 'test').sum())} images"
+        if np.isfinite(test_accuracy) else "no test images (too few images per class): only validation was measured",
+    ]
+    if table is not None:
+        lines += ["", table.round(3).to_string()]
+    return "\n".join(lines) + "\n"
+
+
+def run_retrain(
+    images: str | os.PathLike,
+    output: str | os.PathLike,
+    settings: Settings | None = None,
+    *,
+    labels: str | os.PathLike | None = None,
+    path_column: str = "path",
+    label_column: str = "target",
+    n_blocks: int = 1,
+    mirror: bool = True,
+    progress: bool = True,
+) -> RetrainResult:
+    """The whole retraining recipe, as the ``retrain`` command runs it: load, scan, split, train, test, save.
+
+    Raises:
+        FileNotFoundError: The images or the labels table do not exist.
+        FileExistsError: ``output`` exists and is not a saved model (it is never replaced).
+        helpers.sources.DatasetError: Fewer than 2 classes, or a class without a usable image.
+        ValueError: A labels table without the named columns.
+    """
+    settings = settings or load_settings()
+    output = Path(output).expanduser().resolve()
+    if output.exists() and not (output / INFO_FILE).is_file() and (not output.is_dir() or any(output.iterdir())):
+        raise FileExistsError(f"{output} exists and is not a saved model; choose a new folder for the model.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", sources.DroppedRowsWarning)
+        frame = labelled_images(images, labels, path_column=path_column, label_column=label_column)
+    for warning in caught:
+        if progress:
+            print(f"note: {warning.message}")
+    dropped = sources.dropped(frame).assign(kind="dropped")
+    scanned = scan.scan_images(frame, settings=settings)
+    problems = pd.concat([dropped, scanned.problems], ignore_index=True)
+    if progress:
+        print(f"{scanned.summary()}.")
+    usable = scanned.good[["path", "label"]]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame, _ = split_without_leakage(usable, settings, progress=progress)
+    for warning in caught:
+        if progress and "class" in str(warning.message):
+            print(f"note: {warning.message}")
+    if not (frame["split"] == "validation").any():
+        raise sources.DatasetError(
+            "too few images for a validation split (it decides when to stop): give each class at least 3 images."
+        )
+    run_dir = output.parent / f".{output.name}.run-{os.getpid()}"
+    retrainer = retrain(frame, settings, n_blocks=n_blocks, mirror=mirror, run_dir=run_dir, tensorboard=False,
+                        progress=progress, verbose=1 if progress else 0)
+    class_names = list(retrainer.class_names)
+    test = frame.loc[frame["split"] == "test"]
+    table, test_accuracy = None, float("nan")
+    extra: dict[str, Any] = {"split.csv": frame[["path", "label", "group", "split"]], "history.csv": retrainer.history()}
+    if len(test):
+        with _quiet_retracing():
+            probabilities = retrainer.predict("test")
+        y_true = pipeline.encode_labels(test["label"], class_names)
+        y_pred = evaluation.predicted_ids(probabilities)
+        test_accuracy = evaluation.accuracy(y_true, y_pred)
+        table = evaluation.classification_table(y_true, y_pred, class_names)
+        predictions = test[["path", "label"]].assign(
+            predicted=[class_names[i] for i in y_pred], probability=probabilities.max(axis=1)
+        )
+        extra["test_predictions.csv"] = predictions
+    if len(problems):
+        extra["problems.csv"] = problems
+    source = f"{images}" + (f" labelled by {labels}" if labels is not None else " (one folder per class)")
+    report = retrain_report(retrainer, frame, problems, source=source, test_accuracy=test_accuracy, table=table)
+    extra["report.md"] = report
+    results = {
+        "test accuracy": test_accuracy if np.isfinite(test_accuracy) else None,
+        "validation accuracy": retrainer.accuracy("validation"),
+        "images": len(frame),
+        "training seconds": sum(r.seconds for r in retrainer.reports),
+        "source": source,
+    }
+    folder = save_model(retrainer.model, output, settings, class_names, results=results, extra=extra)
+    shutil.rmtree(retrainer.run_dir, ignore_errors=True)  # checkpoints served their purpose
+    return RetrainResult(folder, frame, problems, test_accuracy, report)
