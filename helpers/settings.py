@@ -42,6 +42,8 @@ class Profile:
         simpsons_per_class: Images per character; 0 = all.
         pacs_per_class: Images per class ("photo", "drawing") for photo vs drawing; 0 = all.
         photos: Number of real photos scored in notebook 01; 0 = all.
+        own_per_class: Notebook 05 (your own images): most images per class retrained on; 0 = all.
+        own_unlabelled: Notebook 05: most images of the unlabelled folder explored; 0 = all.
         head_epochs: Epochs for phase 1 (head only, on cached features).
         finetune_epochs: Epochs for phase 2 (last block).
         scratch_epochs: Epochs for the from-scratch models of notebook 04.
@@ -60,6 +62,8 @@ class Profile:
     simpsons_per_class: int
     pacs_per_class: int
     photos: int
+    own_per_class: int
+    own_unlabelled: int
     head_epochs: int
     finetune_epochs: int
     scratch_epochs: int
@@ -73,26 +77,30 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     # CI: tiny data, one epoch; proves every code path runs.
     "smoke": Profile(
-        name="smoke", simpsons_characters=3, simpsons_per_class=16, pacs_per_class=24, photos=3, head_epochs=1,
+        name="smoke", simpsons_characters=3, simpsons_per_class=16, pacs_per_class=24, photos=3,
+        own_per_class=12, own_unlabelled=48, head_epochs=1,
         finetune_epochs=1, scratch_epochs=1, scratch_image_size=64, early_stopping_patience=1, sample_sizes=(4, 8),
         sample_seeds=1, cell_timeout=120,
     ),
     # Autograding: like smoke, so 30 submissions grade in minutes; graded tests use
     # tolerances and structural checks that hold on this little data.
     "grading": Profile(
-        name="grading", simpsons_characters=3, simpsons_per_class=16, pacs_per_class=24, photos=3, head_epochs=1,
+        name="grading", simpsons_characters=3, simpsons_per_class=16, pacs_per_class=24, photos=3,
+        own_per_class=12, own_unlabelled=48, head_epochs=1,
         finetune_epochs=1, scratch_epochs=1, scratch_image_size=64, early_stopping_patience=1, sample_sizes=(4, 8),
         sample_seeds=1, cell_timeout=60,
     ),
     # A CPU laptop in class: each notebook in <= 5 minutes with MobileNet on 2 cores.
     "workshop": Profile(
-        name="workshop", simpsons_characters=6, simpsons_per_class=300, pacs_per_class=150, photos=0, head_epochs=40,
+        name="workshop", simpsons_characters=6, simpsons_per_class=300, pacs_per_class=150, photos=0,
+        own_per_class=150, own_unlabelled=300, head_epochs=40,
         finetune_epochs=14, scratch_epochs=6, scratch_image_size=96, early_stopping_patience=4,
         sample_sizes=(5, 10, 25, 50), sample_seeds=3, cell_timeout=300,
     ),
     # A GPU server or a patient learner: all data, real epochs.
     "full": Profile(
-        name="full", simpsons_characters=0, simpsons_per_class=0, pacs_per_class=0, photos=0, head_epochs=40,
+        name="full", simpsons_characters=0, simpsons_per_class=0, pacs_per_class=0, photos=0,
+        own_per_class=0, own_unlabelled=0, head_epochs=40,
         finetune_epochs=20, scratch_epochs=30, scratch_image_size=None, early_stopping_patience=6,
         sample_sizes=(5, 10, 25, 50, 100), sample_seeds=5, cell_timeout=3600,
     ),
