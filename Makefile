@@ -8,12 +8,17 @@ BIN := $(VENV)/bin
 TF_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 PORT ?= 8888
 STAMP := $(VENV)/.installed-$(TF_EXTRA)
+# `tensorflow` and `tensorflow-cpu` install the same import package: switching an existing
+# environment to the other flavour removes the one it no longer wants first. The cpu extra
+# is `tensorflow-cpu` only on Linux x86_64 (plain `tensorflow` elsewhere, nothing to remove).
+TF_UNWANTED := $(if $(filter gpu,$(TF_EXTRA)),tensorflow-cpu,$(if $(filter Linux-x86_64,$(shell uname -s)-$(shell uname -m)),tensorflow,))
 
-.PHONY: workshop test setup prepare check lab generate validate autograde export feedback slides figures benchmarks clean help
+.PHONY: workshop test lint setup prepare check lab generate validate autograde export feedback slides figures benchmarks clean help
 
 help:
 	@echo "make workshop   set up, prepare, check, then launch JupyterLab on notebooks/ (PORT=$(PORT))"
 	@echo "make test       set up, then run every test"
+	@echo "make lint       ruff check (the rules are in pyproject.toml)"
 	@echo "make prepare    seed the weights cache and make the datasets available"
 	@echo "make check      print settings, device summary and cache status"
 	@echo "make generate   regenerate notebooks/ (student versions) from solutions/"
@@ -27,6 +32,7 @@ help:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(TF_UNWANTED),$(BIN)/python -m pip uninstall --quiet --yes $(TF_UNWANTED) 2>&1 | grep -v "^WARNING: Skipping" || true,)
 	$(BIN)/python -m pip install --quiet -e ".[$(TF_EXTRA),dev]"
 	$(BIN)/python -m helpers kernel
 	rm -f $(VENV)/.installed-*
@@ -39,6 +45,9 @@ workshop: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
 
 prepare: setup
 	$(BIN)/python -m helpers prepare

@@ -25,6 +25,7 @@ Python, installed by ``make setup`` through ``python -m helpers kernel``; see
 import os
 
 from helpers.course import sanitize_preprocessors
+from helpers.grading_steps import feedback_steps
 from helpers.settings import load_settings
 
 c = get_config()  # noqa: F821 - injected by nbgrader's (traitlets') config loader
@@ -60,3 +61,7 @@ c.Execute.extra_arguments = ["--IPKernelApp.log_level=ERROR"]
 # sanitize_preprocessors() works around nbgrader 0.9.6 failing on such copies.
 c.OverwriteCells.add_missing_cells = True
 c.Autograde.sanitize_preprocessors = sanitize_preprocessors()
+
+# Feedback shows each test's result, points and assertion message, never its code
+# (the hidden tests stay hidden); the kit's `feedback --show-tests` shows them.
+c.GenerateFeedback.preprocessors = feedback_steps()

@@ -147,7 +147,7 @@ def _plots(out: Path, results: dict[str, Any]) -> dict[str, str]:
     scaling = sections.get("scaling", {})
     if scaling.get("paths"):
         figure, ax = plt.subplots(figsize=(6, 4))
-        for name, path in scaling["paths"].items():
+        for path in scaling["paths"].values():
             if "points" not in path:
                 continue
             counts = [p["images"] for p in path["points"]]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 from helpers.course import list_assignments, release_notebook, resolve_root, source_notebook
-from helpers.grading import DEFAULT_JOBS, GradingError, autograde, export, feedback
+from helpers import sandbox
+from helpers.grading import DEFAULT_JOBS, GradingError, UnsandboxedWarning, autograde, export, feedback
 from helpers.release import generate, release_drift
 from helpers.settings import PROFILES
 from helpers.submissions import collect_submissions
@@ -82,8 +84,33 @@ def autograde_main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--jobs", type=int, default=DEFAULT_JOBS, help=f"submissions graded at once (default {DEFAULT_JOBS})"
     )
+    defaults = sandbox.Limits()
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--require-sandbox", action="store_true", help="refuse to grade where no sandbox works")
+    where.add_argument("--no-sandbox", action="store_true", help="run kernels unsandboxed (a class you trust)")
+    parser.add_argument("--memory", type=int, default=defaults.memory_mb, help=f"MB per kernel (default {defaults.memory_mb})")
+    parser.add_argument(
+        "--processes", type=int, default=defaults.processes, help=f"processes and threads per kernel (default {defaults.processes})"
+    )
+    parser.add_argument("--disk", type=int, default=defaults.disk_mb, help=f"MB of private disk per kernel (default {defaults.disk_mb})")
     args = parser.parse_args(list(argv))
     try:
+        limits = sandbox.Limits(
+            memory_mb=args.memory, processes=args.processes, disk_mb=args.disk,
+            open_files=defaults.open_files, output_kb=defaults.output_kb,
+        )
+        sandboxing = "require" if args.require_sandbox else "off" if args.no_sandbox else "auto"
+        found = sandbox.probe()
+        if sandboxing == "require" and not found.available:
+            print(f"error: no sandbox for the submissions' kernels: {found.reason}.", file=sys.stderr)
+            return 2
+        if sandboxing == "off" or not found.available:
+            why = "--no-sandbox" if sandboxing == "off" else found.reason
+            print(_banner(f"WARNING: grading UNSANDBOXED ({why}). Submissions run with your rights; each in its own "
+                          "temporary folder, but absolute paths reach your files. Grade only a class you trust, or "
+                          "install bubblewrap (see the instructor guide)."), file=sys.stderr)
+        else:
+            print(f"sandbox: {sandbox.describe(found, limits)}")
         root = resolve_root(args.root)
         assignment = args.assignment
         status = 0
@@ -106,7 +133,12 @@ def autograde_main(argv: Sequence[str]) -> int:
             began = time.perf_counter()
             failed: list[str] = []
             try:
-                scores = autograde(name, root=root, students=args.students, timeout=args.timeout, jobs=args.jobs)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UnsandboxedWarning)  # said in the banner above
+                    scores = autograde(
+                        name, root=root, students=args.students, timeout=args.timeout, jobs=args.jobs,
+                        limits=limits, sandboxing=sandboxing,
+                    )
             except GradingError as error:
                 print(f"error: {error}", file=sys.stderr)
                 scores, failed, status = error.graded, list(error.failures), 1
@@ -114,12 +146,25 @@ def autograde_main(argv: Sequence[str]) -> int:
             for score in scores:
                 manual = f"  (to grade by hand: {', '.join(score.needs_manual_grade)})" if score.needs_manual_grade else ""
                 print(f"  {score.student:<24} {score.score:g} / {score.max_score:g}{manual}")
+                for note in score.notes[1:]:  # the first says sandboxed or not: printed above
+                    print(f"      note: {note}")
+                for flag in score.flags:
+                    print(f"      FLAGGED for review: {flag}")
+            flagged = [s.student for s in scores if s.flags]
+            if flagged:
+                print(f"  {len(flagged)} submission(s) flagged for review (scores unchanged; look at the lines above "
+                      f"or the 'flags' column of the export): {', '.join(flagged)}")
             for student in failed:
                 print(f"  {student:<24} NOT GRADED (see the error above)")
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, sandbox.SandboxUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return status
+
+
+def _banner(text: str) -> str:
+    line = "!" * 78
+    return f"{line}\n{text}\n{line}"
 
 
 def export_main(argv: Sequence[str]) -> int:
@@ -143,9 +188,12 @@ def feedback_main(argv: Sequence[str]) -> int:
     parser = _parser("feedback", "Generate feedback HTML for autograded submissions.")
     parser.add_argument("assignment", nargs="?", help="assignment (default: every autograded one)")
     parser.add_argument("--student", action="append", dest="students", help="only this student (repeatable)")
+    parser.add_argument(
+        "--show-tests", action="store_true", help="show the tests' code, hidden tests included (off by default)"
+    )
     args = parser.parse_args(list(argv))
     try:
-        paths = feedback(args.assignment, root=args.root, students=args.students)
+        paths = feedback(args.assignment, root=args.root, students=args.students, show_tests=args.show_tests)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -6,8 +6,8 @@
                     and a number of images per character.
 ``photo_vs_drawing`` PACS (Li et al., ICCV 2017): ``photo`` against ``drawing``
                     (art_painting, cartoon and sketch together), balanced.
-``photos``          A few real photographs shipped with scikit-image, for scoring
-                    with the ImageNet classifier.
+``photos``          Six CC0 / public-domain photographs shipped with the kit
+                    (``helpers/sample_photos``), scored with the ImageNet classifier.
 ==================  =========================================================
 
 Where a dataset is looked for, in order (nothing is ever written into a read-only
@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Sequence
 import pandas as pd
 
 from helpers import download, scan, splits
-from helpers.files import atomic_path
+from helpers.files import atomic_copy
 from helpers.settings import Settings, load_settings
 from helpers.sources import IMAGE_EXTENSIONS, DatasetError, DroppedRowsWarning, label_rule
 
@@ -137,26 +137,29 @@ CATALOG: dict[str, DatasetSpec] = {
         ),
         DatasetSpec(
             name="photos",
-            title="Real photographs (scikit-image)",
+            title="Real photographs (shipped with the kit)",
             folder="photos",
-            layout="<cache_dir>/photos/<name>.jpg, written from skimage.data",
-            upstream="scikit-image's bundled sample images (skimage.data)",
-            download="package:scikit-image",
-            licence="Public domain or CC0, per image (see PHOTOS).",
-            fix="pip install scikit-image (it ships the photographs)",
+            layout="<cache_dir>/photos/<name>.jpg, copied from helpers/sample_photos",
+            upstream="six CC0 / public-domain photographs, as distributed in scikit-image (helpers/sample_photos/ATTRIBUTION.md)",
+            download="package:helpers",
+            licence="Public domain or CC0, per image (see PHOTOS and helpers/sample_photos/ATTRIBUTION.md).",
+            fix="reinstall the kit (pip install -e .): helpers/sample_photos holds the photographs",
         ),
     )
 }
 
-# (name, skimage.data function, what it shows, licence). The first three are the
-# ones the smoke profile scores; they are labelled sensibly by ImageNet classifiers.
-PHOTOS: tuple[tuple[str, str, str, str], ...] = (
-    ("cat", "chelsea", "Chelsea the cat, a tabby", "CC0 (Stefan van der Walt)"),
-    ("coffee", "coffee", "a cup of espresso on a saucer", "CC0 (Rachel Michetti)"),
-    ("rocket", "rocket", "Falcon 9 launching DSCOVR", "public domain (SpaceX)"),
-    ("astronaut", "astronaut", "astronaut Eileen Collins", "public domain (NASA)"),
-    ("camera", "camera", "a photographer with a camera on a tripod (grayscale)", "CC0 (Lav Varshney)"),
-    ("clock", "clock", "a wall clock, motion blurred (grayscale)", "public domain (Stefan van der Walt)"),
+# The photographs shipped in helpers/sample_photos (their sources: ATTRIBUTION.md there).
+SAMPLE_PHOTOS = Path(__file__).resolve().parent / "sample_photos"
+
+# (name, what it shows, licence). The first three are the ones the smoke profile
+# scores; they are labelled sensibly by ImageNet classifiers.
+PHOTOS: tuple[tuple[str, str, str], ...] = (
+    ("cat", "Chelsea the cat, a tabby", "CC0 (Stefan van der Walt)"),
+    ("coffee", "a cup of espresso on a saucer", "CC0 (Rachel Michetti)"),
+    ("rocket", "Falcon 9 launching DSCOVR", "public domain (SpaceX)"),
+    ("astronaut", "astronaut Eileen Collins", "public domain (NASA)"),
+    ("camera", "a photographer with a camera on a tripod (grayscale)", "CC0 (Lav Varshney)"),
+    ("clock", "a wall clock, motion blurred (grayscale)", "public domain (Stefan van der Walt)"),
 )
 
 
@@ -515,29 +518,20 @@ def photos_dir(settings: Settings) -> Path:
 
 
 def ensure_photos(settings: Settings | None = None) -> Path:
-    """Write the scikit-image photographs as JPEG files once (atomically); return their folder.
+    """Copy the kit's photographs (``helpers/sample_photos``) into the cache once (atomically); return their folder.
 
     Raises:
-        DatasetMissingError: scikit-image is not installed.
+        DatasetMissingError: The kit's installation lacks a photograph.
     """
     settings = settings or load_settings()
     folder = photos_dir(settings)
-    wanted = [folder / f"{name}.jpg" for name, *_ in PHOTOS]
-    if all(path.is_file() and path.stat().st_size > 0 for path in wanted):
-        return folder
-    try:
-        import skimage.data
-    except ImportError:
-        raise DatasetMissingError("scikit-image is not installed; run `pip install scikit-image`.") from None
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for (_, function, _, _), path in zip(PHOTOS, wanted):
+    for name, *_ in PHOTOS:
+        path, source = folder / f"{name}.jpg", SAMPLE_PHOTOS / f"{name}.jpg"
         if path.is_file() and path.stat().st_size > 0:
             continue
-        image = Image.fromarray(getattr(skimage.data, function)())
-        with atomic_path(path) as temporary:
-            image.save(temporary, format="JPEG", quality=95)
+        if not source.is_file():
+            raise DatasetMissingError(f"{source} is missing from the kit; reinstall it (pip install -e .).")
+        atomic_copy(source, path)
     return folder
 
 
@@ -546,7 +540,7 @@ def select_photos(folder: Path, settings: Settings) -> pd.DataFrame:
     count = settings.run.photos or len(PHOTOS)
     rows = [
         {"path": str(folder / f"{name}.jpg"), "label": name, "description": description, "licence": licence}
-        for name, _, description, licence in PHOTOS[:count]
+        for name, description, licence in PHOTOS[:count]
     ]
     frame = pd.DataFrame(rows, columns=["path", "label", "description", "licence"])
     frame.attrs.update({"dataset": "photos", "root": str(folder), "dropped": []})

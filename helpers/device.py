@@ -70,8 +70,8 @@ def import_tensorflow() -> Any:
         return sys.modules["tensorflow"]
     quiet_environment()
     with _filtered_stderr():
-        import tensorflow as tf  # noqa: PLC0415 - imported on demand, never at import time
         import keras  # noqa: F401  - keras prints its own notices on first import
+        import tensorflow as tf  # noqa: PLC0415 - imported on demand, never at import time
     return tf
 
 

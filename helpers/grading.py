@@ -7,7 +7,10 @@ Scores are always read back from the gradebook (:class:`nbgrader.api.Gradebook`)
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -22,6 +25,7 @@ from helpers.course import (
     run_converter,
     tools_on_path,
 )
+from helpers import grading_steps, sandbox, tamper
 from helpers.release import generate_into
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,6 +34,12 @@ if TYPE_CHECKING:  # pragma: no cover
 # Submissions graded at once by the autograde command: one per core, at most 2
 # (each kernel holds TensorFlow and a model; 2 already use a laptop's cores).
 DEFAULT_JOBS = max(1, min(2, os.cpu_count() or 1))
+SANDBOXING = ("auto", "require", "off")
+REPORTS_DIR = "grading_reports"
+
+
+class UnsandboxedWarning(UserWarning):
+    """Submissions are being graded without a sandbox (they run with the grader's rights)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,13 +55,21 @@ class CellScore:
 
 @dataclasses.dataclass(frozen=True)
 class SubmissionScore:
-    """One student's submission of one assignment, as stored in the gradebook."""
+    """One student's submission of one assignment, as stored in the gradebook.
+
+    Attributes:
+        notes: What the grading report says: sandboxed or not, and what happened
+            (a kernel that died, output cut).
+        flags: The static tamper check's findings, for a person to look at.
+    """
 
     student: str
     assignment: str
     score: float
     max_score: float
     cells: dict[str, CellScore]
+    notes: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
 
     @property
     def needs_manual_grade(self) -> list[str]:
@@ -85,30 +103,131 @@ class GradingError(RuntimeError):
         super().__init__(f"could not grade {', '.join(failures)}:\n{details}")
 
 
-def _grade_one(root: str, assignment: str, student: str, timeout: int | None, db_url: str) -> str | None:
-    """Autograde one submission (in this process); return None, or why it could not be graded.
+def _publish(built: Path, target: Path) -> None:
+    """Put a graded folder in the course: copied next to its place, then swapped in."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        shutil.copytree(built, staging / target.name, symlinks=False)
+        retired = target.parent / f".{target.name}.old"
+        shutil.rmtree(retired, ignore_errors=True)
+        if target.exists():
+            os.replace(target, retired)
+        os.replace(staging / target.name, target)
+        shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
-    Module-level so a process pool can run it; the kernel environment (``KIT_PROFILE``)
-    is inherited from the caller.
+
+def _copy_submission(source: Path, target: Path) -> None:
+    """Copy a submission folder without its links (a link could point anywhere on the grader's disk)."""
+    shutil.copytree(source, target, symlinks=True, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    for link in [p for p in target.rglob("*") if p.is_symlink()]:
+        link.unlink()
+
+
+def report_path(root: Path, assignment: str, student: str) -> Path:
+    """Where the grading report of one submission is kept: ``grading_reports/<assignment>/<student>.json``."""
+    return root / REPORTS_DIR / assignment / f"{student}.json"
+
+
+def _write_report(root: Path, assignment: str, student: str, report: dict) -> None:
+    path = report_path(root, assignment, student)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        json.dump(report, stream, indent=1)
+    os.replace(temporary, path)
+
+
+def _grade_one(
+    root: str,
+    assignment: str,
+    student: str,
+    timeout: int | None,
+    db_url: str,
+    limits: "sandbox.Limits",
+    use_sandbox: bool,
+) -> str | None:
+    """Autograde one submission from a private copy, its kernel sandboxed; None, or why it was not graded.
+
+    Only this (trusted) process opens the gradebook. The submission is copied into a
+    private course folder (mode 700, outside the course) and graded there, its kernel
+    inside :mod:`helpers.sandbox`; the graded notebook is then copied into the
+    course's ``autograded/``. Module-level so a process pool can run it; the kernel
+    environment (``KIT_PROFILE``) is inherited from the caller.
     """
+    import nbformat
     from nbgrader.converters import Autograde
     from nbgrader.coursedir import CourseDirectory
 
-    config = load_config(root, profile=GRADING_PROFILE, timeout=timeout, db_url=db_url)
-    config.CourseDirectory.assignment_id = assignment
-    config.CourseDirectory.student_id = student
-    converter = Autograde(coursedir=CourseDirectory(config=config), config=config)
-    converter.force = True
-    converter.create_student = True
-    with warnings.catch_warnings():
-        # nbgrader's own noise on damaged submissions (SQLAlchemy autoflush, cells without ids)
-        warnings.filterwarnings("ignore", message=r".*not in session.*")
-        warnings.filterwarnings("ignore", message=r"Cell is missing an id field.*")
+    course_root = Path(root)
+    config = load_config(course_root, profile=GRADING_PROFILE, timeout=timeout, db_url=db_url)
+    folders = config.CourseDirectory
+    source = course_root / str(folders.submitted_directory) / student / assignment
+    notebook = source / f"{assignment}.ipynb"
+    findings: list[str] = []
+    if notebook.is_file():
         try:
-            run_converter(converter)
-        except RuntimeError as error:
-            return str(error)
-    return None
+            findings = [f.describe() for f in tamper.scan_notebook(nbformat.read(notebook, as_version=4))]
+        except Exception as error:  # noqa: BLE001 - an unreadable notebook is nbgrader's to report
+            findings = [f"the notebook could not be read for the tamper check ({type(error).__name__})"]
+    with tempfile.TemporaryDirectory(prefix="kit-course-") as scratch:
+        private = Path(scratch) / "course"
+        _copy_submission(source, private / str(folders.submitted_directory) / student / assignment)
+        extra = course_root / str(folders.source_directory) / assignment
+        work = Path(scratch) / "work"
+        _copy_submission(source, work)
+        for path in extra.rglob("*") if extra.is_dir() else []:
+            # nbgrader puts the assignment's own non-notebook files beside the notebook; so does the kit
+            if path.is_file() and path.suffix != ".ipynb" and not path.is_symlink():
+                for base in (private / str(folders.source_directory) / assignment, work):
+                    (base / path.relative_to(extra)).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, base / path.relative_to(extra))
+        box = sandbox.prepare(work, limits=limits, use_sandbox=use_sandbox)
+        key = box.scratch.name
+        sandbox.ACTIVE[key] = box
+        grading_steps.EVENTS.pop(key, None)
+        try:
+            config.CourseDirectory.root = str(private)
+            config.CourseDirectory.assignment_id = assignment
+            config.CourseDirectory.student_id = student
+            config.Autograde.autograde_preprocessors = grading_steps.autograde_steps()
+            config.GuardedExecute.kernel_manager_class = sandbox.kernel_manager_class()
+            config.GuardedExecute.sandbox_id = key
+            config.GuardedExecute.max_output_bytes = limits.output_kb * 1024
+            config.SandboxedKernelManager.sandbox_id = key
+            for name, value in box.kernel_config().items():
+                setattr(config.SandboxedKernelManager, name, value)
+            converter = Autograde(coursedir=CourseDirectory(config=config), config=config)
+            converter.force = True
+            converter.create_student = True
+            error = None
+            with warnings.catch_warnings():
+                # nbgrader's own noise on damaged submissions (SQLAlchemy autoflush, cells without ids)
+                warnings.filterwarnings("ignore", message=r".*not in session.*")
+                warnings.filterwarnings("ignore", message=r"Cell is missing an id field.*")
+                try:
+                    run_converter(converter)
+                except RuntimeError as failure:
+                    error = str(failure)
+            built = private / str(folders.autograded_directory) / student / assignment
+            if error is None and built.is_dir():
+                _publish(built, course_root / str(folders.autograded_directory) / student / assignment)
+            notes = [sandbox.describe(box.probe, limits)] + grading_steps.EVENTS.pop(key, [])
+        finally:
+            sandbox.ACTIVE.pop(key, None)
+            box.close()
+    _write_report(
+        course_root,
+        assignment,
+        student,
+        {"sandboxed": box.sandboxed, "notes": notes, "flags": findings, "graded": error is None},
+    )
+    return error
+
+
+_STUDENT_ID = re.compile(r"^[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]*$")
 
 
 def autograde(
@@ -120,13 +239,21 @@ def autograde(
     db_url: str | None = None,
     environment: Mapping[str, str | None] | None = None,
     jobs: int = 1,
+    limits: "sandbox.Limits | None" = None,
+    sandboxing: str = "auto",
 ) -> list[SubmissionScore]:
     """Autograde submissions in ``<root>/submitted/<student>/<assignment>/`` in the grading profile.
 
     The assignment is (re)recorded in the gradebook first. Each submission is graded on
-    its own: locked and test cells are restored from the source, deleted test cells are
-    put back, a duplicated cell counts once, and a cell that runs past the timeout is
-    interrupted and counts as failed, so one broken submission never stops the class.
+    its own, from a private copy, its kernel in a sandbox (:mod:`helpers.sandbox`):
+    locked and test cells are restored from the source, deleted test cells are put
+    back, a duplicated cell counts once, a cell that runs past the timeout is
+    interrupted and counts as failed, and a kernel that dies costs only the cells that
+    had not run, so one broken or hostile submission never stops the class. Only this
+    process writes the gradebook and ``autograded/``. Each submission's report
+    (sandboxed or not, what happened, the static tamper check's findings) is written to
+    ``grading_reports/<assignment>/<student>.json`` and comes back in
+    :attr:`SubmissionScore.notes` and :attr:`SubmissionScore.flags`.
 
     Args:
         assignment: Assignment name.
@@ -139,6 +266,11 @@ def autograde(
         jobs: Submissions graded at the same time, each in its own process (2 on a
             2-core laptop grades a class about 1.5x faster). A submission that fails in
             parallel (for example on a busy gradebook) is graded again on its own.
+        limits: Memory, processes, disk and output of each kernel
+            (:class:`helpers.sandbox.Limits`; defaults fit a 2-core, 8 GB laptop).
+        sandboxing: ``"auto"`` (sandbox where bubblewrap works, else grade unsandboxed
+            with a :class:`UnsandboxedWarning`), ``"require"`` (refuse without a sandbox)
+            or ``"off"``.
 
     Returns:
         Every graded submission's scores, read back from the gradebook.
@@ -146,20 +278,39 @@ def autograde(
     Raises:
         GradingError: nbgrader could not grade some submissions (a file that is not a
             notebook...); the others are graded first and listed in the error.
+        helpers.sandbox.SandboxUnavailable: ``sandboxing="require"`` and no sandbox works here.
     """
     root = resolve_root(root)
     check_assignments(root, [assignment])
     if jobs < 1:
         raise ValueError("jobs must be at least 1.")
+    if sandboxing not in SANDBOXING:
+        raise ValueError(f"sandboxing must be one of {SANDBOXING}, not {sandboxing!r}.")
+    limits = limits or sandbox.Limits()
+    found = sandbox.probe()
+    use_sandbox = sandboxing != "off" and found.available
+    if sandboxing == "require" and not found.available:
+        raise sandbox.SandboxUnavailable(f"no sandbox for the submissions' kernels: {found.reason}.")
+    if not use_sandbox:
+        warnings.warn(
+            f"grading UNSANDBOXED ({found.reason if sandboxing != 'off' else 'sandbox turned off'}): submissions run "
+            "with the grader's rights (each in its own temporary folder); grade only a class you trust.",
+            UnsandboxedWarning,
+            stacklevel=2,
+        )
     config = load_config(root, profile=GRADING_PROFILE, timeout=timeout, db_url=db_url)
     db_url = str(config.CourseDirectory.db_url)
     submitted = root / str(config.CourseDirectory.submitted_directory)
     if students is None:
         students = sorted(p.parent.name for p in submitted.glob(f"*/{assignment}") if p.is_dir())
     students = list(students)
+    bad = [s for s in students if not _STUDENT_ID.match(s)]
+    if bad:
+        raise ValueError(f"student ids {bad} are not plain names (letters, digits, _ . @ + -); rename their folders.")
     register_assignment(assignment, root, db_url)
     env = dict(environment or {}) | {"KIT_PROFILE": GRADING_PROFILE}
     failures: dict[str, str] = {}
+    arguments = (timeout, db_url, limits, use_sandbox)
     with kernel_environment(env | tools_on_path()):
         pending = students
         if jobs > 1 and len(students) > 1:
@@ -171,14 +322,14 @@ def autograde(
             results: dict[str, str | None] = {}
             try:
                 with ProcessPoolExecutor(max_workers=min(jobs, len(students)), mp_context=context) as pool:
-                    futures = {s: pool.submit(_grade_one, str(root), assignment, s, timeout, db_url) for s in students}
+                    futures = {s: pool.submit(_grade_one, str(root), assignment, s, *arguments) for s in students}
                     for student, future in futures.items():
                         results[student] = future.result()
             except BrokenProcessPool:
                 pass  # workers could not start (e.g. an interactive __main__): grade the rest here
             pending = [s for s in students if results.get(s, "not graded") is not None]
         for student in pending:
-            error = _grade_one(str(root), assignment, student, timeout, db_url)
+            error = _grade_one(str(root), assignment, student, *arguments)
             if error is not None:
                 failures[student] = error
     graded = [
@@ -187,6 +338,14 @@ def autograde(
     if failures:
         raise GradingError(graded, failures)
     return graded
+
+
+def _read_report(root: Path, assignment: str, student: str) -> dict:
+    path = report_path(root, assignment, student)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def submission_scores(
@@ -205,6 +364,7 @@ def submission_scores(
     from nbgrader.api import Gradebook
 
     config = load_config(root, db_url=db_url)
+    course_root = Path(str(config.CourseDirectory.root))
     scores = []
     with kernel_environment(tools_on_path()), Gradebook(str(config.CourseDirectory.db_url), str(config.CourseDirectory.course_id)) as gradebook:
         for entry in gradebook.assignments:
@@ -221,6 +381,7 @@ def submission_scores(
                             None if grade.auto_score is None else float(grade.auto_score),
                             bool(grade.needs_manual_grade),
                         )
+                report = _read_report(course_root, entry.name, submission.student.id)
                 scores.append(
                     SubmissionScore(
                         submission.student.id,
@@ -228,6 +389,8 @@ def submission_scores(
                         float(submission.score),
                         float(submission.max_score),
                         dict(sorted(cells.items())),
+                        tuple(str(n) for n in report.get("notes", [])),
+                        tuple(str(f) for f in report.get("flags", [])),
                     )
                 )
     return sorted(scores, key=lambda s: (s.assignment, s.student))
@@ -241,7 +404,8 @@ def grades_table(
     per_cell: bool = False,
 ) -> "pd.DataFrame":
     """Grades as a table: one row per submission (student, assignment, score, max_score,
-    needs_manual_grade), or with ``per_cell`` one row per graded cell."""
+    needs_manual_grade, flags: the tamper check's findings, notes: the grading report),
+    or with ``per_cell`` one row per graded cell."""
     import pandas as pd
 
     rows = []
@@ -259,12 +423,14 @@ def grades_table(
                     "score": submission.score,
                     "max_score": submission.max_score,
                     "needs_manual_grade": ", ".join(submission.needs_manual_grade),
+                    "flags": "; ".join(submission.flags),
+                    "notes": "; ".join(submission.notes),
                 }
             )
     columns = (
         ["student", "assignment", "grade_id", "score", "max_score", "auto_score", "needs_manual_grade"]
         if per_cell
-        else ["student", "assignment", "score", "max_score", "needs_manual_grade"]
+        else ["student", "assignment", "score", "max_score", "needs_manual_grade", "flags", "notes"]
     )
     return pd.DataFrame(rows, columns=columns)
 
@@ -302,14 +468,19 @@ def feedback(
     root: Path | str | None = None,
     students: Sequence[str] | None = None,
     db_url: str | None = None,
+    show_tests: bool = False,
 ) -> list[Path]:
     """Write feedback HTML (``feedback/<student>/<assignment>/<notebook>.html``) for graded submissions.
+
+    Students see, per graded cell, passed or failed, the points and the assertion
+    message; the tests' code (hidden tests included) is not shown unless ``show_tests``.
 
     Args:
         assignment: Assignment name; every autograded assignment by default.
         root: Course folder.
         students: Student ids; every autograded student by default.
         db_url: Gradebook URL.
+        show_tests: Show the tests' code and full tracebacks (hands out the hidden tests).
 
     Returns:
         The HTML files written.
@@ -328,6 +499,7 @@ def feedback(
             student_config.CourseDirectory.assignment_id = name
             student_config.CourseDirectory.student_id = student
             student_config.HTMLExporter.template_name = "feedback"
+            student_config.GenerateFeedback.preprocessors = grading_steps.feedback_steps(show_tests)
             converter = GenerateFeedback(coursedir=CourseDirectory(config=student_config), config=student_config)
             converter.force = True
             run_converter(converter)

@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
+from helpers import course, grading
+
 ROOT = Path(__file__).resolve().parents[1]
 #: Jupyter config folder of the student's server (server extensions and JupyterLab plugins turned off).
 STUDENT_CONFIG_DIR = Path(__file__).resolve().parent / "jupyter" / "student"
@@ -129,8 +131,6 @@ def prepare_gradebook(root: Path | str | None = None) -> list[str]:
     """
     from nbgrader.api import Gradebook
 
-    from helpers import course, grading
-
     root = course.find_course_root(root)
     config = course.load_config(root)
     db_url = str(config.CourseDirectory.db_url)
@@ -147,8 +147,6 @@ def instructor_main(argv: list[str] | None = None) -> int:
     """``python -m helpers instructor``: prepare the gradebook, then JupyterLab on the course folder."""
     import argparse
     import subprocess
-
-    from helpers import course
 
     parser = argparse.ArgumentParser(
         prog="python -m helpers instructor",

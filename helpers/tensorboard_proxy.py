@@ -12,7 +12,6 @@ address is relative to the user's server.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any

@@ -142,12 +142,15 @@ def test_models_are_built_under_the_device_strategy(tmp_path):
 
 @pytest.mark.integration
 def test_mobilenet_with_real_weights_labels_the_cat_photo(real_weights):
-    import skimage.data
     import tensorflow as tf
+    from PIL import Image
+
+    from helpers import datasets
 
     model = backbones.load_classifier(real_weights)
     table = backbones.get_backbone(settings=real_weights)
-    image = tf.image.resize(skimage.data.chelsea()[None].astype("float32"), (224, 224)).numpy()
+    chelsea = np.asarray(Image.open(datasets.SAMPLE_PHOTOS / "cat.jpg").convert("RGB"))
+    image = tf.image.resize(chelsea[None].astype("float32"), (224, 224)).numpy()
     top5 = table.decode_predictions(model.predict(table.preprocess(image), verbose=0), top=5)[0]
     labels = [label for _, label, _ in top5]
     assert {"Egyptian_cat", "tabby", "tiger_cat"} & set(labels[:3]), labels

@@ -18,3 +18,97 @@ def test_no_source_points_at_the_documents_the_kit_was_modelled_on():
         if marker in line
     ]
     assert not offenders, f"references outside the repository: {offenders}; describe the source instead of its path."
+
+
+def _pyproject() -> dict:
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_the_licence_file_matches_pyproject():
+    licence = _pyproject()["project"]["license"]
+    text = (ROOT / "LICENSE").read_text()
+    assert licence == "MIT" and text.startswith("MIT License"), "LICENSE and pyproject's license must name the same licence"
+
+
+# Imported only behind a clear "pip install ..." message, for an optional feature.
+OPTIONAL_IMPORTS = {"umap": "umap-learn (UMAP maps in notebook 03)", "pyarrow": "pyarrow (Parquet output of extract)"}
+
+
+def _imported_packages(paths) -> dict[str, str]:
+    """Top-level names of third-party packages imported anywhere in ``paths`` (functions included)."""
+    import ast
+    import sys
+
+    found: dict[str, str] = {}
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in {"helpers", "benchmarks", "conftest"}:
+                    found.setdefault(top, f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_every_directly_imported_package_is_declared():
+    """The kit imports nothing that pyproject.toml leaves to chance (a transitive dependency may vanish)."""
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+
+    project = _pyproject()["project"]
+    declared = {Requirement(line).name.lower().replace("_", "-") for line in project["dependencies"]}
+    declared |= {Requirement(line).name.lower() for lines in project["optional-dependencies"].values() for line in lines}
+    distributions = importlib.metadata.packages_distributions()
+    paths = [*(ROOT / "helpers").rglob("*.py"), ROOT / "nbgrader_config.py", *(ROOT / "tests").glob("*.py")]
+    missing = []
+    for name, where in sorted(_imported_packages(paths).items()):
+        if name in OPTIONAL_IMPORTS or name.startswith("test_"):
+            continue
+        # Not installed here (a marker such as python_version < '3.11'): the import name is the distribution's.
+        owners = {d.lower().replace("_", "-") for d in distributions.get(name, [name])}
+        if not owners & declared:
+            missing.append(f"{name} ({where}; from {sorted(owners) or 'no installed distribution'})")
+    assert not missing, f"imported but not declared in pyproject.toml (and environment.yml): {missing}"
+
+
+def test_switching_tensorflow_flavour_removes_the_other_one_first(tmp_path):
+    """`make setup TF_EXTRA=gpu` on a CPU environment uninstalls tensorflow-cpu before installing tensorflow."""
+    import platform
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        import pytest
+
+        pytest.skip("make is not installed")
+    venv = tmp_path / "venv"
+
+    def planned(extra: str) -> list[str]:
+        result = subprocess.run(
+            ["make", "-n", "setup", f"TF_EXTRA={extra}", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()
+
+    gpu = planned("gpu")
+    uninstall = next(i for i, line in enumerate(gpu) if "pip uninstall" in line)
+    install = next(i for i, line in enumerate(gpu) if 'install --quiet -e ".[gpu,dev]"' in line)
+    assert "tensorflow-cpu" in gpu[uninstall] and uninstall < install
+    cpu = planned("cpu")
+    if (platform.system(), platform.machine()) == ("Linux", "x86_64"):
+        assert any("pip uninstall --quiet --yes tensorflow " in line for line in cpu), cpu
+    else:
+        assert not any("pip uninstall" in line for line in cpu), "elsewhere the cpu extra is plain tensorflow"

@@ -23,7 +23,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import datasets, pipeline, settings as settings_module, sources
+from helpers import datasets, pipeline, sources
+from helpers import settings as settings_module
 from helpers.settings import load_settings
 
 # ../shared/data beside the project (the conftest's ``shared_data`` fixture skips without it).

@@ -116,12 +116,11 @@ def test_every_backbone_in_the_table_gives_a_heatmap_at_its_table_layer(key, tmp
 @pytest.mark.integration
 def test_real_classifier_looks_at_the_cat_pasted_in_a_corner(real_weights):
     """MobileNet's ImageNet classifier on a grey canvas with a photo of a cat in its top-left quarter."""
-    import skimage.data
     from PIL import Image
 
-    from helpers import explore
+    from helpers import datasets, explore
 
-    cat = np.asarray(Image.fromarray(skimage.data.chelsea()).resize((120, 100), Image.BILINEAR))
+    cat = np.asarray(Image.open(datasets.SAMPLE_PHOTOS / "cat.jpg").convert("RGB").resize((120, 100), Image.BILINEAR))
     canvas = np.full((224, 224, 3), 120, dtype=np.uint8)
     canvas[4:104, 4:124] = cat
     classifier = backbones.load_classifier(real_weights)

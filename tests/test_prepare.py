@@ -15,6 +15,7 @@ from PIL import Image
 from helpers import backbones, cli, prepare, weights
 from helpers.settings import load_settings
 
+
 @pytest.fixture
 def kit_env(tmp_path, monkeypatch):
     """Environment for a smoke run with MobileNet a0.75 and empty mirrors; returns the folders."""
@@ -84,7 +85,7 @@ def test_missing_items_fail_with_the_fix(kit_env, capsys):
     assert " missing " in rows[f"weights {_weight_files()[1]}"] and "KIT_WEIGHTS_MIRROR" in rows[f"weights {_weight_files()[1]}"]
     assert " missing " in rows["dataset simpsons"] and "KIT_DATA_MIRROR" in rows["dataset simpsons"]
     assert " missing " in rows["dataset photo_vs_drawing"]
-    assert " ready " in rows["dataset photos"], "the photographs come with scikit-image"
+    assert " ready " in rows["dataset photos"], "the photographs come with the kit (helpers/sample_photos)"
     assert "Some items are missing" in output
 
 

@@ -206,7 +206,8 @@ def test_augmentation_layers_change_images_only_in_training():
     changed = np.asarray(augmentation(images, training=True))
     assert changed.shape == images.shape and not np.allclose(changed, images)
     assert changed.min() >= 0 and changed.max() <= 255  # contrast works on 0..255 pixels
-    assert [type(l).__name__ for l in training.augmentation_layers(rotation=0, zoom=0, contrast=0).layers] == ["RandomFlip"]
+    flip_only = training.augmentation_layers(rotation=0, zoom=0, contrast=0)
+    assert [type(layer).__name__ for layer in flip_only.layers] == ["RandomFlip"]
     with pytest.raises(ValueError, match="switched off"):
         training.augmentation_layers(flip=False, rotation=0, zoom=0, contrast=0)
     with pytest.raises(ValueError, match="rotation"):

@@ -1,0 +1,504 @@
+"""Where a submission's kernel runs when it is graded: a bubblewrap sandbox with limits.
+
+Autograding runs student code. Each submission's kernel is started inside
+`bubblewrap <https://github.com/containers/bubblewrap>`_ (Debian's ``bubblewrap``
+package), which builds a private view of the file system from read-only pieces:
+
+- read-only: the system (``/usr``, ``/etc`` essentials), the Python installation and
+  environment, the ``helpers`` package, and the course data and weight files the
+  notebooks need (the grader's weights cache, mirror and data folders);
+- private and size-limited (a ``tmpfs``): the home, the kit's cache and ``/tmp``,
+  and a copy of the submission's own folder, which is the kernel's working folder;
+- nothing else: not ``solutions/``, the gradebook, ``submitted/``, ``autograded/``,
+  ``feedback/``, the instructor's home or other processes (new PID namespace), and no
+  network (new network namespace; nbgrader talks to the kernel over Unix sockets in
+  a folder bound into the sandbox, ``KernelManager.transport = "ipc"``).
+
+Limits per kernel (:class:`Limits`): memory and number of processes/threads through
+a control group where the machine lets the grader create one (cgroup v2, or the v1
+``memory`` and ``pids`` hierarchies), else through resource limits (``prlimit``);
+the size of the private folders; open files; no core dumps. The per-cell time
+limit is nbgrader's (the profile's ``cell_timeout``).
+
+Taught nowhere: instructor tooling behind ``python -m helpers autograde`` (see the
+instructor guide, "What a submission can and cannot do").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+# Inside the sandbox: the student's home (a tmpfs), the working copy of the
+# submission folder, and where read-only course files are bound.
+HOME = "/home/student"
+WORK = f"{HOME}/work"
+SUBMISSION = "/srv/submission"
+COURSE_FILES = "/srv/course"
+CGROUP_PREFIX = "tl-kit-grading"
+# Environment variables that reach a sandboxed kernel (everything else is cleared:
+# the grader's environment may hold tokens and paths that are none of the student's business).
+PASSED_PREFIXES = ("KIT_", "TF_", "OMP_", "MKL_", "OPENBLAS_", "KMP_", "PYDEVD_", "NBGRADER_")
+PASSED_NAMES = ("LANG", "LC_ALL", "TZ", "MPLBACKEND", "CUDA_VISIBLE_DEVICES")
+# Settings whose folders are bound read-only at the same path.
+DATA_SETTINGS = ("weights_mirror", "data_mirror", "data_dir")
+
+
+class SandboxUnavailable(RuntimeError):
+    """No sandbox can be used here (with the reason); see :func:`probe`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one submission's kernel may use.
+
+    The defaults fit a 2-core, 8 GB laptop grading two submissions at a time.
+
+    Attributes:
+        memory_mb: Memory of the kernel and everything it starts (a TensorFlow kernel
+            with MobileNet in the grading profile peaks near 1.5 GB).
+        processes: Processes and threads (TensorFlow starts a few dozen threads).
+        disk_mb: Size of the private home, cache and ``/tmp`` together (they live in
+            memory: counted in ``memory_mb`` where a control group limits it).
+        open_files: Open file descriptors.
+        output_kb: Output kept per cell; the rest is dropped with a note (a cell that
+            prints megabytes cannot fill the grader's memory).
+    """
+
+    memory_mb: int = 3072
+    processes: int = 512
+    disk_mb: int = 1024
+    open_files: int = 1024
+    output_kb: int = 1024
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"Limits.{field.name} must be an int, not {type(value).__name__}.")
+            if value < 1:
+                raise ValueError(f"Limits.{field.name} must be at least 1 (got {value}).")
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """Whether the sandbox works here.
+
+    Attributes:
+        available: bubblewrap starts a process with every namespace it needs.
+        reason: Why not, in words an instructor can act on ("" when available).
+        bwrap: The bubblewrap program.
+        cgroup: How memory and processes are limited: ``"cgroup v2"``, ``"cgroup v1"``
+            or ``"rlimit"``.
+    """
+
+    available: bool
+    reason: str
+    bwrap: str | None
+    cgroup: str
+
+
+def _cgroup_mode() -> str:
+    """``cgroup v2`` or ``cgroup v1`` when this process may create limited groups, else ``rlimit``."""
+    v2 = Path("/sys/fs/cgroup")
+    controllers = v2 / "cgroup.controllers"
+    if controllers.is_file() and {"memory", "pids"} <= set(controllers.read_text().split()):
+        if os.access(v2, os.W_OK) and {"memory", "pids"} <= set((v2 / "cgroup.subtree_control").read_text().split()):
+            return "cgroup v2"
+    if all(os.access(v2 / name, os.W_OK) for name in ("memory", "pids")):
+        return "cgroup v1"
+    return "rlimit"
+
+
+@functools.cache
+def probe() -> Probe:
+    """Check once per process that bubblewrap runs a sandbox like the grader's (no network, new PIDs)."""
+    if not sys.platform.startswith("linux"):
+        return Probe(False, f"bubblewrap needs Linux (this is {sys.platform})", None, "rlimit")
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return Probe(False, "bubblewrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)", None, "rlimit")
+    command = [bwrap, "--unshare-all", "--die-with-parent", *_system_binds(), "--proc", "/proc", "--dev", "/dev", "true"]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return Probe(False, f"bubblewrap could not start ({error})", bwrap, "rlimit")
+    if result.returncode != 0:
+        why = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.returncode}"
+        return Probe(
+            False,
+            f"bubblewrap cannot create namespaces here ({why}); enable unprivileged user namespaces "
+            "(sysctl kernel.unprivileged_userns_clone=1) or grade as root",
+            bwrap,
+            "rlimit",
+        )
+    return Probe(True, "", bwrap, _cgroup_mode())
+
+
+def _system_binds() -> list[str]:
+    """Read-only binds of the operating system: programs, libraries and the few ``/etc`` files they read."""
+    args: list[str] = []
+    for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        path = Path(top)
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), top]
+        elif path.is_dir():
+            args += ["--ro-bind", top, top]
+    for name in (
+        "passwd", "group", "hosts", "nsswitch.conf", "localtime", "ld.so.cache", "ld.so.conf", "ld.so.conf.d",
+        "alternatives", "fonts", "mime.types", "ssl/certs",
+    ):
+        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    return args
+
+
+def _python_paths() -> list[Path]:
+    """What the kernel's Python needs: the installation, the environment and the ``helpers`` package."""
+    import helpers
+
+    paths = [Path(sys.base_prefix), Path(sys.prefix), Path(helpers.__file__).resolve().parent]
+    executable = Path(sys.executable)
+    paths.append(executable.resolve().parent.parent)  # a venv's python links into the installation
+    unique: list[Path] = []
+    for path in paths:
+        path = path.resolve()
+        if not any(path == kept or kept in path.parents for kept in unique):
+            unique = [kept for kept in unique if path not in kept.parents] + [path]
+    return unique
+
+
+def data_paths(environment: Mapping[str, str | None]) -> dict[str, Path]:
+    """The folders of course data and weights a kernel with this environment reads, by setting.
+
+    The grader's weights cache (``<cache_dir>/keras/models``) is included as
+    ``weights_cache``: inside, it becomes the private cache's mirror, so the notebooks
+    find the weights without a download.
+    """
+    from helpers.settings import load_settings
+    from helpers.weights import models_dir
+
+    merged = {k: v for k, v in os.environ.items()} | {k: v for k, v in environment.items() if v is not None}
+    for name, value in environment.items():
+        if value is None:
+            merged.pop(name, None)
+    settings = load_settings(environ=merged)
+    found: dict[str, Path] = {}
+    for name in DATA_SETTINGS:
+        value = getattr(settings, name)
+        if value is not None and Path(value).is_dir():
+            found[name] = Path(value).resolve()
+    cache = models_dir(settings)
+    if cache.is_dir():
+        found["weights_cache"] = cache.resolve()
+    return found
+
+
+@dataclasses.dataclass
+class Cgroup:
+    """A control group for one kernel, created before it starts and removed after it ends."""
+
+    mode: str
+    name: str
+    limits: Limits
+
+    def folders(self) -> list[Path]:
+        if self.mode == "cgroup v2":
+            return [Path("/sys/fs/cgroup") / self.name]
+        if self.mode == "cgroup v1":
+            return [Path("/sys/fs/cgroup") / c / self.name for c in ("memory", "pids")]
+        return []
+
+    def create(self) -> None:
+        memory = str(self.limits.memory_mb * 1024 * 1024)
+        for folder in self.folders():
+            folder.mkdir(parents=True, exist_ok=True)
+            if self.mode == "cgroup v2":
+                (folder / "memory.max").write_text(memory)
+                (folder / "memory.swap.max").write_text("0") if (folder / "memory.swap.max").exists() else None
+                (folder / "pids.max").write_text(str(self.limits.processes))
+            elif folder.relative_to("/sys/fs/cgroup").parts[0] == "memory":
+                (folder / "memory.limit_in_bytes").write_text(memory)
+                swap = folder / "memory.memsw.limit_in_bytes"
+                if swap.exists():
+                    swap.write_text(memory)
+            else:
+                (folder / "pids.max").write_text(str(self.limits.processes))
+
+    def procs_files(self) -> list[str]:
+        return [str(folder / "cgroup.procs") for folder in self.folders()]
+
+    def out_of_memory(self) -> bool:
+        """Whether the kernel hit the memory limit (the kernel's OOM killer acted in this group)."""
+        for folder in self.folders():
+            for name in ("memory.events", "memory.oom_control"):
+                path = folder / name
+                if path.is_file():
+                    for line in path.read_text().splitlines():
+                        key, _, value = line.partition(" ")
+                        if key == "oom_kill" and value.strip() not in {"", "0"}:
+                            return True
+            failcnt = folder / "memory.failcnt"
+            if failcnt.is_file() and failcnt.read_text().strip() not in {"", "0"}:
+                return True
+        return False
+
+    def remove(self) -> None:
+        """Kill whatever is left in the group, then remove it."""
+        import signal
+        import time
+
+        for folder in self.folders():
+            procs = folder / "cgroup.procs"
+            for _ in range(50):
+                try:
+                    pids = [int(p) for p in procs.read_text().split()]
+                except OSError:
+                    break
+                if not pids:
+                    break
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                time.sleep(0.05)
+            for empty in (folder, folder.parent):  # the group, then the kit's folder of groups if empty
+                try:
+                    empty.rmdir()
+                except OSError:
+                    break
+
+
+@dataclasses.dataclass
+class Sandbox:
+    """One submission's sandbox: the command that starts its kernel, and its control group.
+
+    Build with :func:`prepare`; call :meth:`close` when grading is over.
+
+    Attributes:
+        probe: What :func:`probe` found (``probe.available`` False: run unsandboxed,
+            but still in the private folder).
+        limits: The limits applied.
+        scratch: A private folder of the grader (mode 700) holding the submission's
+            copy and the kernel's sockets.
+        submission: The copy of the submission folder the kernel works in.
+        ipc: Folder of the kernel's connection file and Unix sockets.
+        environment: The environment the kernel gets (``KIT_*`` and the like).
+        binds: Read-only folders of course data, by setting name.
+    """
+
+    probe: Probe
+    limits: Limits
+    scratch: Path
+    submission: Path
+    ipc: Path
+    environment: dict[str, str]
+    binds: dict[str, Path]
+    cgroup: Cgroup | None = None
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.probe.available
+
+    def kernel_config(self) -> dict[str, Any]:
+        """Settings of the kernel manager: Unix sockets in :attr:`ipc`, and this sandbox's wrapper."""
+        return {"transport": "ipc", "ip": str(self.ipc / "kernel"), "connection_file": str(self.ipc / "kernel.json")}
+
+    def wrap(self, kernel_command: list[str]) -> list[str]:
+        """The command that starts ``kernel_command`` inside the sandbox (or, unsandboxed, in the copy)."""
+        if not self.sandboxed:
+            # Still a private cache: a submission must not write into the grader's (other
+            # students' kernels read it).
+            env = ["KIT_CACHE_DIR=" + str(self.scratch / "cache")]
+            if "weights_mirror" not in self.binds and "weights_cache" in self.binds:
+                env.append("KIT_WEIGHTS_MIRROR=" + str(self.binds["weights_cache"]))
+            return [shutil.which("env") or "/usr/bin/env", "-u", "KERAS_HOME", *env, *kernel_command]
+        assert self.probe.bwrap is not None
+        args = [self.probe.bwrap, "--unshare-all", "--die-with-parent", "--cap-drop", "ALL"]
+        args += _system_binds()
+        for path in _python_paths():
+            args += ["--ro-bind", str(path), str(path)]
+        args += ["--proc", "/proc", "--dev", "/dev"]
+        size = str(self.limits.disk_mb * 1024 * 1024)
+        args += ["--size", size, "--tmpfs", HOME, "--size", size, "--tmpfs", "/tmp"]
+        args += ["--ro-bind", str(self.submission), SUBMISSION]
+        args += ["--bind", str(self.ipc), str(self.ipc)]
+        for name, path in self.binds.items():
+            args += ["--ro-bind", str(path), f"{COURSE_FILES}/{name}"]
+        args += ["--clearenv"]
+        for name, value in sorted(self._inside_environment().items()):
+            args += ["--setenv", name, value]
+        args += ["--chdir", HOME, "--"]
+        # Copy the submission into the private home, then become the kernel.
+        start = f"mkdir -p {WORK} && cp -R {SUBMISSION}/. {WORK}/ && cd {WORK} && exec \"$@\""
+        command = ["/bin/sh", "-c", start, "kernel", *kernel_command]
+        return self._limited(args + command)
+
+    def _inside_environment(self) -> dict[str, str]:
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if name.startswith(PASSED_PREFIXES) or name in PASSED_NAMES
+        }
+        env |= {k: v for k, v in self.environment.items()}
+        env |= {
+            "HOME": HOME,
+            "USER": "student",
+            "TMPDIR": "/tmp",
+            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+            "PYTHONNOUSERSITE": "1",
+            "MPLCONFIGDIR": f"{HOME}/.config/matplotlib",
+            "KIT_CACHE_DIR": f"{HOME}/.cache/tl-workshop-kit",
+        }
+        env.pop("KERAS_HOME", None)  # the kit points Keras at its private cache
+        env.pop("KIT_CONFIG", None)
+        for name in DATA_SETTINGS:
+            env.pop(f"KIT_{name.upper()}", None)
+        if "weights_mirror" in self.binds:
+            env["KIT_WEIGHTS_MIRROR"] = f"{COURSE_FILES}/weights_mirror"
+        elif "weights_cache" in self.binds:
+            env["KIT_WEIGHTS_MIRROR"] = f"{COURSE_FILES}/weights_cache"
+        if "data_mirror" in self.binds:
+            env["KIT_DATA_MIRROR"] = f"{COURSE_FILES}/data_mirror"
+        if "data_dir" in self.binds:
+            env["KIT_DATA_DIR"] = f"{COURSE_FILES}/data_dir"
+        return env
+
+    def _limited(self, command: list[str]) -> list[str]:
+        """``command`` in this sandbox's control group (or under resource limits), without core dumps."""
+        limits = [f"--nofile={self.limits.open_files}", "--core=0"]
+        if self.cgroup is None:
+            memory = self.limits.memory_mb * 1024 * 1024
+            limits += [f"--data={memory}"]
+            if os.geteuid() != 0:  # root is exempt from RLIMIT_NPROC
+                limits += [f"--nproc={self.limits.processes + _process_count()}"]
+        prlimit = shutil.which("prlimit") or "prlimit"
+        command = [prlimit, *limits, *command]
+        if self.cgroup is None:
+            return command
+        join = " ".join(f'echo $$ > {shlex.quote(p)} || exit 97;' for p in self.cgroup.procs_files())
+        return ["/bin/sh", "-c", f'{join} exec "$@"', "sandbox", *command]
+
+    def out_of_memory(self) -> bool:
+        """Whether the kernel was stopped by the memory limit."""
+        return bool(self.cgroup and self.cgroup.out_of_memory())
+
+    def close(self) -> None:
+        """Stop anything left running and remove the control group and the private folder."""
+        if self.cgroup is not None:
+            self.cgroup.remove()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _process_count() -> int:
+    """Processes this user already runs (RLIMIT_NPROC counts them all)."""
+    uid = os.getuid()
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                count += entry.stat().st_uid == uid
+            except OSError:
+                pass
+    return count
+
+
+def prepare(
+    submission: Path | str,
+    *,
+    environment: Mapping[str, str | None] | None = None,
+    limits: Limits | None = None,
+    use_sandbox: bool = True,
+) -> Sandbox:
+    """A private folder with a copy of ``submission`` and, where available, a sandbox around it.
+
+    Args:
+        submission: The submission's folder (its notebook and any files beside it).
+        environment: Environment of the kernel (``KIT_*`` settings); ``None`` values unset.
+        limits: :class:`Limits`; the defaults when None.
+        use_sandbox: False runs the kernel unsandboxed (still in the private copy).
+
+    Returns:
+        A :class:`Sandbox`; its :meth:`Sandbox.close` removes everything it made.
+    """
+    import tempfile
+
+    source = Path(submission)
+    if not source.is_dir():
+        raise FileNotFoundError(f"submission folder {source} does not exist.")
+    limits = limits or Limits()
+    found = probe() if use_sandbox else Probe(False, "sandbox turned off", None, "rlimit")
+    scratch = Path(tempfile.mkdtemp(prefix="kit-grade-"))
+    scratch.chmod(0o700)
+    try:
+        copy = scratch / "submission"
+        shutil.copytree(source, copy, symlinks=True, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+        for link in [p for p in copy.rglob("*") if p.is_symlink()]:
+            link.unlink()  # a link could point anywhere on the grader's disk
+        ipc = scratch / "ipc"
+        ipc.mkdir()
+        env = {k: v for k, v in (environment or {}).items() if v is not None}
+        binds = data_paths(environment or {})
+        box = Sandbox(found, limits, scratch, copy, ipc, env, binds)
+        if found.available and found.cgroup != "rlimit":
+            box.cgroup = Cgroup(found.cgroup, f"{CGROUP_PREFIX}/{uuid.uuid4().hex[:12]}", limits)
+            try:
+                box.cgroup.create()
+            except OSError:
+                box.cgroup.remove()
+                box.cgroup = None
+        return box
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
+def kernel_manager_class() -> type:
+    """A Jupyter kernel manager that starts its kernel through :meth:`Sandbox.wrap`.
+
+    The sandbox is handed over as the ``sandbox`` attribute of the config
+    (``config.SandboxedKernelManager.sandbox_id``) through :data:`ACTIVE`.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import Unicode
+
+    class SandboxedKernelManager(AsyncKernelManager):
+        """nbclient's kernel manager, its kernel started inside the submission's sandbox."""
+
+        sandbox_id = Unicode("", config=True, help="Key of the active Sandbox in helpers.sandbox.ACTIVE.")
+
+        def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+            command = super().format_kernel_cmd(extra_arguments)
+            box = ACTIVE.get(self.sandbox_id)
+            if box is None:
+                raise RuntimeError("no sandbox is prepared for this kernel; grade through helpers.grading.")
+            if box.sandboxed:
+                # A SIGINT to the process group would stop bubblewrap itself (and with it the
+                # kernel): interrupt through the kernel's control channel instead.
+                self.kernel_spec.interrupt_mode = "message"
+            return box.wrap(command)
+
+    return SandboxedKernelManager
+
+
+# sandbox id -> Sandbox, for the kernel managers nbclient creates from a config.
+ACTIVE: dict[str, Sandbox] = {}
+
+
+def describe(found: Probe, limits: Limits) -> str:
+    """One line for the grading report."""
+    if not found.available:
+        return f"UNSANDBOXED: {found.reason}"
+    return (
+        f"sandboxed (bubblewrap; memory {limits.memory_mb} MB and {limits.processes} processes by {found.cgroup}, "
+        f"{limits.disk_mb} MB private disk, no network)"
+    )
+
