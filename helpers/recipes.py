@@ -273,7 +273,7 @@ def lab_table(table: pd.DataFrame) -> pd.DataFrame:
         {
             "image": table["image"].astype(str),
             "prediction": [json.dumps(p if isinstance(p, dict) else {}) for p in table["predictions"]],
-            "error": [e or "" for e in table["error"]],
+            "error": [e if isinstance(e, str) else "" for e in table["error"]],  # pandas 3 reads None as NaN
         },
         columns=LAB_COLUMNS,
     )

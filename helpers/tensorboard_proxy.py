@@ -63,6 +63,7 @@ def server_proxy() -> dict[str, Any]:
 def log_dir(name: str, folder: Path | str = "logs") -> Path:
     """A fresh TensorBoard log folder ``<folder>/<name>-<time>`` (relative to the notebook's folder).
 
+    >>> import os
     >>> str(log_dir("simpsons", "logs")).startswith(os.path.join("logs", "simpsons-"))
     True
     """
