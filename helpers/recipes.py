@@ -50,6 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "LAB_COLUMNS",
     "RetrainResult",
+    "duplicate_groups",
     "extract_images",
     "lab_table",
     "labelled_images",
@@ -478,9 +479,30 @@ def split_without_leakage(
     extractor = backbones.load_feature_extractor(settings)
     values = features.extract_features(extractor, frame, settings, progress=progress)
     grouped = frame.copy()
-    options = {} if threshold is None else {"threshold": threshold}
-    grouped[splits.GROUP_COLUMN] = splits.near_duplicate_groups(grouped, values, **options).to_numpy()
+    grouped[splits.GROUP_COLUMN] = duplicate_groups(grouped, values, threshold=threshold).to_numpy()
     return splits.split_dataset(grouped, seed=settings.seed), values
+
+
+def duplicate_groups(frame: pd.DataFrame, values: Any, *, threshold: float | None = None) -> pd.Series:
+    """Near-duplicate groups (:func:`helpers.splits.near_duplicate_groups`), named by path inside the folder.
+
+    Groups are named after a member's path relative to the images' common folder
+    (``dog/pic_001.jpg``), not its bare file name: cameras and datasets reuse names
+    (``IMG_0001.jpg`` in every class folder), and two groups must never share a name.
+    The names stay the same on every machine, wherever the folder is.
+
+    >>> frame = pd.DataFrame({"path": ["/d/dog/1.jpg", "/d/cat/1.jpg", "/d/cat/2.jpg"]})
+    >>> duplicate_groups(frame, [[1.0, 0.0], [0.0, 1.0], [0.0, 0.99]]).tolist()
+    ['dog/1.jpg', 'cat/1.jpg', 'cat/1.jpg']
+    """
+    root = sources.common_folder(frame["path"])
+    relative = [os.path.relpath(str(p), root).replace(os.sep, "/") if root else str(p) for p in frame["path"]]
+    # near_duplicate_groups names each group after a member's base name: number the rows so that the
+    # name says which member it is, then name the group by that member's relative path.
+    numbered = pd.DataFrame({"path": [str(i) for i in range(len(frame))]}, index=frame.index)
+    options = {} if threshold is None else {"threshold": threshold}
+    groups = splits.near_duplicate_groups(numbered, values, **options)
+    return pd.Series([relative[int(g)] for g in groups], index=frame.index, name=splits.GROUP_COLUMN, dtype=object)
 
 
 def retrain(

@@ -305,3 +305,10 @@ def test_the_tlkit_script_runs_a_command(tmp_path, command_env):
     assert "scored 3 of 3 image(s)" in done.stdout and done.stderr == ""
     assert len(pd.read_csv(tmp_path / "s.csv")) == 3
     shutil.rmtree(folder)
+
+
+def test_duplicate_groups_never_merge_images_that_only_share_a_file_name():
+    """Cameras name files IMG_0001.jpg in every folder: groups are named by the path inside the folder."""
+    frame = pd.DataFrame({"path": ["/d/dog/IMG_1.jpg", "/d/cat/IMG_1.jpg", "/d/cat/IMG_2.jpg"]})
+    groups = recipes.duplicate_groups(frame, [[1.0, 0.0], [0.0, 1.0], [1.0, 0.01]])
+    assert groups.tolist() == ["dog/IMG_1.jpg", "cat/IMG_1.jpg", "dog/IMG_1.jpg"]
