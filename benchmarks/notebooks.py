@@ -15,6 +15,11 @@ per-epoch histories and per-seed runs (tables with an ``epoch`` or ``seed`` colu
 and the names the graded test cells define (their toy inputs and expected values).
 That is how the accuracy of each notebook's final models is read without a second
 training run.
+
+What one student's kernel costs a shared server (the classroom hub's sizing) is read
+from the kernel process itself when its last cell has run: its peak resident memory
+(the kernel's ``VmHWM`` high-water mark plus the largest child process, MiB) and its
+CPU-seconds (user + system, children included).
 """
 
 from __future__ import annotations
@@ -147,8 +152,60 @@ def _probe_results(cell: Any) -> dict[str, Any]:
     return {}
 
 
+def kernel_cost(pid: int | None) -> dict[str, float | None]:
+    """Peak resident memory (MiB) and CPU-seconds of a running kernel process so far.
+
+    The peak is the kernel's own high-water mark (``VmHWM`` in ``/proc/<pid>/status``,
+    exact, no sampling) plus the largest high-water mark among its live children;
+    CPU-seconds are user + system time of the kernel and its children. ``None`` where
+    the platform does not say (no ``/proc``, or the process is gone).
+
+    >>> import os
+    >>> cost = kernel_cost(os.getpid())
+    >>> cost["cpu_s"] is None or cost["cpu_s"] >= 0
+    True
+    """
+    if pid is None:
+        return {"peak_mib": None, "cpu_s": None}
+    import psutil
+
+    def high_water(process: "psutil.Process") -> float | None:
+        try:
+            for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
+
+    try:
+        process = psutil.Process(pid)
+        times = process.cpu_times()
+        children = process.children(recursive=True)
+    except psutil.Error:
+        return {"peak_mib": None, "cpu_s": None}
+    peak = high_water(process)
+    child_peaks = [p for p in (high_water(child) for child in children) if p is not None]
+    if peak is not None and child_peaks:
+        peak += max(child_peaks)
+    cpu = times.user + times.system + getattr(times, "children_user", 0.0) + getattr(times, "children_system", 0.0)
+    for child in children:
+        try:
+            child_times = child.cpu_times()
+            cpu += child_times.user + child_times.system
+        except psutil.Error:
+            continue
+    return {"peak_mib": None if peak is None else round(peak, 1), "cpu_s": round(cpu, 1)}
+
+
+def _kernel_pid(client: Any) -> int | None:
+    """The process id of an nbclient kernel started locally (None for remote kernels)."""
+    process = getattr(getattr(client.km, "provisioner", None), "process", None)
+    return getattr(process, "pid", None)
+
+
 def execute(path: Path, workdir: Path, environment: dict[str, str | None], timeout: int) -> dict[str, Any]:
-    """Run a copy of one notebook in ``workdir``; return its wall time, slowest cells, status and results.
+    """Run a copy of one notebook in ``workdir``; return its wall time, kernel cost, slowest cells, status, results.
 
     Args:
         path: The notebook (its folder is copied, so files beside it are there too).
@@ -179,6 +236,7 @@ def execute(path: Path, workdir: Path, environment: dict[str, str | None], timeo
                 status = "timeout" if isinstance(failure, CellTimeoutError) else "error"
                 error = str(failure).strip().splitlines()[-1][:300] if str(failure).strip() else type(failure).__name__
             seconds = time.perf_counter() - began
+            cost = kernel_cost(_kernel_pid(client))
             if status == "ok":
                 probe = nbformat.v4.new_code_cell(PROBE_SOURCE % (_test_cell_names(notebook),))
                 notebook.cells.append(probe)
@@ -199,6 +257,8 @@ def execute(path: Path, workdir: Path, environment: dict[str, str | None], timeo
         "notebook": path.parent.name,
         "date": now(),
         "seconds": round(seconds, 2),
+        "peak_mib": cost["peak_mib"],
+        "cpu_s": cost["cpu_s"],
         "status": status,
         "error": error,
         "slowest_cells": slowest,

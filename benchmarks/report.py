@@ -335,11 +335,13 @@ def _notebooks(section: dict[str, Any]) -> list[str]:
         lines.append(f"**{profile} profile** ({rule}; {entry['total_s']:.0f} s in all)")
         lines.append("")
         lines += _table(
-            ("notebook", "wall s", "status", "slowest cells (s)"),
+            ("notebook", "wall s", "kernel peak MiB", "kernel CPU s", "status", "slowest cells (s)"),
             [
                 (
                     row["notebook"],
                     row["seconds"],
+                    "–" if row.get("peak_mib") is None else f"{row['peak_mib']:.0f}",
+                    "–" if row.get("cpu_s") is None else f"{row['cpu_s']:.0f}",
                     row["status"] + (f": {row['error']}" if row["error"] else ""),
                     ", ".join(f"{c['cell']} {c['seconds']:.0f}" for c in row["slowest_cells"]),
                 )

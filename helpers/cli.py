@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("helpers.prepare:main", "Seed the weights cache and make every course dataset available."),
     "kernel": ("helpers.kernel:main", "Install the Jupyter kernel 'tl-workshop' (this environment) that every notebook uses."),
     "workshop": ("helpers.workshop:main", "Prepare, check, then launch JupyterLab on notebooks/."),
+    "hub": ("helpers.hub:main", "The classroom JupyterHub: hub start --roster roster.csv | hub stop | hub status (as root)."),
     "generate": ("helpers.course_commands:generate_main", "Generate notebooks/ (student versions) from solutions/."),
     "validate": ("helpers.course_commands:validate_main", "Validate notebooks with nbgrader (fails when a test fails)."),
     "autograde": ("helpers.course_commands:autograde_main", "Autograde a folder of submissions in the grading profile."),
