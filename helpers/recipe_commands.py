@@ -33,7 +33,7 @@ def _settings_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--alpha", type=float, help="width multiplier for mobilenet / mobilenet_v2 (e.g. 0.75)")
     group.add_argument("--image-size", type=int, help="square input size in pixels")
     group.add_argument("--batch-size", type=int, help="images per batch")
-    group.add_argument("--profile", help="run size: smoke, grading, workshop, full (epochs for retrain)")
+    group.add_argument("--profile", help="run size: smoke, grading, workshop, laptop, full (epochs for retrain)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes")
 
 
@@ -87,8 +87,8 @@ def _finish(args: argparse.Namespace, table: Any, what: str) -> int:
     return EXIT_NOTHING if errors == len(table) else EXIT_OK
 
 
-def score_main(argv: Sequence[str]) -> int:
-    """``score FOLDER``: label every image with the ImageNet classifier or a retrained model."""
+def score_parser() -> argparse.ArgumentParser:
+    """The options of ``score``."""
     parser = argparse.ArgumentParser(
         prog="python -m helpers score",
         description="Label every image of a folder (the lab's image classification recipe): a CSV or Parquet table "
@@ -101,10 +101,14 @@ def score_main(argv: Sequence[str]) -> int:
     parser.add_argument("-o", "--output", default="scores.csv", help="result table, .csv or .parquet (default scores.csv)")
     parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     _settings_options(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def score_main(argv: Sequence[str]) -> int:
+    """``score FOLDER``: label every image with the ImageNet classifier or a retrained model."""
+    args = score_parser().parse_args(argv)
 
     def work() -> int:
-
         images = _images(args, args.folder)
         if not images:
             print(f"error: no image files in {args.folder}", file=sys.stderr)
@@ -118,8 +122,8 @@ def score_main(argv: Sequence[str]) -> int:
     return _run(args, work)
 
 
-def extract_main(argv: Sequence[str]) -> int:
-    """``extract FOLDER``: one layer's values per image, for classic machine learning."""
+def extract_parser() -> argparse.ArgumentParser:
+    """The options of ``extract``."""
     parser = argparse.ArgumentParser(
         prog="python -m helpers extract",
         description="Extract one layer's values for every image of a folder (the lab's feature extraction recipe): a "
@@ -134,10 +138,14 @@ def extract_main(argv: Sequence[str]) -> int:
                         help="result table, .csv (vectors as JSON lists) or .parquet (default features.csv)")
     parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     _settings_options(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def extract_main(argv: Sequence[str]) -> int:
+    """``extract FOLDER``: one layer's values per image, for classic machine learning."""
+    args = extract_parser().parse_args(argv)
 
     def work() -> int:
-
         settings = _settings(args)
         if args.list_layers:
             backbone = backbones.get_backbone(settings=settings)
@@ -158,8 +166,8 @@ def extract_main(argv: Sequence[str]) -> int:
     return _run(args, work)
 
 
-def retrain_main(argv: Sequence[str]) -> int:
-    """``retrain --images DIR``: the two-phase retraining recipe on your own labelled images."""
+def retrain_parser() -> argparse.ArgumentParser:
+    """The options of ``retrain``."""
     parser = argparse.ArgumentParser(
         prog="python -m helpers retrain",
         description="Retrain the backbone on your own labelled images (the lab's retraining recipe): a new head, then "
@@ -176,10 +184,14 @@ def retrain_main(argv: Sequence[str]) -> int:
     parser.add_argument("--blocks", type=int, default=1, help="blocks retrained in phase 2 (default 1)")
     parser.add_argument("--no-mirror", action="store_true", help="do not add mirrored copies of the training images")
     _settings_options(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def retrain_main(argv: Sequence[str]) -> int:
+    """``retrain --images DIR``: the two-phase retraining recipe on your own labelled images."""
+    args = retrain_parser().parse_args(argv)
 
     def work() -> int:
-
         result = recipes.run_retrain(
             args.images, args.output, _settings(args), labels=args.labels, path_column=args.path_column,
             label_column=args.label_column, n_blocks=args.blocks, mirror=not args.no_mirror, progress=not args.quiet,
@@ -189,3 +201,11 @@ def retrain_main(argv: Sequence[str]) -> int:
         return EXIT_OK
 
     return _run(args, work)
+
+
+# Each command's option parser, by name (the README's examples are checked against them).
+PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
+    "score": score_parser,
+    "extract": extract_parser,
+    "retrain": retrain_parser,
+}

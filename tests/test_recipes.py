@@ -312,3 +312,18 @@ def test_duplicate_groups_never_merge_images_that_only_share_a_file_name():
     frame = pd.DataFrame({"path": ["/d/dog/IMG_1.jpg", "/d/cat/IMG_1.jpg", "/d/cat/IMG_2.jpg"]})
     groups = recipes.duplicate_groups(frame, [[1.0, 0.0], [0.0, 1.0], [1.0, 0.01]])
     assert groups.tolist() == ["dog/IMG_1.jpg", "cat/IMG_1.jpg", "dog/IMG_1.jpg"]
+
+
+def test_the_readmes_command_examples_parse():
+    """Every `python -m helpers score|extract|retrain ...` line of the README is accepted by that command's options."""
+    import shlex
+
+    from helpers import recipe_commands
+
+    lines = [line.split("#")[0].strip() for line in (ROOT / "README.md").read_text().splitlines()]
+    examples = [shlex.split(line)[3:] for line in lines if line.startswith(("python -m helpers score",
+                                                                             "python -m helpers extract",
+                                                                             "python -m helpers retrain"))]
+    assert {argv[0] for argv in examples} == {"score", "extract", "retrain"}, "the README shows every command"
+    for argv in examples:
+        recipe_commands.PARSERS[argv[0]]().parse_args(argv[1:])  # argparse exits on an unknown option
