@@ -24,12 +24,15 @@ each finding with its cell and line, and the instructor decides.
 ['patches']
 >>> scan_source("def f(x):\\n    return x + 1")
 []
+>>> [f.why for f in scan_source("open('../../../gradebook.db')")][0]
+"open('../../../gradebook.db') reaches outside the notebook's folder"
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import re
 from typing import Any, Iterable
 
 # Modules whose attributes the tests use (rebinding them can make a wrong answer pass).
@@ -48,6 +51,11 @@ SHELL_CALLS = {
 }
 RISKY_MODULES = {"ctypes", "socket", "urllib", "http", "requests", "ssl", "multiprocessing", "gc", "resource", "pty"}
 GRADING_NAMES = ("gradebook", "solutions", "submitted", "autograded", "feedback", "nbgrader", "release", "exchange")
+# String constants that name places outside a notebook's folder: the grader's or another user's files.
+OUTSIDE_PATH = re.compile(
+    r"^(~|/(home|root|etc|tmp|work|srv|var|usr|proc|sys|dev|mnt|opt|media|Users|data|private)(/|$))"
+    r"|(^|/)\.\.(/|$)|gradebook\.db"
+)
 IPYTHON_HOOKS = {"showtraceback", "showsyntaxerror", "set_custom_exc", "run_cell", "events", "excepthook"}
 
 
@@ -73,7 +81,7 @@ class Finding:
 
     def describe(self) -> str:
         where = f"cell {self.cell}" + (f" ({self.grade_id})" if self.grade_id else "") if self.cell >= 0 else "source"
-        return f"{where}, line {self.line}: {self.why}: {self.code}"
+        return f"[{self.kind}] {where}, line {self.line}: {self.why}: {self.code}"
 
 
 def _dotted(node: ast.AST) -> str:
@@ -184,6 +192,10 @@ class _Visitor(ast.NodeVisitor):
 
     visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
 
+    def visit_Constant(self, node: ast.Constant) -> None:
+        if isinstance(node.value, str) and OUTSIDE_PATH.search(node.value):
+            self.add("outside", node, f"names a path outside the notebook's folder ({node.value[:60]!r})")
+
     # calls ------------------------------------------------------------------------
     def visit_Call(self, node: ast.Call) -> None:
         name = _dotted(node.func)
@@ -269,9 +281,9 @@ def scan_source(source: str, *, reference: dict[str, str] | None = None) -> list
         return []
     visitor = _Visitor(python.splitlines(), dict(reference or {}))
     visitor.visit(tree)
-    unique: dict[tuple[str, int, str], Finding] = {}
-    for finding in visitor.found:
-        unique.setdefault((finding.kind, finding.line, finding.why), finding)
+    unique: dict[tuple[str, int], Finding] = {}
+    for finding in visitor.found:  # one finding of a kind per line is enough for a person to look
+        unique.setdefault((finding.kind, finding.line), finding)
     return sorted(unique.values(), key=lambda f: (f.line, f.kind))
 
 
