@@ -7,18 +7,21 @@ BIN := $(VENV)/bin
 # TensorFlow flavour: the gpu extra when an NVIDIA driver answers, else cpu (see pyproject.toml).
 TF_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 PORT ?= 8888
+INSTRUCTOR_PORT ?= 8889
 STAMP := $(VENV)/.installed-$(TF_EXTRA)
 # `tensorflow` and `tensorflow-cpu` install the same import package: switching an existing
 # environment to the other flavour removes the one it no longer wants first. The cpu extra
 # is `tensorflow-cpu` only on Linux x86_64 (plain `tensorflow` elsewhere, nothing to remove).
 TF_UNWANTED := $(if $(filter gpu,$(TF_EXTRA)),tensorflow-cpu,$(if $(filter Linux-x86_64,$(shell uname -s)-$(shell uname -m)),tensorflow,))
 
-.PHONY: workshop test lint setup prepare check lab generate validate autograde export feedback slides figures benchmarks clean help
+.PHONY: workshop instructor bundle test lint setup prepare check lab generate validate autograde export feedback slides figures benchmarks clean help
 
 help:
 	@echo "make workshop   set up, prepare, check, then launch JupyterLab on notebooks/ (PORT=$(PORT))"
 	@echo "make test       set up, then run every test"
 	@echo "make lint       ruff check (the rules are in pyproject.toml)"
+	@echo "make instructor launch the instructor's JupyterLab on the course folder (formgrader ready; INSTRUCTOR_PORT=8889)"
+	@echo "make bundle     build dist/ the zip students receive (notebooks, helpers, environment; no solutions)"
 	@echo "make prepare    seed the weights cache and make the datasets available"
 	@echo "make check      print settings, device summary and cache status"
 	@echo "make generate   regenerate notebooks/ (student versions) from solutions/"
@@ -42,6 +45,12 @@ setup: $(STAMP)
 
 workshop: setup
 	$(BIN)/python -m helpers workshop --port $(PORT)
+
+instructor: setup
+	$(BIN)/python -m helpers instructor --port $(INSTRUCTOR_PORT)
+
+bundle: setup
+	$(BIN)/python -m helpers bundle
 
 test: setup
 	$(BIN)/python -m pytest

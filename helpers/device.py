@@ -66,6 +66,9 @@ def _filtered_stderr() -> Iterator[None]:
 
 def import_tensorflow() -> Any:
     """Import TensorFlow with its start-up noise filtered out (errors are still shown)."""
+    from helpers.output_noise import quiet_tensorflow_retracing
+
+    quiet_tensorflow_retracing()  # the kit builds model after model in one kernel: retracing is expected
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     quiet_environment()

@@ -104,7 +104,9 @@ def student_environment(environ: Mapping[str, str] | None = None) -> dict[str, s
 
 def instructor_command(port: int, headless: bool, course_root: Path) -> list[str]:
     """The instructor's JupyterLab command line (run it in ``course_root`` with :func:`instructor_environment`)."""
-    return _lab_base(port, headless, course_root)
+    from helpers.contents import CLASS_NAME
+
+    return _lab_base(port, headless, course_root) + [f"--ServerApp.contents_manager_class={CLASS_NAME}"]
 
 
 def instructor_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:

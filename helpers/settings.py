@@ -7,7 +7,7 @@ Values are resolved from three layers, later layers winning:
    or named by ``KIT_CONFIG``), table ``[kit]``;
 3. environment variables ``KIT_<NAME>`` (for example ``KIT_BACKBONE=mobilenet``).
 
-The run *profile* (``smoke``, ``grading``, ``workshop``, ``full``) sizes every notebook:
+The run *profile* (``smoke``, ``grading``, ``workshop``, ``laptop``, ``full``) sizes every notebook:
 how many images, how many epochs. Notebooks read sizes from the profile, never from
 numbers edited into code.
 """
@@ -97,6 +97,15 @@ PROFILES: dict[str, Profile] = {
         finetune_epochs=14, scratch_epochs=6, scratch_image_size=96, early_stopping_patience=4,
         sample_sizes=(5, 10, 25, 50), sample_seeds=3, cell_timeout=300,
     ),
+    # A slow laptop (older CPU, 8 GB): the same lessons as workshop in about half its time.
+    # Half the Simpsons frames, 80% of the PACS images, smaller from-scratch images and two
+    # seeds per point: the curves keep their four points and the approaches their ranking.
+    "laptop": Profile(
+        name="laptop", simpsons_characters=6, simpsons_per_class=150, pacs_per_class=120, photos=0,
+        own_per_class=80, own_unlabelled=200, head_epochs=40,
+        finetune_epochs=10, scratch_epochs=5, scratch_image_size=64, early_stopping_patience=4,
+        sample_sizes=(5, 10, 25, 50), sample_seeds=2, cell_timeout=300,
+    ),
     # A GPU server or a patient learner: all data, real epochs.
     "full": Profile(
         name="full", simpsons_characters=0, simpsons_per_class=0, pacs_per_class=0, photos=0,
@@ -144,7 +153,7 @@ class Field:
 
 
 FIELDS: tuple[Field, ...] = (
-    Field("profile", "workshop", str, "Run size: smoke (CI), grading (autograde), workshop (CPU laptop), full (GPU)."),
+    Field("profile", "workshop", str, "Run size: smoke (CI), grading (autograde), workshop (CPU laptop), laptop (slow laptop), full (GPU)."),
     Field("backbone", "resnet50", str, "Pretrained network, a key of the backbone table (resnet50, mobilenet, mobilenet_v2, efficientnet_b0, vgg16, inception_v3)."),
     Field("alpha", None, _parse_optional_float, "Width multiplier for mobilenet / mobilenet_v2 (for example 0.75); empty = the backbone's default."),
     Field("image_size", None, _parse_optional_int, "Square input size in pixels; empty = the backbone's default (224 for most)."),
@@ -362,6 +371,7 @@ PROFILE_PURPOSES = {
     "smoke": "CI: proves every path runs",
     "grading": "nbgrader autograding: a class in minutes",
     "workshop": "a CPU laptop in class: each notebook in ≤ 5 min with MobileNet",
+    "laptop": "a slow laptop: the same lessons in about half the workshop time",
     "full": "a GPU server or a patient learner",
 }
 

@@ -45,6 +45,7 @@ import dataclasses
 import importlib.util
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -421,6 +422,7 @@ def make_callbacks(
     *,
     patience: int,
     tensorboard: bool = True,
+    log_dir: str | Path | None = None,
 ) -> tuple[list[Any], Path]:
     """The lab's callbacks: early stopping, best checkpoint by ``val_loss``, TensorBoard logs.
 
@@ -428,8 +430,9 @@ def make_callbacks(
         run_dir: Folder of this training run (checkpoints and ``logs/``).
         phase: Phase name, used in file names.
         patience: Epochs without a lower ``val_loss`` before stopping.
-        tensorboard: Write TensorBoard logs under ``<run_dir>/logs/<phase>`` (skipped,
-            with a note, when the ``tensorboard`` package is not installed).
+        tensorboard: Write TensorBoard logs under ``<log_dir>/<phase>`` (skipped, with a
+            warning, when the ``tensorboard`` package is not installed).
+        log_dir: Folder of this run's TensorBoard logs; ``<run_dir>/logs`` by default.
 
     Returns:
         The callbacks and the checkpoint path (``<run_dir>/<phase>.weights.h5``).
@@ -449,8 +452,13 @@ def make_callbacks(
         ),
     ]
     if tensorboard and tensorboard_available():
-        callbacks.append(
-            keras.callbacks.TensorBoard(str(run_dir / "logs" / slug), write_graph=False, profile_batch=0)
+        logs = Path(log_dir) if log_dir is not None else run_dir / "logs"
+        callbacks.append(keras.callbacks.TensorBoard(str(logs / slug), write_graph=False, profile_batch=0))
+    elif tensorboard:
+        warnings.warn(
+            "TensorBoard logs are not written: the tensorboard package is not installed "
+            "(`pip install tensorboard`, a dependency of the kit).",
+            stacklevel=2,
         )
     return callbacks, checkpoint
 
@@ -718,7 +726,10 @@ class Retrainer:
         memory_budget_mb: Most memory for phase 2's cached activations; beyond it
             (even in ``float16``) phase 2 trains end to end on the images.
         optimizer: ``adam`` (the lab's), ``sgd`` or ``rmsprop``.
-        tensorboard: Write TensorBoard logs under the run folder.
+        tensorboard: Write TensorBoard logs (in ``log_dir``, one folder per phase).
+        log_dir: Folder of the TensorBoard logs; ``<run_dir>/logs`` by default. Notebooks
+            pass a folder beside themselves (``tensorboard_proxy.log_dir("simpsons")``),
+            inside the JupyterLab root, where the Launcher's TensorBoard reads them.
         run_dir: Folder for checkpoints and logs; ``<cache_dir>/runs/<backbone>-<time>``
             by default.
         progress: Print what happens (feature extraction progress bars, choices).
@@ -746,6 +757,7 @@ class Retrainer:
         optimizer: str = "adam",
         tensorboard: bool = True,
         run_dir: str | Path | None = None,
+        log_dir: str | Path | None = None,
         progress: bool = True,
         verbose: int = 0,
     ) -> None:
@@ -785,6 +797,7 @@ class Retrainer:
         self.tensorboard = tensorboard
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.run_dir = Path(run_dir) if run_dir else self.settings.cache_dir / RUNS_SUBDIR / f"{self.backbone.key}-{stamp}"
+        self.log_dir = Path(log_dir) if log_dir else self.run_dir / "logs"
         self.progress = progress
         self.verbose = verbose
         self.histories: dict[str, dict[str, list[float]]] = {}
@@ -952,7 +965,8 @@ class Retrainer:
         x_train, y_train = self._training_arrays(features, self._mirrored_features)
         top = compile_model(self._submodel("top"), learning_rate, optimizer=self.optimizer)
         callbacks, checkpoint = make_callbacks(
-            self.run_dir, PHASE_HEAD, patience=self.settings.run.early_stopping_patience, tensorboard=self.tensorboard
+            self.run_dir, PHASE_HEAD, patience=self.settings.run.early_stopping_patience, tensorboard=self.tensorboard,
+            log_dir=self.log_dir,
         )
         self._say(f"{PHASE_HEAD}: {len(x_train)} training images, features {features.shape[1:]}, up to {epochs} epochs.")
         began = time.perf_counter()
@@ -990,7 +1004,8 @@ class Retrainer:
             x_train, y_train = self._training_arrays(activations, self._mirrored_activations)
         set_phase(self.base, self.backbone, 2, self.n_blocks)
         callbacks, checkpoint = make_callbacks(
-            self.run_dir, PHASE_BLOCKS, patience=self.settings.run.early_stopping_patience, tensorboard=self.tensorboard
+            self.run_dir, PHASE_BLOCKS, patience=self.settings.run.early_stopping_patience, tensorboard=self.tensorboard,
+            log_dir=self.log_dir,
         )
         self._say(f"{PHASE_BLOCKS}: last {self.n_blocks} block(s) + head on {path}, up to {epochs} epochs, "
                   f"learning rate {learning_rate:g}.")

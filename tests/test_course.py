@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import course, course_commands, grading, kernel, release, submissions, timing, validation
+from helpers import course, course_commands, grading, kernel, output_noise, release, submissions, timing, validation
 from helpers.settings import PROFILES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -395,17 +395,38 @@ def _copy_for_run(path: Path, tmp_path: Path) -> Path:
     return target
 
 
+@pytest.fixture
+def executed_notebooks(monkeypatch) -> list:
+    """Every notebook nbgrader's validator executes during the test, with its outputs."""
+    from nbgrader.validator import Validator
+
+    executed: list = []
+    original = Validator._preprocess
+
+    def recording(self, nb):
+        nb = original(self, nb)
+        executed.append(nb)
+        return nb
+
+    monkeypatch.setattr(Validator, "_preprocess", recording)
+    return executed
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_solutions_notebook_runs_and_passes_every_test(assignment, kernel_env, tmp_path):
+def test_solutions_notebook_runs_and_passes_every_test(assignment, kernel_env, tmp_path, executed_notebooks):
+    """Every solutions notebook runs top to bottom (smoke), passes its tests, and shows no warning or stderr."""
     notebook = _copy_for_run(course.source_notebook(assignment, ROOT), tmp_path)
     result = validation.validate(notebook, profile="smoke", environment=kernel_env)
     assert result.profile == "smoke"
     assert not result.errors, f"{assignment} raised in the smoke profile:\n" + "\n".join(result.errors)
     assert result.ok, result.summary()
     assert set(result.graded) == set(_autograded(course.source_notebook(assignment, ROOT)))
+    assert len(executed_notebooks) == 1, "the validator executed the notebook once"
+    noise = output_noise.noise(executed_notebooks[0])
+    assert noise == [], f"{assignment} shows warnings or stderr a student would see:\n" + "\n".join(noise)
 
 
 @pytest.mark.slow

@@ -115,6 +115,18 @@ def test_profiles_scale_monotonically():
     assert PROFILES["full"].simpsons_per_class == 0  # all data
 
 
+def test_the_slow_laptop_profile_sits_between_smoke_and_workshop():
+    """laptop: the lessons of workshop (several points per curve, several epochs) on less data and time."""
+    smoke, laptop, workshop = PROFILES["smoke"], PROFILES["laptop"], PROFILES["workshop"]
+    assert laptop != smoke and laptop.name == "laptop"
+    assert len(laptop.sample_sizes) >= 4 and laptop.sample_seeds >= 2, "learning curves need several points"
+    assert laptop.head_epochs >= 10 and laptop.finetune_epochs >= 5 and laptop.scratch_epochs >= 3
+    assert smoke.simpsons_per_class < laptop.simpsons_per_class < workshop.simpsons_per_class
+    assert smoke.pacs_per_class < laptop.pacs_per_class < workshop.pacs_per_class
+    assert laptop.scratch_image_size <= workshop.scratch_image_size
+    assert max(laptop.sample_sizes) <= 0.6 * laptop.pacs_per_class, "every curve point needs that many training images"
+
+
 def test_profiles_take_keyword_arguments_only():
     with pytest.raises(TypeError):
         settings_module.Profile("tiny", 1, 1, 1, 1, 1, 1, 1, 64, 1, (2,), 1, 60)  # positional: refused
@@ -150,3 +162,11 @@ def test_readme_profiles_table_is_generated_from_the_profiles():
     assert table in (ROOT / "README.md").read_text(), (
         "README's profiles table is out of date: paste helpers.settings.profiles_table_markdown() into it"
     )
+
+
+def test_every_notebook_states_its_time_in_the_slow_laptop_profile():
+    import nbformat
+
+    for path in sorted((ROOT / "solutions").glob("*/*.ipynb")):
+        text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if "**Expected time:**" in c.source)
+        assert "laptop" in text, f"{path.name}: say in its 'Expected time' what the laptop profile takes"
