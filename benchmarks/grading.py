@@ -251,7 +251,9 @@ def _material(assignment: str, root: Path) -> Material:
     )
 
 
-def run(context: Context, submissions: int, assignment: str | None = None) -> dict[str, Any]:
+def run(
+    context: Context, submissions: int, assignment: str | None = None, *, folder_name: str = "grading"
+) -> dict[str, Any]:
     """Autograde a simulated class of ``assignment`` and time it (section 5).
 
     Args:
@@ -267,7 +269,7 @@ def run(context: Context, submissions: int, assignment: str | None = None) -> di
     """
     import nbformat
 
-    from helpers import course, grading, release, submissions
+    from helpers import course, grading, release, sandbox
     from helpers.settings import PROFILES
 
     if submissions < 1:
@@ -276,7 +278,7 @@ def run(context: Context, submissions: int, assignment: str | None = None) -> di
     assignment = TOY_ASSIGNMENT if toy else (assignment or DEFAULT_ASSIGNMENT)
     mix = MIXES.get(assignment, GENERIC_MIX)
     counts = class_mix(mix, submissions)
-    folder = context.scratch / "grading"
+    folder = context.scratch / folder_name
     root = _course(folder, assignment, toy)
     release.generate(root=root)
     material = _material(assignment, root)
@@ -322,6 +324,7 @@ def run(context: Context, submissions: int, assignment: str | None = None) -> di
     return {
         "date": now(),
         "assignment": assignment,
+        "sandbox": sandbox.describe(sandbox.probe(), sandbox.Limits()),
         "submissions": submissions,
         "jobs": jobs,
         "cell_timeout_s": PROFILES[course.GRADING_PROFILE].cell_timeout,
@@ -335,4 +338,91 @@ def run(context: Context, submissions: int, assignment: str | None = None) -> di
         "unexpected": unexpected,
         "budget_met": projected <= BUDGET_S and not unexpected,
         "ratio_budget_to_projected": round(BUDGET_S / projected, 3) if projected > 0 else float("nan"),
+    }
+
+
+def _graded_assignments(context: Context) -> list[str | None]:
+    """Every assignment with autograded tests (the toy one in the tiny run)."""
+    import nbformat
+
+    from helpers import course
+
+    if context.size.toy_notebooks:
+        return [None]
+    return [
+        name for name in course.list_assignments(ROOT)
+        if graded_points(nbformat.read(course.source_notebook(name, ROOT), as_version=4))
+    ]
+
+
+def sandbox_overhead(context: Context, submissions: int, repetitions: int) -> dict[str, Any]:
+    """The sandbox's cost per submission: the same solutions graded sandboxed and not, alternating.
+
+    Both sides grade ``submissions`` copies of the solution of notebook 01 (the toy
+    assignment in the tiny run) one at a time, ``repetitions`` times each, in one
+    process; the ratio is of the medians of seconds per submission.
+    """
+    import statistics
+
+    import nbformat
+
+    from helpers import course, grading, release, sandbox, submissions as rehearsal
+
+    found = sandbox.probe()
+    if not found.available:
+        return {"date": now(), "skipped": f"no sandbox here: {found.reason}"}
+    toy = context.size.toy_notebooks
+    assignment = TOY_ASSIGNMENT if toy else DEFAULT_ASSIGNMENT
+    folder = context.scratch / "sandbox-overhead"
+    root = _course(folder, assignment, toy)
+    release.generate(root=root)
+    solution = rehearsal.solution_submission(assignment, root)
+    students = [f"solution_{number:02d}" for number in range(submissions)]
+    for student in students:
+        target = root / "submitted" / student / assignment / f"{assignment}.ipynb"
+        target.parent.mkdir(parents=True)
+        nbformat.write(solution, target)
+    environment = context.kernel_environment(course.GRADING_PROFILE, folder / "cache")
+    times: dict[str, list[float]] = {"sandboxed": [], "unsandboxed": []}
+    print(f"  sandbox overhead: {submissions} solutions of {assignment}, {repetitions} repetitions per side ...", flush=True)
+    import warnings
+
+    def grade(mode: str, who: list[str]) -> float:
+        began = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", grading.UnsandboxedWarning)
+            grading.autograde(assignment, root=root, students=who, environment=environment, jobs=1, sandboxing=mode)
+        return time.perf_counter() - began
+
+    for mode in ("require", "off"):  # untimed warm-up of each side: imports, the gradebook, the probe
+        grade(mode, students[:1])
+    for _ in range(repetitions):
+        for side, mode in (("sandboxed", "require"), ("unsandboxed", "off")):
+            times[side].append(grade(mode, students) / submissions)
+    sandboxed, unsandboxed = statistics.median(times["sandboxed"]), statistics.median(times["unsandboxed"])
+    return {
+        "date": now(),
+        "assignment": assignment,
+        "submissions": submissions,
+        "repetitions": repetitions,
+        "seconds_per_submission": {side: [round(v, 3) for v in values] for side, values in times.items()},
+        "sandboxed_s": round(sandboxed, 3),
+        "unsandboxed_s": round(unsandboxed, 3),
+        "ratio": round(sandboxed / unsandboxed, 3),
+        "extra_s": round(sandboxed - unsandboxed, 3),
+        "sandbox": sandbox.describe(found, sandbox.Limits()),
+    }
+
+
+def run_every_notebook(context: Context, submissions: int) -> dict[str, Any]:
+    """Section 9: a class of ``submissions`` for every graded notebook, sandboxed, and the sandbox's overhead."""
+    classes = []
+    for assignment in _graded_assignments(context):
+        classes.append(run(context, submissions, assignment, folder_name=f"sandboxed-{assignment or 'toy'}"))
+    overhead = sandbox_overhead(context, 2 if context.size.toy_notebooks else 4, 1 if context.size.toy_notebooks else 2)
+    return {
+        "date": now(),
+        "classes": classes,
+        "overhead": overhead,
+        "budget_met": all(c["budget_met"] for c in classes),
     }

@@ -357,6 +357,10 @@ class Sandbox:
             "PYTHONNOUSERSITE": "1",
             "MPLCONFIGDIR": f"{HOME}/.config/matplotlib",
             "KIT_CACHE_DIR": f"{HOME}/.cache/tl-workshop-kit",
+            # The kernel's parent (the grader) is outside its PID namespace: 1 tells ipykernel
+            # not to watch it (bubblewrap ends the kernel with the grader) and not to print
+            # its "connect another client" notice into the grader's terminal.
+            "JPY_PARENT_PID": "1",
         }
         env.pop("KERAS_HOME", None)  # the kit points Keras at its private cache
         env.pop("KIT_CONFIG", None)
