@@ -118,8 +118,9 @@ def autograde_steps() -> list[Any]:
 def hidden_summary(source: str) -> str:
     """What feedback shows of a test cell: its docstring's first line (what it checks), never its code.
 
-    >>> hidden_summary('\"\"\"Checks add.\"\"\"\\nassert add(1, 2) == 3')
-    '# Checks add.\\n# The test\\'s code is not shown in the feedback; its result and message are below.'
+    >>> print(hidden_summary('\"\"\"Checks add.\"\"\"\\nassert add(1, 2) == 3'))
+    # Checks add.
+    # The test's code is not shown in the feedback; its result and message are below.
     >>> hidden_summary("assert x == 1")
     "# The test's code is not shown in the feedback; its result and message are below."
     """

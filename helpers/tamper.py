@@ -54,7 +54,7 @@ GRADING_NAMES = ("gradebook", "solutions", "submitted", "autograded", "feedback"
 # String constants that name places outside a notebook's folder: the grader's or another user's files.
 OUTSIDE_PATH = re.compile(
     r"^(~|/(home|root|etc|tmp|work|srv|var|usr|proc|sys|dev|mnt|opt|media|Users|data|private)(/|$))"
-    r"|(^|/)\.\.(/|$)|gradebook\.db"
+    r"|(^|/)\.\./|/\.\.$|gradebook\.db"
 )
 IPYTHON_HOOKS = {"showtraceback", "showsyntaxerror", "set_custom_exc", "run_cell", "events", "excepthook"}
 
@@ -162,7 +162,9 @@ class _Visitor(ast.NodeVisitor):
             self.add("patches", node, f"rebinds {name}")
         elif name.startswith("get_ipython") and name.split(".")[-1] in IPYTHON_HOOKS:
             self.add("patches", node, f"changes IPython's {name.split('.')[-1]}")
-        elif isinstance(target, (ast.Attribute, ast.Subscript)) and module.split(".")[0] in GUARDED_MODULES | {"helpers"}:
+        elif isinstance(target, (ast.Attribute, ast.Subscript)) and (
+            module.split(".")[0] in GUARDED_MODULES | {"helpers"} or name.split(".")[0] in self.reference
+        ):
             self.add("patches", node, f"rebinds {name} (the tests use {module.split('.')[0]})")
 
     def visit_Assign(self, node: ast.Assign) -> None:

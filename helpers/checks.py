@@ -1,0 +1,37 @@
+"""Comparisons for the graded tests that a notebook's own code cannot redefine.
+
+The notebooks' setup cell imports this module before any student cell runs, and it
+keeps numpy's comparison functions as they were then. A submission that rebinds
+``np.allclose`` or ``np.array_equal`` to always answer True fools a test that calls
+them through ``np``; the hidden tests call :func:`allclose` and :func:`array_equal`
+here instead, so they still see the wrong answer. (Rebinding these functions too is
+possible, and is what the grader's static tamper check flags: :mod:`helpers.tamper`.)
+
+Taught nowhere: the hidden tests of notebooks 01-04 use it.
+
+>>> allclose([1.0, 2.0], [1.0, 2.0 + 1e-9])
+True
+>>> array_equal([1, 2], [1, 3])
+False
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+
+# Captured when the module is first imported (the notebooks' setup cell).
+_ALLCLOSE = numpy.allclose
+_ARRAY_EQUAL = numpy.array_equal
+_ASARRAY = numpy.asarray
+
+
+def allclose(actual: Any, expected: Any, rtol: float = 1e-5, atol: float = 1e-8) -> bool:
+    """numpy's ``allclose`` as it was before the notebook ran (same tolerances)."""
+    return bool(_ALLCLOSE(_ASARRAY(actual), _ASARRAY(expected), rtol=rtol, atol=atol))
+
+
+def array_equal(actual: Any, expected: Any) -> bool:
+    """numpy's ``array_equal`` as it was before the notebook ran."""
+    return bool(_ARRAY_EQUAL(_ASARRAY(actual), _ASARRAY(expected)))
