@@ -25,18 +25,16 @@ A file that cannot be read gets an ``error`` in its row; it never stops a run.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
-import logging
 import os
 import shutil
 import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -75,18 +73,6 @@ TABLE_FORMATS = (".csv", ".parquet")
 
 
 # --------------------------------------------------------------------------- finding images
-
-
-@contextlib.contextmanager
-def _quiet_retracing() -> Iterator[None]:
-    """Hide TensorFlow's "triggered tf.function retracing" notice: each new model traces once, nothing is wrong."""
-    logger = logging.getLogger("tensorflow")
-    previous = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(previous)
 
 
 
@@ -347,11 +333,10 @@ def score_images(
     else:
         classifier, info = load_model(model)
         settings, class_names = model_settings(info, settings), [str(c) for c in info["class_names"]]
-    with _quiet_retracing():
-        table = scoring.score_files(
-            list(paths), classifier, settings, k=k, min_probability=min_probability, class_names=class_names,
-            progress=progress,
-        )
+    table = scoring.score_files(
+        list(paths), classifier, settings, k=k, min_probability=min_probability, class_names=class_names,
+        progress=progress,
+    )
     return lab_table(table)
 
 
@@ -384,8 +369,7 @@ def extract_images(
     vectors: list[Any] = [None] * len(paths)
     if usable:
         frame = pd.DataFrame({"path": [paths[row] for row in usable]})
-        with _quiet_retracing():
-            values = features.extract_features(extractor, frame, settings, progress=progress)
+        values = features.extract_features(extractor, frame, settings, progress=progress)
         values = values.reshape(len(values), -1)
         for row, vector in zip(usable, values):
             vectors[row] = vector.astype(np.float32)
@@ -545,9 +529,8 @@ def retrain(
         settings, frame, base, head, n_blocks=n_blocks, mirror=mirror, run_dir=run_dir, tensorboard=tensorboard,
         progress=progress, verbose=verbose,
     )
-    with _quiet_retracing():
-        retrainer.fit_head()
-        retrainer.fit_last_blocks()
+    retrainer.fit_head()
+    retrainer.fit_last_blocks()
     return retrainer
 
 
@@ -664,8 +647,7 @@ def run_retrain(
     table, test_accuracy = None, float("nan")
     extra: dict[str, Any] = {"split.csv": frame[["path", "label", "group", "split"]], "history.csv": retrainer.history()}
     if len(test):
-        with _quiet_retracing():
-            probabilities = retrainer.predict("test")
+        probabilities = retrainer.predict("test")
         y_true = pipeline.encode_labels(test["label"], class_names)
         y_pred = evaluation.predicted_ids(probabilities)
         test_accuracy = evaluation.accuracy(y_true, y_pred)
