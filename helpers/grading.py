@@ -215,6 +215,7 @@ def _grade_one(
             if error is None and built.is_dir():
                 _publish(built, course_root / str(folders.autograded_directory) / student / assignment)
             notes = [sandbox.describe(box.probe, limits)] + grading_steps.EVENTS.pop(key, [])
+            peak = box.peak_memory_mb()
         finally:
             sandbox.ACTIVE.pop(key, None)
             box.close()
@@ -222,7 +223,7 @@ def _grade_one(
         course_root,
         assignment,
         student,
-        {"sandboxed": box.sandboxed, "notes": notes, "flags": findings, "graded": error is None},
+        {"sandboxed": box.sandboxed, "notes": notes, "flags": findings, "graded": error is None, "peak_memory_mb": peak},
     )
     return error
 

@@ -77,7 +77,7 @@ class Limits:
     processes: int = 512
     disk_mb: int = 1024
     open_files: int = 1024
-    output_kb: int = 1024
+    output_kb: int = 8192
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -250,6 +250,18 @@ class Cgroup:
                 return True
         return False
 
+    def peak_mb(self) -> float | None:
+        """The most memory the group used (kernel, children and private tmpfs), in MB, if the system says."""
+        for folder in self.folders():
+            for name in ("memory.peak", "memory.max_usage_in_bytes"):
+                path = folder / name
+                if path.is_file():
+                    try:
+                        return round(int(path.read_text().split()[0]) / 2**20, 1)
+                    except (OSError, ValueError, IndexError):
+                        return None
+        return None
+
     def remove(self) -> None:
         """Kill whatever is left in the group, then remove it."""
         import signal
@@ -394,6 +406,10 @@ class Sandbox:
     def out_of_memory(self) -> bool:
         """Whether the kernel was stopped by the memory limit."""
         return bool(self.cgroup and self.cgroup.out_of_memory())
+
+    def peak_memory_mb(self) -> float | None:
+        """Peak memory of the kernel and its private folders, where a control group measured it."""
+        return self.cgroup.peak_mb() if self.cgroup else None
 
     def close(self) -> None:
         """Stop anything left running and remove the control group and the private folder."""
