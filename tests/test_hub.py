@@ -146,6 +146,59 @@ def test_a_student_over_the_memory_limit_is_stopped_alone():
             folder.rmdir()
 
 
+def test_sizing_table_is_the_smaller_of_memory_and_cpu():
+    from benchmarks import hub_load
+
+    costs = {"a": {"peak_mib": 1000.0, "cpu_s": 60.0}, "b": {"peak_mib": 1920.0, "cpu_s": 120.0}}
+    table = hub_load.sizing_table(costs, idle_server_mib=128.0)
+    # 2 GiB per student (1920 + 128 MiB); 600 s / 120 CPU-s = 5 students per core
+    assert "| 8 cores, 32 GiB | 15 | 40 | **15** |" in table
+    assert "| 4 cores, 16 GiB | 7 | 20 | **7** |" in table
+    assert any("heaviest notebook (b)" in line for line in table)
+
+
+def test_zero_to_jupyterhub_values_match_the_kit():
+    """classroom/z2jh: the chart values use the kit's settings, folders, limits and image (never deployed here)."""
+    import yaml
+
+    from helpers.settings import load_settings
+
+    values = yaml.safe_load((hub.CLASSROOM / "z2jh" / "values.yaml").read_text())
+    single = values["singleuser"]
+    env = single["extraEnv"]
+    settings = load_settings(environ={k: v for k, v in env.items() if k.startswith("KIT_")}, config_file=os.devnull)
+    assert (settings.profile, settings.backbone) == ("workshop", "mobilenet")
+    for key in ("JUPYTER_CONFIG_PATH",):
+        assert (ROOT / Path(env[key]).relative_to("/opt/tl-workshop")).is_dir(), f"{key} names a folder of the kit"
+    assert single["memory"]["limit"] == hub.DEFAULT_LIMITS["student"]["memory"]
+    assert single["cpu"]["limit"] == hub.DEFAULT_LIMITS["student"]["cpus"]
+    mounts = {m["mountPath"] for m in single["storage"]["extraVolumeMounts"]}
+    assert {env["KIT_EXCHANGE_ROOT"], str(Path(env["KIT_DATA_DIR"]).parent)} <= mounts
+    assert "FROM " in (dockerfile := (hub.CLASSROOM / "z2jh" / "Dockerfile").read_text())
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), f"the Dockerfile copies {source}, which the project has"
+    assert "--file environment.yml" in dockerfile and "helpers kernel" in dockerfile
+
+
+def test_binder_setup_installs_the_kit():
+    """binder/: the kit from pyproject.toml (no second list of packages), the kernel, the student's JupyterLab."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    binder = ROOT / "binder"
+    assert [line for line in (binder / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")] == ["-e .[cpu]"]
+    assert "cpu" in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert (binder / "runtime.txt").read_text().strip() == "python-3.11"
+    for script in ("postBuild", "start"):
+        assert os.access(binder / script, os.X_OK), f"binder/{script} must be executable"
+    assert "helpers kernel" in (binder / "postBuild").read_text()
+    assert "helpers/jupyter/student" in (binder / "start").read_text() and (ROOT / "helpers" / "jupyter" / "student").is_dir()
+
+
 # --------------------------------------------------------------------------- the end-to-end class (root)
 
 
@@ -254,6 +307,8 @@ def classroom():
     )
     modes = _grant_traverse(hub.unreachable_folders())
     timer = Timer()
+    uids: set[int] = set()
+    root_pids: set[int] = set()
     try:
         models, datasets = SHARED_DATA / "keras_home" / "models", SHARED_DATA / "datasets"
         with timer("start hub (accounts, course, proxy)"):
@@ -264,6 +319,8 @@ def classroom():
                      "KIT_BACKBONE": "mobilenet", "KIT_ALPHA": "0.75"},
             )
         room = Classroom(running, BASE / "home", timer)
+        uids = {hub._account(name).pw_uid for name in USERS}
+        root_pids = {running.pid(), int((state / "jupyterhub-proxy.pid").read_text())}  # the hub and its proxy
         for line in (state / "passwords.csv").read_text().splitlines()[1:]:
             name, _, password = line.split(",")
             room.passwords[name] = password
@@ -271,12 +328,33 @@ def classroom():
     finally:
         with timer("stop hub, remove accounts"):
             _cleanup(state)
+        left = _processes_left(uids, root_pids)
         for folder, mode in modes.items():
             os.chmod(folder, mode)
         shutil.rmtree(BASE, ignore_errors=True)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         (ARTIFACTS / "hub_e2e_timings.json").write_text(json.dumps(timer.steps, indent=1) + "\n")
         print("[hub e2e] step times (s): " + json.dumps(timer.steps), flush=True)
+    assert not left, f"processes left behind by the hub test: {left}"
+    assert not [u for u in USERS if hub._account(u) is not None], "the test's accounts are removed"
+
+
+def _processes_left(uids: set[int], pids: set[int]) -> list[str]:
+    """Processes of the test's users, the hub and its proxy, or anything started from the test's folder, still alive."""
+    import psutil
+
+    left = []
+    for process in psutil.process_iter(["pid", "uids", "cmdline", "status"]):
+        try:
+            if process.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            command = " ".join(process.info["cmdline"] or [])
+            mine = process.info["uids"] and process.info["uids"].real in uids
+            if mine or process.info["pid"] in pids or str(BASE) in command:
+                left.append(f"{process.info['pid']}: {command[:100]}")
+        except psutil.Error:
+            continue
+    return left
 
 
 def _free_port() -> int:
@@ -519,3 +597,38 @@ def test_student_sees_notebook_01_in_the_assignments_tab(classroom: Classroom, t
             driver.save_screenshot(str(ARTIFACTS / "hub_assignments_tab.png"))
             print(f"screenshot: {ARTIFACTS / 'hub_assignments_tab.png'}")
             assert requests.outside() == [], "the hub's pages load nothing from outside this machine"
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_tensorboard_opens_through_the_hub(classroom: Classroom):
+    """A student's TensorBoard (jupyter-server-proxy) answers at /user/<name>/tensorboard/, behind the hub's login."""
+    from importlib.metadata import entry_points
+
+    if "tensorboard" not in {e.name for e in entry_points(group="jupyter_serverproxy_servers")}:
+        pytest.skip("the kit's TensorBoard proxy entry point is not installed (pip install -e . again)")
+    room, student = classroom, "kit-half"
+    with room.timer("TensorBoard through the hub (first start)"):
+        if not (room.hub.api(f"users/{student}")["servers"].get("") or {}).get("ready"):
+            _start_servers(room, [student])
+        request = urllib.request.Request(f"{room.hub.url}user/{student}/tensorboard/", headers={"Authorization": f"token {room.tokens[student]}"})
+        with urllib.request.urlopen(request, timeout=180) as response:
+            page = response.read().decode(errors="replace")
+        assert response.status == 200 and "tensorboard" in page.lower(), page[:300]
+    with pytest.raises(urllib.error.HTTPError) as anonymous:  # without a login the hub answers, not TensorBoard
+        opener = urllib.request.build_opener(_NoRedirect)
+        opener.open(f"{room.hub.url}user/{student}/tensorboard/", timeout=30)
+    assert anonymous.value.code in (302, 401, 403)
+    # the other student's token does not open this student's TensorBoard
+    other = "kit-right"
+    room.tokens.setdefault(other, room.hub.api(f"users/{other}/tokens", "POST", {"note": "hub e2e test"})["token"])
+    request = urllib.request.Request(f"{room.hub.url}user/{student}/tensorboard/", headers={"Authorization": f"token {room.tokens[other]}"})
+    with pytest.raises(urllib.error.HTTPError) as foreign:
+        urllib.request.build_opener(_NoRedirect).open(request, timeout=30)
+    assert foreign.value.code in (302, 403, 404)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
