@@ -1,0 +1,195 @@
+"""The kit's two servers in headless Chromium, as a student and an instructor meet them.
+
+- the student's server (``python -m helpers workshop``): a notebook's widgets render and respond,
+  no instructor tool shows (no Nbgrader menu, no formgrader, no Create Assignment), the
+  notebook's Validate button is there, a released notebook is not marked modified when it
+  opens, and TensorBoard opens from the Launcher inside JupyterLab;
+- the instructor's server (``python -m helpers instructor``): the formgrader lists the course's
+  assignments on the first visit to a fresh course folder.
+
+Skipped, with the reason, where Selenium, Chromium or ChromeDriver is missing (see
+tests/test_browser.py, whose browser helpers these tests share).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers import servers
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import test_browser as browser  # noqa: E402 - the browser helpers live beside this file
+import test_servers as serving  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+WIDGETS_NOTEBOOK = "widgets.ipynb"
+RELEASED = Path("01_pretrained_scoring") / "01_pretrained_scoring.ipynb"
+
+
+def _lab_settings(work: Path) -> dict[str, str]:
+    """No news prompt, no update check, no autosave (nothing to fetch, nothing written)."""
+    settings = work / "lab-settings"
+    for plugin, values in {
+        "docmanager-extension/plugin": {"autosave": False},
+        "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+    }.items():
+        target = settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(values))
+    return {"JUPYTERLAB_SETTINGS_DIR": str(settings)}
+
+
+def _student_root(tmp_path: Path) -> Path:
+    root = tmp_path / "notebooks"
+    shutil.copytree(ROOT / "notebooks" / RELEASED.parent, root / RELEASED.parent)
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata = {"kernelspec": {"name": "tl-workshop", "language": "python", "display_name": "Python (tl-workshop)"}}
+    notebook.cells = [nbformat.v4.new_code_cell(
+        "import ipywidgets as widgets\n"
+        "widgets.interact(lambda k: print(f'k squared is {k * k}'), k=widgets.IntSlider(value=3, min=0, max=10));"
+    )]
+    nbformat.write(notebook, root / WIDGETS_NOTEBOOK)
+    # a run's TensorBoard logs, where notebook 02 writes them (beside the notebook)
+    logs = root / RELEASED.parent / "logs" / "run-1"
+    logs.mkdir(parents=True)
+    subprocess.run(
+        [sys.executable, "-c", (
+            "import tensorflow as tf\n"
+            f"w = tf.summary.create_file_writer({str(logs)!r})\n"
+            "with w.as_default():\n"
+            "    [tf.summary.scalar('epoch_loss', 1 / (s + 1), step=s) for s in range(3)]\n"
+            "w.flush()\n")],
+        check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, timeout=120,
+    )
+    return root
+
+
+def _open(driver, base: str, token: str, path: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base}/lab/tree/{path}?reset&token={token}")  # reset: this notebook alone, no restored tabs
+    browser._wait(lambda: driver.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell"),
+                  90, f"{path} to open")
+    browser._wait(lambda: driver.execute_script(
+        "const s = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator');"
+        "return s && s.getAttribute('data-status') === 'idle';"), 120, f"the kernel of {path} to be idle")
+
+
+def test_student_server_in_the_browser(tmp_path):
+    """Widgets respond, no instructor tools, Validate present, a release opens unmodified, TensorBoard opens."""
+    browser._browser_or_skip()
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    began = time.monotonic()
+    root = _student_root(tmp_path)
+    released_before = (root / RELEASED).read_bytes()
+    env = servers.student_environment() | _lab_settings(tmp_path) | {"KIT_PROFILE": "smoke"}
+    command = servers.student_command(serving._free_port(), True, root, cull_idle_minutes=30)
+    command.append("--LabApp.expose_app_in_browser=True")  # the test drives JupyterLab's own commands
+    with serving.running_server(command, env, ROOT, tmp_path) as server, \
+            browser.chromium_session(tmp_path / "chromium") as driver:
+        base, token, log = server.split("|")
+        requests = browser.RequestLog(driver)
+
+        # 1. a released notebook opens unmodified, with Validate and without the instructor's tools
+        _open(driver, base, token, RELEASED.as_posix())
+        time.sleep(2)  # JupyterLab updates the notebook's metadata from the kernel just after it starts
+        dirty = driver.execute_script("return Array.from(document.querySelectorAll('.lm-TabBar-tab.jp-mod-dirty')).map(t => t.innerText)")
+        menus = driver.execute_script("return Array.from(document.querySelectorAll('.lm-MenuBar-itemLabel')).map(m => m.innerText)")
+        toolbar = driver.execute_script(
+            "return document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-NotebookPanel-toolbar').innerText")
+        page = driver.execute_script("return document.body.innerText")
+        driver.save_screenshot(str(browser._artifact("student-release.png")))
+
+        # 2. a widget renders and responds (alone in JupyterLab, so that "run all" runs this notebook)
+        driver.execute_script("return window.jupyterapp.commands.execute('application:close-all')")
+        _open(driver, base, token, WIDGETS_NOTEBOOK)
+        driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+        def output() -> str:
+            return driver.execute_script(
+                "return Array.from(document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output'))"
+                ".map(o => o.innerText).join('\\n')")
+
+        def first_output() -> bool:
+            # JupyterLab may ask which kernel to start for a notebook opened with ?reset: accept its proposal
+            for button in driver.find_elements(By.CSS_SELECTOR, ".jp-Dialog .jp-mod-accept"):
+                button.click()
+            return "k squared is 9" in output()
+
+        try:
+            browser._wait(first_output, 90, "the interact widget to render its first output")
+        finally:
+            driver.save_screenshot(str(browser._artifact("student-widgets.png")))
+        handle = browser._wait(lambda: driver.find_element(
+            By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .widget-slider .noUi-handle"), 30, "the slider")
+        handle.click()
+        ActionChains(driver).send_keys(Keys.ARROW_RIGHT).perform()
+        browser._wait(lambda: "k squared is 16" in output(), 30, "the output to follow the slider (k=4)")
+        driver.save_screenshot(str(browser._artifact("student-widgets.png")))
+
+        # 3. TensorBoard from the Launcher, inside JupyterLab
+        driver.execute_script("window.jupyterapp.commands.execute('launcher:create')")
+        card = browser._wait(lambda: driver.find_element(By.CSS_SELECTOR, '.jp-LauncherCard[title="TensorBoard"]'), 30,
+                             "a TensorBoard card in the Launcher")
+        card.click()
+        frame = browser._wait(lambda: driver.find_element(By.CSS_SELECTOR, ".lm-Widget:not(.lm-mod-hidden) iframe"), 30,
+                              "TensorBoard's tab (an iframe in JupyterLab)")
+        src = frame.get_attribute("src")
+        driver.switch_to.frame(frame)
+        browser._wait(lambda: driver.execute_script(
+            "return document.title === 'TensorBoard' && !!document.querySelector('tb-webapp, tf-tensorboard');"),
+            150, "TensorBoard to load in its JupyterLab tab")
+        browser._wait(lambda: "run-1" in driver.execute_script("return document.body.innerText"), 60,
+                      "TensorBoard to list the notebook's run")
+        driver.switch_to.default_content()
+        driver.save_screenshot(str(browser._artifact("student-tensorboard.png")))
+        outside = requests.outside()
+    seconds = time.monotonic() - began
+    print(f"\nstudent server in the browser: {seconds:.0f} s; screenshots in {browser.ARTIFACTS}")
+
+    assert dirty == [], f"JupyterLab marks {dirty} modified right after opening: the saved format differs from its own"
+    assert "Nbgrader" not in menus, f"the student's menu bar shows nbgrader's instructor menu: {menus}"
+    assert "Formgrader" not in page and "Create Assignment" not in page, "an instructor tool shows on the student's server"
+    assert "Validate" in toolbar, f"the student's notebook toolbar lacks nbgrader's Validate button: {toolbar!r}"
+    assert src.rstrip("/").endswith("/tensorboard"), f"TensorBoard is not served through the Jupyter server: {src}"
+    assert outside == [], f"the page requested other hosts: {outside}"
+    assert (root / RELEASED).read_bytes() == released_before, "opening a notebook must not write it"
+
+
+def test_instructor_formgrader_loads_on_a_fresh_course_in_the_browser(tmp_path):
+    browser._browser_or_skip()
+    from selenium.webdriver.common.by import By
+
+    began = time.monotonic()
+    root = serving._toy_course(tmp_path)
+    bare = {k: v for k, v in os.environ.items() if k != "PATH"} | {"PATH": "/usr/bin:/bin"}
+    prepared = subprocess.run([sys.executable, "-m", "helpers", "instructor", "--help"], env=bare, capture_output=True,
+                              text=True, timeout=60)
+    assert prepared.returncode == 0 and "--port" in prepared.stdout
+    assert servers.prepare_gradebook(root) == ["toy"]
+    env = servers.instructor_environment(bare) | _lab_settings(tmp_path)
+    with serving.running_server(servers.instructor_command(serving._free_port(), True, root), env, root, tmp_path) as server, \
+            browser.chromium_session(tmp_path / "chromium") as driver:
+        base, token, _ = server.split("|")
+        driver.get(f"{base}/formgrader?token={token}")
+        rows = browser._wait(
+            lambda: [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#main-table tr") if "toy" in r.text], 90,
+            "the formgrader to list the assignment 'toy'")
+        driver.save_screenshot(str(browser._artifact("instructor-formgrader.png")))
+        page = driver.execute_script("return document.body.innerText")
+    print(f"\ninstructor formgrader in the browser: {time.monotonic() - began:.0f} s")
+    assert rows and "Loading, please wait" not in page
