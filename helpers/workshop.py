@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from helpers import prepare, servers, session
+from helpers import kernel, prepare, servers, session
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("jupyter", path=str(Path(sys.executable).parent)) is None:
         print("JupyterLab is not installed in this environment; run `make setup`.", file=sys.stderr)
         return 1
+    if kernel.installed() is None:  # a plain `pip install` (the student bundle, conda) does not install it
+        print(f"Installing the notebooks' kernel {kernel.KERNEL_NAME!r} into {kernel.install()}")
     try:
         return subprocess.call(
             lab_command(args.port, headless, notebook_dir, args.cull_idle_minutes),

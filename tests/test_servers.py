@@ -247,3 +247,65 @@ def test_instructor_server_formgrader_works_on_a_fresh_course_without_tools_on_p
         status, body = http(f"{base}/formgrader/api/assignments", token)
         assert status == 200, body
         assert [a["name"] for a in json.loads(body)] == ["toy"], Path(log).read_text()[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_bundle_readme_commands_work_from_the_unzipped_bundle(tmp_path, kit_settings):
+    """The student README's two commands, run from the unzipped bundle: its pyproject installs (pip resolves
+    the kit's metadata from the bundle), and its workshop command serves the bundle's notebooks to a
+    student's JupyterLab. This environment stands in for the `.venv` the first command creates."""
+    with zipfile.ZipFile(bundle.build_bundle(tmp_path / "student.zip")) as archive:
+        archive.extractall(tmp_path / "unzipped")
+    folder = tmp_path / "unzipped" / bundle.BUNDLE_NAME
+    readme = (folder / "README.md").read_text()
+    commands = re.search(r"```bash\n(.*?)```", readme, re.S).group(1).strip().splitlines()
+    assert commands == [
+        'python3 -m venv .venv && .venv/bin/python -m pip install -e ".[cpu]"',
+        ".venv/bin/python -m helpers workshop",
+    ]
+
+    # 1. the install: pip builds the kit's metadata from the bundle and resolves the cpu extra
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "-e", ".[cpu]"],
+                             cwd=folder, capture_output=True, text=True, timeout=300)
+    if install.returncode != 0 and re.search(r"(?i)connection|network|resolve host|no matching distribution", install.stderr):
+        pytest.skip(f"pip cannot reach a package index to build the bundle's metadata: {install.stderr[-300:]}")
+    assert install.returncode == 0 and "Would install tl-workshop-helpers" in install.stdout, install.stderr[-2000:]
+
+    # 2. the workshop, from the bundle's own helpers package
+    port, token = _free_port(), "bundle-test-token"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_")} | {
+        "PYTHONPATH": str(folder), "JUPYTER_TOKEN": token, "KIT_BACKBONE": "mobilenet", "KIT_ALPHA": "0.75",
+        "KIT_PROFILE": "smoke", "KIT_CACHE_DIR": str(tmp_path / "cache"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+    }
+    if kit_settings.weights_mirror:
+        env |= {"KIT_WEIGHTS_MIRROR": str(kit_settings.weights_mirror), "KIT_DATA_DIR": str(kit_settings.data_dir)}
+    log = tmp_path / "workshop.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "helpers", "workshop", "--headless", "--offline", "--port", str(port)],
+            cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        listing = None
+        deadline = time.monotonic() + 300
+        while listing is None and time.monotonic() < deadline and process.poll() is None:
+            status, body = (0, "")
+            with contextlib.suppress(OSError):
+                status, body = http(f"http://127.0.0.1:{port}/api/contents", token, timeout=5)
+            if status == 200:
+                listing = {item["name"] for item in json.loads(body)["content"]}
+            else:
+                time.sleep(1)
+        text = log.read_text()
+        assert listing is not None, f"the bundle's workshop command did not serve JupyterLab:\n{text[-3000:]}"
+        assert listing == {p.name for p in (folder / "notebooks").iterdir()}
+        assert f"Launching JupyterLab on {folder / 'notebooks'}" in text, "the bundle must serve its own notebooks"
+        assert http(f"http://127.0.0.1:{port}/formgrader", token)[0] == 404, "a student's server has no formgrader"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)

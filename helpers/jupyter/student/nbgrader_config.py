@@ -5,11 +5,12 @@ gives each cell the time its profile allows (nbgrader's default, 30 s, would sto
 training cells) wherever the server was started.
 """
 
+from helpers.kernel import KERNEL_NAME
 from helpers.settings import load_settings
 
 c = get_config()  # noqa: F821 - injected by nbgrader's (traitlets') config loader
 
-c.Execute.kernel_name = "python3"
+c.Execute.kernel_name = KERNEL_NAME
 c.Execute.timeout = load_settings().run.cell_timeout
 c.Execute.interrupt_on_timeout = True
 c.Execute.extra_arguments = ["--IPKernelApp.log_level=ERROR"]
