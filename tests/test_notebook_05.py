@@ -17,7 +17,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from helpers import course
+from helpers import course, output_noise
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "solutions" / "05_your_own_images" / "05_your_own_images.ipynb"
@@ -119,9 +119,7 @@ def test_notebook_05_runs_on_a_users_zip_and_folders(own_images, tmp_path, kit_s
     by_id = {cell.id: _outputs(cell) for cell in notebook.cells if cell.cell_type == "code"}
     noise = {cid: text for cid, text in by_id.items() if "ERROR" in text}
     assert not noise, noise
-    stderr = [o.text for c in notebook.cells if c.cell_type == "code" for o in c.outputs
-              if o.output_type == "stream" and o.name == "stderr"]
-    assert not stderr, f"unexpected stderr output: {stderr}"
+    assert not output_noise.noise(notebook), "stderr or library warnings in the outputs"
 
     assert "No images of your own" not in by_id["load-images"] and "32 images of 3 classes" in by_id["load-images"]
     assert "31 usable image(s), 1 problem(s): 1 corrupt" in by_id["scan"] and "IMG_9999.jpg" in by_id["scan"]
