@@ -40,6 +40,10 @@ NOTEBOOK_COSTS: dict[str, NotebookCost] = {
     "02_retrain_simpsons": NotebookCost(("simpsons",), 45.0, 3.0),
     "03_features_classic_ml": NotebookCost(("simpsons",), 41.0, 5.6),
     "04_photo_vs_drawing": NotebookCost(("photo_vs_drawing",), 88.0, 7.2),
+    # Notebook 05 sizes its own images by the profile (own_per_class, own_unlabelled); with
+    # the course's stand-in images that is about 3.3x notebook 04's, each seen 3-4 times
+    # (extraction, block inputs, training, the unlabelled map), folded into 04's count.
+    "05_your_own_images": NotebookCost(("photo_vs_drawing",), 60.0, 16.0),
 }
 
 
