@@ -509,6 +509,9 @@ def test_a_class_on_the_hub_end_to_end(classroom: Classroom):
             cwd=course, env=env, capture_output=True, text=True, timeout=600,
         )
         assert graded_run.returncode == 0, graded_run.stdout + graded_run.stderr
+        print(graded_run.stdout, flush=True)
+        # the kit's autograde runs each submission's kernel in its sandbox, also as the (unprivileged) instructor
+        assert "UNSANDBOXED" not in graded_run.stdout + graded_run.stderr, graded_run.stdout + graded_run.stderr
 
     auto_expected = {
         "right": {g: points[g] for g in tests},
