@@ -17,6 +17,7 @@ import sys
 import tempfile
 from typing import Any, Iterator
 
+from helpers.output_noise import quiet_tensorflow_retracing
 from helpers.settings import Settings, load_settings
 
 # Lines TensorFlow's C++ runtime prints at import that say nothing to a student.
@@ -66,8 +67,6 @@ def _filtered_stderr() -> Iterator[None]:
 
 def import_tensorflow() -> Any:
     """Import TensorFlow with its start-up noise filtered out (errors are still shown)."""
-    from helpers.output_noise import quiet_tensorflow_retracing
-
     quiet_tensorflow_retracing()  # the kit builds model after model in one kernel: retracing is expected
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]

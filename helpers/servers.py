@@ -45,6 +45,8 @@ INSTRUCTOR_SERVER_EXTENSIONS = (
     "nbgrader.server_extensions.course_list",
 )
 DEFAULT_CULL_IDLE_MINUTES = 30.0
+#: The contents manager of both servers (:mod:`helpers.contents`): notebooks open unmodified.
+CONTENTS_MANAGER = "helpers.contents.KitContentsManager"
 
 
 def _lab_base(port: int, headless: bool, root_dir: Path) -> list[str]:
@@ -104,9 +106,7 @@ def student_environment(environ: Mapping[str, str] | None = None) -> dict[str, s
 
 def instructor_command(port: int, headless: bool, course_root: Path) -> list[str]:
     """The instructor's JupyterLab command line (run it in ``course_root`` with :func:`instructor_environment`)."""
-    from helpers.contents import CLASS_NAME
-
-    return _lab_base(port, headless, course_root) + [f"--ServerApp.contents_manager_class={CLASS_NAME}"]
+    return _lab_base(port, headless, course_root) + [f"--ServerApp.contents_manager_class={CONTENTS_MANAGER}"]
 
 
 def instructor_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -39,6 +39,10 @@ def test_student_config_turns_off_exactly_the_instructor_tools():
     page = json.loads((servers.STUDENT_CONFIG_DIR / "labconfig" / "page_config.json").read_text())
     assert page["disabledExtensions"] == {name: True for name in servers.INSTRUCTOR_PLUGINS}
     assert "@jupyter/nbgrader:validate-assignment" not in page["disabledExtensions"], "students keep Validate"
+    from helpers import contents
+
+    assert server["ServerApp"]["contents_manager_class"] == servers.CONTENTS_MANAGER == contents.CLASS_NAME
+    assert f"--ServerApp.contents_manager_class={servers.CONTENTS_MANAGER}" in servers.instructor_command(1, True, ROOT)
 
 
 def test_culling_options_and_server_environments():
