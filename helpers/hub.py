@@ -541,9 +541,10 @@ def status(state_dir: Path = DEFAULT_STATE) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m helpers hub start|stop|status``."""
     parser = argparse.ArgumentParser(prog="python -m helpers hub", description=__doc__.splitlines()[0])
-    parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help=f"the hub's own folder (default {DEFAULT_STATE})")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state", type=Path, default=DEFAULT_STATE, help=f"the hub's own folder (default {DEFAULT_STATE})")
     commands = parser.add_subparsers(dest="command", required=True)
-    begin = commands.add_parser("start", help="create the accounts and folders, start the hub, print its URL")
+    begin = commands.add_parser("start", parents=[common], help="create the accounts and folders, start the hub, print its URL")
     begin.add_argument("--roster", type=Path, required=True, help="CSV roster: username,role,name,password")
     begin.add_argument("--ip", default="0.0.0.0", help="address students connect to (default: all)")
     begin.add_argument("--port", type=int, default=8000, help="port students connect to (default 8000)")
@@ -555,9 +556,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     begin.add_argument("--alpha", help="KIT_ALPHA for every kernel (e.g. 0.75)")
     begin.add_argument("--student-memory", default=DEFAULT_LIMITS["student"]["memory"], help="per-student memory limit")
     begin.add_argument("--student-cpus", type=float, default=DEFAULT_LIMITS["student"]["cpus"], help="per-student cores")
-    stop_parser = commands.add_parser("stop", help="stop the hub, every server and kernel")
+    stop_parser = commands.add_parser("stop", parents=[common], help="stop the hub, every server and kernel")
     stop_parser.add_argument("--remove-users", action="store_true", help="also delete the accounts `start` created")
-    commands.add_parser("status", help="what runs, and each user's memory and CPU")
+    commands.add_parser("status", parents=[common], help="what runs, and each user's memory and CPU")
     args = parser.parse_args(list(argv or []))
     try:
         if args.command == "start":
@@ -588,8 +589,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, user in report["users"].items():
             memory = f"{user['memory_mib']:.0f} MiB (peak {user['peak_mib']:.0f})" if user.get("memory_mib") is not None else "–"
             cpu = f"{user['cpu_s']:.0f} CPU-s" if user.get("cpu_s") is not None else "–"
-            print(f"  {name:<20} {'admin ' if user['admin'] else ''}{user['server']:<8} {memory:>24} {cpu:>10}")
-        print(f"limits: {report['limits']}")
+            print(f"  {name:<20} {'admin' if user['admin'] else '':<6}{user['server']:<9}{memory:>24} {cpu:>10}")
+        limits = report["limits"]
+        if isinstance(limits, dict):
+            limits = "; ".join(f"{role} {v['memory']}, {v['cpus']:g} CPU, {v['tasks']} tasks" for role, v in limits.items())
+        print(f"limits per user: {limits}")
         return 0
     except (HubError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
