@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
+from benchmarks import training_loop
 from benchmarks.common import SUPERLINEAR_SLOPE, atomic_write, machine
 
 PLOTS_DIR = "plots"
@@ -24,6 +25,9 @@ HEADINGS = (
     "## 5. Autograding throughput",
     "## 6. Scaling",
     "## 7. Accuracy",
+    "## 8. Retraining recipe on unseen episodes",
+    "## 9. Sandboxed grading of every notebook",
+    "## Training loop on cached arrays: the kit's own loop against Keras's fit",
     "## Method",
 )
 
@@ -253,6 +257,31 @@ def _summary(results: dict[str, Any]) -> list[str]:
         )
     else:
         add("5. autograding, projected class of 30", g, "", "", "≤ 600 s, every score as expected", None)
+    s = sections.get("sandbox")
+    if s and s.get("classes"):
+        slowest = max(s["classes"], key=lambda c: c["projected_class_s"])
+        ratio = s.get("overhead", {}).get("ratio")
+        add(
+            "9. sandboxed grading, class of 30 per notebook", s,
+            f"slowest {slowest['assignment']}: {slowest['projected_class_s']:.0f} s"
+            + (f"; sandbox overhead ×{ratio:.2f}" if ratio else ""),
+            f"{slowest['projected_class_s'] / slowest['budget_s']:.2f} of budget",
+            "≤ 600 s each, every score as expected", s.get("budget_met"),
+        )
+    else:
+        add("9. sandboxed grading, class of 30 per notebook", s, "", "", "≤ 600 s each, every score as expected", None)
+    a = sections.get("ablation")
+    if a and "rows" in a:
+        chosen = _default_row(a)
+        pooled = chosen["test_pooled"]
+        add(
+            "8. recipe, test accuracy on unseen episodes", a,
+            f"{chosen['recipe']}: {_mean_std(chosen['test'])} ({len(a['seeds'])} seeds; 95% "
+            f"[{pooled['low']:.3f}, {pooled['high']:.3f}])",
+            f"{chosen['test']['mean'] / a['goal']:.2f} of goal", f"≥ {a['goal']:.2f}", chosen["test"]["mean"] >= a["goal"],
+        )
+    else:
+        add("8. recipe, test accuracy on unseen episodes", a, "", "", "≥ 0.92", None)
     s = sections.get("scaling")
     if s and "paths" in s:
         fitted = [p for p in s["paths"].values() if "slope" in p]
@@ -370,16 +399,67 @@ def _accuracy(section: dict[str, Any] | None) -> list[str]:
                 rows.append((row["notebook"], f"`{name}`", f"{value:.3f}"))
             elif isinstance(value, dict):
                 label = f"`{name}`" + (f": {value['model']}" if "model" in value else "")
-                metrics = ", ".join(f"{k} {_number(v, 3)}" for k, v in value.items() if _is_metric(k))
+                metrics = _metrics(value)
                 rows.append((row["notebook"], label, metrics))
             elif isinstance(value, list):
                 for record in value:
                     label = _record_label(record)
-                    metrics = ", ".join(f"{k} {_number(v, 3)}" for k, v in record.items() if _is_metric(k))
+                    metrics = _metrics(record)
                     rows.append((row["notebook"], f"`{name}`: {label}", metrics))
         if not results:
             rows.append((row["notebook"], "–", "no accuracy reported" if row["status"] == "ok" else f"not run to the end ({row['status']})"))
     return lines + _table(("notebook", "model / result", "accuracy"), rows)
+
+
+def _mean_std(spread: dict[str, float]) -> str:
+    return f"{spread['mean']:.3f} ± {spread['std']:.3f}"
+
+
+def _default_row(section: dict[str, Any]) -> dict[str, Any]:
+    """The row of the kit's default recipe (named in the section), else the baseline on the group split."""
+    wanted = section.get("kit_default", {}).get("row")
+    rows = section["rows"]
+    return next((r for r in rows if r["recipe"] == wanted and r["split"] == "group"), rows[1])
+
+
+def _ablation(section: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Notebook 02's two phases on {section['source']}, weights {section['weights']}; phase 1 up to "
+        f"{section['epochs']['head']} epochs, phase 2 up to {section['epochs']['blocks']} (early stopping); seeds "
+        f"{', '.join(map(str, section['seeds']))} (each draws its own split and initialisation). Mean ± standard "
+        "deviation over the seeds; the interval is the 95 % Wilson interval of the test images of all seeds pooled. "
+        "Choices are read on the validation column; the test column is reported, never used to choose. Phase 2 is "
+        "kept only when it beats phase 1 on validation.",
+        "",
+    ]
+    rows = []
+    chosen = _default_row(section)
+    for row in section["rows"]:
+        pooled = row["test_pooled"]
+        kept = sum(row["phase2_kept"])
+        rows.append(
+            (
+                ("**" + row["recipe"] + "** (kit default)") if row is chosen else row["recipe"],
+                f"{row['split']} ({row['seeds']} seed{'s' if row['seeds'] > 1 else ''})",
+                _mean_std(row["val_phase1"]),
+                _mean_std(row["val"]),
+                _mean_std(row["test"]),
+                f"[{pooled['low']:.3f}, {pooled['high']:.3f}] of {pooled['images']}",
+                f"{kept} of {len(row['phase2_kept'])}",
+                f"{row['train_s']['mean']:.0f} ± {row['train_s']['std']:.0f} ({row['train_cpu_s']['mean']:.0f} CPU)",
+            )
+        )
+    lines += _table(
+        ("recipe", "split", "validation, phase 1", "validation, end", "test, end", "test 95% interval", "phase 2 kept",
+         "training s (CPU s)"),
+        rows,
+    )
+    lines.append(
+        f"Extracting the cached arrays (once per recipe's backbone cut, then read from the kit's cache): median "
+        f"{section['extraction_s']['median']:.0f} s, at most {section['extraction_s']['max']:.0f} s. Goal: test "
+        f"accuracy ≥ {section['goal']:.2f} on the group split with the kit's default recipe."
+    )
+    return lines + [""]
 
 
 def _record_label(record: dict[str, Any]) -> str:
@@ -392,7 +472,20 @@ def _record_label(record: dict[str, Any]) -> str:
 
 def _is_metric(key: str) -> bool:
     key = key.lower()
+    if key.endswith(("_low", "_high", "% low", "% high")):
+        return False
     return "acc" in key or key in {"f1", "precision", "recall"}
+
+
+def _metrics(record: dict[str, Any]) -> str:
+    """A result's metrics, with the 95 % interval and the number of test images when the notebook gave them."""
+    text = ", ".join(f"{k} {_number(v, 3)}" for k, v in record.items() if _is_metric(k))
+    low = next((v for k, v in record.items() if str(k).lower().endswith(("% low", "_low"))), None)
+    high = next((v for k, v in record.items() if str(k).lower().endswith(("% high", "_high"))), None)
+    images = record.get("test images", record.get("test_images"))
+    if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+        text += f" (95% interval [{low:.3f}, {high:.3f}]" + (f", {int(images)} test images" if images else "") + ")"
+    return text
 
 
 def _scaling(section: dict[str, Any]) -> list[str]:
@@ -445,6 +538,40 @@ def _grading(section: dict[str, Any]) -> list[str]:
         lines.append("")
     else:
         lines += ["Every autograded cell of every submission scored what its kind must get.", ""]
+    return lines
+
+
+def _sandbox(section: dict[str, Any]) -> list[str]:
+    classes = section.get("classes", [])
+    lines = [
+        "Each graded notebook's simulated class, graded with `helpers.grading.autograde` as "
+        "`python -m helpers autograde` runs it (sandboxed where bubblewrap works; the grading profile):",
+        "",
+    ]
+    lines += _table(
+        ("notebook", "sandbox", "submissions", "jobs", "seconds", "per submission", "projected class of 30",
+         "unexpected scores", "goal ≤ 600 s met"),
+        [
+            (
+                c["assignment"], "yes" if c.get("sandbox", "").startswith("sandboxed") else "**no**", c["submissions"],
+                c["jobs"], _number(c["seconds"], 0), _number(c["seconds_per_submission"], 1),
+                _number(c["projected_class_s"], 0), len(c["unexpected"]), c["budget_met"],
+            )
+            for c in classes
+        ],
+    )
+    overhead = section.get("overhead", {})
+    if "skipped" in overhead:
+        lines += [f"Sandbox overhead: not measured ({overhead['skipped']}).", ""]
+    elif overhead:
+        lines += [
+            f"Sandbox overhead, measured in the same run: {overhead['submissions']} solutions of "
+            f"`{overhead['assignment']}` graded one at a time, sandboxed and unsandboxed alternately "
+            f"({overhead['repetitions']} repetitions each): {overhead['sandboxed_s']:.2f} s against "
+            f"{overhead['unsandboxed_s']:.2f} s per submission, **×{overhead['ratio']:.2f}** "
+            f"({overhead['extra_s']:+.2f} s each). Sandbox: {overhead['sandbox']}.",
+            "",
+        ]
     return lines
 
 
@@ -501,7 +628,10 @@ def markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
     section_block(HEADINGS[5], "grading", _grading)
     section_block(HEADINGS[6], "scaling", _scaling, "scaling")
     lines += [HEADINGS[7], "", *_accuracy(sections.get("notebooks"))]
-    lines += [HEADINGS[8], "", *METHOD]
+    section_block(HEADINGS[8], "ablation", _ablation)
+    section_block(HEADINGS[9], "sandbox", _sandbox)
+    section_block(HEADINGS[-2], "training_loop", training_loop.markdown)
+    lines += [HEADINGS[-1], "", *METHOD]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -542,7 +672,9 @@ METHOD = [
     "does, and checks every autograded cell's score against what its kind must get: a grading time only counts when "
     "the grades are right.",
     "- Re-run one part: `python -m benchmarks --only notebooks` (sections: extraction, head, block, scaling, notebooks, "
-    "grading); the others are kept from `results.json`, each with its own date.",
+    "grading, ablation); the others are kept from `results.json`, each with its own date.",
+    "- Accuracies are scored on test images none of the choices were made on: the Simpsons split by blocks of frame "
+    "numbers (a stand-in for episodes), each with a 95 % Wilson interval and its number of test images.",
     "",
 ]
 

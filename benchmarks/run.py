@@ -10,7 +10,12 @@ Sections (all by default):
 - ``notebooks``: 4. every notebook's wall time per profile, and 7. the accuracies the
   notebooks end with (from the workshop profile run);
 - ``grading``: 5. autograding throughput of a simulated class (solutions, half-right,
-  blank and damaged submissions), every score checked against what its kind must get.
+  blank and damaged submissions), every score checked against what its kind must get;
+- ``ablation``: 8. notebook 02's retraining recipe change by change on the Simpsons
+  group split (frames of unseen episodes), 3 seeds, with the random split beside it
+  (``KIT_BENCHMARK_CACHE`` names a kit cache to reuse for the extracted arrays);
+- ``sandbox``: 9. a class of 30 for every graded notebook, graded sandboxed, and the
+  sandbox's overhead per submission (sandboxed against unsandboxed, alternating).
 
 ``--size full`` writes ``benchmarks/REPORT.md``, ``benchmarks/results.json`` and
 ``benchmarks/plots/*.png``; ``--size tiny`` (seconds; what the test suite runs)
@@ -35,7 +40,7 @@ from typing import Any, Callable, Sequence
 
 from benchmarks import common
 
-SECTIONS = ("extraction", "head", "block", "scaling", "notebooks", "grading")
+SECTIONS = ("extraction", "head", "block", "scaling", "notebooks", "grading", "ablation", "sandbox", "training_loop")
 RESULTS_FILE = "results.json"
 REPORT_FILE = "REPORT.md"
 DEFAULT_OUT = {"full": common.ROOT / "benchmarks", "tiny": common.ROOT / "benchmarks" / "out" / "tiny"}
@@ -187,6 +192,26 @@ def run(
                 "grading",
                 lambda: grading.run(context, size.submissions if submissions is None else submissions, assignment),
                 machine,
+            )
+        if "ablation" in sections:
+            from benchmarks import ablation
+
+            results["sections"]["ablation"] = _guarded("ablation", lambda: ablation.run(context), machine)
+        if "sandbox" in sections:
+            from benchmarks import grading as sandboxed_grading
+
+            results["sections"]["sandbox"] = _guarded(
+                "sandbox",
+                lambda: sandboxed_grading.run_every_notebook(
+                    context, size.submissions if submissions is None else submissions
+                ),
+                machine,
+            )
+        if "training_loop" in sections:
+            from benchmarks import training_loop
+
+            results["sections"]["training_loop"] = _guarded(
+                "training_loop", lambda: training_loop.run(context), machine
             )
         if "inputs" not in results:
             results["inputs"] = {}

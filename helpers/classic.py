@@ -96,8 +96,13 @@ def candidates(names: list[str] | None = None, *, seed: int = 0) -> dict[str, tu
     return {name: (make_pipeline(name, seed=seed), dict(PARAM_GRIDS.get(name, {}))) for name in names}
 
 
-def cv_splitter(y: Any, folds: int = 5, *, seed: int = 0) -> Any:
+def cv_splitter(y: Any, folds: int = 5, *, seed: int = 0, groups: Any = None) -> Any:
     """Stratified, shuffled K-fold with K lowered to the smallest class size when needed.
+
+    With ``groups`` (one group name per example: frames of one episode, a burst of
+    photos), a stratified *group* K-fold: every group stays in one fold, so no fold is
+    scored on near-copies of its training examples (see :mod:`helpers.splits`). Pass
+    the splitter's ``split(X, y, groups)`` folds, or give ``groups`` to :func:`select_by_cv`.
 
     Raises:
         ValueError: Fewer than two classes, or a class with fewer than two examples.
@@ -112,6 +117,15 @@ def cv_splitter(y: Any, folds: int = 5, *, seed: int = 0) -> Any:
         raise ValueError(f"classes {rare} have fewer than 2 training examples; add images or drop those classes.")
     if folds < 2:
         raise ValueError(f"folds must be at least 2, not {folds}.")
+    if groups is not None:
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        if len(groups) != len(y):
+            raise ValueError(f"{len(groups)} groups for {len(y)} examples; give one group per example.")
+        fewest = min(len(set(np.asarray(groups)[np.asarray(y) == label])) for label in labels)
+        if fewest < 2:
+            raise ValueError("group cross-validation needs at least two groups per class; use groups=None.")
+        return StratifiedGroupKFold(n_splits=int(min(folds, fewest)), shuffle=True, random_state=seed)
     return StratifiedKFold(n_splits=int(min(folds, counts.min())), shuffle=True, random_state=seed)
 
 
@@ -167,6 +181,7 @@ def select_by_cv(
     seed: int = 0,
     n_jobs: int | None = None,
     verbose: bool = True,
+    groups: Any = None,
 ) -> Selection:
     """Tune and compare models by cross-validation on the training data; never sees test data.
 
@@ -181,6 +196,9 @@ def select_by_cv(
         seed: Seed of the fold shuffling and the estimators.
         n_jobs: Parallel jobs for each grid search (None: one).
         verbose: Print one line per model.
+        groups: One group name per training example (the frame's ``group`` column):
+            folds then keep each group whole (:func:`cv_splitter`), so that the CV score
+            is not flattered by near-copies across folds.
 
     Returns:
         A :class:`Selection`.
@@ -191,12 +209,12 @@ def select_by_cv(
     models = candidates(seed=seed) if models is None else models
     if not models:
         raise ValueError("give at least one model to compare.")
-    splitter = cv_splitter(y_train, folds, seed=seed)
+    splitter = cv_splitter(y_train, folds, seed=seed, groups=groups)
     rows, fitted = [], {}
     for name, (pipeline, grid) in models.items():
         began = time.perf_counter()
         search = GridSearchCV(pipeline, dict(grid) or {}, cv=splitter, scoring="accuracy", n_jobs=n_jobs, refit=True)
-        search.fit(X_train, y_train)
+        search.fit(X_train, y_train, groups=None if groups is None else np.asarray(groups))
         seconds = time.perf_counter() - began
         best = search.best_index_
         rows.append(

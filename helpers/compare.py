@@ -41,7 +41,10 @@ if TYPE_CHECKING:  # pragma: no cover
 RAW_PIXEL_SIZE = 32
 
 # Columns of the comparison table, in order.
-TABLE_COLUMNS = ("rank", "approach", "family", "accuracy", "balanced_accuracy", "train_seconds", "trained_parameters")
+TABLE_COLUMNS = (
+    "rank", "approach", "family", "accuracy", "accuracy_low", "accuracy_high", "test_images", "balanced_accuracy",
+    "train_seconds", "trained_parameters",
+)
 
 # BatchNormalization momentum of the from-scratch models. Keras's default (0.99) averages
 # the statistics of the last ~100 batches; a from-scratch network trained for a few
@@ -363,7 +366,7 @@ def majority_baseline(y_train: Sequence[int], y_test: Sequence[int], class_names
 
 
 def comparison_table(results: Sequence[ApproachResult]) -> pd.DataFrame:
-    """Rank approaches: accuracy, balanced accuracy, training time and trained parameters.
+    """Rank approaches: accuracy (with its 95 % Wilson interval), balanced accuracy, time and parameters.
 
     Ranking: higher balanced accuracy first (it is not fooled by class imbalance),
     then higher accuracy, then less training time, then fewer parameters.
@@ -396,6 +399,9 @@ def comparison_table(results: Sequence[ApproachResult]) -> pd.DataFrame:
             "approach": names,
             "family": [r.family for r in results],
             "accuracy": [r.accuracy for r in results],
+            "accuracy_low": [evaluation.wilson_interval(int(np.sum(r.y_pred == r.y_true)), len(r.y_true))[0] for r in results],
+            "accuracy_high": [evaluation.wilson_interval(int(np.sum(r.y_pred == r.y_true)), len(r.y_true))[1] for r in results],
+            "test_images": [len(r.y_true) for r in results],
             "balanced_accuracy": [r.balanced_accuracy for r in results],
             "train_seconds": [float(r.train_seconds) for r in results],
             "trained_parameters": [int(r.trained_parameters) for r in results],
@@ -602,8 +608,9 @@ def run_transfer(split: SharedSplit, settings: Settings, *, progress: bool = Tru
         split.class_names, head_report.seconds + block_report.seconds,
         block_report.trainable,  # phase 2 trains the head again, plus the block
         probabilities, paths,
-        f"phase 1 ({head_report.epochs} epochs) then phase 2 on {block_report.path} ({block_report.epochs} epochs); "
-        f"one-off activation pass {extraction:.0f} s",
+        f"phase 1 ({head_report.epochs} epochs) then phase 2 on {block_report.path} ({block_report.epochs} epochs"
+        + ("" if block_report.kept else "; not kept: it did not beat phase 1 on validation, so this is phase 1's model")
+        + f"); one-off activation pass {extraction:.0f} s",
         retrainer.history(),
     )
     return TransferRun(retrainer, head_only, fine_tuned, features)

@@ -64,6 +64,10 @@ DEFAULT_DROPOUT = 0.2
 DEFAULT_MEMORY_BUDGET_MB = 1024.0
 FINETUNE_LEARNING_RATE_FACTOR = 0.1
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+SCHEDULES = ("constant", "cosine")
+# Notebook 02's recipe (Retrainer and fit_last_blocks options), chosen on the validation
+# split of the Simpsons group split: benchmarks section 8 measures it against the alternatives.
+WORKSHOP_RECIPE: dict[str, Any] = {"mirror": True, "n_blocks": 2, "flip_test": True}
 RUNS_SUBDIR = "runs"
 PHASE_HEAD = "phase 1: head"
 PHASE_BLOCKS = "phase 2: last block"
@@ -243,6 +247,26 @@ def mirrored(model: "keras.Model") -> "keras.Model":
     return keras.Model(inputs, model(keras.ops.flip(inputs, axis=2)), name=f"{model.name}_mirrored")
 
 
+def flip_averaged(model: "keras.Model") -> "keras.Model":
+    """``model`` with test-time flip averaging: the mean of its outputs on the image and its mirror image.
+
+    An ordinary Keras model sharing ``model``'s layers (it saves and reloads like it),
+    named ``<model>_flip_averaged``.
+    """
+    import keras
+
+    inputs = keras.Input(shape=model.input_shape[1:], name="image")
+    outputs = keras.layers.Average(name="flip_average")([model(inputs), model(keras.ops.flip(inputs, axis=2))])
+    return keras.Model(inputs, outputs, name=f"{model.name}_flip_averaged")
+
+
+def cosine_schedule(learning_rate: float, steps: int) -> "keras.optimizers.schedules.LearningRateSchedule":
+    """A learning rate decaying from ``learning_rate`` to 0 along a cosine over ``steps`` steps."""
+    import keras
+
+    return keras.optimizers.schedules.CosineDecay(float(learning_rate), decay_steps=max(int(steps), 1))
+
+
 def tail_model(
     base: "keras.Model", head: "keras.Model", backbone: backbones.Backbone, n_blocks: int = 1
 ) -> "keras.Model":
@@ -279,15 +303,19 @@ def make_optimizer(name: str = "adam", learning_rate: float = 1e-3) -> "keras.op
     """An optimizer by name (the lab's choices): ``adam`` (default), ``sgd`` (momentum 0.9) or ``rmsprop``."""
     import keras
 
-    if not isinstance(learning_rate, (int, float)) or isinstance(learning_rate, bool) or not learning_rate > 0:
+    if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        rate: Any = learning_rate
+    elif not isinstance(learning_rate, (int, float)) or isinstance(learning_rate, bool) or not learning_rate > 0:
         raise ValueError(f"learning_rate must be a positive number (the lab starts at 0.001), not {learning_rate!r}.")
+    else:
+        rate = float(learning_rate)
     key = str(name).lower()
     if key == "adam":
-        return keras.optimizers.Adam(learning_rate=float(learning_rate))
+        return keras.optimizers.Adam(learning_rate=rate)
     if key == "sgd":
-        return keras.optimizers.SGD(learning_rate=float(learning_rate), momentum=0.9)
+        return keras.optimizers.SGD(learning_rate=rate, momentum=0.9)
     if key == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate=float(learning_rate))
+        return keras.optimizers.RMSprop(learning_rate=rate)
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {name!r}.")
 
 
@@ -690,6 +718,9 @@ class PhaseReport:
         seconds: Training time.
         trainable: Parameters trained.
         learning_rate: Learning rate used.
+        val_accuracy: Validation accuracy of the restored (best) epoch.
+        kept: Whether the model keeps this phase's weights (phase 2 is dropped when it
+            does not beat phase 1 on validation: :meth:`Retrainer.fit_last_blocks`).
     """
 
     phase: str
@@ -699,6 +730,8 @@ class PhaseReport:
     seconds: float
     trainable: int
     learning_rate: float
+    val_accuracy: float = math.nan
+    kept: bool = True
 
 
 class Retrainer:
@@ -722,7 +755,14 @@ class Retrainer:
         augment: None, or augmentation layers (:func:`augmentation_layers`) applied to the
             training images in phase 2, which then trains end to end on the images.
         mirror: Also train on a mirrored copy of every training image, extracted once
-            like the originals (both phases; phase 2 only on cached activations).
+            like the originals (both phases; phase 2 only on cached activations). The
+            copies are made for every image, so that they do not depend on the split
+            and :meth:`predict` can average over both views (``flip_test``).
+        flip_test: Average each image's prediction with its mirror image's (test-time
+            augmentation; needs ``mirror``). :meth:`predict`, :meth:`accuracy` and
+            :meth:`export_model` then use both views.
+        balance_classes: Repeat the training images of the smaller classes until each
+            class has as many as the largest (like class weights, for the cached paths).
         memory_budget_mb: Most memory for phase 2's cached activations; beyond it
             (even in ``float16``) phase 2 trains end to end on the images.
         optimizer: ``adam`` (the lab's), ``sgd`` or ``rmsprop``.
@@ -753,6 +793,8 @@ class Retrainer:
         n_blocks: int = 1,
         augment: Any = None,
         mirror: bool = False,
+        flip_test: bool = False,
+        balance_classes: bool = False,
         memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
         optimizer: str = "adam",
         tensorboard: bool = True,
@@ -792,6 +834,11 @@ class Retrainer:
         self.n_blocks = int(n_blocks)
         self.augment = augment
         self.mirror = bool(mirror)
+        if flip_test and not self.mirror:
+            raise ValueError("flip_test averages over mirrored copies: pass mirror=True too.")
+        self.flip_test = bool(flip_test)
+        self.balance_classes = bool(balance_classes)
+        self.phase1_weights: list[np.ndarray] | None = None
         self.memory_budget_mb = float(memory_budget_mb)
         self.optimizer = optimizer
         self.tensorboard = tensorboard
@@ -822,15 +869,15 @@ class Retrainer:
         return "cached activations" if self.activation_dtype else "images"
 
     def _cached_rows(self) -> int:
-        """Rows of cached arrays: every image, plus a mirrored copy of each training image."""
-        return len(self.frame) + (len(self.rows("train")) if self.mirror else 0)
+        """Rows of cached arrays: every image, plus a mirrored copy of each when mirroring."""
+        return len(self.frame) * (2 if self.mirror else 1)
 
     def plan(self) -> str:
         """A few sentences saying how each phase will train and how much memory it needs."""
         rows = self._cached_rows()
         shape = "x".join(str(d) for d in self.activation_shape)
         need32 = activation_megabytes(self.activation_shape, rows, "float32")
-        copies = f" (with a mirrored copy of the {len(self.rows('train'))} training images)" if self.mirror else ""
+        copies = f" (with a mirrored copy of each of the {len(self.frame)} images)" if self.mirror else ""
         lines = [
             f"Phase 1 (head): trained on the base's pooled features, computed once for {rows} images{copies}.",
             f"Phase 2 (last {self.n_blocks} block{'s' if self.n_blocks > 1 else ''}): block input {shape} per image, "
@@ -881,9 +928,7 @@ class Retrainer:
             model = block_input_model(self.base, self.backbone, self.n_blocks)
             self._activations = self._extract(model, dtype=self.activation_dtype or "float16")
             if self.mirror:
-                self._mirrored_activations = self._extract(
-                    mirrored(model), rows=self.rows("train"), dtype=self.activation_dtype or "float16"
-                )
+                self._mirrored_activations = self._extract(mirrored(model), dtype=self.activation_dtype or "float16")
             self.timings["activations"] = time.perf_counter() - began
         return self._activations
 
@@ -903,17 +948,26 @@ class Retrainer:
             extractor = self._pooled_extractor()
             self._features = self._extract(extractor)
             if self.mirror:
-                self._mirrored_features = self._extract(mirrored(extractor), rows=self.rows("train"))
+                self._mirrored_features = self._extract(mirrored(extractor))
         self.timings["features"] = time.perf_counter() - began
         self._features_current = True
         return self._features
 
+    def _training_rows(self) -> np.ndarray:
+        """Positions of the training rows; with ``balance_classes``, the smaller classes' rows repeated."""
+        train = self.rows("train")
+        if not self.balance_classes:
+            return train
+        per_class = [train[self.labels[train] == k] for k in np.unique(self.labels[train])]
+        largest = max(len(rows) for rows in per_class)
+        return np.sort(np.concatenate([np.resize(rows, largest) for rows in per_class]))
+
     def _training_arrays(self, values: np.ndarray, mirrored_values: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The training rows of ``values`` and their labels, followed by the mirrored copies when asked."""
-        train = self.rows("train")
+        train = self._training_rows()
         if not self.mirror:
             return values[train], self.labels[train]
-        return np.concatenate([values[train], mirrored_values]), np.concatenate([self.labels[train]] * 2)
+        return np.concatenate([values[train], mirrored_values[train]]), np.concatenate([self.labels[train]] * 2)
 
     def _submodel(self, name: str) -> "keras.Model":
         """The sub-models sharing the model's layers: ``top`` (head after pooling), ``tail``, ``pooled tail``."""
@@ -976,29 +1030,50 @@ class Retrainer:
             checkpoint=checkpoint, verbose=self.verbose, seed=self.settings.seed,
         )
         seconds = time.perf_counter() - began
-        return self._record(PHASE_HEAD, "cached features", history, seconds, _weight_count(top.trainable_weights), learning_rate)
+        self.phase1_weights = None
+        table = self._record(PHASE_HEAD, "cached features", history, seconds, _weight_count(top.trainable_weights), learning_rate)
+        self.phase1_weights = [np.array(w) for w in self.model.get_weights()]  # phase 2 falls back to these
+        return table
+
 
     def fit_last_blocks(
-        self, *, epochs: int | None = None, learning_rate: float | None = None, batch_size: int | None = None
+        self,
+        *,
+        epochs: int | None = None,
+        learning_rate: float | None = None,
+        batch_size: int | None = None,
+        schedule: str = "constant",
+        keep_better: bool = True,
     ) -> pd.DataFrame:
         """Phase 2: unfreeze the last ``n_blocks`` blocks (BatchNorm stays frozen) and continue.
 
         Trains on cached block-input activations when they fit, else end to end on
-        the images (with augmentation when given).
+        the images (with augmentation when given). Phase 2 can make a model worse
+        (too little data, too high a learning rate): its result is kept only if it
+        beats phase 1 on the validation split (higher accuracy, or the same accuracy
+        and a lower loss); otherwise the model goes back to phase 1's weights, and
+        :meth:`report` says so (column ``kept``).
 
         Args:
             epochs: Most epochs; ``settings.run.finetune_epochs`` by default.
             learning_rate: A tenth of ``settings.learning_rate`` by default.
             batch_size: ``settings.batch_size`` by default.
+            schedule: ``"constant"`` (the lab's) or ``"cosine"``: the learning rate
+                decays to 0 along the cosine over the phase's epochs.
+            keep_better: Fall back to phase 1's weights when phase 2 does not beat it on
+                validation (needs phase 1 run first; False keeps phase 2 whatever happens).
 
         Returns:
             The phase's history (:func:`history_frame`).
         """
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}.")
         epochs = int(epochs or self.settings.run.finetune_epochs)
         learning_rate = float(learning_rate or self.settings.learning_rate * FINETUNE_LEARNING_RATE_FACTOR)
         batch_size = int(batch_size or self.settings.batch_size)
         path = self.phase2_path
         validation = self.rows("validation")
+        before = self._validation_score() if keep_better and self.phase1_weights is not None else None
         if path == "cached activations":
             activations = self.activations()  # extracted (or read from the disk cache) before timing training
             x_train, y_train = self._training_arrays(activations, self._mirrored_activations)
@@ -1011,8 +1086,10 @@ class Retrainer:
                   f"learning rate {learning_rate:g}.")
         if path == "images" and self.mirror and self.augment is None:
             self._say("  (no mirrored copies on this path: pass augmentation layers to flip images at random.)")
+        steps = math.ceil((len(x_train) if path == "cached activations" else len(self.rows("train"))) / batch_size)
+        rate = learning_rate if schedule == "constant" else cosine_schedule(learning_rate, epochs * steps)
         if path == "cached activations":
-            trained = compile_model(self._submodel("tail"), learning_rate, optimizer=self.optimizer)
+            trained = compile_model(self._submodel("tail"), rate, optimizer=self.optimizer)
             began = time.perf_counter()
             history = _fit(
                 trained, x_train, y_train,
@@ -1020,7 +1097,7 @@ class Retrainer:
                 callbacks=callbacks, checkpoint=checkpoint, verbose=self.verbose, seed=self.settings.seed,
             )
         else:
-            trained = compile_model(self.model, learning_rate, optimizer=self.optimizer)
+            trained = compile_model(self.model, rate, optimizer=self.optimizer)
             train_data, validation_data = self._image_datasets(batch_size)
             began = time.perf_counter()
             history = _fit(
@@ -1029,7 +1106,29 @@ class Retrainer:
             )
         seconds = time.perf_counter() - began
         self._features_current = False  # the base changed: phase 1's features are out of date
-        return self._record(PHASE_BLOCKS, path, history, seconds, _weight_count(trained.trainable_weights), learning_rate)
+        table = self._record(PHASE_BLOCKS, path, history, seconds, _weight_count(trained.trainable_weights), learning_rate)
+        if before is not None:
+            after = self._validation_score()
+            # Better: higher accuracy, or the same and a lower loss (a NaN never is).
+            beats = after[0] > before[0] or (after[0] == before[0] and after[1] < before[1])
+            if not beats:  # phase 2 did not beat phase 1: go back to phase 1's model
+                self.model.set_weights(self.phase1_weights)
+                self._features_current = self._features is not None
+                self.reports[-1].kept = False
+                self._say(
+                    f"  phase 2 did not beat phase 1 on validation (accuracy {after[0]:.1%} vs {before[0]:.1%}): "
+                    "the model keeps phase 1's weights."
+                )
+        return table
+
+    def _validation_score(self) -> tuple[float, float]:
+        """(validation accuracy, validation loss) of the model as it is; a model that outputs NaN scores 0 and inf."""
+        probabilities = self.predict("validation")
+        truth = self.labels[self.rows("validation")]
+        if not np.all(np.isfinite(probabilities)):
+            return 0.0, math.inf
+        loss = -float(np.mean(np.log(np.clip(probabilities[np.arange(len(truth)), truth], 1e-7, 1.0))))
+        return float(np.mean(np.argmax(probabilities, axis=1) == truth)), loss
 
     def _image_datasets(self, batch_size: int) -> tuple[Any, Any]:
         """tf.data datasets of the training (shuffled, augmented) and validation images."""
@@ -1054,7 +1153,9 @@ class Retrainer:
         losses = history.get("val_loss") or [math.nan]
         best = int(np.nanargmin(losses)) + 1 if not all(math.isnan(v) for v in losses) else len(losses)
         self.reports = [r for r in self.reports if r.phase != phase]
-        self.reports.append(PhaseReport(phase, path, len(losses), best, seconds, trainable, learning_rate))
+        accuracies = history.get("val_accuracy") or []
+        best_accuracy = float(accuracies[best - 1]) if len(accuracies) >= best else math.nan
+        self.reports.append(PhaseReport(phase, path, len(losses), best, seconds, trainable, learning_rate, best_accuracy))
         self.timings[phase] = seconds
         self._say(f"  {len(losses)} epochs in {seconds:.1f} s; best val_loss at epoch {best} (restored).")
         return history_frame(history, phase)
@@ -1080,12 +1181,24 @@ class Retrainer:
         rows = self.rows(split)
         if not len(rows):
             raise ValueError(f"the frame has no {split!r} rows.")
+        batch = self.settings.batch_size * 2
         if self._activations is not None:
             tail = self._submodel("tail")
-            return tail.predict(self._activations[rows], batch_size=self.settings.batch_size * 2, verbose=0)
+            predicted = tail.predict(self._activations[rows], batch_size=batch, verbose=0)
+            if self.flip_test:
+                predicted = (predicted + tail.predict(self._mirrored_activations[rows], batch_size=batch, verbose=0)) / 2
+            return predicted
         if self._features is not None and self._features_current:
-            return self._submodel("top").predict(self._features[rows], batch_size=256, verbose=0)
-        return predict_images(self.model, self.frame.iloc[rows], self.settings)
+            top = self._submodel("top")
+            predicted = top.predict(self._features[rows], batch_size=256, verbose=0)
+            if self.flip_test:
+                predicted = (predicted + top.predict(self._mirrored_features[rows], batch_size=256, verbose=0)) / 2
+            return predicted
+        return predict_images(self.export_model(), self.frame.iloc[rows], self.settings)
+
+    def export_model(self) -> "keras.Model":
+        """The model to save and use: :attr:`model`, wrapped to average over a mirrored view with ``flip_test``."""
+        return flip_averaged(self.model) if self.flip_test else self.model
 
     def accuracy(self, split: str = "test") -> float:
         """Accuracy on one split (via :meth:`predict`)."""

@@ -22,7 +22,7 @@ from benchmarks import common, grading, report
 from benchmarks import run as bench_run
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("extraction", "head", "block", "scaling", "notebooks", "grading")
+SECTIONS = ("extraction", "head", "block", "scaling", "notebooks", "grading", "ablation", "sandbox", "training_loop")
 
 
 def test_loglog_slope_reads_linear_and_quadratic_growth():

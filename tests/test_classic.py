@@ -135,3 +135,21 @@ def test_bad_inputs_say_what_to_fix():
         classic.select_by_cv(X, y, {}, verbose=False)
     with pytest.raises(ValueError, match="no model"):
         classic.best_by_cv(pd.DataFrame(columns=["model", "cv accuracy", "cv std", "fit seconds"]))
+
+
+def test_group_cross_validation_keeps_each_group_in_one_fold():
+    rng = np.random.default_rng(0)
+    y = np.repeat(["a", "b"], 40)
+    groups = np.array([f"{label}{i // 5}" for i, label in enumerate(y)])  # 8 blocks of 5 per class
+    X = rng.normal(size=(80, 3))
+    splitter = classic.cv_splitter(y, 5, seed=0, groups=groups)
+    for train, held_out in splitter.split(X, y, groups):
+        assert not set(groups[train]) & set(groups[held_out]), "a group must not be on both sides of a fold"
+    selection = classic.select_by_cv(
+        X, y, {"logreg": (classic.make_pipeline("logistic_regression"), {})}, folds=3, groups=groups, verbose=False
+    )
+    assert selection.folds == 3
+    with pytest.raises(ValueError, match="one group per example"):
+        classic.cv_splitter(y, 5, groups=groups[:10])
+    with pytest.raises(ValueError, match="two groups per class"):
+        classic.cv_splitter(y, 5, groups=y)

@@ -488,7 +488,8 @@ def trained(mobilenet, simpsons_frame, tmp_path_factory):
     }
     retrainer.fit_head(epochs=2)
     snapshot["after phase 1"] = {w.path: w.numpy().copy() for w in base.weights}
-    retrainer.fit_last_blocks(epochs=2, learning_rate=1e-2)  # large, so that the block surely moves
+    # Large, so that the block surely moves; kept whatever validation says (the fallback has its own test).
+    retrainer.fit_last_blocks(epochs=2, learning_rate=1e-2, keep_better=False)
     snapshot["phase 2 trainable"] = _weight_paths(retrainer.model.trainable_weights)
     return retrainer, snapshot
 
@@ -514,12 +515,13 @@ def test_retrainer_mirrored_copies_of_the_training_images(trained):
 
     retrainer, _ = trained
     train = retrainer.frame.iloc[retrainer.rows("train")]
-    assert retrainer._mirrored_activations.shape == (len(train), 7, 7, 768)
-    assert retrainer._mirrored_features.shape == (len(train), 768)
+    # Every image has its mirrored copy (they do not depend on the split; flip_test uses them).
+    assert retrainer._mirrored_activations.shape == (len(retrainer.frame), 7, 7, 768)
+    assert retrainer._mirrored_features.shape == (len(retrainer.frame), 768)
     images = np.concatenate(list(pipeline.make_dataset(train["path"], settings=retrainer.settings)))
     extractor = training.block_input_model(retrainer.base, retrainer.backbone, 1)
     expected = np.asarray(extractor(images[:, :, ::-1], training=False))
-    assert np.abs(retrainer._mirrored_activations - expected).max() < TOLERANCE
+    assert np.abs(retrainer._mirrored_activations[retrainer.rows("train")] - expected).max() < TOLERANCE
     x_train, y_train = retrainer._training_arrays(retrainer.activations(), retrainer._mirrored_activations)
     assert len(x_train) == 2 * len(train) and list(y_train) == list(retrainer.labels[retrainer.rows("train")]) * 2
     assert "mirrored copy" in retrainer.plan()
@@ -622,3 +624,67 @@ def test_retrainer_validates_its_inputs(resnet):
     with pytest.raises(ValueError, match="n_blocks"):
         training.Retrainer(settings, frame, base, training.build_head(base.output_shape[1:], 2), n_blocks=0)
     assert math.isclose(training.FINETUNE_LEARNING_RATE_FACTOR, 0.1)
+
+
+@pytest.mark.integration
+def test_flip_test_averages_with_the_mirror_image_and_exports_that_model(trained):
+    retrainer, _ = trained
+    test = retrainer.frame[retrainer.frame["split"] == "test"]
+    plain = training.predict_images(retrainer.model, test, retrainer.settings)
+    mirrored = training.predict_images(training.mirrored(retrainer.model), test, retrainer.settings)
+    retrainer.flip_test = True
+    try:
+        fast = retrainer.predict("test")
+        exported = training.predict_images(retrainer.export_model(), test, retrainer.settings)
+    finally:
+        retrainer.flip_test = False
+    assert np.abs(fast - (plain + mirrored) / 2).max() < TOLERANCE
+    assert np.abs(exported - fast).max() < TOLERANCE
+    assert retrainer.export_model() is retrainer.model
+
+
+@pytest.mark.integration
+def test_phase2_that_does_not_beat_phase1_is_dropped(mobilenet, simpsons_frame, tmp_path):
+    settings, backbone, _ = mobilenet
+    base = backbones.load_base(settings)  # a fresh base: this test wrecks it, then expects it back
+    head = training.build_head(base.output_shape[1:], 3, seed=9)
+    # Validated on its own training frames, phase 1 surely reaches 100 %: a wrecked phase 2 cannot beat it.
+    train = simpsons_frame[simpsons_frame["split"] == "train"]
+    frame = pd.concat([train, train.assign(split="validation"), simpsons_frame[simpsons_frame["split"] == "test"]])
+    retrainer = training.Retrainer(settings, frame, base, head, run_dir=tmp_path, progress=False, tensorboard=False)
+    retrainer.fit_head(epochs=40, learning_rate=1e-2)
+    assert retrainer.accuracy("validation") == 1.0
+    phase1 = retrainer.predict("test")
+    weights = [w.copy() for w in retrainer.model.get_weights()]
+    retrainer.fit_last_blocks(epochs=1, learning_rate=50.0)  # a learning rate that can only make things worse
+    report = retrainer.report()
+    assert not report.loc[training.PHASE_BLOCKS, "kept"] and report.loc[training.PHASE_HEAD, "kept"]
+    assert all(np.array_equal(a, b) for a, b in zip(retrainer.model.get_weights(), weights)), "phase 1's weights are back"
+    assert np.abs(retrainer.predict("test") - phase1).max() < TOLERANCE
+    plain = training.predict_images(retrainer.model, frame[frame["split"] == "test"], settings)
+    assert np.abs(plain - phase1).max() < TOLERANCE
+    with pytest.raises(ValueError, match="schedule"):
+        retrainer.fit_last_blocks(schedule="linear")
+
+
+def test_balance_classes_repeats_the_smaller_classes(resnet):
+    settings, _, base, _, _ = resnet
+    frame = pd.DataFrame({"path": [f"{i}.jpg" for i in range(12)], "label": ["x"] * 7 + ["y"] * 2 + ["z"] * 3,
+                          "split": ["train"] * 6 + ["validation"] + ["train"] * 2 + ["train", "train", "validation"]})
+    head = training.build_head(base.output_shape[1:], 3, seed=0)
+    plain = training.Retrainer(settings, frame, base, head, progress=False, tensorboard=False)
+    balanced = training.Retrainer(settings, frame, base, head, balance_classes=True, progress=False, tensorboard=False)
+    assert list(np.bincount(plain.labels[plain._training_rows()])) == [6, 2, 2]
+    rows = balanced._training_rows()
+    assert list(np.bincount(balanced.labels[rows])) == [6, 6, 6]
+    assert set(rows) == set(plain._training_rows()), "only training rows, each of them at least once"
+    with pytest.raises(ValueError, match="mirror"):
+        training.Retrainer(settings, frame, base, head, flip_test=True)
+
+
+def test_cosine_schedule_decays_to_zero_and_optimizers_take_it():
+    schedule = training.cosine_schedule(3e-4, 100)
+    assert float(schedule(0)) == pytest.approx(3e-4) and float(schedule(100)) == pytest.approx(0.0, abs=1e-9)
+    assert float(schedule(50)) == pytest.approx(1.5e-4, rel=1e-3)
+    optimizer = training.make_optimizer("adam", schedule)
+    assert float(optimizer.learning_rate) == pytest.approx(3e-4)

@@ -1,0 +1,244 @@
+"""Section 8: the retraining recipe, change by change, on frames from episodes the model never saw.
+
+Notebook 02's two phases (:class:`helpers.training.Retrainer`, MobileNet alpha 0.75,
+the workshop profile's Simpsons frames and epochs) are trained on the **group split**
+(blocks of frame numbers, a stand-in for episodes: :func:`helpers.splits.frame_number_groups`)
+with the lab's recipe plus mirrored copies (the baseline), then with each candidate
+change alone, then with all of them together, over several seeds (each seed draws
+another split and another initialisation). Choices are read on the **validation**
+split; the test split is reported beside it, never used to choose. The baseline is
+also trained on a random split by file, to show how much a leaky split overstates
+the score.
+
+Each row gives the validation accuracy after phase 1 and at the end (phase 2 is kept
+only when it beats phase 1 on validation), the test accuracy at the end with its 95 %
+Wilson interval (pooled over the seeds' test images), mean ± standard deviation over
+the seeds, and the training seconds (wall and process CPU) of both phases; the
+one-off extraction of the cached arrays is reported apart.
+
+Changes that only change predictions (flip averaging) are scored on the same trained
+models as the rows without them, so they cost no training run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import Context, Skip, now
+
+# Candidate changes to the baseline: Retrainer options and fit_last_blocks options.
+CHANGES: dict[str, dict[str, Any]] = {
+    "last 2 blocks": {"n_blocks": 2},
+    "cosine phase 2 at 3e-4": {"schedule": "cosine", "learning_rate": 3e-4},
+    "balanced classes": {"balance_classes": True},
+    "flip averaging": {"flip_test": True},
+}
+PREDICTION_ONLY = {"flip_test"}
+SEEDS = {"tiny": (0,), "full": (42, 43, 44)}
+# A kit cache to reuse for the extracted arrays (they are the same in every run of the data)
+# and for finished training runs (one JSON file per recipe, split and seed), so that an
+# interrupted run resumes and several processes can share the seeds; without it every run
+# starts from a fresh scratch cache and measures everything.
+CACHE_ENVIRONMENT = "KIT_BENCHMARK_CACHE"
+SEEDS_ENVIRONMENT = "KIT_BENCHMARK_SEEDS"  # e.g. "43,44": train only these seeds' runs (others from the cache)
+RUNS_FORMAT = 1
+
+
+def _recipe(names: tuple[str, ...]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for name in names:
+        options |= CHANGES[name]
+    return options
+
+
+def _frame(context: Context, settings: Any) -> tuple[Any, str]:
+    """The workshop profile's Simpsons frames with their groups; generated images in the tiny run."""
+    from helpers import datasets, splits
+
+    try:
+        frame = datasets.load_dataset("simpsons", settings, download_ok=False)
+        return frame, f"Simpsons, {settings.profile} profile ({len(frame)} frames, {frame['label'].nunique()} characters)"
+    except (datasets.DatasetMissingError, FileNotFoundError) as error:
+        if context.size.name != "tiny":
+            raise Skip(f"the Simpsons images are not available ({error}); put the course data in ../shared/data") from None
+    from benchmarks.core import _synthetic_images
+
+    frame = _synthetic_images(context.scratch / "ablation-images", 48)  # red_0000.jpg...: numbered frames
+    frame = frame.assign(group=splits.frame_number_groups(frame, block=4))
+    return frame, "generated images (course data absent)"
+
+
+def _train(settings: Any, frame: Any, weights: str | None, options: dict[str, Any], run_dir: Path, epochs: dict[str, int | None]) -> dict[str, Any]:
+    """One two-phase training; accuracies with and without the prediction-only changes."""
+    from helpers import backbones, training
+
+    build = {k: v for k, v in options.items() if k in ("n_blocks", "balance_classes")}
+    phase2 = {k: v for k, v in options.items() if k in ("schedule", "learning_rate")}
+    base = backbones.load_base(settings, weights=weights)
+    head = training.build_head(base.output_shape[1:], frame["label"].nunique(), seed=settings.seed)
+    trainer = training.Retrainer(
+        settings, frame, base, head, mirror=True, tensorboard=False, progress=False, run_dir=run_dir, **build
+    )
+    began = time.perf_counter()
+    trainer.features()
+    extraction = time.perf_counter() - began
+    wall, cpu = time.perf_counter(), time.process_time()
+    trainer.fit_head(epochs=epochs["head"])
+    phase1 = trainer.accuracy("validation")
+    trainer.fit_last_blocks(epochs=epochs["blocks"], **phase2)
+    result = {
+        "extraction_s": extraction,
+        "train_s": time.perf_counter() - wall,
+        "train_cpu_s": time.process_time() - cpu,
+        "phase2_kept": bool(trainer.reports[-1].kept),
+        "epochs": [report.epochs for report in trainer.reports],
+        "views": {},
+    }
+    for flip in (False, True):
+        trainer.flip_test = flip
+        truth = trainer.labels[trainer.rows("test")]
+        predicted = np.argmax(trainer.predict("test"), axis=1)
+        result["views"][flip] = {
+            "val1": phase1,
+            "val": trainer.accuracy("validation"),
+            "test": float(np.mean(predicted == truth)),
+            "correct": int(np.sum(predicted == truth)),
+            "test_images": int(len(truth)),
+        }
+    return result
+
+
+def _row(name: str, split: str, runs: list[dict[str, Any]], flip: bool) -> dict[str, Any]:
+    from helpers import evaluation
+
+    views = [run["views"][flip] for run in runs]
+
+    def spread(key: str, values: list[float] | None = None) -> dict[str, float]:
+        values = values if values is not None else [v[key] for v in views]
+        return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+    correct, total = sum(v["correct"] for v in views), sum(v["test_images"] for v in views)
+    low, high = evaluation.wilson_interval(correct, total)
+    return {
+        "recipe": name,
+        "split": split,
+        "seeds": len(runs),
+        "val_phase1": spread("val1"),
+        "val": spread("val"),
+        "test": spread("test"),
+        "test_pooled": {"accuracy": correct / total, "low": low, "high": high, "images": total},
+        "train_s": spread("", [run["train_s"] for run in runs]),
+        "train_cpu_s": spread("", [run["train_cpu_s"] for run in runs]),
+        "phase2_kept": [run["phase2_kept"] for run in runs],
+        "epochs": [run["epochs"] for run in runs],
+    }
+
+
+def run(context: Context) -> dict[str, Any]:
+    """Train every recipe on the group split over the size's seeds (and the baseline on a random split)."""
+    from benchmarks.core import weights_choice
+    from helpers import splits
+
+    tiny = context.size.name == "tiny"
+    cache = os.environ.get(CACHE_ENVIRONMENT)
+    settings = context.settings("smoke" if tiny else "workshop", **({"cache_dir": cache} if cache else {}))
+    frame, source = _frame(context, settings)
+    weights, weights_text = weights_choice(settings)
+    epochs = {"head": 2, "blocks": 1} if tiny else {"head": None, "blocks": None}
+    seeds = SEEDS[context.size.name]
+    trained: dict[tuple[tuple[str, ...], str], list[dict[str, Any]]] = {}
+    training_changes = [name for name, change in CHANGES.items() if not set(change) <= PREDICTION_ONLY]
+    plans: list[tuple[tuple[str, ...], str, tuple[int, ...]]] = [((), "random", seeds[:1]), ((), "group", seeds)]
+    plans += [((name,), "group", seeds) for name in training_changes]
+    plans.append((tuple(training_changes), "group", seeds))
+    extraction: list[float] = []
+    only = [int(s) for s in os.environ.get(SEEDS_ENVIRONMENT, "").split(",") if s.strip()]
+    store = Path(settings.cache_dir) / "ablation-runs"
+    jobs = [(names, split_kind, seed) for names, split_kind, chosen in plans for seed in chosen]
+    if only:  # this process's seeds first, in the order given; the others' runs come from the cache
+        jobs.sort(key=lambda job: only.index(job[2]) if job[2] in only else len(only))
+    for names, split_kind, seed in jobs:
+        key = json.dumps([RUNS_FORMAT, names, split_kind, seed, epochs, settings.profile, len(frame), source, weights_text])
+        record = store / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+        if cache and record.is_file():
+            result = json.loads(record.read_text())
+            result["views"] = {flip == "true": view for flip, view in result["views"].items()}
+            trained.setdefault((names, split_kind), []).append(result)
+            continue
+        if only and seed not in only:
+            continue
+        claim = record.with_suffix(".running")
+        if cache:
+            store.mkdir(parents=True, exist_ok=True)
+            try:  # another process sharing the cache may be training this run already
+                os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
+        seeded = settings.replace(seed=seed)
+        split = splits.split_dataset(frame, seed=seed, groups=None if split_kind == "random" else "group", min_per_class=1)
+        began = time.perf_counter()
+        result = _train(
+            seeded, split, weights, _recipe(names), context.scratch / "runs" / f"{'-'.join(names) or 'base'}-{split_kind}-{seed}",
+            epochs,
+        )
+        if cache:
+            record.write_text(json.dumps(result | {"key": key}))
+            claim.unlink(missing_ok=True)
+        extraction.append(result["extraction_s"])
+        trained.setdefault((names, split_kind), []).append(result)
+        print(
+            f"  {' + '.join(names) or 'baseline'} ({split_kind} split, seed {seed}): validation "
+            f"{result['views'][False]['val']:.3f}, test {result['views'][False]['test']:.3f} "
+            f"(flip {result['views'][True]['test']:.3f}), {time.perf_counter() - began:.0f} s",
+            flush=True,
+        )
+    missing = [f"{' + '.join(n) or 'baseline'} ({k})" for n, k, c in plans if len(trained.get((n, k), [])) < len(c)]
+    if missing:
+        raise Skip(f"runs left to other processes ({SEEDS_ENVIRONMENT}): {', '.join(missing)}; run again without it")
+    extraction += [run["extraction_s"] for runs in trained.values() for run in runs if not extraction]
+    rows = [
+        _row("baseline (lab's recipe + mirrored copies)", "random", trained[((), "random")], False),
+        _row("baseline (lab's recipe + mirrored copies)", "group", trained[((), "group")], False),
+    ]
+    for name in CHANGES:
+        if name in training_changes:
+            rows.append(_row(f"+ {name}", "group", trained[((name,), "group")], False))
+        else:
+            rows.append(_row(f"+ {name}", "group", trained[((), "group")], True))
+    rows.append(_row("all changes together", "group", trained[(tuple(training_changes), "group")], True))
+    from helpers import training
+
+    default = {key: value for key, value in training.WORKSHOP_RECIPE.items() if key != "mirror"}
+    names = {"": "baseline (lab's recipe + mirrored copies)", "all": "all changes together"}
+    default_row = next(
+        (f"+ {name}" for name in CHANGES if _recipe((name,)) == default),
+        names["all"] if _recipe(tuple(CHANGES)) == default else names[""] if not default else "not measured",
+    )
+    if default_row == "not measured":
+        # A training change plus prediction-only ones: scored on that change's trained models.
+        flips = {key for key in default if key in PREDICTION_ONLY}
+        trained_part = {key: value for key, value in default.items() if key not in PREDICTION_ONLY}
+        name = next((n for n in training_changes if _recipe((n,)) == trained_part), None)
+        extra = [n for n in CHANGES if n not in training_changes and set(CHANGES[n]) <= flips]
+        if name is not None and extra and _recipe((name, *extra)) == default:
+            default_row = f"+ {name} + {' + '.join(extra)}"
+            rows.insert(len(rows) - 1, _row(default_row, "group", trained[((name,), "group")], True))
+    return {
+        "date": now(),
+        "source": source,
+        "weights": weights_text,
+        "seeds": list(seeds),
+        "epochs": {"head": settings.run.head_epochs, "blocks": settings.run.finetune_epochs} if not tiny else epochs,
+        "rows": rows,
+        "kit_default": {"row": default_row, "options": dict(training.WORKSHOP_RECIPE)},
+        "extraction_s": {"median": statistics.median(extraction), "max": max(extraction)},
+        "goal": 0.92,
+    }
