@@ -280,3 +280,22 @@ def test_full_speed_keeps_the_repetitions_that_used_every_core():
     lonely = Timing([5.2, 3.1, 5.3], [5.1, 5.4, 5.2])
     assert lonely.full_speed() is lonely, "with fewer than two full-speed repetitions every one must count"
     assert Timing([1.0, 1.0], [1.0, 1.0]).full_speed().wall == [1.0, 1.0]  # a one-core machine keeps all
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_tiny_run_ablation_has_every_recipe_and_the_kits_default(tiny_run):
+    out, results, _ = tiny_run
+    section = results["sections"]["ablation"]
+    recipes = [(row["recipe"], row["split"]) for row in section["rows"]]
+    assert recipes[0][1] == "random" and recipes[1][1] == "group", "the baseline on both splits comes first"
+    from benchmarks import ablation
+
+    for name in ablation.CHANGES:
+        assert (f"+ {name}", "group") in recipes, f"the change {name!r} alone is missing"
+    assert ("all changes together", "group") in recipes
+    assert section["kit_default"]["row"] in {recipe for recipe, _ in recipes}, "the kit's default recipe must be measured"
+    for row in section["rows"]:
+        pooled = row["test_pooled"]
+        assert 0 <= pooled["low"] <= pooled["accuracy"] <= pooled["high"] <= 1 and pooled["images"] > 0
+    assert "(kit default)" in (out / "REPORT.md").read_text().split(report.HEADINGS[8])[1]
