@@ -192,6 +192,7 @@ def count_trainable_parameters(model: Any) -> int:
     )
 
 
+@device.under_strategy
 def build_small_cnn(
     image_size: int,
     num_classes: int,
@@ -243,6 +244,7 @@ def build_small_cnn(
     return keras.Model(inputs, outputs, name=name)
 
 
+@device.under_strategy
 def build_scratch_backbone(
     settings: Settings,
     num_classes: int,
@@ -282,6 +284,7 @@ def build_scratch_backbone(
     return model
 
 
+@device.under_strategy
 def _attach_head(base: "keras.Model", num_classes: int, settings: Settings) -> "keras.Model":
     """image -> base -> transfer learning's head (:func:`helpers.training.build_head`), all trainable.
 

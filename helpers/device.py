@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import re
 import subprocess
 import sys
 import tempfile
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from helpers.output_noise import quiet_tensorflow_retracing
 from helpers.settings import Settings, load_settings
@@ -253,3 +254,36 @@ def strategy() -> Any:
     if _STRATEGY is None:
         setup()
     return _STRATEGY
+
+
+Built = TypeVar("Built")
+
+
+def under_strategy(build: Callable[..., Built]) -> Callable[..., Built]:
+    """Decorator: run a model-building function inside :func:`strategy`'s scope.
+
+    A Keras model remembers the strategy it was built under: its variables are
+    created on every device of the strategy (one replica per GPU), and ``fit``,
+    ``evaluate`` and ``predict`` then split each batch between them. Every helper that
+    builds or compiles a model is decorated, so nothing of the kit trains on one GPU
+    of several. With one device it costs nothing.
+    """
+
+    @functools.wraps(build)
+    def built_under_strategy(*args: Any, **kwargs: Any) -> Built:
+        with strategy().scope():
+            return build(*args, **kwargs)
+
+    return built_under_strategy
+
+
+def predict_batch(model: Any, batch: Any) -> Any:
+    """One batch through ``model``'s compiled predict step, split between the strategy's replicas.
+
+    ``predict_on_batch`` is the fast call for one batch, but under ``MirroredStrategy``
+    it hands every replica the whole batch (the outputs come back once per replica);
+    ``predict`` splits the batch, so it is used there.
+    """
+    if model.distribute_strategy.num_replicas_in_sync > 1:
+        return model.predict(batch, batch_size=len(batch), verbose=0)
+    return model.predict_on_batch(batch)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from helpers import backbones, pipeline
+from helpers import backbones, device, pipeline
 from helpers.files import atomic_path
 from helpers.settings import Settings, load_settings
 
@@ -340,7 +340,7 @@ def _compute(
     with tqdm(total=len(paths), unit="img", desc=description, disable=not progress) as bar:
         for images in dataset:  # no labels given: the dataset yields image batches only
             # Keras's own compiled predict step (inference mode, traced once per model).
-            values = np.asarray(model.predict_on_batch(images))
+            values = np.asarray(device.predict_batch(model, images))
             result[done : done + len(values)] = values
             done += len(values)
             bar.update(len(values))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from helpers import pipeline, scan
+from helpers import device, pipeline, scan
 from helpers.explore import imagenet_class_names
 from helpers.settings import Settings, load_settings
 
@@ -246,7 +246,7 @@ def predict_files(
         batch_size = int(batch_size or settings.batch_size)
         dataset = pipeline.make_dataset([paths[row] for row in usable], settings=settings, batch_size=batch_size)
         batches = tqdm(dataset, total=math.ceil(len(usable) / batch_size), desc="scoring", unit="batch", disable=not progress)
-        output = np.concatenate([np.asarray(model.predict_on_batch(batch)) for batch in batches])
+        output = np.concatenate([np.asarray(device.predict_batch(model, batch)) for batch in batches])
         if output.ndim != 2 or output.shape[1] != len(names):
             raise ValueError(
                 f"the model gives outputs of shape {output.shape[1:]} but there are {len(names)} class names; "

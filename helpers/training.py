@@ -30,9 +30,11 @@ Both phases are fast on a CPU because nothing is computed twice:
   same extraction, doubling the training data of both phases for one more pass over
   the training images.
 
-Both cached paths train with :func:`fit_in_memory`: Keras's own training step and
-callbacks, but one compiled call per epoch instead of ``fit``'s per-batch calls (20 to
-30 times less time per epoch for a head on cached features on a 2-core CPU).
+Every path trains with Keras's own ``fit`` (compiled metrics, callbacks, the
+distribution strategy): measured like for like over whole phases, a training loop of
+the kit's own did not save the 3x of a phase's time that would justify keeping it
+(``benchmarks/REPORT.md``, training-loop section). Every model is built and trained
+under :func:`helpers.device.strategy` (``MirroredStrategy`` over several GPUs).
 
 The trained layers are the layers of one ordinary Keras model (:func:`assemble_model`:
 image -> base -> head), so the result saves to ``.keras`` and reloads like any other.
@@ -108,6 +110,7 @@ def _regularizer(l1: float, l2: float) -> Any:
     return None
 
 
+@device.under_strategy
 def build_head(
     feature_shape: Sequence[int | None],
     n_classes: int,
@@ -177,6 +180,7 @@ def head_pooling(head: "keras.Model") -> str:
     raise ValueError(f"model {head.name!r} is not a head built by training.build_head (no head pooling layer).")
 
 
+@device.under_strategy
 def head_after_pooling(head: "keras.Model") -> "keras.Model":
     """The part of ``head`` after its pooling layer (dropout + softmax), sharing its weights.
 
@@ -189,6 +193,7 @@ def head_after_pooling(head: "keras.Model") -> "keras.Model":
     return keras.Model(pool.output, head.output, name=f"{head.name}_after_pooling")
 
 
+@device.under_strategy
 def assemble_model(base: "keras.Model", head: "keras.Model", *, name: str | None = None) -> "keras.Model":
     """The whole classifier as one ordinary Keras model: image -> base -> head.
 
@@ -219,6 +224,7 @@ def assemble_model(base: "keras.Model", head: "keras.Model", *, name: str | None
     return keras.Model(inputs, outputs, name=name or f"{base.name}_retrained")
 
 
+@device.under_strategy
 def block_input_model(base: "keras.Model", backbone: backbones.Backbone, n_blocks: int = 1) -> "keras.Model":
     """A model from images to the input of the last ``n_blocks`` blocks (the activations phase 2 caches)."""
     import keras
@@ -228,6 +234,7 @@ def block_input_model(base: "keras.Model", backbone: backbones.Backbone, n_block
     return keras.Model(base.inputs, base.get_layer(layer).output, name=f"{backbone.key}_{layer}_features")
 
 
+@device.under_strategy
 def base_tail(base: "keras.Model", backbone: backbones.Backbone, n_blocks: int = 1) -> "keras.Model":
     """The last ``n_blocks`` blocks of ``base`` as a model of their own, sharing its layers."""
     import keras
@@ -236,6 +243,7 @@ def base_tail(base: "keras.Model", backbone: backbones.Backbone, n_blocks: int =
     return keras.Model(base.get_layer(layer).output, base.output, name=f"{base.name}_last_{n_blocks}")
 
 
+@device.under_strategy
 def mirrored(model: "keras.Model") -> "keras.Model":
     """``model`` applied to left-right mirrored images (a fixed augmentation that can be cached).
 
@@ -247,6 +255,7 @@ def mirrored(model: "keras.Model") -> "keras.Model":
     return keras.Model(inputs, model(keras.ops.flip(inputs, axis=2)), name=f"{model.name}_mirrored")
 
 
+@device.under_strategy
 def flip_averaged(model: "keras.Model") -> "keras.Model":
     """``model`` with test-time flip averaging: the mean of its outputs on the image and its mirror image.
 
@@ -267,6 +276,7 @@ def cosine_schedule(learning_rate: float, steps: int) -> "keras.optimizers.sched
     return keras.optimizers.schedules.CosineDecay(float(learning_rate), decay_steps=max(int(steps), 1))
 
 
+@device.under_strategy
 def tail_model(
     base: "keras.Model", head: "keras.Model", backbone: backbones.Backbone, n_blocks: int = 1
 ) -> "keras.Model":
@@ -319,6 +329,7 @@ def make_optimizer(name: str = "adam", learning_rate: float = 1e-3) -> "keras.op
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {name!r}.")
 
 
+@device.under_strategy
 def compile_model(model: "keras.Model", learning_rate: float, *, optimizer: str = "adam") -> "keras.Model":
     """Compile a softmax classifier for integer labels: sparse categorical cross-entropy, accuracy.
 
@@ -542,134 +553,6 @@ def phase_boundaries(history: pd.DataFrame) -> list[tuple[float, str]]:
     return [(float(epochs[i]) - 0.5, str(phases[i])) for i in range(1, len(phases)) if phases[i] != phases[i - 1]]
 
 
-def fit_in_memory(
-    model: "keras.Model",
-    x: Any,
-    y: Any,
-    validation_data: tuple[Any, Any],
-    *,
-    epochs: int,
-    batch_size: int,
-    callbacks: Sequence[Any] = (),
-    verbose: int = 0,
-    shuffle: bool = True,
-    seed: int = 0,
-) -> "keras.callbacks.History":
-    """``model.fit`` for arrays held in memory (cached features or activations), one compiled call per epoch.
-
-    The training step is Keras's own (``training=True`` forward pass, the compiled
-    loss plus the layers' regularisation losses, loss scaling under mixed precision,
-    ``optimizer.apply_gradients``) and so are the callbacks (early stopping,
-    checkpoints, TensorBoard, history), but a whole epoch runs as one graph over the
-    arrays and validation as another. ``fit`` spends about 0.1 s per epoch on a 2-core
-    CPU in fixed costs (a data adapter per epoch, a separate ``evaluate`` pass, a call
-    per batch), which is most of an epoch when the model is a head on cached features.
-    The history has the keys ``fit`` writes (``loss``, ``accuracy``, ``val_loss``,
-    ``val_accuracy``): the loss averaged over the epoch's batches weighted by their
-    size, as ``fit`` reports it.
-
-    Args:
-        model: A model compiled with :func:`compile_model` (one softmax output, integer labels).
-        x: Inputs, ``(n, ...)``; float16 arrays are cast to float32 batch by batch.
-        y: Integer class ids, ``(n,)``.
-        validation_data: ``(x_val, y_val)``, scored after every epoch.
-        epochs: Most epochs (callbacks such as early stopping may stop sooner).
-        batch_size: Examples per gradient step.
-        callbacks: Keras callbacks, called at the start and end of training and of
-            every epoch (not per batch: this loop has no per-batch hook).
-        verbose: 0 silent, 1 or 2 one line per epoch.
-        shuffle: Shuffle the training examples every epoch (reproducibly, from ``seed``).
-        seed: Seed of the shuffling.
-
-    Returns:
-        The ``History`` callback, as ``model.fit`` returns it.
-
-    Raises:
-        ValueError: Inputs and labels differ in length, the model is not compiled,
-            or ``epochs``/``batch_size`` is below 1.
-    """
-    import keras
-
-    tf = device.import_tensorflow()
-    if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", True):
-        raise ValueError("compile the model first (training.compile_model(model, learning_rate)).")
-    if len(validation_data) != 2:
-        raise ValueError("validation_data must be (x_val, y_val).")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a whole number >= 1, not {value!r}.")
-    x_val, y_val = validation_data
-    for inputs, labels, what in ((x, y, "training"), (x_val, y_val, "validation")):
-        if len(inputs) != len(labels):
-            raise ValueError(f"{len(inputs)} {what} inputs but {len(labels)} labels; give one label per input.")
-    if not len(x) or not len(x_val):
-        raise ValueError("fit_in_memory needs at least one training and one validation example.")
-
-    count, batch_size = len(x), int(batch_size)
-    steps = math.ceil(count / batch_size)
-    inputs, labels = tf.constant(x), tf.constant(np.asarray(y, dtype=np.int64))
-    val_inputs, val_labels = tf.constant(x_val), tf.constant(np.asarray(y_val, dtype=np.int64))
-    weights = model.trainable_weights
-    optimizer = model.optimizer
-    optimizer.build(weights)
-
-    def batch_result(batch_x: Any, batch_y: Any, training: bool) -> tuple[Any, Any, Any]:
-        predictions = model(tf.cast(batch_x, "float32"), training=training)
-        loss = model.compute_loss(x=batch_x, y=batch_y, y_pred=predictions, training=training)
-        hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(predictions, axis=-1), batch_y), "float32"))
-        return loss, hits, tf.cast(tf.shape(batch_y)[0], "float32")
-
-    @tf.function
-    def train_epoch(order: Any) -> tuple[Any, Any]:
-        loss_sum, hits_sum = tf.constant(0.0), tf.constant(0.0)
-        for step in tf.range(steps):
-            rows = order[step * batch_size:(step + 1) * batch_size]
-            batch_x, batch_y = tf.gather(inputs, rows), tf.gather(labels, rows)
-            with tf.GradientTape() as tape:
-                loss, hits, size = batch_result(batch_x, batch_y, True)
-                scaled = optimizer.scale_loss(loss)
-            optimizer.apply_gradients(zip(tape.gradient(scaled, weights), weights))
-            loss_sum += tf.cast(loss, "float32") * size
-            hits_sum += hits
-        return loss_sum / count, hits_sum / count
-
-    @tf.function
-    def evaluate() -> tuple[Any, Any]:
-        total = tf.shape(val_labels)[0]
-        loss_sum, hits_sum = tf.constant(0.0), tf.constant(0.0)
-        for start in tf.range(0, total, batch_size):
-            loss, hits, size = batch_result(
-                val_inputs[start:start + batch_size], val_labels[start:start + batch_size], False
-            )
-            loss_sum += tf.cast(loss, "float32") * size
-            hits_sum += hits
-        return loss_sum / tf.cast(total, "float32"), hits_sum / tf.cast(total, "float32")
-
-    callback_list = keras.callbacks.CallbackList(
-        list(callbacks), add_history=True, add_progbar=False, model=model, epochs=int(epochs), steps=steps,
-        verbose=verbose,
-    )
-    rng = np.random.default_rng(seed)
-    model.stop_training = False
-    callback_list.on_train_begin()
-    logs: dict[str, float] = {}
-    for epoch in range(int(epochs)):
-        callback_list.on_epoch_begin(epoch)
-        began = time.perf_counter()
-        order = rng.permutation(count) if shuffle else np.arange(count)
-        loss, hits = train_epoch(tf.constant(order))
-        val_loss, val_hits = evaluate()
-        logs = {"accuracy": float(hits), "loss": float(loss), "val_accuracy": float(val_hits), "val_loss": float(val_loss)}
-        if verbose:
-            measured = " - ".join(f"{key}: {value:.4f}" for key, value in logs.items())
-            print(f"Epoch {epoch + 1}/{epochs} - {(time.perf_counter() - began) * 1000:.0f} ms - {measured}", flush=True)
-        callback_list.on_epoch_end(epoch, logs)
-        if model.stop_training:
-            break
-    callback_list.on_train_end(logs)
-    return model.history
-
-
 def _fit(
     model: "keras.Model",
     x: Any,
@@ -685,16 +568,18 @@ def _fit(
 ) -> dict[str, list[float]]:
     """Train with the phase's callbacks, then restore the best checkpoint (lowest val_loss).
 
-    Arrays (``y`` given) go through :func:`fit_in_memory`, datasets through ``model.fit``.
+    Arrays (``y`` given: cached features or activations, shuffled every epoch) and
+    datasets of images both go through Keras's ``fit``, under the strategy the model
+    was built in (:func:`helpers.device.under_strategy`).
     """
     import keras
 
     checkpoint.unlink(missing_ok=True)  # a stale checkpoint must never be restored
     keras.utils.set_random_seed(seed)
-    if y is not None:  # cached arrays: a compiled epoch instead of fit's per-batch calls
-        history = fit_in_memory(
-            model, x, y, validation, epochs=int(epochs), batch_size=int(batch_size), callbacks=callbacks,
-            verbose=verbose, seed=seed,
+    if y is not None:
+        history = model.fit(
+            x, y, batch_size=int(batch_size), validation_data=validation, epochs=int(epochs), shuffle=True,
+            callbacks=callbacks, verbose=verbose,
         )
     else:
         history = model.fit(x, validation_data=validation, epochs=int(epochs), callbacks=callbacks, verbose=verbose)
@@ -905,6 +790,7 @@ class Retrainer:
         frame = self.frame if rows is None else self.frame.iloc[rows]
         return features.extract_features(model, frame, self.settings, cache=True, progress=self.progress, dtype=dtype)
 
+    @device.under_strategy
     def _pooled_extractor(self) -> "keras.Model":
         import keras
 
@@ -969,6 +855,7 @@ class Retrainer:
             return values[train], self.labels[train]
         return np.concatenate([values[train], mirrored_values[train]]), np.concatenate([self.labels[train]] * 2)
 
+    @device.under_strategy
     def _submodel(self, name: str) -> "keras.Model":
         """The sub-models sharing the model's layers: ``top`` (head after pooling), ``tail``, ``pooled tail``."""
         import keras
@@ -1034,7 +921,6 @@ class Retrainer:
         table = self._record(PHASE_HEAD, "cached features", history, seconds, _weight_count(top.trainable_weights), learning_rate)
         self.phase1_weights = [np.array(w) for w in self.model.get_weights()]  # phase 2 falls back to these
         return table
-
 
     def fit_last_blocks(
         self,
@@ -1305,6 +1191,7 @@ def save_model(
     return path
 
 
+@device.under_strategy
 def load_model(
     settings: Settings | None,
     frame: pd.DataFrame,

@@ -71,7 +71,7 @@ def own_images(tmp_path) -> dict[str, Path]:
         shutil.copy(unlabelled / f"photo_{index:02d}.jpg", unlabelled / f"photo_{index:02d}_again.jpg")
     (unlabelled / "notes.txt").write_text("not a picture")
     new = tmp_path / "new"
-    for index, shape in enumerate(SHAPES):
+    for shape in SHAPES:
         _write(new, f"new_{shape}.png", _picture(shape, rng))
     return {"zip": archive, "unlabelled": unlabelled, "new": new}
 
