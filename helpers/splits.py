@@ -302,7 +302,7 @@ def near_duplicate_groups(
             (0 = identical direction; 0.05 by default).
 
     Returns:
-        A Series of group names (the first file name of each group), aligned with ``frame``.
+        A Series of group names (the path of each group's first image), aligned with ``frame``.
 
     >>> frame = pd.DataFrame({"path": ["a.jpg", "b.jpg", "c.jpg"]})
     >>> list(near_duplicate_groups(frame, [[1.0, 0.0], [0.99, 0.01], [0.0, 1.0]]))
@@ -325,7 +325,7 @@ def near_duplicate_groups(
         a, b = root(i), root(j)
         if a != b:
             parent[max(a, b)] = min(a, b)
-    paths = [os.path.basename(str(p)) for p in frame["path"]]
+    paths = [str(p) for p in frame["path"]]  # whole paths: dog/pic_001.jpg and cat/pic_001.jpg are two images
     return pd.Series([paths[root(i)] for i in range(len(values))], index=frame.index, name=GROUP_COLUMN, dtype=object)
 
 

@@ -219,3 +219,7 @@ def test_near_duplicates_are_grouped_and_counted_across_splits():
     assert splits.cross_split_duplicates(resplit, features).empty, "a group split leaves no duplicate across splits"
     with pytest.raises(ValueError, match="feature vectors"):
         splits.near_duplicate_groups(frame, features[:3])
+    same_names = pd.DataFrame({"path": ["/d/dog/pic_001.jpg", "/d/cat/pic_001.jpg"]})
+    assert splits.near_duplicate_groups(same_names, [[1.0, 0.0], [0.0, 1.0]]).nunique() == 2, (
+        "two different images with the same file name in two folders are two groups"
+    )
