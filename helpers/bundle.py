@@ -12,11 +12,11 @@ notebook is checked for solutions and hidden tests before anything is written.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Iterator, Sequence
+
+from helpers.files import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE_NAME = "tl-workshop-student"
@@ -101,17 +101,10 @@ def build_bundle(output: Path | str | None = None, root: Path | str | None = Non
     output = Path(output) if output else root / "dist" / f"{BUNDLE_NAME}.zip"
     members = bundle_members(root)
     output.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
-    os.close(handle)
-    try:
-        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(f"{BUNDLE_NAME}/README.md", STUDENT_README)
-            for name, path in sorted(members.items()):
-                archive.write(path, name)
-        os.replace(temporary, output)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    with atomic_path(output) as temporary, zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(f"{BUNDLE_NAME}/README.md", STUDENT_README)
+        for name, path in sorted(members.items()):
+            archive.write(path, name)
     return output
 
 

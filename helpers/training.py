@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import backbones, device, features, pipeline
+from helpers.files import atomic_path, atomic_write
 from helpers.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -1167,7 +1168,6 @@ def save_model(
         The path of the ``.keras`` file.
     """
     import json
-    import os
 
     settings = settings or load_settings()
     if model.output_shape[-1] != len(class_names):
@@ -1179,15 +1179,12 @@ def save_model(
     info = _model_identity(settings, frame, class_names)
     info["results"] = {str(k): float(v) for k, v in (results or {}).items()}
     info["saved"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    staging = path.with_name(f".{path.stem}.partial.keras")
-    model.save(staging)  # Keras insists on the .keras suffix, hence the name
-    staged_info = path.with_name(f".{path.stem}.partial.json")
-    staged_info.write_text(json.dumps(info, indent=1) + "\n")
-    # The .json vouches for the .keras: drop the old one first, so that an interruption
-    # between the two renames leaves a model without metadata (refused), never a mismatch.
-    path.with_suffix(".json").unlink(missing_ok=True)
-    os.replace(staging, path)
-    os.replace(staged_info, path.with_suffix(".json"))
+    with atomic_path(path, suffix=".keras") as staging:  # Keras insists on the .keras suffix
+        model.save(staging)
+        # The .json vouches for the .keras: drop the old one first, so that an interruption
+        # before the metadata is written leaves a model without metadata (refused), never a mismatch.
+        path.with_suffix(".json").unlink(missing_ok=True)
+    atomic_write(path.with_suffix(".json"), json.dumps(info, indent=1) + "\n")
     return path
 
 
