@@ -39,7 +39,10 @@ from benchmarks.common import (
 )
 
 EXTRACTION_GOAL = 0.9  # kit images/s over bare predict images/s
-HEAD_GOAL = 300.0  # plain epoch seconds over kit epoch seconds
+# Plain epoch seconds over kit epoch seconds. The kit trains with Keras's fit on cached
+# features (its own loop did not save 3x of a whole phase: the training-loop section), so
+# the head's saving is what caching buys: no pass through the frozen base each epoch.
+HEAD_GOAL = 10.0
 BLOCK_GOAL = 3.0
 EQUIVALENCE_TOLERANCE = 1e-4
 
