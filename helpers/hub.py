@@ -223,6 +223,27 @@ def remove_accounts(usernames: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- shared folders, course, kernel
 
 
+#: Parts of the project students must not read on a shared server: the answers and hidden
+#: tests (also in git's history) and any grading done in the project folder itself.
+PRIVATE_PARTS = ("solutions", ".git", "submitted", "autograded", "feedback", "gradebook.db")
+
+
+def protect_answers(root: Path = ROOT) -> list[Path]:
+    """Take every permission of "others" off the project's private parts; returns what was changed.
+
+    The students' servers run the kit from this project (its ``helpers`` package), so the
+    project stays readable; only :data:`PRIVATE_PARTS` are closed (the owner and group
+    keep their rights, so the instructor's copies and root's commands are unaffected).
+    """
+    changed = []
+    for name in PRIVATE_PARTS:
+        path = root / name
+        if path.exists() and os.stat(path).st_mode & 0o007:
+            os.chmod(path, os.stat(path).st_mode & ~0o007 & 0o7777)
+            changed.append(path)
+    return changed
+
+
 def ensure_exchange(path: Path) -> Path:
     """nbgrader's exchange: a folder everyone can write to, sticky so nobody deletes another's files."""
     path.mkdir(parents=True, exist_ok=True)
@@ -420,6 +441,9 @@ def start(
         rows += [f"{user},{roles[user]},{password}" for user, password in passwords.items()]
         path.write_text("username,role,first-login password\n" + "\n".join(rows) + "\n")
         os.chmod(path, 0o600)
+    closed = protect_answers()
+    if closed:
+        print(f"Closed to the students (answers, hidden tests, grading): {', '.join(str(p) for p in closed)}", file=sys.stderr)
     ensure_exchange(Path(exchange))
     instructors = [m.username for m in members if m.role == "instructor"]
     students = [m.username for m in members if m.role == "student"]

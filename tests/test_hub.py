@@ -306,6 +306,8 @@ def classroom():
         f"{INSTRUCTOR},instructor,Test Instructor,\n" + "".join(f"{s},student,,\n" for s in STUDENTS)
     )
     modes = _grant_traverse(hub.unreachable_folders())
+    # hub start closes the project's answers to other users; the test puts their modes back afterwards
+    modes |= {ROOT / name: os.stat(ROOT / name).st_mode & 0o7777 for name in hub.PRIVATE_PARTS if (ROOT / name).exists()}
     timer = Timer()
     uids: set[int] = set()
     root_pids: set[int] = set()
@@ -480,6 +482,8 @@ def test_a_class_on_the_hub_end_to_end(classroom: Classroom):
                 room.home / others[0],  # another student's home
                 room.home / others[0] / ASSIGNMENT / f"{ASSIGNMENT}.ipynb",
                 course,  # the instructor's course folder
+                ROOT / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb",  # the answers in the project the servers run from
+                ROOT / ".git" / "HEAD",  # and in its history
                 course / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb",
                 course / "gradebook.db",
                 inbound,  # the exchange's inbound (listing it would reveal the submissions)
