@@ -583,7 +583,9 @@ def _fit(
             callbacks=callbacks, verbose=verbose,
         )
     else:
-        history = model.fit(x, validation_data=validation, epochs=int(epochs), callbacks=callbacks, verbose=verbose)
+        history = model.fit(  # the dataset shuffles itself every epoch (Keras warns when told to)
+            x, validation_data=validation, epochs=int(epochs), callbacks=callbacks, verbose=verbose, shuffle=False
+        )
     if checkpoint.is_file():
         model.load_weights(str(checkpoint))
     return {key: [float(v) for v in values] for key, values in history.history.items()}
