@@ -44,7 +44,7 @@ On Windows, use `.venv\\Scripts\\python` instead of `.venv/bin/python`. With con
 `conda env create -f environment.yml && conda activate tl-workshop`, then `python -m helpers workshop`.
 
 **A slow laptop?** Use the `laptop` profile: `KIT_PROFILE=laptop .venv/bin/python -m helpers workshop`
-(about half the time of the workshop profile, same lessons).
+(the same lessons in less time: about half for notebooks 01-03).
 
 **TensorBoard:** open the Launcher (the `+` tab) and click *TensorBoard*; it shows the training logs the
 notebooks write in their `logs/` folders.
