@@ -346,8 +346,8 @@ def _epoch(section: dict[str, Any], what: str) -> list[str]:
     if "floor" in section and "kit_bare" in section:
         lines.append(
             f"Keras `fit` on the same cached arrays takes {section['floor']['median_s']:.3f} s per epoch (plain ÷ that "
-            f"×{section['plain']['median_s'] / section['floor']['median_s']:.1f}); the kit's epoch (the same `fit`, one "
-            f"call over the whole phase) is ×{section['floor']['median_s'] / section['kit_bare']['median_s']:.1f} "
+            f"×{section['plain']['median_s'] / section['floor']['median_s']:.1f}); the kit's epoch, as measured in this "
+            f"section's run, is ×{section['floor']['median_s'] / section['kit_bare']['median_s']:.1f} "
             f"faster than that, and the lab's callbacks add {section['kit']['median_s'] - section['kit_bare']['median_s']:+.3f} s "
             "per epoch (mostly the best-weights checkpoint, written to disk at every improvement)."
         )
