@@ -160,6 +160,7 @@ def run(context: Context) -> dict[str, Any]:
     plans += [((name,), "group", seeds) for name in training_changes]
     plans.append((tuple(training_changes), "group", seeds))
     extraction: list[float] = []
+    reused = 0
     only = [int(s) for s in os.environ.get(SEEDS_ENVIRONMENT, "").split(",") if s.strip()]
     store = Path(settings.cache_dir) / "ablation-runs"
     jobs = [(names, split_kind, seed) for names, split_kind, chosen in plans for seed in chosen]
@@ -172,6 +173,7 @@ def run(context: Context) -> dict[str, Any]:
             result = json.loads(record.read_text())
             result["views"] = {flip == "true": view for flip, view in result["views"].items()}
             trained.setdefault((names, split_kind), []).append(result)
+            reused += 1
             continue
         if only and seed not in only:
             continue
@@ -241,4 +243,6 @@ def run(context: Context) -> dict[str, Any]:
         "kit_default": {"row": default_row, "options": dict(training.WORKSHOP_RECIPE)},
         "extraction_s": {"median": statistics.median(extraction), "max": max(extraction)},
         "goal": 0.92,
+        "runs": len(jobs),
+        "runs_from_cache": reused,
     }

@@ -458,6 +458,12 @@ def _ablation(section: dict[str, Any]) -> list[str]:
         f"Extracting the cached arrays (once per recipe's backbone cut, then read from the kit's cache): median "
         f"{section['extraction_s']['median']:.0f} s, at most {section['extraction_s']['max']:.0f} s. Goal: test "
         f"accuracy ≥ {section['goal']:.2f} on the group split with the kit's default recipe."
+        + (
+            f" {section['runs_from_cache']} of the {section['runs']} training runs were read from "
+            "`KIT_BENCHMARK_CACHE` (measured by earlier processes sharing the seeds; their seconds are theirs)."
+            if section.get("runs_from_cache")
+            else ""
+        )
     )
     return lines + [""]
 
