@@ -368,7 +368,7 @@ def load_feature_extractor(
         if pool is not None:
             output = pool(output)
     with device.strategy().scope():  # a Keras model trains and predicts under the strategy it was built in
-        return keras.Model(model.inputs, output, name=f"{backbone.key}_{layer}_features")
+        return keras.Model(model.input, output, name=f"{backbone.key}_{layer}_features")
 
 
 def candidate_layers(model: "keras.Model") -> list[tuple[str, tuple[int | None, ...]]]:

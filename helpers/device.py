@@ -284,6 +284,7 @@ def predict_batch(model: Any, batch: Any) -> Any:
     it hands every replica the whole batch (the outputs come back once per replica);
     ``predict`` splits the batch, so it is used there.
     """
-    if model.distribute_strategy.num_replicas_in_sync > 1:
+    strategy = getattr(model, "distribute_strategy", None)  # any object with predict_on_batch will do
+    if getattr(strategy, "num_replicas_in_sync", 1) > 1:
         return model.predict(batch, batch_size=len(batch), verbose=0)
     return model.predict_on_batch(batch)

@@ -235,7 +235,7 @@ def block_input_model(base: "keras.Model", backbone: backbones.Backbone, n_block
 
     layer = backbones.block_input_layer(base, backbone, n_blocks)
     # Named like backbones.load_feature_extractor's models, so their feature caches are shared.
-    return keras.Model(base.inputs, base.get_layer(layer).output, name=f"{backbone.key}_{layer}_features")
+    return keras.Model(base.input, base.get_layer(layer).output, name=f"{backbone.key}_{layer}_features")
 
 
 @device.under_strategy
@@ -809,7 +809,7 @@ class Retrainer:
         # Named like backbones.load_feature_extractor's model of the same layer: notebook 03's
         # cached features of the pretrained base are then the ones phase 1 needs.
         name = f"{self.backbone.key}_{self.base.layers[-1].name}_features"
-        return keras.Model(self.base.inputs, pooled, name=name)
+        return keras.Model(self.base.input, pooled, name=name)
 
     def activations(self) -> np.ndarray:
         """Phase 2's cached block-input activations for every row (computed on first use).

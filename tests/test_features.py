@@ -285,6 +285,6 @@ def test_real_mobilenet_features_on_simpsons_images(real_weights, shared_data):
     assert (result >= 0).all() and result.std() > 0  # after ReLU, and not constant
     # Row 3 is the features of image 3 computed on its own.
     image = pipeline.load_image(paths[3], backbones.input_size(real_weights))[None].astype(np.float32)
-    alone = np.asarray(extractor([backbones.get_backbone(settings=real_weights).preprocess(image)], training=False))
+    alone = np.asarray(extractor(backbones.get_backbone(settings=real_weights).preprocess(image), training=False))
     np.testing.assert_allclose(result[3], alone[0], atol=1e-4)
     assert features.cache_table(real_weights)["layer"].eq("conv_pw_13_relu").any()
