@@ -26,6 +26,7 @@ from helpers.course import (
     tools_on_path,
 )
 from helpers import grading_steps, sandbox, tamper
+from helpers.files import atomic_path, atomic_write
 from helpers.release import generate_into
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -132,12 +133,7 @@ def report_path(root: Path, assignment: str, student: str) -> Path:
 
 
 def _write_report(root: Path, assignment: str, student: str, report: dict) -> None:
-    path = report_path(root, assignment, student)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        json.dump(report, stream, indent=1)
-    os.replace(temporary, path)
+    atomic_write(report_path(root, assignment, student), json.dumps(report, indent=1))
 
 
 def _grade_one(
@@ -451,15 +447,8 @@ def export(
     """
     table = grades_table(assignment, root=root, db_url=db_url, per_cell=per_cell)
     output = Path(output).resolve()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
-    os.close(handle)
-    try:
+    with atomic_path(output) as temporary:
         table.to_csv(temporary, index=False)
-        os.replace(temporary, output)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return output
 
 

@@ -21,6 +21,8 @@ import functools
 import json
 from typing import Any
 
+from helpers import sandbox
+
 # sandbox id -> what happened while its kernel ran (read by helpers.grading after each submission).
 EVENTS: dict[str, list[str]] = {}
 KERNEL_DIED = "KernelDied"
@@ -35,8 +37,6 @@ def guarded_execute() -> type:
     from nbformat.notebooknode import NotebookNode
     from nbgrader.preprocessors import Execute
     from traitlets import Integer, Unicode
-
-    from helpers import sandbox
 
     class GuardedExecute(Execute):
         """Execute every cell; a dead kernel scores the cells that did not run as failed."""

@@ -37,6 +37,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
+from helpers.settings import load_settings
+from helpers.weights import models_dir
+
 # Inside the sandbox: the student's home (a tmpfs), the working copy of the
 # submission folder, and where read-only course files are bound.
 HOME = "/home/student"
@@ -162,9 +165,8 @@ def _system_binds() -> list[str]:
 
 def _python_paths() -> list[Path]:
     """What the kernel's Python needs: the installation, the environment and the ``helpers`` package."""
-    import helpers
-
-    paths = [Path(sys.base_prefix), Path(sys.prefix), Path(helpers.__file__).resolve().parent]
+    package = Path(__file__).resolve().parent  # helpers/ itself (an editable install points here)
+    paths = [Path(sys.base_prefix), Path(sys.prefix), package]
     executable = Path(sys.executable)
     paths.append(executable.resolve().parent.parent)  # a venv's python links into the installation
     unique: list[Path] = []
@@ -182,9 +184,6 @@ def data_paths(environment: Mapping[str, str | None]) -> dict[str, Path]:
     ``weights_cache``: inside, it becomes the private cache's mirror, so the notebooks
     find the weights without a download.
     """
-    from helpers.settings import load_settings
-    from helpers.weights import models_dir
-
     merged = {k: v for k, v in os.environ.items()} | {k: v for k, v in environment.items() if v is not None}
     for name, value in environment.items():
         if value is None:

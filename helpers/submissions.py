@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from helpers.files import atomic_copy
 from helpers.course import check_assignments, list_assignments, release_notebook, resolve_root, source_notebook
 
 
@@ -157,11 +155,7 @@ def collect_submissions(
     def place(source: Path, student: str, name: str) -> None:
         target = root / "submitted" / student / name / f"{name}.ipynb"
         if source.resolve() != target.resolve():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(suffix=".part", dir=target.parent)
-            os.close(handle)
-            shutil.copyfile(source, temporary)
-            os.replace(temporary, target)
+            atomic_copy(source, target)
         found.setdefault(name, []).append(student)
 
     for entry in sorted(folder.iterdir()):
