@@ -13,6 +13,8 @@ Taught nowhere: the hidden tests of notebooks 01-04 use it.
 True
 >>> array_equal([1, 2], [1, 3])
 False
+>>> allclose([float("nan"), 1.0], [float("nan"), 1.0], equal_nan=True)
+True
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ _ARRAY_EQUAL = numpy.array_equal
 _ASARRAY = numpy.asarray
 
 
-def allclose(actual: Any, expected: Any, rtol: float = 1e-5, atol: float = 1e-8) -> bool:
-    """numpy's ``allclose`` as it was before the notebook ran (same tolerances)."""
-    return bool(_ALLCLOSE(_ASARRAY(actual), _ASARRAY(expected), rtol=rtol, atol=atol))
+def allclose(actual: Any, expected: Any, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False) -> bool:
+    """numpy's ``allclose`` as it was before the notebook ran (same arguments and defaults)."""
+    return bool(_ALLCLOSE(_ASARRAY(actual), _ASARRAY(expected), rtol=rtol, atol=atol, equal_nan=equal_nan))
 
 
-def array_equal(actual: Any, expected: Any) -> bool:
+def array_equal(actual: Any, expected: Any, equal_nan: bool = False) -> bool:
     """numpy's ``array_equal`` as it was before the notebook ran."""
-    return bool(_ARRAY_EQUAL(_ASARRAY(actual), _ASARRAY(expected)))
+    return bool(_ARRAY_EQUAL(_ASARRAY(actual), _ASARRAY(expected), equal_nan=equal_nan))
+
