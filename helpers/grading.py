@@ -120,13 +120,6 @@ def _publish(built: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _copy_submission(source: Path, target: Path) -> None:
-    """Copy a submission folder without its links (a link could point anywhere on the grader's disk)."""
-    shutil.copytree(source, target, symlinks=True, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    for link in [p for p in target.rglob("*") if p.is_symlink()]:
-        link.unlink()
-
-
 def report_path(root: Path, assignment: str, student: str) -> Path:
     """Where the grading report of one submission is kept: ``grading_reports/<assignment>/<student>.json``."""
     return root / REPORTS_DIR / assignment / f"{student}.json"
@@ -170,10 +163,10 @@ def _grade_one(
             findings = [f"the notebook could not be read for the tamper check ({type(error).__name__})"]
     with tempfile.TemporaryDirectory(prefix="kit-course-") as scratch:
         private = Path(scratch) / "course"
-        _copy_submission(source, private / str(folders.submitted_directory) / student / assignment)
+        sandbox.copy_without_links(source, private / str(folders.submitted_directory) / student / assignment)
         extra = course_root / str(folders.source_directory) / assignment
         work = Path(scratch) / "work"
-        _copy_submission(source, work)
+        sandbox.copy_without_links(source, work)
         for path in extra.rglob("*") if extra.is_dir() else []:
             # nbgrader puts the assignment's own non-notebook files beside the notebook; so does the kit
             if path.is_file() and path.suffix != ".ipynb" and not path.is_symlink():

@@ -430,6 +430,13 @@ def _process_count() -> int:
     return count
 
 
+def copy_without_links(source: Path, target: Path) -> None:
+    """Copy a submission folder, leaving out its links (a link could point anywhere on the grader's disk)."""
+    shutil.copytree(source, target, symlinks=True, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    for link in [p for p in target.rglob("*") if p.is_symlink()]:
+        link.unlink()
+
+
 def prepare(
     submission: Path | str,
     *,
@@ -459,9 +466,7 @@ def prepare(
     scratch.chmod(0o700)
     try:
         copy = scratch / "submission"
-        shutil.copytree(source, copy, symlinks=True, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-        for link in [p for p in copy.rglob("*") if p.is_symlink()]:
-            link.unlink()  # a link could point anywhere on the grader's disk
+        copy_without_links(source, copy)
         ipc = scratch / "ipc"
         ipc.mkdir()
         env = {k: v for k, v in (environment or {}).items() if v is not None}
