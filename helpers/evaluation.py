@@ -276,7 +276,9 @@ def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple
     share = correct / total
     middle = (share + z * z / (2 * total)) / (1 + z * z / total)
     half = z / (1 + z * z / total) * np.sqrt(share * (1 - share) / total + z * z / (4 * total * total))
-    return float(max(0.0, middle - half)), float(min(1.0, middle + half))
+    # Rounding can put a bound a hair past the share itself (0 of n: low = 3e-17): the
+    # interval always contains the observed share.
+    return float(min(share, max(0.0, middle - half))), float(max(share, min(1.0, middle + half)))
 
 
 def accuracy_interval(
