@@ -566,6 +566,8 @@ def _sandbox(section: dict[str, Any]) -> list[str]:
             for c in classes
         ],
     )
+    if section.get("note"):
+        lines += [f"Note: {section['note']}.", ""]
     overhead = section.get("overhead", {})
     if "skipped" in overhead:
         lines += [f"Sandbox overhead: not measured ({overhead['skipped']}).", ""]
