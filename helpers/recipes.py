@@ -104,18 +104,6 @@ def list_images(location: str | os.PathLike) -> tuple[list[str], list[str]]:
     return sorted(images), sorted(skipped)
 
 
-def _checked(paths: Sequence[str], settings: Settings) -> tuple[list[int], list[str | None]]:
-    """Positions of the readable files, and an error (or None) per file."""
-    errors: list[str | None] = [None] * len(paths)
-    usable = []
-    for row, record in enumerate(scan.inspect_paths(paths, settings=settings)):
-        if record["kind"] is None:
-            usable.append(row)
-        else:
-            errors[row] = f"{record['kind']}: {record['reason']}"
-    return usable, errors
-
-
 # --------------------------------------------------------------------------- saved models
 
 
@@ -365,7 +353,7 @@ def extract_images(
     settings = settings or load_settings()
     paths = list(paths)
     extractor = backbones.load_feature_extractor(settings, layer=layer, pooling=pooling)
-    usable, errors = _checked(paths, settings)
+    usable, errors = scan.usable_rows(paths, settings=settings)
     vectors: list[Any] = [None] * len(paths)
     if usable:
         frame = pd.DataFrame({"path": [paths[row] for row in usable]})

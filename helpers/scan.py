@@ -300,6 +300,21 @@ def inspect_paths(
     return [record for record, _ in results]
 
 
+def usable_rows(paths: Sequence[str], *, settings: Settings | None = None) -> tuple[list[int], list[str | None]]:
+    """Positions of the readable images among ``paths``, and per file an error (``"kind: reason"``) or None.
+
+    Used by the scoring and recipe helpers to process the good files and report the bad ones.
+    """
+    errors: list[str | None] = [None] * len(paths)
+    usable = []
+    for row, record in enumerate(inspect_paths(paths, settings=settings)):
+        if record["kind"] is None:
+            usable.append(row)
+        else:
+            errors[row] = f"{record['kind']}: {record['reason']}"
+    return usable, errors
+
+
 def check_classes(good: pd.DataFrame, scanned: pd.DataFrame, *, min_classes: int = 2) -> None:
     """Stop with a clear error when the usable images cannot train a classifier.
 

@@ -233,13 +233,7 @@ def predict_files(
     names = list(class_names) if class_names is not None else imagenet_class_names(settings)
     paths = [str(p) for p in paths]
     probabilities = np.full((len(paths), len(names)), np.nan, dtype=np.float32)
-    errors: list[str | None] = [None] * len(paths)
-    usable = []
-    for row, record in enumerate(scan.inspect_paths(paths, settings=settings)):
-        if record["kind"] is None:
-            usable.append(row)
-        else:
-            errors[row] = f"{record['kind']}: {record['reason']}"
+    usable, errors = scan.usable_rows(paths, settings=settings)
     if usable:
         from tqdm.auto import tqdm
 
