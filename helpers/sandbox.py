@@ -221,7 +221,8 @@ class Cgroup:
             folder.mkdir(parents=True, exist_ok=True)
             if self.mode == "cgroup v2":
                 (folder / "memory.max").write_text(memory)
-                (folder / "memory.swap.max").write_text("0") if (folder / "memory.swap.max").exists() else None
+                if (folder / "memory.swap.max").exists():
+                    (folder / "memory.swap.max").write_text("0")
                 (folder / "pids.max").write_text(str(self.limits.processes))
             elif folder.relative_to("/sys/fs/cgroup").parts[0] == "memory":
                 (folder / "memory.limit_in_bytes").write_text(memory)
@@ -485,6 +486,7 @@ def prepare(
         raise
 
 
+@functools.cache
 def kernel_manager_class() -> type:
     """A Jupyter kernel manager that starts its kernel through :meth:`Sandbox.wrap`.
 
