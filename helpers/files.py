@@ -73,3 +73,26 @@ def atomic_copy(source: str | os.PathLike, destination: str | os.PathLike) -> Pa
     with atomic_path(destination) as temporary:
         shutil.copyfile(source, temporary)
     return Path(destination)
+
+
+def swap_folder(built: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Put the folder ``built`` at ``target`` in one rename, the old ``target`` (if any) removed after.
+
+    ``built`` must be on the same file system as ``target`` (build it beside it); a
+    reader sees the old folder or the new one, never half of each.
+
+    >>> import tempfile, pathlib
+    >>> base = pathlib.Path(tempfile.mkdtemp())
+    >>> (base / "new").mkdir(); _ = (base / "new" / "a.txt").write_text("new")
+    >>> (base / "live").mkdir(); _ = (base / "live" / "a.txt").write_text("old")
+    >>> (swap_folder(base / "new", base / "live") / "a.txt").read_text(), sorted(p.name for p in base.iterdir())
+    ('new', ['live'])
+    """
+    built, target = Path(built), Path(target)
+    retired = target.parent / f".{target.name}.old"
+    shutil.rmtree(retired, ignore_errors=True)
+    if target.exists():
+        os.replace(target, retired)
+    os.replace(built, target)
+    shutil.rmtree(retired, ignore_errors=True)
+    return target

@@ -26,7 +26,7 @@ from helpers.course import (
     tools_on_path,
 )
 from helpers import grading_steps, sandbox, tamper
-from helpers.files import atomic_path, atomic_write
+from helpers.files import atomic_path, atomic_write, swap_folder
 from helpers.release import generate_into
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -110,12 +110,7 @@ def _publish(built: Path, target: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         shutil.copytree(built, staging / target.name, symlinks=False)
-        retired = target.parent / f".{target.name}.old"
-        shutil.rmtree(retired, ignore_errors=True)
-        if target.exists():
-            os.replace(target, retired)
-        os.replace(staging / target.name, target)
-        shutil.rmtree(retired, ignore_errors=True)
+        swap_folder(staging / target.name, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -6,12 +6,12 @@ Taught nowhere (instructor tooling); ``python -m helpers generate`` runs it.
 from __future__ import annotations
 
 import filecmp
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from helpers.files import swap_folder
 from helpers.course import check_assignments, load_config, resolve_root, run_converter
 
 
@@ -83,13 +83,7 @@ def generate(
         staging = Path(tempfile.mkdtemp(prefix=f".{assignment}.", dir=output))
         try:
             generate_into(root, assignment, staging, db_url=None)
-            target = output / assignment
-            retired = output / f".{assignment}.old"
-            shutil.rmtree(retired, ignore_errors=True)
-            if target.exists():
-                os.replace(target, retired)
-            os.replace(staging / assignment, target)
-            shutil.rmtree(retired, ignore_errors=True)
+            target = swap_folder(staging / assignment, output / assignment)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         generated += sorted(target.glob("*.ipynb"))
