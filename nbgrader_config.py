@@ -26,6 +26,7 @@ import os
 
 from helpers.course import sanitize_preprocessors
 from helpers.grading_steps import feedback_steps
+from helpers.release import keep_release_on_failure
 from helpers.settings import load_settings
 
 c = get_config()  # noqa: F821 - injected by nbgrader's (traitlets') config loader
@@ -36,6 +37,9 @@ c.CourseDirectory.course_id = "tl-workshop"
 c.CourseDirectory.root = ROOT
 c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "notebooks"
+# nbgrader's own Generate (command line, formgrader) deletes a release it fails to
+# regenerate; this nbgrader process keeps the previous one instead.
+keep_release_on_failure()
 c.CourseDirectory.submitted_directory = "submitted"
 c.CourseDirectory.autograded_directory = "autograded"
 c.CourseDirectory.feedback_directory = "feedback"

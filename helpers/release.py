@@ -6,6 +6,8 @@ Taught nowhere (instructor tooling); ``python -m helpers generate`` runs it.
 from __future__ import annotations
 
 import filecmp
+import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -88,6 +90,51 @@ def generate(
             shutil.rmtree(staging, ignore_errors=True)
         generated += sorted(target.glob("*.ipynb"))
     return generated
+
+
+def keep_release_on_failure() -> None:
+    """Make nbgrader's own release step keep the previous release when it fails.
+
+    ``nbgrader generate_assignment`` and the formgrader's *Generate* button remove an
+    assignment's release folder before they regenerate it (with ``--force``, or when the
+    source is newer) and remove it again when generation fails, so one broken cell in
+    ``solutions/`` would take the students' notebooks away. ``nbgrader_config.py`` calls
+    this, so every nbgrader process of the course (command line or formgrader) copies
+    each existing release folder aside first and puts it back when generation fails.
+    The kit's own :func:`generate` never needs it (it builds in a staging folder). Calling
+    it again does nothing.
+    """
+    from nbgrader.converters import GenerateAssignment
+
+    if getattr(GenerateAssignment.convert_notebooks, "keeps_release", False):
+        return
+    convert = GenerateAssignment.convert_notebooks
+
+    def convert_notebooks(self) -> None:
+        pattern = self._format_source("(?P<assignment_id>.*)", "(?P<student_id>.*)", escape=True)
+        kept: dict[Path, Path] = {}
+        try:
+            for key in self.assignments:
+                found = re.match(pattern, key)
+                if found is None:
+                    continue  # nbgrader reports it
+                dest = Path(os.path.normpath(self._format_dest(found["assignment_id"], found["student_id"])))
+                if dest.is_dir() and dest not in kept:
+                    backup = Path(tempfile.mkdtemp(prefix=f".{dest.name}.kept.", dir=dest.parent))
+                    kept[dest] = Path(shutil.copytree(dest, backup / dest.name, symlinks=True))
+            try:
+                convert(self)
+            except BaseException:
+                for dest, backup in kept.items():
+                    swap_folder(backup, dest)
+                    self.log.warning("Generation failed: the previous release is kept in %s", dest)
+                raise
+        finally:
+            for backup in kept.values():
+                shutil.rmtree(backup.parent, ignore_errors=True)
+
+    convert_notebooks.keeps_release = True  # type: ignore[attr-defined]
+    GenerateAssignment.convert_notebooks = convert_notebooks
 
 
 def release_drift(root: Path | str | None = None) -> list[str]:

@@ -256,6 +256,34 @@ def test_generate_replaces_a_release_only_when_generation_succeeds(toy_course):
     assert not (toy_course / "gradebook.db").exists(), "generating files must not create a gradebook"
 
 
+@pytest.mark.parametrize("how", ["command line", "formgrader API"])
+def test_nbgrader_own_generate_keeps_the_release_when_it_fails(toy_course, how):
+    """``nbgrader generate_assignment --force`` (or the formgrader's Generate) on a broken source keeps the release."""
+    import subprocess
+    import sys
+
+    released = release.generate(root=toy_course)[0]
+    before = released.read_bytes()
+    broken = _toy_notebook(answer="def add(a, b):\n    ### BEGIN SOLUTION\n    return a + b")  # no END SOLUTION
+    nbformat.write(broken, toy_course / "solutions" / "toy" / "toy.ipynb")
+    if how == "command line":
+        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        run = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", "toy", "--force"],
+                             cwd=toy_course, env=env, capture_output=True, text=True, timeout=180)
+        log = run.stdout + run.stderr
+        assert run.returncode != 0, "nbgrader should report the broken source"
+        assert "previous release is kept" in log, log[-2000:]
+    else:
+        from nbgrader.apps import NbGraderAPI
+        from nbgrader.coursedir import CourseDirectory
+
+        config = course.load_config(toy_course)
+        result = NbGraderAPI(CourseDirectory(config=config), config=config).generate_assignment("toy", force=True)
+        assert not result["success"], "the formgrader should report the broken source"
+    assert released.read_bytes() == before, f"nbgrader's own generate ({how}) deleted or changed the release"
+    assert sorted(p.name for p in (toy_course / "notebooks").iterdir()) == ["toy"], "no backup folder left behind"
+
+
 def test_generate_check_command_reports_drift(toy_course, capsys):
     assert course_commands.generate_main(["--root", str(toy_course)]) == 0
     assert course_commands.generate_main(["--root", str(toy_course), "--check"]) == 0
