@@ -196,7 +196,7 @@ def _as_paths(paths: Any) -> list[str]:
         if "path" not in paths.columns:
             raise ValueError("a DataFrame given as paths needs a 'path' column.")
         paths = paths["path"]
-    if isinstance(paths, (str, os.PathLike)):
+    if isinstance(paths, (str, bytes, os.PathLike)):
         raise TypeError("paths must be a list of files (or a frame), not one path; wrap it in a list.")
     return [str(Path(p).expanduser()) for p in paths]
 
@@ -346,6 +346,46 @@ def split_datasets(
                 augment=augment if name == "train" else None, cache=cache, **options,
             )
     return result
+
+
+def load_images(
+    images: pd.DataFrame | Sequence[str], size: int, settings: Settings | None = None
+) -> np.ndarray:
+    """Decode images into one uint8 array, resized to ``size`` x ``size``, order kept.
+
+    Decoding and resizing are :func:`make_dataset`'s (no preprocessing), so these pixels
+    are exactly what a Keras model fed by the pipeline sees; an array in memory lets a
+    small model be retrained many times without decoding the files again. Taught in
+    notebook 04, section 7 (the small CNN's images for the sample-efficiency curves).
+
+    Args:
+        images: A dataset frame (its ``path`` column) or a sequence of image paths.
+        size: Side of the square output, in pixels.
+        settings: Course settings (scan cache, batch size); loaded when omitted.
+
+    Returns:
+        Array of shape ``(n, size, size, 3)``, dtype uint8.
+
+    Raises:
+        TypeError: ``images`` is a single path.
+        ValueError: ``size`` is not a positive integer, the frame has no ``path``
+            column, or a file is unusable.
+    """
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"size must be a positive number of pixels, not {size!r}.")
+    paths = _as_paths(images)
+    out = np.empty((len(paths), int(size), int(size), 3), dtype=np.uint8)
+    if not paths:
+        return out
+    dataset = make_dataset(paths, settings=settings, size=int(size), preprocess=False, shuffle=False)
+    done = 0
+    for batch in dataset:
+        values = np.asarray(batch)
+        out[done : done + len(values)] = values.astype(np.uint8)  # whole numbers 0-255 already
+        done += len(values)
+    if done != len(paths):
+        raise RuntimeError(f"the image pipeline yielded {done} images for {len(paths)} paths; check the image files.")
+    return out
 
 
 def measure_throughput(

@@ -645,7 +645,7 @@ def comparison(
 
     Args:
         table: A comparison table (columns ``approach``, ``accuracy``, ``balanced_accuracy``,
-            ``train_seconds``), best first, as :func:`helpers.compare.comparison_table` returns.
+            ``train_seconds``), best first, as :func:`helpers.approaches.comparison_table` returns.
         chance: Draw a dashed line here (for example the majority-class accuracy).
         title: Figure title.
 
@@ -656,7 +656,7 @@ def comparison(
 
     missing = {"approach", "accuracy", "balanced_accuracy", "train_seconds"} - set(table.columns)
     if missing:
-        raise ValueError(f"the table lacks columns {sorted(missing)}; pass compare.comparison_table(results).")
+        raise ValueError(f"the table lacks columns {sorted(missing)}; pass approaches.comparison_table(results).")
     figure, ax = plt.subplots(figsize=(8, 0.55 * len(table) + 1.5))
     rows = table.iloc[::-1]  # barh draws bottom-up; keep the best on top
     positions = np.arange(len(rows))
@@ -682,7 +682,7 @@ def sample_efficiency(
     """Test accuracy against training images per class, one line per approach, with error bars.
 
     Args:
-        summary: The output of :func:`helpers.compare.summarize_sample_efficiency`.
+        summary: The output of :func:`helpers.sample_efficiency.summarize_sample_efficiency`.
         error: ``"std"`` (spread over seeds) or ``"sem"`` (standard error of the mean).
         chance: Draw a dashed line here (for example the majority-class accuracy).
         title: Figure title.

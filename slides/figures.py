@@ -256,14 +256,15 @@ def _best(table, family: str) -> dict[str, str]:
 def figure_photo_vs_drawing(settings, output: Path, *, approaches: Sequence[str] | None = None) -> dict[str, str]:
     """Notebook 04: every approach on one split of photographs vs drawings, and the sample-efficiency curve.
 
-    ``approaches`` limits the comparison (names of :data:`helpers.compare.APPROACHES`; all by default).
+    ``approaches`` limits the comparison (names of :data:`helpers.approaches.APPROACHES`; all by default).
     """
-    from helpers import backbones, compare, plots, weights
+    from helpers import backbones, pipeline, plots, sample_efficiency, scratch_models, weights
+    from helpers.approaches import APPROACHES, run_comparison
 
     weights.configure_keras_home(settings)
     weights.seed_cache(settings, known_md5=backbones.known_md5s())
     frame = _dataset("photo_vs_drawing", settings)
-    comparison = compare.run_comparison(frame, settings, approaches=approaches or compare.APPROACHES)
+    comparison = run_comparison(frame, settings, approaches=approaches or APPROACHES)
     table = comparison.table()
     baseline = comparison.result("majority class").accuracy
     figure = plots.comparison(table, chance=baseline)
@@ -272,16 +273,16 @@ def figure_photo_vs_drawing(settings, output: Path, *, approaches: Sequence[str]
     save_figure(figure, output / "photo_vs_drawing.png")
 
     split = comparison.split
-    images = compare.load_images(split.frame, compare.scratch_image_size(settings), settings)
-    learners = compare.sample_efficiency_learners(
+    images = pipeline.load_images(split.frame, scratch_models.scratch_image_size(settings), settings)
+    learners = sample_efficiency.sample_efficiency_learners(
         split, settings, features=comparison.features, pixels=comparison.pixels, images=images
     )
     train_labels = split.labels("train")
-    sizes = compare.usable_sample_sizes(train_labels, settings.run.sample_sizes)
-    runs = compare.sample_efficiency(
+    sizes = sample_efficiency.usable_sample_sizes(train_labels, settings.run.sample_sizes)
+    runs = sample_efficiency.sample_efficiency(
         learners, train_labels, split.labels("test"), sizes, settings.run.sample_seeds, base_seed=settings.seed
     )
-    summary = compare.summarize_sample_efficiency(runs)
+    summary = sample_efficiency.summarize_sample_efficiency(runs)
     figure = plots.sample_efficiency(summary, chance=1 / len(split.class_names))
     figure.set_size_inches(*WIDE)
     figure.axes[0].legend(fontsize=9, loc="lower right")

@@ -110,6 +110,22 @@ def test_pipeline_and_load_image_agree_across_decoders(tmp_path, pipe_settings):
         assert np.array_equal(got, expected.astype(np.float32)), Path(path).name
 
 
+def test_load_images_gives_uint8_pixels_in_order_like_load_image(tmp_path, pipe_settings):
+    files = _mode_files(tmp_path)
+    paths = [str(path) for path, _, _ in files.values()][:5]
+    images = pipeline.load_images(paths, 16, pipe_settings)
+    assert images.shape == (len(paths), 16, 16, 3) and images.dtype == np.uint8
+    for path, got in zip(paths, images):
+        np.testing.assert_array_equal(got, pipeline.load_image(path, 16, settings=pipe_settings))
+    reversed_ = pipeline.load_images(pd.DataFrame({"path": paths[::-1]}), 16, pipe_settings)
+    np.testing.assert_array_equal(reversed_, images[::-1])
+    assert pipeline.load_images([], 16, pipe_settings).shape == (0, 16, 16, 3)
+    with pytest.raises(ValueError, match="positive"):
+        pipeline.load_images(paths, 0, pipe_settings)
+    with pytest.raises(TypeError, match="not one path"):
+        pipeline.load_images(paths[0], 16, pipe_settings)
+
+
 def test_exif_rotation_is_applied(tmp_path, pipe_settings):
     exif = Image.Exif()
     exif[0x0112] = 6  # shown rotated by 90 degrees

@@ -233,14 +233,14 @@ def test_similar_images_and_topic_strips(image_frame):
 
 
 def test_comparison_puts_the_best_on_top():
-    from helpers import compare
+    from helpers import approaches
 
     y = np.array([0, 0, 1, 1])
     results = [
-        compare.ApproachResult(name, "raw pixels", y, np.asarray(predicted), ["a", "b"], 1.0, 10)
+        approaches.ApproachResult(name, "raw pixels", y, np.asarray(predicted), ["a", "b"], 1.0, 10)
         for name, predicted in (("x", y), ("y", [0, 0, 0, 0]))
     ]
-    table = compare.comparison_table(results)
+    table = approaches.comparison_table(results)
     figure = plots.comparison(table, chance=0.5)
     ax = figure.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["y", "x"]  # barh bottom-up: the best on top
@@ -249,12 +249,12 @@ def test_comparison_puts_the_best_on_top():
 
 
 def test_sample_efficiency_draws_the_spread_over_seeds():
-    from helpers import compare
+    from helpers import sample_efficiency
 
     runs = pd.DataFrame(
         {"approach": ["a"] * 4 + ["b"] * 4, "per_class": [1, 1, 2, 2] * 2, "seed": [0, 1] * 4, "accuracy": np.linspace(0.5, 1, 8)}
     )
-    summary = compare.summarize_sample_efficiency(runs)
+    summary = sample_efficiency.summarize_sample_efficiency(runs)
     figure = plots.sample_efficiency(summary, chance=0.5)
     containers = figure.axes[0].containers
     assert len(containers) == 2  # one errorbar container per approach

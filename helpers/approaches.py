@@ -1,0 +1,696 @@
+"""Notebook 04's approaches: transfer learning against training from scratch, raw pixels and deep features.
+
+Four families of approaches are trained and scored on *one* shared stratified split:
+
+(a) transfer learning: the pretrained backbone plus a new head, then its last block
+    fine-tuned (the recipe of notebook 02, from :mod:`helpers.training`);
+(b) from scratch: the same backbone architecture with random initial weights plus the
+    same head (the Wolfram example's "reset the net"), and a small CNN
+    (:mod:`helpers.scratch_models`);
+(c) raw pixels: images downsized and flattened, into logistic regression and one other
+    scikit-learn model;
+(d) deep features: the backbone's features (:mod:`helpers.features`) into logistic regression.
+
+:func:`shared_split` makes the one split; ``run_*`` train each approach on it (or
+:func:`run_comparison` all of them) and give :class:`ApproachResult` objects, which
+:func:`comparison_table` ranks (accuracy, balanced accuracy, training time, trained
+parameters); :func:`helpers.plots.comparison` draws the table. How each approach fares
+with fewer labelled images is :mod:`helpers.sample_efficiency`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from helpers import backbones, classic, device, evaluation, features, pipeline, splits, training
+from helpers.scratch_models import build_scratch_backbone, build_small_cnn, scratch_image_size
+from helpers.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
+
+# Side of the square thumbnails flattened into raw-pixel features (32x32x3 = 3,072 numbers).
+RAW_PIXEL_SIZE = 32
+
+# Columns of the comparison table, in order.
+TABLE_COLUMNS = (
+    "rank", "approach", "family", "accuracy", "accuracy_low", "accuracy_high", "test_images", "balanced_accuracy",
+    "train_seconds", "trained_parameters",
+)
+
+# scikit-learn models on raw pixels (helpers.classic names): logistic regression and one other.
+RAW_PIXEL_MODELS = ("logistic_regression", "extra_trees")
+
+FAMILIES = ("transfer learning", "from scratch", "raw pixels", "deep features", "baseline")
+
+# Train / validation / test shares of the shared split. The test share is larger than the
+# kit's default (0.15) so that the approaches are told apart by more than a few images;
+# validation only serves early stopping of the Keras models.
+SPLIT_FRACTIONS = (0.6, 0.15, 0.25)
+
+
+def raw_pixel_features(
+    images: pd.DataFrame | Sequence[str], size: int = RAW_PIXEL_SIZE, settings: Settings | None = None
+) -> np.ndarray:
+    """Raw-pixel features: each image downsized to ``size`` x ``size`` RGB and flattened.
+
+    Taught in notebook 04, section 4 (exercise 2 has students write it; this is the reference).
+
+    No learned features at all: the numbers a classifier sees are the pixel values,
+    scaled to [0, 1], row by row, channel last (``R, G, B`` of pixel (0, 0) first).
+
+    Args:
+        images: A dataset frame (its ``path`` column) or a sequence of image paths.
+        size: Side of the thumbnail; 32 gives 3,072 features per image.
+        settings: Course settings; loaded when omitted.
+
+    Returns:
+        float32 array of shape ``(n, size * size * 3)``, rows in the order of ``images``.
+    """
+    pixels = pipeline.load_images(images, size, settings)
+    return pixels.reshape(len(pixels), -1).astype(np.float32) / 255.0
+
+
+
+# --------------------------------------------------------------------------- models
+
+
+def count_trainable_parameters(model: Any) -> int:
+    """Number of parameters training changes: Keras trainable weights, or a fitted sklearn model's.
+
+    Taught in notebook 04, section 6 (results).
+
+    For scikit-learn models this counts what ``fit`` learned in the final estimator
+    (coefficients and intercepts of linear models; support vectors and dual
+    coefficients of SVMs; one threshold per split node and the leaf values of trees;
+    the stored training set of k-nearest neighbours). Scaler statistics are not counted.
+
+    Raises:
+        TypeError: ``model`` is neither a Keras model nor a fitted scikit-learn estimator.
+    """
+    if hasattr(model, "trainable_weights"):
+        return int(sum(int(np.prod(weight.shape)) for weight in model.trainable_weights))
+    estimator = model.steps[-1][1] if hasattr(model, "steps") else model
+    if hasattr(estimator, "best_estimator_"):  # a fitted search: count the refit winner
+        return count_trainable_parameters(estimator.best_estimator_)
+    if hasattr(estimator, "coef_"):
+        return int(np.size(estimator.coef_) + np.size(getattr(estimator, "intercept_", 0)))
+    if hasattr(estimator, "support_vectors_"):
+        return int(np.size(estimator.support_vectors_) + np.size(estimator.dual_coef_) + np.size(estimator.intercept_))
+    if hasattr(estimator, "tree_"):
+        tree = estimator.tree_
+        return int(np.sum(tree.children_left >= 0) + np.size(tree.value[tree.children_left < 0]))
+    if hasattr(estimator, "estimators_") and len(getattr(estimator, "estimators_", [])):
+        members = np.ravel(estimator.estimators_)
+        return int(sum(count_trainable_parameters(member) for member in members))
+    if hasattr(estimator, "_fit_X"):
+        return int(np.size(estimator._fit_X))
+    raise TypeError(
+        f"cannot count the parameters of {type(model).__name__}; pass a Keras model or a fitted scikit-learn estimator."
+    )
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclasses.dataclass
+class ApproachResult:
+    """One approach's predictions on the shared test split, and what training it cost.
+
+    Taught in notebook 04, section 6 (results).
+
+    Attributes:
+        approach: Display name, unique within a comparison.
+        family: One of :data:`FAMILIES`.
+        y_true: True class ids of the test images.
+        y_pred: Predicted class ids, same order.
+        class_names: Names of the class ids.
+        train_seconds: Wall time of training (feature extraction not included; see notes).
+        trained_parameters: Number of parameters training changed.
+        probabilities: Predicted class probabilities ``(n, classes)``, when available.
+        test_paths: Paths of the test images, for the misclassified gallery.
+        notes: A sentence on what was trained (image size, epochs, caches).
+        history: Keras training history, one row per epoch (:func:`helpers.training.history_frame`
+            columns: ``epoch``, ``phase``, ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``), when any.
+    """
+
+    approach: str
+    family: str
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    class_names: list[str]
+    train_seconds: float
+    trained_parameters: int
+    probabilities: np.ndarray | None = None
+    test_paths: list[str] | None = None
+    notes: str = ""
+    history: pd.DataFrame | None = None
+
+    def __post_init__(self) -> None:
+        self.y_true = np.asarray(self.y_true).astype(np.int64).ravel()
+        self.y_pred = np.asarray(self.y_pred).astype(np.int64).ravel()
+        if self.y_true.shape != self.y_pred.shape:
+            raise ValueError(
+                f"{self.approach}: {len(self.y_true)} true labels but {len(self.y_pred)} predictions; "
+                "predict every test image once, in order."
+            )
+        if self.family not in FAMILIES:
+            raise ValueError(f"{self.approach}: family {self.family!r} is not one of {FAMILIES}.")
+
+    @property
+    def accuracy(self) -> float:
+        """Share of test images classified correctly."""
+        return evaluation.accuracy(self.y_true, self.y_pred)
+
+    @property
+    def balanced_accuracy(self) -> float:
+        """Mean recall over the classes present in the test set (:func:`helpers.evaluation.balanced_accuracy`)."""
+        return evaluation.balanced_accuracy(self.y_true, self.y_pred)
+
+
+def majority_baseline(y_train: Sequence[int], y_test: Sequence[int], class_names: Sequence[str]) -> ApproachResult:
+    """The no-skill baseline: always predict the class most frequent in training.
+
+    Taught in notebook 04, section 6 (results).
+    """
+    y_train = np.asarray(y_train)
+    if not len(y_train):
+        raise ValueError("y_train is empty; the baseline needs the training labels.")
+    values, counts = np.unique(y_train, return_counts=True)
+    majority = int(values[np.argmax(counts)])
+    return ApproachResult(
+        "majority class", "baseline", np.asarray(y_test), np.full(len(y_test), majority), list(class_names),
+        0.0, 0, notes=f"always predicts {class_names[majority]!r}",
+    )
+
+
+def comparison_table(results: Sequence[ApproachResult]) -> pd.DataFrame:
+    """Rank approaches: accuracy (with its 95 % Wilson interval), balanced accuracy, time and parameters.
+
+    Taught in notebook 04, section 6 (exercise 3 has students write it; this is the reference).
+
+    Ranking: higher balanced accuracy first (it is not fooled by class imbalance),
+    then higher accuracy, then less training time, then fewer parameters.
+
+    Args:
+        results: One :class:`ApproachResult` per approach, all on the same test images.
+
+    Returns:
+        DataFrame with columns :data:`TABLE_COLUMNS`, best first, ``rank`` from 1.
+
+    Raises:
+        ValueError: No results, duplicate approach names, or results on different test sets.
+    """
+    results = list(results)
+    if not results:
+        raise ValueError("no results to compare; run at least one approach first.")
+    names = [r.approach for r in results]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"approach names must be unique; {duplicates} appear more than once.")
+    reference = results[0].y_true
+    for result in results[1:]:
+        if result.y_true.shape != reference.shape or not np.array_equal(result.y_true, reference):
+            raise ValueError(
+                f"{result.approach!r} was scored on different test images than {results[0].approach!r}; "
+                "every approach must use the same split."
+            )
+    frame = pd.DataFrame(
+        {
+            "approach": names,
+            "family": [r.family for r in results],
+            "accuracy": [r.accuracy for r in results],
+            "accuracy_low": [evaluation.wilson_interval(int(np.sum(r.y_pred == r.y_true)), len(r.y_true))[0] for r in results],
+            "accuracy_high": [evaluation.wilson_interval(int(np.sum(r.y_pred == r.y_true)), len(r.y_true))[1] for r in results],
+            "test_images": [len(r.y_true) for r in results],
+            "balanced_accuracy": [r.balanced_accuracy for r in results],
+            "train_seconds": [float(r.train_seconds) for r in results],
+            "trained_parameters": [int(r.trained_parameters) for r in results],
+        }
+    )
+    frame = frame.sort_values(
+        ["balanced_accuracy", "accuracy", "train_seconds", "trained_parameters"],
+        ascending=[False, False, True, True],
+        kind="mergesort",  # stable: ties keep the order the approaches were given in
+    ).reset_index(drop=True)
+    frame.insert(0, "rank", np.arange(1, len(frame) + 1))
+    return frame[list(TABLE_COLUMNS)]
+
+
+# --------------------------------------------------------------------------- the shared split
+
+
+@dataclasses.dataclass
+class SharedSplit:
+    """The one stratified train/validation/test split every approach is trained and scored on.
+
+    Taught in notebook 04, section 1 (the one split every approach shares).
+
+    Attributes:
+        frame: Every image (``path``, ``label``, ``split``), in a fixed order; arrays computed
+            for the whole frame (features, pixels) are indexed with :meth:`rows`.
+        class_names: Sorted class names; a class id is a position in this list.
+    """
+
+    frame: pd.DataFrame
+    class_names: list[str]
+
+    def rows(self, split: str) -> np.ndarray:
+        """Positions in :attr:`frame` of the images of one split (frame order)."""
+        if split not in splits.SPLITS:
+            raise ValueError(f"split must be one of {splits.SPLITS}, not {split!r}.")
+        return np.flatnonzero(self.frame["split"].to_numpy() == split)
+
+    def part(self, split: str) -> pd.DataFrame:
+        """The images of one split, index reset."""
+        return self.frame.iloc[self.rows(split)].reset_index(drop=True)
+
+    def labels(self, split: str) -> np.ndarray:
+        """Class ids of one split's images."""
+        return np.asarray(pipeline.encode_labels(self.part(split)["label"], self.class_names), dtype=np.int64)
+
+    @property
+    def train(self) -> pd.DataFrame:
+        """Training images."""
+        return self.part("train")
+
+    @property
+    def validation(self) -> pd.DataFrame:
+        """Validation images (early stopping of the Keras models)."""
+        return self.part("validation")
+
+    @property
+    def test(self) -> pd.DataFrame:
+        """Test images: every approach is scored on exactly these."""
+        return self.part("test")
+
+
+def shared_split(frame: pd.DataFrame, settings: Settings | None = None) -> SharedSplit:
+    """Split a dataset once (stratified, seeded by ``settings.seed``) for every approach to share.
+
+    Taught in notebook 04, section 1 (the one split every approach shares).
+
+    The shares are :data:`SPLIT_FRACTIONS`; a frame that already has a ``split`` column keeps it.
+
+    Raises:
+        ValueError: Fewer than two classes, or a split without images of every class.
+    """
+    settings = settings or load_settings()
+    if "split" not in frame.columns:
+        frame = splits.split_dataset(frame, seed=settings.seed, fractions=SPLIT_FRACTIONS)
+    frame = frame.reset_index(drop=True)
+    names = list(pipeline.class_names(frame))
+    if len(names) < 2:
+        raise ValueError(f"the dataset has {len(names)} class(es); a comparison needs at least two.")
+    for split in splits.SPLITS:
+        present = set(frame.loc[frame["split"] == split, "label"])
+        if present != set(names):
+            raise ValueError(
+                f"the {split} split lacks images of {sorted(set(names) - present)}; "
+                "use a larger profile or more images per class."
+            )
+    return SharedSplit(frame, names)
+
+
+# --------------------------------------------------------------------------- the approaches
+
+def _sklearn_result(
+    name: str, family: str, estimator: Any, x_train: np.ndarray, split: SharedSplit, x_test: np.ndarray, notes: str
+) -> ApproachResult:
+    began = time.perf_counter()
+    estimator.fit(x_train, split.labels("train"))
+    seconds = time.perf_counter() - began
+    probabilities = estimator.predict_proba(x_test) if hasattr(estimator, "predict_proba") else None
+    predicted = np.argmax(probabilities, axis=1) if probabilities is not None else estimator.predict(x_test)
+    return ApproachResult(
+        name, family, split.labels("test"), predicted, split.class_names, seconds,
+        count_trainable_parameters(estimator), probabilities, list(split.test["path"]), notes,
+    )
+
+
+def run_raw_pixels(
+    split: SharedSplit,
+    settings: Settings,
+    *,
+    pixels: np.ndarray | None = None,
+    size: int = RAW_PIXEL_SIZE,
+    models: Sequence[str] = RAW_PIXEL_MODELS,
+) -> list[ApproachResult]:
+    """Approach (c): raw pixels, downsized and flattened, into scikit-learn models.
+
+    Taught in notebook 04, section 4 (raw pixels).
+
+    Args:
+        split: The shared split.
+        settings: Course settings (seed).
+        pixels: Raw-pixel features of every image of ``split.frame``; computed when omitted.
+        size: Thumbnail side when computing them.
+        models: Names of :func:`helpers.classic.make_pipeline` models (scaling + classifier).
+
+    Returns:
+        One result per model.
+    """
+    if pixels is None:
+        pixels = raw_pixel_features(split.frame, size, settings)
+    if len(pixels) != len(split.frame):
+        raise ValueError(f"{len(pixels)} rows of pixels for {len(split.frame)} images; compute them on split.frame.")
+    side = int(round(np.sqrt(pixels.shape[1] / 3)))
+    return [
+        _sklearn_result(
+            f"raw pixels + {classic.MODEL_TITLES.get(name, name).lower()}", "raw pixels",
+            classic.make_pipeline(name, seed=settings.seed), pixels[split.rows("train")], split,
+            pixels[split.rows("test")], f"{side}x{side} RGB thumbnails, {pixels.shape[1]:,} numbers per image",
+        )
+        for name in models
+    ]
+
+
+@dataclasses.dataclass
+class TransferRun:
+    """Approach (a), both phases, and what they leave behind.
+
+    Taught in notebook 04, section 2 (transfer learning).
+
+    Attributes:
+        retrainer: The :class:`helpers.training.Retrainer` (model, histories, phase reports).
+        head_only: Scored after phase 1 (new head on the frozen pretrained base).
+        fine_tuned: Scored after phase 2 (head + last block); its time and parameters count both phases.
+        features: Pooled features of the frozen *pretrained* base for every image of the split
+            (phase 1's inputs): the deep features of approach (d).
+    """
+
+    retrainer: Any
+    head_only: ApproachResult
+    fine_tuned: ApproachResult
+    features: np.ndarray
+
+    @property
+    def results(self) -> list[ApproachResult]:
+        """Both results, phase 1 first."""
+        return [self.head_only, self.fine_tuned]
+
+
+def run_transfer(split: SharedSplit, settings: Settings, *, progress: bool = True, verbose: int = 0) -> TransferRun:
+    """Approach (a): the pretrained base plus a new head (phase 1), then its last block (phase 2).
+
+    Taught in notebook 04, section 2 (transfer learning).
+
+    Notebook 02's recipe from :mod:`helpers.training`, fast on a CPU: phase 1 trains on
+    cached features, phase 2 on cached block-input activations; epochs, learning rate
+    and early stopping come from the settings. Training times are the two phases' fits
+    (the one-off activation pass is in the notes).
+
+    Args:
+        split: The shared split.
+        settings: Course settings (backbone, profile, seed, caches).
+        progress: Print what each phase does.
+        verbose: Keras ``fit`` verbosity.
+    """
+    import keras
+
+    keras.utils.set_random_seed(settings.seed)
+    base = backbones.load_base(settings)
+    head = training.build_head(base.output_shape[1:], len(split.class_names), seed=settings.seed)
+    retrainer = training.Retrainer(settings, split.frame, base, head, tensorboard=False, progress=progress, verbose=verbose)
+    if list(retrainer.class_names) != list(split.class_names):  # both sort the same labels; a guard, not a case
+        raise ValueError(f"class order differs: {retrainer.class_names} vs {split.class_names}.")
+    title = backbones.get_backbone(settings=settings).title
+    y_test, paths = split.labels("test"), list(split.test["path"])
+
+    retrainer.fit_head()
+    probabilities = retrainer.predict("test")
+    features = np.array(retrainer.features(), copy=True)  # the pretrained base's features, before phase 2 changes it
+    head_report = retrainer.reports[-1]
+    head_only = ApproachResult(
+        f"transfer: {title} + new head", "transfer learning", y_test, np.argmax(probabilities, axis=1),
+        split.class_names, head_report.seconds, head_report.trainable, probabilities, paths,
+        f"phase 1 only: head on cached features, {head_report.epochs} epochs",
+        training.history_frame(retrainer.histories[training.PHASE_HEAD], training.PHASE_HEAD),
+    )
+
+    retrainer.fit_last_blocks()
+    probabilities = retrainer.predict("test")
+    block_report = retrainer.reports[-1]
+    extraction = sum(retrainer.timings.get(key, 0.0) for key in ("activations", "features"))
+    fine_tuned = ApproachResult(
+        f"transfer: {title} + head + last block", "transfer learning", y_test, np.argmax(probabilities, axis=1),
+        split.class_names, head_report.seconds + block_report.seconds,
+        block_report.trainable,  # phase 2 trains the head again, plus the block
+        probabilities, paths,
+        f"phase 1 ({head_report.epochs} epochs) then phase 2 on {block_report.path} ({block_report.epochs} epochs"
+        + ("" if block_report.kept else "; not kept: it did not beat phase 1 on validation, so this is phase 1's model")
+        + f"); one-off activation pass {extraction:.0f} s",
+        retrainer.history(),
+    )
+    return TransferRun(retrainer, head_only, fine_tuned, features)
+
+
+def deep_features(split: SharedSplit, settings: Settings, *, progress: bool = True) -> np.ndarray:
+    """The pretrained backbone's features of every image of ``split.frame`` (disk-cached).
+
+    Taught in notebook 04, section 5 (deep features).
+    """
+    extractor = backbones.load_feature_extractor(settings)
+    return features.extract_features(extractor, split.frame, settings, progress=progress)
+
+
+def run_deep_features(
+    split: SharedSplit,
+    settings: Settings,
+    *,
+    features: np.ndarray | None = None,
+    model: str = "logistic_regression",
+) -> ApproachResult:
+    """Approach (d): the frozen pretrained backbone's features into logistic regression.
+
+    Taught in notebook 04, section 5 (deep features).
+
+    Args:
+        split: The shared split.
+        settings: Course settings (backbone, cache, seed).
+        features: Features of every image of ``split.frame`` (:func:`deep_features`); computed when omitted.
+        model: A :func:`helpers.classic.make_pipeline` model name.
+    """
+    if features is None:
+        features = deep_features(split, settings)
+    features = np.asarray(features).reshape(len(features), -1)
+    if len(features) != len(split.frame):
+        raise ValueError(f"{len(features)} feature rows for {len(split.frame)} images; extract them from split.frame.")
+    title = backbones.get_backbone(settings=settings).title
+    return _sklearn_result(
+        f"deep features + {classic.MODEL_TITLES.get(model, model).lower()}", "deep features",
+        classic.make_pipeline(model, seed=settings.seed), features[split.rows("train")], split,
+        features[split.rows("test")], f"{title} features ({features.shape[1]:,} per image, extracted once, cached)",
+    )
+
+
+def _fit_keras(
+    model: "keras.Model",
+    split: SharedSplit,
+    settings: Settings,
+    *,
+    size: int,
+    preprocess: bool,
+    epochs: int,
+    verbose: int,
+) -> tuple[np.ndarray, float, pd.DataFrame]:
+    """Train on the split's training images (validation for early stopping); predict the test images."""
+    import keras
+
+    tf = device.import_tensorflow()
+    datasets = pipeline.split_datasets(split.frame, settings=settings, cache=True, size=size, preprocess=preprocess)
+    # The shuffled training set does not know its length; telling Keras avoids its
+    # "input ran out of data" warning at the end of the first epoch.
+    batches = -(-len(split.rows("train")) // settings.batch_size)
+    datasets["train"] = datasets["train"].apply(tf.data.experimental.assert_cardinality(batches))
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=settings.run.early_stopping_patience, restore_best_weights=True
+    )
+    began = time.perf_counter()
+    history = model.fit(
+        datasets["train"], validation_data=datasets["validation"], epochs=epochs, callbacks=[stop],
+        shuffle=False,  # the training dataset shuffles itself every epoch
+        verbose=verbose,
+    )
+    seconds = time.perf_counter() - began
+    probabilities = model.predict(datasets["test"], verbose=0)
+    return probabilities, seconds, training.history_frame(history, "from scratch")
+
+
+def run_scratch_backbone(
+    split: SharedSplit,
+    settings: Settings,
+    *,
+    image_size: int | None = None,
+    epochs: int | None = None,
+    verbose: int = 0,
+) -> ApproachResult:
+    """Approach (b), reset: the backbone's architecture with random weights plus the head, all trained.
+
+    Taught in notebook 04, section 3 (training from scratch).
+
+    Args:
+        split: The shared split.
+        settings: Course settings (backbone, seed, learning rate, batch size, profile).
+        image_size: Input side; :func:`scratch_image_size` by default (small on a CPU).
+        epochs: Epochs; ``settings.run.scratch_epochs`` by default (early stopping on val_loss).
+        verbose: Keras ``fit`` verbosity.
+    """
+    import keras
+
+    size = image_size or scratch_image_size(settings)
+    epochs = epochs or settings.run.scratch_epochs
+    keras.utils.set_random_seed(settings.seed)
+    model = build_scratch_backbone(settings, len(split.class_names), image_size=size)
+    training.compile_model(model, settings.learning_rate)
+    probabilities, seconds, history = _fit_keras(
+        model, split, settings, size=size, preprocess=True, epochs=epochs, verbose=verbose
+    )
+    title = backbones.get_backbone(settings=settings).title
+    return ApproachResult(
+        f"{title} from random weights", "from scratch", split.labels("test"), np.argmax(probabilities, axis=1),
+        split.class_names, seconds, count_trainable_parameters(model), probabilities, list(split.test["path"]),
+        f"same architecture and head as transfer learning, {size}x{size} px, up to {epochs} epochs", history,
+    )
+
+
+def run_small_cnn(
+    split: SharedSplit,
+    settings: Settings,
+    *,
+    build: Callable[[int, int], "keras.Model"] | None = None,
+    image_size: int | None = None,
+    epochs: int | None = None,
+    verbose: int = 0,
+) -> ApproachResult:
+    """Approach (b), small: a small CNN trained from scratch on the split.
+
+    Taught in notebook 04, section 3 (training from scratch).
+
+    Args:
+        split: The shared split.
+        settings: Course settings (seed, learning rate, batch size, profile).
+        build: ``(image_size, num_classes) -> uncompiled model`` taking 0-255 pixels;
+            :func:`build_small_cnn` by default.
+        image_size: Input side; :func:`scratch_image_size` by default.
+        epochs: Epochs; ``settings.run.scratch_epochs`` by default (early stopping on val_loss).
+        verbose: Keras ``fit`` verbosity.
+    """
+    import keras
+
+    size = image_size or scratch_image_size(settings)
+    epochs = epochs or settings.run.scratch_epochs
+    keras.utils.set_random_seed(settings.seed)
+    model = training.compile_model((build or build_small_cnn)(size, len(split.class_names)), settings.learning_rate)
+    probabilities, seconds, history = _fit_keras(
+        model, split, settings, size=size, preprocess=False, epochs=epochs, verbose=verbose
+    )
+    return ApproachResult(
+        "small CNN from scratch", "from scratch", split.labels("test"), np.argmax(probabilities, axis=1),
+        split.class_names, seconds, count_trainable_parameters(model), probabilities, list(split.test["path"]),
+        f"{size}x{size} px, up to {epochs} epochs from random weights", history,
+    )
+
+
+# --------------------------------------------------------------------------- everything at once
+
+APPROACHES = ("transfer", "scratch_backbone", "small_cnn", "raw_pixels", "deep_features", "baseline")
+
+
+@dataclasses.dataclass
+class Comparison:
+    """Everything :func:`run_comparison` trained, on one shared split.
+
+    Not a notebook step: sections 1-6 of notebook 04 in one call (the slides' figures).
+
+    Attributes:
+        split: The shared split.
+        results: One :class:`ApproachResult` per approach, in the order they ran.
+        features: Deep features of every image of ``split.frame`` (when computed).
+        pixels: Raw-pixel features of every image (when computed).
+        seconds: Wall time of the whole run.
+    """
+
+    split: SharedSplit
+    results: list[ApproachResult]
+    features: np.ndarray | None = None
+    pixels: np.ndarray | None = None
+    seconds: float = 0.0
+
+    def table(self) -> pd.DataFrame:
+        """The ranked :func:`comparison_table`."""
+        return comparison_table(self.results)
+
+    def result(self, approach: str) -> ApproachResult:
+        """The result named ``approach``."""
+        for result in self.results:
+            if result.approach == approach:
+                return result
+        raise KeyError(f"no approach {approach!r}; have {[r.approach for r in self.results]}.")
+
+
+def run_comparison(
+    frame: pd.DataFrame | SharedSplit,
+    settings: Settings,
+    *,
+    approaches: Sequence[str] = APPROACHES,
+    progress: bool = False,
+) -> Comparison:
+    """Run the four approaches (and the majority-class baseline) on one shared split.
+
+    Not a notebook step: sections 1-6 of notebook 04 in one call (the slides' figures).
+
+    Args:
+        frame: A dataset frame (split here with :func:`shared_split`) or a :class:`SharedSplit`.
+        settings: Course settings: backbone, profile (sizes, epochs), seed, caches.
+        approaches: Which of :data:`APPROACHES` to run.
+        progress: Print one line per approach and show progress bars.
+
+    Returns:
+        A :class:`Comparison`.
+
+    Raises:
+        ValueError: An unknown approach name.
+    """
+    unknown = sorted(set(approaches) - set(APPROACHES))
+    if unknown:
+        raise ValueError(f"unknown approach(es) {unknown}; choose from {APPROACHES}.")
+    began = time.perf_counter()
+    split = frame if isinstance(frame, SharedSplit) else shared_split(frame, settings)
+    comparison = Comparison(split, [])
+
+    def transfer() -> list[ApproachResult]:
+        run = run_transfer(split, settings, progress=progress)
+        comparison.features = run.features  # the deep features: no second pass over the images
+        return run.results
+
+    def deep() -> ApproachResult:
+        if comparison.features is None:
+            comparison.features = deep_features(split, settings, progress=progress)
+        return run_deep_features(split, settings, features=comparison.features)
+
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("transfer", transfer),
+        ("scratch_backbone", lambda: run_scratch_backbone(split, settings)),
+        ("small_cnn", lambda: run_small_cnn(split, settings)),
+        ("raw_pixels", lambda: run_raw_pixels(split, settings, pixels=comparison.pixels)),
+        ("deep_features", deep),
+        ("baseline", lambda: majority_baseline(split.labels("train"), split.labels("test"), split.class_names)),
+    ]
+    if "raw_pixels" in approaches:
+        comparison.pixels = raw_pixel_features(split.frame, RAW_PIXEL_SIZE, settings)
+    for name, step in steps:
+        if name not in approaches:
+            continue
+        produced = step()
+        for result in produced if isinstance(produced, list) else [produced]:
+            comparison.results.append(result)
+            if progress:
+                print(f"{result.approach:<40} accuracy {result.accuracy:6.1%}  ({result.train_seconds:.1f} s)")
+    comparison.seconds = time.perf_counter() - began
+    return comparison
