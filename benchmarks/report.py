@@ -377,7 +377,35 @@ def _notebooks(section: dict[str, Any]) -> list[str]:
                 for row in entry["notebooks"]
             ],
         )
-    return lines
+    return lines + _laptop_against_workshop(section["profiles"])
+
+
+LAPTOP_SHARE = 0.6  # "about half the workshop time"
+
+
+def _laptop_against_workshop(profiles: dict[str, Any]) -> list[str]:
+    """Each notebook's laptop-profile time as a share of its workshop-profile time (the same run, side by side)."""
+    if not {"laptop", "workshop"} <= set(profiles):
+        return []
+    workshop = {row["notebook"]: row for row in profiles["workshop"]["notebooks"]}
+    rows, shares = [], []
+    for row in profiles["laptop"]["notebooks"]:
+        other = workshop.get(row["notebook"])
+        if other is None or row["status"] != "ok" or other["status"] != "ok" or not other["seconds"]:
+            continue
+        share = row["seconds"] / other["seconds"]
+        shares.append(share)
+        rows.append((row["notebook"], f"{other['seconds']:.0f}", f"{row['seconds']:.0f}", f"{share:.2f}",
+                     "yes" if share <= LAPTOP_SHARE else "**no**"))
+    if not rows:
+        return []
+    verdict = "met" if all(share <= LAPTOP_SHARE for share in shares) else "**not met**"
+    return [
+        "",
+        f"**laptop against workshop** (goal: about half the time, ≤ {LAPTOP_SHARE:.1f} of it, each notebook — {verdict})",
+        "",
+        *_table(("notebook", "workshop s", "laptop s", "laptop ÷ workshop", "about half"), rows),
+    ]
 
 
 def _accuracy(section: dict[str, Any] | None) -> list[str]:
@@ -408,7 +436,17 @@ def _accuracy(section: dict[str, Any] | None) -> list[str]:
                     rows.append((row["notebook"], f"`{name}`: {label}", metrics))
         if not results:
             rows.append((row["notebook"], "–", "no accuracy reported" if row["status"] == "ok" else f"not run to the end ({row['status']})"))
-    return lines + _table(("notebook", "model / result", "accuracy"), rows)
+    return lines + _table(("notebook", "model / result", "accuracy"), rows) + _laptop_ranking(profiles)
+
+
+def _laptop_ranking(profiles: dict[str, Any]) -> list[str]:
+    """Notebook 04's ranking of approaches in the laptop profile: the lesson must survive the smaller run."""
+    row = next((r for r in profiles.get("laptop", {}).get("notebooks", []) if r["notebook"].startswith("04_")), None)
+    table = (row or {}).get("results", {}).get("table")
+    if not isinstance(table, list) or not table:
+        return []
+    ranked = " > ".join(f"{_record_label(record)} ({_number(record.get('accuracy'), 3)})" for record in table)
+    return ["", f"Notebook 04 in the laptop profile ranks the approaches: {ranked}."]
 
 
 def _mean_std(spread: dict[str, float]) -> str:

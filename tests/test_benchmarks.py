@@ -159,6 +159,28 @@ def test_report_shows_unexpected_grades_and_fails_the_budget(tmp_path):
     assert "1 unexpected scores" in row and "0.50 of budget" in row and row.rstrip().endswith("**no** |")
 
 
+def test_report_sets_the_laptop_profile_against_the_workshop_and_shows_its_ranking():
+    def row(notebook, seconds, results=None):
+        return {"notebook": notebook, "seconds": seconds, "status": "ok", "error": "", "slowest_cells": [],
+                "results": results or {}}
+
+    table = [{"approach": "transfer: head + last block", "accuracy": 0.91},
+             {"approach": "raw pixels + logistic regression", "accuracy": 0.83},
+             {"approach": "majority class", "accuracy": 0.5}]
+    profiles = {
+        "workshop": {"notebooks": [row("02_retrain_simpsons", 280.0), row("04_photo_vs_drawing", 200.0)], "total_s": 480.0},
+        "laptop": {"notebooks": [row("02_retrain_simpsons", 130.0), row("04_photo_vs_drawing", 150.0, {"table": table})],
+                   "total_s": 280.0},
+    }
+    text = "\n".join(report._notebooks({"profiles": profiles}))
+    assert "**laptop against workshop**" in text and "**not met**" in text
+    assert "| 02_retrain_simpsons | 280 | 130 | 0.46 | yes |" in text
+    assert "| 04_photo_vs_drawing | 200 | 150 | 0.75 | **no** |" in text
+    ranking = "\n".join(report._laptop_ranking(profiles))
+    assert "transfer: head + last block (0.910) > raw pixels + logistic regression (0.830) > majority class (0.500)" in ranking
+    assert report._laptop_against_workshop({"workshop": profiles["workshop"]}) == []
+
+
 def test_partial_run_keeps_earlier_sections_and_flags_another_machine(tmp_path):
     earlier = {
         "size": "tiny", "generated": "2000-01-01T00:00:00+00:00", "command": "python -m benchmarks --size tiny",
