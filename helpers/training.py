@@ -334,20 +334,47 @@ def make_optimizer(name: str = "adam", learning_rate: float = 1e-3) -> "keras.op
 
 
 @device.under_strategy
-def compile_model(model: "keras.Model", learning_rate: float, *, optimizer: str = "adam") -> "keras.Model":
+def compile_model(
+    model: "keras.Model", learning_rate: float, *, optimizer: str = "adam", label_smoothing: float = 0.0
+) -> "keras.Model":
     """Compile a softmax classifier for integer labels: sparse categorical cross-entropy, accuracy.
 
     Labels are class ids (0, 1, 2...), not one-hot vectors, hence the *sparse* loss.
     Call again after changing which layers are trainable.
+
+    With ``label_smoothing`` > 0 the targets are softened (the true class gets
+    ``1 - label_smoothing`` plus its share of ``label_smoothing`` spread over all
+    classes), which keeps the model from growing over-confident on a small training
+    set. Keras's sparse loss has no such option, so the model is then compiled with
+    the *categorical* loss and accuracy: train it on one-hot labels
+    (:func:`one_hot_labels`); :class:`Retrainer` does that itself.
     """
     import keras
 
-    model.compile(
-        optimizer=make_optimizer(optimizer, learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
+    if (
+        not isinstance(label_smoothing, (int, float)) or isinstance(label_smoothing, bool)
+        or not 0.0 <= label_smoothing < 1.0
+    ):
+        raise ValueError(f"label_smoothing must be a share in [0, 1) (0 = off, 0.1 is usual), not {label_smoothing!r}.")
+    if label_smoothing:
+        loss: Any = keras.losses.CategoricalCrossentropy(label_smoothing=float(label_smoothing))
+        metric: Any = keras.metrics.CategoricalAccuracy(name="accuracy")
+    else:
+        loss, metric = keras.losses.SparseCategoricalCrossentropy(), keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    model.compile(optimizer=make_optimizer(optimizer, learning_rate), loss=loss, metrics=[metric])
     return model
+
+
+def one_hot_labels(labels: Sequence[int] | np.ndarray, n_classes: int) -> np.ndarray:
+    """Class ids as one-hot rows (``float32``), the targets of a model compiled with label smoothing.
+
+    >>> one_hot_labels([2, 0], 3).tolist()
+    [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+    """
+    ids = np.asarray(labels)
+    if ids.ndim != 1 or (ids.size and (ids.min() < 0 or ids.max() >= n_classes)):
+        raise ValueError(f"labels must be a 1-D array of class ids in [0, {n_classes}), not shape {ids.shape}.")
+    return np.eye(int(n_classes), dtype="float32")[ids.astype(int)]
 
 
 def _weight_count(weights: Sequence[Any]) -> int:
@@ -658,6 +685,8 @@ class Retrainer:
             :meth:`export_model` then use both views.
         balance_classes: Repeat the training images of the smaller classes until each
             class has as many as the largest (like class weights, for the cached paths).
+        label_smoothing: Soften the training targets of both phases by this share
+            (0 = off; see :func:`compile_model`).
         memory_budget_mb: Most memory for phase 2's cached activations; beyond it
             (even in ``float16``) phase 2 trains end to end on the images.
         optimizer: ``adam`` (the lab's), ``sgd`` or ``rmsprop``.
@@ -690,6 +719,7 @@ class Retrainer:
         mirror: bool = False,
         flip_test: bool = False,
         balance_classes: bool = False,
+        label_smoothing: float = 0.0,
         memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
         optimizer: str = "adam",
         tensorboard: bool = True,
@@ -715,6 +745,11 @@ class Retrainer:
         if isinstance(n_blocks, bool) or not isinstance(n_blocks, (int, np.integer)) or not 1 <= n_blocks <= max_blocks:
             raise ValueError(f"n_blocks must be a whole number between 1 and {max_blocks}, not {n_blocks!r}.")
         make_optimizer(optimizer)  # validate the name now, not after minutes of extraction
+        if (
+            not isinstance(label_smoothing, (int, float)) or isinstance(label_smoothing, bool)
+            or not 0.0 <= label_smoothing < 1.0
+        ):
+            raise ValueError(f"label_smoothing must be a share in [0, 1) (0 = off, 0.1 is usual), not {label_smoothing!r}.")
         self.frame = frame.reset_index(drop=True)
         self.class_names = pipeline.class_names(self.frame)
         if head.output_shape[-1] != len(self.class_names):
@@ -733,6 +768,7 @@ class Retrainer:
             raise ValueError("flip_test averages over mirrored copies: pass mirror=True too.")
         self.flip_test = bool(flip_test)
         self.balance_classes = bool(balance_classes)
+        self.label_smoothing = float(label_smoothing)
         self.phase1_weights: list[np.ndarray] | None = None
         self.memory_budget_mb = float(memory_budget_mb)
         self.optimizer = optimizer
@@ -865,6 +901,10 @@ class Retrainer:
             return values[train], self.labels[train]
         return np.concatenate([values[train], mirrored_values[train]]), np.concatenate([self.labels[train]] * 2)
 
+    def _targets(self, labels: np.ndarray) -> np.ndarray:
+        """What the compiled loss takes: class ids, or one-hot rows with label smoothing (:func:`compile_model`)."""
+        return one_hot_labels(labels, len(self.class_names)) if self.label_smoothing else labels
+
     @device.under_strategy
     def _submodel(self, name: str) -> "keras.Model":
         """The sub-models sharing the model's layers: ``top`` (head after pooling), ``tail``, ``pooled tail``."""
@@ -914,7 +954,9 @@ class Retrainer:
         features = self.features()
         validation = self.rows("validation")
         x_train, y_train = self._training_arrays(features, self._mirrored_features)
-        top = compile_model(self._submodel("top"), learning_rate, optimizer=self.optimizer)
+        top = compile_model(
+            self._submodel("top"), learning_rate, optimizer=self.optimizer, label_smoothing=self.label_smoothing
+        )
         callbacks, checkpoint = make_callbacks(
             self.run_dir, PHASE_HEAD, patience=self.settings.run.early_stopping_patience, tensorboard=self.tensorboard,
             log_dir=self.log_dir,
@@ -922,7 +964,7 @@ class Retrainer:
         self._say(f"{PHASE_HEAD}: {len(x_train)} training images, features {features.shape[1:]}, up to {epochs} epochs.")
         began = time.perf_counter()
         history = _fit(
-            top, x_train, y_train, (features[validation], self.labels[validation]),
+            top, x_train, self._targets(y_train), (features[validation], self._targets(self.labels[validation])),
             epochs=epochs, batch_size=batch_size or self.settings.batch_size, callbacks=callbacks,
             checkpoint=checkpoint, verbose=self.verbose, seed=self.settings.seed,
         )
@@ -985,15 +1027,17 @@ class Retrainer:
         steps = math.ceil((len(x_train) if path == "cached activations" else len(self.rows("train"))) / batch_size)
         rate = learning_rate if schedule == "constant" else cosine_schedule(learning_rate, epochs * steps)
         if path == "cached activations":
-            trained = compile_model(self._submodel("tail"), rate, optimizer=self.optimizer)
+            trained = compile_model(
+                self._submodel("tail"), rate, optimizer=self.optimizer, label_smoothing=self.label_smoothing
+            )
             began = time.perf_counter()
             history = _fit(
-                trained, x_train, y_train,
-                (activations[validation], self.labels[validation]), epochs=epochs, batch_size=batch_size,
+                trained, x_train, self._targets(y_train),
+                (activations[validation], self._targets(self.labels[validation])), epochs=epochs, batch_size=batch_size,
                 callbacks=callbacks, checkpoint=checkpoint, verbose=self.verbose, seed=self.settings.seed,
             )
         else:
-            trained = compile_model(self.model, rate, optimizer=self.optimizer)
+            trained = compile_model(self.model, rate, optimizer=self.optimizer, label_smoothing=self.label_smoothing)
             train_data, validation_data = self._image_datasets(batch_size)
             began = time.perf_counter()
             history = _fit(
@@ -1040,6 +1084,11 @@ class Retrainer:
             part["validation"]["path"], part["validation"]["label"], settings=self.settings, batch_size=batch_size,
             cache=True, classes=self.class_names,
         )
+        if self.label_smoothing:  # the categorical loss takes one-hot labels (compile_model)
+            n_classes = len(self.class_names)
+            train, validation = (
+                data.map(lambda images, labels: (images, tf.one_hot(labels, n_classes))) for data in (train, validation)
+            )
         return train, validation
 
     def _record(

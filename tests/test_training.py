@@ -197,6 +197,33 @@ def test_compile_model_sparse_crossentropy_adam_accuracy():
         training.make_optimizer("adam", 0)
 
 
+def test_label_smoothing_compiles_the_categorical_loss_for_one_hot_labels():
+    """Keras's sparse loss has no label smoothing: the categorical one on one-hot rows, its accuracy named the same."""
+    import keras
+
+    model = _small_classifier(3)
+    training.compile_model(model, 0.01, label_smoothing=0.1)
+    assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)
+    assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.1)
+    x, y = _small_data(12, 8)
+    targets = training.one_hot_labels(y, 3)
+    assert targets.shape == (12, 3) and np.array_equal(targets.argmax(axis=1), y) and targets.sum() == 12
+    probabilities = model.predict(x, verbose=0)
+    smoothed = targets * 0.9 + 0.1 / 3
+    expected = -np.mean(np.sum(smoothed * np.log(probabilities), axis=1))
+    result = model.evaluate(x, targets, verbose=0, return_dict=True)
+    penalty = 0.01 * float(np.sum(model.layers[-1].kernel.numpy() ** 2))  # the small classifier's L2
+    assert result["loss"] == pytest.approx(expected + penalty, rel=1e-4)
+    assert result["accuracy"] == pytest.approx(np.mean(probabilities.argmax(axis=1) == y))
+    history = model.fit(x, targets, epochs=1, verbose=0)
+    assert set(history.history) == {"loss", "accuracy"}
+    for bad in (1.0, -0.1, True, "0.1"):
+        with pytest.raises(ValueError, match="label_smoothing"):
+            training.compile_model(model, 0.01, label_smoothing=bad)
+    with pytest.raises(ValueError, match="class ids"):
+        training.one_hot_labels([0, 3], 3)
+
+
 def test_augmentation_layers_change_images_only_in_training():
     augmentation = training.augmentation_layers(seed=3)
     kinds = [type(layer).__name__ for layer in augmentation.layers]
@@ -572,6 +599,8 @@ def test_retrainer_validates_its_inputs(resnet):
         training.Retrainer(settings, frame, base, head)  # 3 outputs, 2 classes
     with pytest.raises(ValueError, match="n_blocks"):
         training.Retrainer(settings, frame, base, training.build_head(base.output_shape[1:], 2), n_blocks=0)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        training.Retrainer(settings, frame, base, training.build_head(base.output_shape[1:], 2), label_smoothing=1.0)
     assert math.isclose(training.FINETUNE_LEARNING_RATE_FACTOR, 0.1)
 
 
@@ -614,6 +643,32 @@ def test_phase2_that_does_not_beat_phase1_is_dropped(mobilenet, simpsons_frame, 
     assert np.abs(plain - phase1).max() < TOLERANCE
     with pytest.raises(ValueError, match="schedule"):
         retrainer.fit_last_blocks(schedule="linear")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("augment", [False, True], ids=["cached-activations", "images"])
+def test_label_smoothing_trains_both_phases_on_one_hot_targets(mobilenet, simpsons_frame, tmp_path, augment):
+    """Both phases compile the smoothed categorical loss; phase 2 on cached activations or on images (one-hot map)."""
+    import keras
+
+    settings, _, _ = mobilenet
+    base = backbones.load_base(settings)  # a fresh base: training changes it
+    head = training.build_head(base.output_shape[1:], 3, seed=10)
+    retrainer = training.Retrainer(
+        settings, simpsons_frame, base, head, label_smoothing=0.1, augment=training.augmentation_layers(seed=1) if augment
+        else None, run_dir=tmp_path, progress=False, tensorboard=False,
+    )
+    retrainer.fit_head(epochs=2)
+    retrainer.fit_last_blocks(epochs=1, keep_better=False)
+    assert [r.path for r in retrainer.reports] == ["cached features", "images" if augment else "cached activations"]
+    trained = retrainer.model if augment else retrainer._submodel("tail")
+    assert isinstance(trained.loss, keras.losses.CategoricalCrossentropy)
+    for phase in (training.PHASE_HEAD, training.PHASE_BLOCKS):
+        history = retrainer.histories[phase]
+        assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history)
+        assert all(0.0 <= v <= 1.0 for v in history["val_accuracy"]) and all(np.isfinite(history["loss"]))
+    probabilities = retrainer.predict("test")
+    assert probabilities.shape == (3, 3) and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
 def test_balance_classes_repeats_the_smaller_classes(resnet):
