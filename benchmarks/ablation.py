@@ -40,6 +40,18 @@ CHANGES: dict[str, dict[str, Any]] = {
     "cosine phase 2 at 3e-4": {"schedule": "cosine", "learning_rate": 3e-4},
     "balanced classes": {"balance_classes": True},
     "flip averaging": {"flip_test": True},
+    "label smoothing 0.1": {"label_smoothing": 0.1},
+    "last 3 blocks": {"n_blocks": 3},
+}
+# Rows of changes trained together: the first round's four (the kit default they made), then
+# the second round's changes on top of them ("last 3 blocks" replaces "last 2 blocks").
+FIRST_ROUND = ("last 2 blocks", "cosine phase 2 at 3e-4", "balanced classes", "flip averaging")
+COMBINATIONS: dict[str, tuple[str, ...]] = {
+    "first round together (last 2 blocks, cosine, balanced, flip)": FIRST_ROUND,
+    "first round + label smoothing": (*FIRST_ROUND, "label smoothing 0.1"),
+    "all changes together (last 3 blocks, cosine, balanced, flip, label smoothing)": (
+        "cosine phase 2 at 3e-4", "balanced classes", "flip averaging", "label smoothing 0.1", "last 3 blocks",
+    ),
 }
 PREDICTION_ONLY = {"flip_test"}
 SEEDS = {"tiny": (0,), "full": (42, 43, 44)}
@@ -48,6 +60,7 @@ SEEDS = {"tiny": (0,), "full": (42, 43, 44)}
 # interrupted run resumes and several processes can share the seeds; without it every run
 # starts from a fresh scratch cache and measures everything.
 CACHE_ENVIRONMENT = "KIT_BENCHMARK_CACHE"
+KEEP_ENVIRONMENT = "KIT_BENCHMARK_KEEP_ROWS"  # "1": keep rows of earlier runs of the same recipe (see run)
 SEEDS_ENVIRONMENT = "KIT_BENCHMARK_SEEDS"  # e.g. "43,44": train only these seeds' runs (others from the cache)
 RUNS_FORMAT = 1
 
@@ -80,7 +93,7 @@ def _train(settings: Any, frame: Any, weights: str | None, options: dict[str, An
     """One two-phase training; accuracies with and without the prediction-only changes."""
     from helpers import backbones, training
 
-    build = {k: v for k, v in options.items() if k in ("n_blocks", "balance_classes")}
+    build = {k: v for k, v in options.items() if k in ("n_blocks", "balance_classes", "label_smoothing")}
     phase2 = {k: v for k, v in options.items() if k in ("schedule", "learning_rate")}
     base = backbones.load_base(settings, weights=weights)
     head = training.build_head(base.output_shape[1:], frame["label"].nunique(), seed=settings.seed)
@@ -142,33 +155,95 @@ def _row(name: str, split: str, runs: list[dict[str, Any]], flip: bool) -> dict[
     }
 
 
-def run(context: Context) -> dict[str, Any]:
-    """Train every recipe on the group split over the size's seeds (and the baseline on a random split)."""
-    from benchmarks.core import weights_choice
+def _training_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The changes of ``names`` that need a training run of their own, in :data:`CHANGES` order."""
+    return tuple(n for n in CHANGES if n in names and not set(CHANGES[n]) <= PREDICTION_ONLY)
+
+
+def _rows_wanted(seeds: tuple[int, ...]) -> list[tuple[str, str, tuple[str, ...], bool, tuple[int, ...]]]:
+    """Every row of the table: (name, split, trained changes, scored with flip averaging, seeds)."""
+    baseline = "baseline (lab's recipe + mirrored copies)"
+    rows = [(baseline, "random", (), False, seeds[:1]), (baseline, "group", (), False, seeds)]
+    for name in CHANGES:
+        rows.append((f"+ {name}", "group", _training_names((name,)), name == "flip averaging", seeds))
+    for name, names in COMBINATIONS.items():
+        rows.append((name, "group", _training_names(names), "flip averaging" in names, seeds))
+    return rows
+
+
+def _options(names: tuple[str, ...], flip: bool) -> dict[str, Any]:
+    return _recipe(names) | ({"flip_test": True} if flip else {})
+
+
+def _earlier_row(
+    previous: dict[str, Any] | None, options: dict[str, Any], split: str, seeds: tuple[int, ...], same: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The row of an earlier run of this section with the same recipe, split, seeds, data and epochs."""
+    if not previous or "rows" not in previous or any(previous.get(k) != v for k, v in same.items()):
+        return None
+    for row in previous["rows"]:
+        if row.get("options") == options and row["split"] == split and row["seeds"] == len(seeds):
+            return row | {"measured": row.get("measured", previous.get("date"))}
+    return None
+
+
+def _run_one(
+    settings: Any, frame: Any, split_kind: str, seed: int, names: tuple[str, ...], run_dir: Path, epochs: dict[str, Any],
+    weights: str | None,
+) -> dict[str, Any]:
+    """One seed of one recipe: draw the split, train both phases, score with and without flip averaging."""
     from helpers import splits
+
+    split = splits.split_dataset(frame, seed=seed, groups=None if split_kind == "random" else "group", min_per_class=1)
+    return _train(settings.replace(seed=seed), split, weights, _recipe(names), run_dir, epochs)
+
+
+def run(context: Context, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train every recipe on the group split over the size's seeds (and the baseline on a random split).
+
+    Args:
+        context: The benchmark run's inputs and scratch folder.
+        previous: This section's earlier results. With ``KIT_BENCHMARK_KEEP_ROWS=1``, a row
+            whose runs are not all in the run cache is kept from them when they measured
+            the same recipe, split, seeds, data and epochs (the row says when); otherwise
+            every run is trained here.
+    """
+    from benchmarks.core import weights_choice
 
     tiny = context.size.name == "tiny"
     cache = os.environ.get(CACHE_ENVIRONMENT)
+    keep = os.environ.get(KEEP_ENVIRONMENT, "") == "1"
     settings = context.settings("smoke" if tiny else "workshop", **({"cache_dir": cache} if cache else {}))
     frame, source = _frame(context, settings)
     weights, weights_text = weights_choice(settings)
     epochs = {"head": 2, "blocks": 1} if tiny else {"head": None, "blocks": None}
     seeds = SEEDS[context.size.name]
+    section_epochs = {"head": settings.run.head_epochs, "blocks": settings.run.finetune_epochs} if not tiny else epochs
+    same = {"source": source, "weights": weights_text, "seeds": list(seeds), "epochs": section_epochs}
+    wanted = _rows_wanted(seeds)
+    earlier: dict[int, dict[str, Any]] = {}
+    store = Path(settings.cache_dir) / "ablation-runs"
+
+    def record_path(names: tuple[str, ...], split_kind: str, seed: int) -> tuple[Path, str]:
+        key = json.dumps([RUNS_FORMAT, names, split_kind, seed, epochs, settings.profile, len(frame), source, weights_text])
+        return store / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json", key
+
+    if keep:
+        for index, (_, split_kind, names, flip, chosen) in enumerate(wanted):
+            cached = cache and all(record_path(names, split_kind, seed)[0].is_file() for seed in chosen)
+            row = None if cached else _earlier_row(previous, _options(names, flip), split_kind, chosen, same)
+            if row is not None:
+                earlier[index] = row
+    plans = {(names, split_kind): chosen for i, (_, split_kind, names, _, chosen) in enumerate(wanted) if i not in earlier}
     trained: dict[tuple[tuple[str, ...], str], list[dict[str, Any]]] = {}
-    training_changes = [name for name, change in CHANGES.items() if not set(change) <= PREDICTION_ONLY]
-    plans: list[tuple[tuple[str, ...], str, tuple[int, ...]]] = [((), "random", seeds[:1]), ((), "group", seeds)]
-    plans += [((name,), "group", seeds) for name in training_changes]
-    plans.append((tuple(training_changes), "group", seeds))
     extraction: list[float] = []
     reused = 0
     only = [int(s) for s in os.environ.get(SEEDS_ENVIRONMENT, "").split(",") if s.strip()]
-    store = Path(settings.cache_dir) / "ablation-runs"
-    jobs = [(names, split_kind, seed) for names, split_kind, chosen in plans for seed in chosen]
+    jobs = [(names, split_kind, seed) for (names, split_kind), chosen in plans.items() for seed in chosen]
     if only:  # this process's seeds first, in the order given; the others' runs come from the cache
         jobs.sort(key=lambda job: only.index(job[2]) if job[2] in only else len(only))
     for names, split_kind, seed in jobs:
-        key = json.dumps([RUNS_FORMAT, names, split_kind, seed, epochs, settings.profile, len(frame), source, weights_text])
-        record = store / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+        record, key = record_path(names, split_kind, seed)
         if cache and record.is_file():
             result = json.loads(record.read_text())
             result["views"] = {flip == "true": view for flip, view in result["views"].items()}
@@ -184,13 +259,10 @@ def run(context: Context) -> dict[str, Any]:
                 os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             except FileExistsError:
                 continue
-        seeded = settings.replace(seed=seed)
-        split = splits.split_dataset(frame, seed=seed, groups=None if split_kind == "random" else "group", min_per_class=1)
         began = time.perf_counter()
-        result = _train(
-            seeded, split, weights, _recipe(names), context.scratch / "runs" / f"{'-'.join(names) or 'base'}-{split_kind}-{seed}",
-            epochs,
-        )
+        run_dir = context.scratch / "runs" / f"{'-'.join(names) or 'base'}-{split_kind}-{seed}".replace(" ", "_")
+        result = _run_one(settings, frame, split_kind, seed, names, run_dir, epochs, weights)
+        result["measured"] = now()
         if cache:
             record.write_text(json.dumps(result | {"key": key}))
             claim.unlink(missing_ok=True)
@@ -202,47 +274,36 @@ def run(context: Context) -> dict[str, Any]:
             f"(flip {result['views'][True]['test']:.3f}), {time.perf_counter() - began:.0f} s",
             flush=True,
         )
-    missing = [f"{' + '.join(n) or 'baseline'} ({k})" for n, k, c in plans if len(trained.get((n, k), [])) < len(c)]
+    missing = [f"{' + '.join(n) or 'baseline'} ({k})" for (n, k), c in plans.items() if len(trained.get((n, k), [])) < len(c)]
     if missing:
         raise Skip(f"runs left to other processes ({SEEDS_ENVIRONMENT}): {', '.join(missing)}; run again without it")
     extraction += [run["extraction_s"] for runs in trained.values() for run in runs if not extraction]
-    rows = [
-        _row("baseline (lab's recipe + mirrored copies)", "random", trained[((), "random")], False),
-        _row("baseline (lab's recipe + mirrored copies)", "group", trained[((), "group")], False),
-    ]
-    for name in CHANGES:
-        if name in training_changes:
-            rows.append(_row(f"+ {name}", "group", trained[((name,), "group")], False))
-        else:
-            rows.append(_row(f"+ {name}", "group", trained[((), "group")], True))
-    rows.append(_row("all changes together", "group", trained[(tuple(training_changes), "group")], True))
+    rows = []
+    for index, (name, split_kind, names, flip, _) in enumerate(wanted):
+        if index in earlier:
+            rows.append(earlier[index] | {"recipe": name, "options": _options(names, flip), "kept_from_earlier": True})
+            continue
+        runs = trained[(names, split_kind)]
+        measured = sorted(str(run.get("measured", "")) for run in runs)
+        rows.append(_row(name, split_kind, runs, flip) | {"options": _options(names, flip), "measured": measured[-1]})
     from helpers import training
 
     default = {key: value for key, value in training.WORKSHOP_RECIPE.items() if key != "mirror"}
-    names = {"": "baseline (lab's recipe + mirrored copies)", "all": "all changes together"}
-    default_row = next(
-        (f"+ {name}" for name in CHANGES if _recipe((name,)) == default),
-        names["all"] if _recipe(tuple(CHANGES)) == default else names[""] if not default else "not measured",
-    )
-    if default_row == "not measured":
-        # A training change plus prediction-only ones: scored on that change's trained models.
-        flips = {key for key in default if key in PREDICTION_ONLY}
-        trained_part = {key: value for key, value in default.items() if key not in PREDICTION_ONLY}
-        name = next((n for n in training_changes if _recipe((n,)) == trained_part), None)
-        extra = [n for n in CHANGES if n not in training_changes and set(CHANGES[n]) <= flips]
-        if name is not None and extra and _recipe((name, *extra)) == default:
-            default_row = f"+ {name} + {' + '.join(extra)}"
-            rows.insert(len(rows) - 1, _row(default_row, "group", trained[((name,), "group")], True))
+    default_row = next((row["recipe"] for row in rows if row["split"] == "group" and row["options"] == default), "not measured")
     return {
         "date": now(),
         "source": source,
         "weights": weights_text,
         "seeds": list(seeds),
-        "epochs": {"head": settings.run.head_epochs, "blocks": settings.run.finetune_epochs} if not tiny else epochs,
+        "epochs": section_epochs,
         "rows": rows,
         "kit_default": {"row": default_row, "options": dict(training.WORKSHOP_RECIPE)},
-        "extraction_s": {"median": statistics.median(extraction), "max": max(extraction)},
+        "extraction_s": (
+            {"median": statistics.median(extraction), "max": max(extraction)} if extraction
+            else (previous or {}).get("extraction_s", {})
+        ),
         "goal": 0.92,
         "runs": len(jobs),
         "runs_from_cache": reused,
+        "rows_kept_from_earlier": len(earlier),
     }

@@ -257,6 +257,26 @@ def _summary(results: dict[str, Any]) -> list[str]:
         )
     else:
         add("5. autograding, projected class of 30", g, "", "", "≤ 600 s, every score as expected", None)
+    s = sections.get("scaling")
+    if s and "paths" in s:
+        fitted = [p for p in s["paths"].values() if "slope" in p]
+        worse = [p["title"] for p in fitted if p.get("superlinear")]
+        steepest = f"steepest slope {max(p['slope'] for p in fitted):.2f}" if fitted else "–"
+        add("6. scaling, worse than linear", s, ", ".join(worse) or "none", steepest, f"slope ≤ {SUPERLINEAR_SLOPE}", not worse)
+    else:
+        add("6. scaling, worse than linear", s, "", "", f"slope ≤ {SUPERLINEAR_SLOPE}", None)
+    a = sections.get("ablation")
+    if a and "rows" in a:
+        chosen = _default_row(a)
+        pooled = chosen["test_pooled"]
+        add(
+            "8. recipe, test accuracy on unseen episodes", a,
+            f"{chosen['recipe']}: {_mean_std(chosen['test'])} ({len(a['seeds'])} seeds; 95% "
+            f"[{pooled['low']:.3f}, {pooled['high']:.3f}])",
+            f"{chosen['test']['mean'] / a['goal']:.2f} of goal", f"≥ {a['goal']:.2f}", chosen["test"]["mean"] >= a["goal"],
+        )
+    else:
+        add("8. recipe, test accuracy on unseen episodes", a, "", "", "≥ 0.92", None)
     s = sections.get("sandbox")
     if s and s.get("classes"):
         slowest = max(s["classes"], key=lambda c: c["projected_class_s"])
@@ -270,26 +290,6 @@ def _summary(results: dict[str, Any]) -> list[str]:
         )
     else:
         add("9. sandboxed grading, class of 30 per notebook", s, "", "", "≤ 600 s each, every score as expected", None)
-    a = sections.get("ablation")
-    if a and "rows" in a:
-        chosen = _default_row(a)
-        pooled = chosen["test_pooled"]
-        add(
-            "8. recipe, test accuracy on unseen episodes", a,
-            f"{chosen['recipe']}: {_mean_std(chosen['test'])} ({len(a['seeds'])} seeds; 95% "
-            f"[{pooled['low']:.3f}, {pooled['high']:.3f}])",
-            f"{chosen['test']['mean'] / a['goal']:.2f} of goal", f"≥ {a['goal']:.2f}", chosen["test"]["mean"] >= a["goal"],
-        )
-    else:
-        add("8. recipe, test accuracy on unseen episodes", a, "", "", "≥ 0.92", None)
-    s = sections.get("scaling")
-    if s and "paths" in s:
-        fitted = [p for p in s["paths"].values() if "slope" in p]
-        worse = [p["title"] for p in fitted if p.get("superlinear")]
-        steepest = f"steepest slope {max(p['slope'] for p in fitted):.2f}" if fitted else "–"
-        add("6. scaling, worse than linear", s, ", ".join(worse) or "none", steepest, f"slope ≤ {SUPERLINEAR_SLOPE}", not worse)
-    else:
-        add("6. scaling, worse than linear", s, "", "", f"slope ≤ {SUPERLINEAR_SLOPE}", None)
     return _table(("claim", "measured", "ratio", "goal", "met"), rows)
 
 
@@ -477,7 +477,8 @@ def _ablation(section: dict[str, Any]) -> list[str]:
         kept = sum(row["phase2_kept"])
         rows.append(
             (
-                ("**" + row["recipe"] + "** (kit default)") if row is chosen else row["recipe"],
+                (("**" + row["recipe"] + "** (kit default)") if row is chosen else row["recipe"])
+                + (" †" if row.get("kept_from_earlier") else ""),
                 f"{row['split']} ({row['seeds']} seed{'s' if row['seeds'] > 1 else ''})",
                 _mean_std(row["val_phase1"]),
                 _mean_std(row["val"]),
@@ -503,6 +504,14 @@ def _ablation(section: dict[str, Any]) -> list[str]:
             else ""
         )
     )
+    kept = sorted({row["measured"] for row in section["rows"] if row.get("kept_from_earlier") and row.get("measured")})
+    if kept:
+        lines += [
+            "",
+            f"† Kept from the run of {', '.join(kept)} (`KIT_BENCHMARK_KEEP_ROWS=1`: the same recipe, split, seeds, data "
+            "and epochs, its runs no longer in the run cache); the other rows were trained for this run. Training "
+            "seconds depend on what else the machine ran at the time: compare the CPU seconds across runs.",
+        ]
     return lines + [""]
 
 

@@ -196,7 +196,8 @@ def run(
         if "ablation" in sections:
             from benchmarks import ablation
 
-            results["sections"]["ablation"] = _guarded("ablation", lambda: ablation.run(context), machine)
+            earlier = results["sections"].get("ablation")
+            results["sections"]["ablation"] = _guarded("ablation", lambda: ablation.run(context, earlier), machine)
         if "sandbox" in sections:
             from benchmarks import grading as sandboxed_grading
 

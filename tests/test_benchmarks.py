@@ -83,6 +83,34 @@ def test_report_of_skipped_failed_and_missing_sections_keeps_every_heading(tmp_p
     assert json.loads((tmp_path / "results.json").read_text())["ratios"] == {}
 
 
+def test_summary_lists_the_claims_in_section_order(tmp_path):
+    results = {"size": "tiny", "generated": common.now(), "command": "python -m benchmarks", "hardware": common.hardware(),
+               "sections": {}}
+    text = report.write(tmp_path, results).read_text()
+    summary = text.split(report.HEADINGS[0])[1].split(report.HEADINGS[1])[0]
+    numbers = [int(line[2:].split(".")[0]) for line in summary.splitlines() if line[2:3].isdigit()]
+    assert numbers and numbers == sorted(numbers), f"the summary's claims are out of order: {numbers}"
+
+
+def test_ablation_keeps_an_earlier_row_only_for_the_same_recipe_split_seeds_and_data(tmp_path):
+    """KIT_BENCHMARK_KEEP_ROWS: a row of the committed results stands in for runs no longer cached, marked so."""
+    from benchmarks import ablation
+
+    committed = json.loads((ROOT / "benchmarks" / "results.json").read_text())["sections"]["ablation"]
+    same = {key: committed[key] for key in ("source", "weights", "seeds", "epochs")}
+    seeds = tuple(committed["seeds"])
+    row = ablation._earlier_row(committed, {}, "group", seeds, same)
+    assert row is not None and row["split"] == "group" and row["options"] == {} and row["measured"]
+    assert ablation._earlier_row(committed, {}, "random", seeds[:1], same)["split"] == "random"
+    assert ablation._earlier_row(committed, {"label_smoothing": 0.5}, "group", seeds, same) is None, "another recipe"
+    assert ablation._earlier_row(committed, {}, "group", seeds[:2], same) is None, "other seeds"
+    assert ablation._earlier_row(committed, {}, "group", seeds, same | {"epochs": {"head": 1, "blocks": 1}}) is None
+    assert ablation._earlier_row(None, {}, "group", seeds, same) is None
+    section = committed | {"rows": [row | {"kept_from_earlier": True}, *committed["rows"][2:]]}
+    text = "\n".join(report._ablation(section))
+    assert f"{row['recipe']} †" in text and f"Kept from the run of {row['measured']}" in text
+
+
 @pytest.mark.parametrize("mix", [grading.REALISTIC_MIX, grading.GENERIC_MIX, grading.TOY_MIX], ids=["realistic", "generic", "toy"])
 @pytest.mark.parametrize("submissions", [1, 2, 7, 29, 30, 31, 60])
 def test_class_mix_shares_the_kinds_out_in_proportion_with_a_solution(mix, submissions):
@@ -315,7 +343,9 @@ def test_tiny_run_ablation_has_every_recipe_and_the_kits_default(tiny_run):
 
     for name in ablation.CHANGES:
         assert (f"+ {name}", "group") in recipes, f"the change {name!r} alone is missing"
-    assert ("all changes together", "group") in recipes
+    for name in ablation.COMBINATIONS:
+        assert (name, "group") in recipes, f"the changes together ({name!r}) are missing"
+    assert all(row["options"] is not None and "kept_from_earlier" not in row for row in section["rows"])
     assert section["kit_default"]["row"] in {recipe for recipe, _ in recipes}, "the kit's default recipe must be measured"
     for row in section["rows"]:
         pooled = row["test_pooled"]
