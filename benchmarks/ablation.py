@@ -1,6 +1,6 @@
 """Section 8: the retraining recipe, change by change, on frames from episodes the model never saw.
 
-Notebook 02's two phases (:class:`helpers.training.Retrainer`, MobileNet alpha 0.75,
+Notebook 02's two phases (:class:`helpers.retraining.Retrainer`, MobileNet alpha 0.75,
 the workshop profile's Simpsons frames and epochs) are trained on the **group split**
 (blocks of frame numbers, a stand-in for episodes: :func:`helpers.splits.frame_number_groups`)
 with the lab's recipe plus mirrored copies (the baseline), then with each candidate
@@ -91,13 +91,13 @@ def _frame(context: Context, settings: Any) -> tuple[Any, str]:
 
 def _train(settings: Any, frame: Any, weights: str | None, options: dict[str, Any], run_dir: Path, epochs: dict[str, int | None]) -> dict[str, Any]:
     """One two-phase training; accuracies with and without the prediction-only changes."""
-    from helpers import backbones, training
+    from helpers import backbones, heads, retraining
 
     build = {k: v for k, v in options.items() if k in ("n_blocks", "balance_classes", "label_smoothing")}
     phase2 = {k: v for k, v in options.items() if k in ("schedule", "learning_rate")}
     base = backbones.load_base(settings, weights=weights)
-    head = training.build_head(base.output_shape[1:], frame["label"].nunique(), seed=settings.seed)
-    trainer = training.Retrainer(
+    head = heads.build_head(base.output_shape[1:], frame["label"].nunique(), seed=settings.seed)
+    trainer = retraining.Retrainer(
         settings, frame, base, head, mirror=True, tensorboard=False, progress=False, run_dir=run_dir, **build
     )
     began = time.perf_counter()
@@ -286,9 +286,9 @@ def run(context: Context, previous: dict[str, Any] | None = None) -> dict[str, A
         runs = trained[(names, split_kind)]
         measured = sorted(str(run.get("measured", "")) for run in runs)
         rows.append(_row(name, split_kind, runs, flip) | {"options": _options(names, flip), "measured": measured[-1]})
-    from helpers import training
+    from helpers import retraining
 
-    default = {key: value for key, value in training.WORKSHOP_RECIPE.items() if key != "mirror"}
+    default = {key: value for key, value in retraining.WORKSHOP_RECIPE.items() if key != "mirror"}
     default_row = next((row["recipe"] for row in rows if row["split"] == "group" and row["options"] == default), "not measured")
     return {
         "date": now(),
@@ -297,7 +297,7 @@ def run(context: Context, previous: dict[str, Any] | None = None) -> dict[str, A
         "seeds": list(seeds),
         "epochs": section_epochs,
         "rows": rows,
-        "kit_default": {"row": default_row, "options": dict(training.WORKSHOP_RECIPE)},
+        "kit_default": {"row": default_row, "options": dict(retraining.WORKSHOP_RECIPE)},
         "extraction_s": (
             {"median": statistics.median(extraction), "max": max(extraction)} if extraction
             else (previous or {}).get("extraction_s", {})

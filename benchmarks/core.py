@@ -230,14 +230,6 @@ def plain_model(settings: Any, weights: str | None, classes: int, n_blocks: int,
     return model
 
 
-def _training_module() -> Any:
-    try:
-        from helpers import training
-    except ImportError:
-        raise Skip("helpers.training (notebook 02's phase 1 and phase 2 helpers) is not in the kit yet") from None
-    return training
-
-
 class _EpochClock:
     """Wall and CPU seconds of every epoch of a ``fit`` (a Keras callback, built on first use)."""
 
@@ -269,35 +261,36 @@ class _EpochClock:
 
 
 @contextlib.contextmanager
-def kit_epoch_clock(training: Any, *, callbacks: bool = True) -> Iterator[_EpochClock]:
+def kit_epoch_clock(*, callbacks: bool = True) -> Iterator[_EpochClock]:
     """Time the epochs of the kit's own training calls, its code otherwise untouched.
 
-    The Retrainer builds its callbacks with :func:`helpers.training.make_callbacks`;
+    The Retrainer builds its callbacks with :func:`helpers.callbacks.make_callbacks`;
     inside this block that function returns one more callback, the epoch clock, last
     (so an epoch's time includes the kit's validation, checkpoint and log writing).
     With ``callbacks=False`` it returns the clock alone: the kit's training without the
     lab's callbacks, like for like with a plain ``fit`` that has none.
     """
+    from helpers import retraining
+
     clock = _EpochClock()
-    original = training.make_callbacks
+    original = retraining.make_callbacks  # the name the Retrainer calls
 
     def with_clock(*args: Any, **kwargs: Any) -> Any:
         made, checkpoint = original(*args, **kwargs)
         return [*(made if callbacks else []), clock.callback], checkpoint
 
-    training.make_callbacks = with_clock
+    retraining.make_callbacks = with_clock
     try:
         yield clock
     finally:
-        training.make_callbacks = original
+        retraining.make_callbacks = original
 
 
 def retrainer(context: Context, state: dict[str, Any], count: int) -> Any:
     """The kit's Retrainer (as notebook 02 builds it) on ``count`` training images and the validation set."""
     import pandas as pd
 
-    training = _training_module()
-    from helpers import backbones
+    from helpers import backbones, heads, retraining
 
     settings = state["settings"]
     frame = pd.concat(
@@ -305,17 +298,16 @@ def retrainer(context: Context, state: dict[str, Any], count: int) -> Any:
         ignore_index=True,
     )
     base = backbones.load_base(settings, weights=state["weights"])
-    head = training.build_head(base.output_shape[1:], len(state["classes"]), seed=settings.seed)
+    head = heads.build_head(base.output_shape[1:], len(state["classes"]), seed=settings.seed)
     run_dir = context.scratch / "runs" / f"{count}-{time.monotonic_ns()}"
-    return training.Retrainer(settings, frame, base, head, run_dir=run_dir, progress=False)
+    return retraining.Retrainer(settings, frame, base, head, run_dir=run_dir, progress=False)
 
 
 def kit_epochs(trainer: Any, phase: int, epochs: int, *, callbacks: bool = True) -> Callable[[], Measured]:
     """A function running one of the kit's phases for ``epochs`` epochs; it returns the median warm epoch."""
-    training = _training_module()
 
     def run() -> Measured:
-        with kit_epoch_clock(training, callbacks=callbacks) as clock:
+        with kit_epoch_clock(callbacks=callbacks) as clock:
             if phase == 1:
                 trainer.fit_head(epochs=epochs)
             else:
@@ -361,23 +353,24 @@ def _trainer(context: Context, state: dict[str, Any]) -> Any:
 
 
 def _epoch_comparison(context: Context, state: dict[str, Any], phase: int) -> dict[str, Any]:
-    training = _training_module()
+    from helpers import compiling, heads
+
     settings = state["settings"]
     trainer = _trainer(context, state)
     train = state["pool"].head(context.size.images)
     x, y = _arrays(state, train, "train"), _labels(state, train)
     x_val, y_val = _arrays(state, state["validation"], "validation"), _labels(state, state["validation"])
-    plain = plain_model(settings, state["weights"], len(state["classes"]), 0 if phase == 1 else 1, training.DEFAULT_DROPOUT)
+    plain = plain_model(settings, state["weights"], len(state["classes"]), 0 if phase == 1 else 1, heads.DEFAULT_DROPOUT)
     epochs = context.size.repeats + 1
     # The floor: the very model the kit trains, on the same cached arrays, in a bare fit
     # without the kit's callbacks -- what Keras itself costs per epoch at this batch size.
     cached = trainer.features() if phase == 1 else trainer.activations()
     bare_model = (
-        training.head_after_pooling(trainer.head)
+        heads.head_after_pooling(trainer.head)
         if phase == 1
-        else training.tail_model(trainer.base, trainer.head, trainer.backbone, trainer.n_blocks)
+        else heads.tail_model(trainer.base, trainer.head, trainer.backbone, trainer.n_blocks)
     )
-    training.compile_model(bare_model, settings.learning_rate)
+    compiling.compile_model(bare_model, settings.learning_rate)
     rows_train, rows_val = trainer.rows("train"), trainer.rows("validation")
     timings = alternate(
         {
@@ -440,9 +433,10 @@ def _epoch_comparison(context: Context, state: dict[str, Any], phase: int) -> di
 
 def _equivalence(trainer: Any, fast: np.ndarray, description: str, settings: Any) -> dict[str, Any]:
     """Compare a fast path's validation predictions with the assembled Keras model's on the image files."""
-    training = _training_module()
+    from helpers import pipeline
+
     frame = trainer.frame.iloc[trainer.rows("validation")]
-    reference = training.predict_images(trainer.model, frame, settings)
+    reference = pipeline.predict_images(trainer.model, frame, settings)
     difference = float(np.max(np.abs(np.asarray(fast, dtype="float64") - np.asarray(reference, dtype="float64"))))
     return {
         "description": description,
@@ -455,10 +449,11 @@ def _equivalence(trainer: Any, fast: np.ndarray, description: str, settings: Any
 
 def head_section(context: Context, state: dict[str, Any]) -> dict[str, Any]:
     """Section 2: one head epoch on cached features against plain Keras through the frozen base."""
-    training = _training_module()
+    from helpers import heads
+
     result = _epoch_comparison(context, state, phase=1)
     trainer = _trainer(context, state)
-    fast = training.head_after_pooling(trainer.head).predict(trainer.features()[trainer.rows("validation")], verbose=0)
+    fast = heads.head_after_pooling(trainer.head).predict(trainer.features()[trainer.rows("validation")], verbose=0)
     result["equivalence"] = _equivalence(
         trainer, fast,
         "the head trained on cached pooled features, applied to those features, against the assembled model "

@@ -709,9 +709,9 @@ METHOD = [
     "- Plain Keras baselines are written in `benchmarks/core.py` (keras-io style: Functional API, the frozen base called "
     "with `training=False`, `validation_data`) and get the best case: images decoded, resized and preprocessed in memory.",
     "- The kit's side calls the same helpers functions the notebooks call (`helpers.features.extract_features`, "
-    "`helpers.training.Retrainer` built as notebook 02 builds it, `helpers.grading.autograde`).",
+    "`helpers.retraining.Retrainer` built as notebook 02 builds it, `helpers.grading.autograde`).",
     "- An epoch is timed by a Keras callback from its start to its end (validation, checkpoints and logs included); "
-    "for the kit the callback is added to the ones `helpers.training.make_callbacks` returns, nothing else changed. "
+    "for the kit the callback is added to the ones `helpers.callbacks.make_callbacks` returns, nothing else changed. "
     "The kit's figure is the median of the epochs after the first of each call (the first traces the training step); "
     "the plain figure is one `fit(epochs=1)` per repetition after a warm-up epoch. Feature extraction and block-input "
     "caching are one-off costs, reported apart and in the whole-phase totals.",

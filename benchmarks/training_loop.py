@@ -105,7 +105,7 @@ def _phase_runner(
     learning_rate: float,
 ) -> Any:
     """A function training one whole phase from the same starting weights with one of the variants."""
-    from helpers import training
+    from helpers import compiling
 
     model = make_model()
     x, y, x_val, y_val = arrays
@@ -115,8 +115,8 @@ def _phase_runner(
         import keras
 
         model.set_weights(initial)
-        model.compile(  # training.compile_model's loss and metric, a fresh optimizer every run
-            optimizer=training.make_optimizer("adam", learning_rate),
+        model.compile(  # compiling.compile_model's loss and metric, a fresh optimizer every run
+            optimizer=compiling.make_optimizer("adam", learning_rate),
             loss=keras.losses.SparseCategoricalCrossentropy(),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             steps_per_execution=steps if variant == "fit, steps_per_execution" else 1,
@@ -135,7 +135,7 @@ def run(context: Context) -> dict[str, Any]:
     """Time both phases of notebook 02 with each training loop; return the section's results."""
     import pandas as pd
 
-    from helpers import backbones, datasets, features, splits, training
+    from helpers import backbones, datasets, features, freezing, heads, retraining, splits
     from helpers.settings import PROFILES
 
     profile = "workshop" if context.size.name == "full" else "smoke"
@@ -152,8 +152,8 @@ def run(context: Context) -> dict[str, Any]:
     weights_file = backbones.weight_file_name(settings, include_top=False)
     weights = "imagenet" if (settings.keras_home / "models" / weights_file).is_file() else None
     base = backbones.load_base(settings, weights=weights)
-    head = training.build_head(base.output_shape[1:], frame["label"].nunique(), seed=settings.seed)
-    trainer = training.Retrainer(settings, frame, base, head, mirror=True, progress=False, tensorboard=False)
+    head = heads.build_head(base.output_shape[1:], frame["label"].nunique(), seed=settings.seed)
+    trainer = retraining.Retrainer(settings, frame, base, head, mirror=True, progress=False, tensorboard=False)
     if trainer.phase2_path != "cached activations":
         raise Skip(f"phase 2 would train on the images here, not on cached arrays:\n{trainer.plan()}")
     began = time.perf_counter()
@@ -171,23 +171,23 @@ def run(context: Context) -> dict[str, Any]:
     phases: dict[str, Any] = {}
     for phase, extra in (("head", "features"), ("blocks", "activations")):
         if phase == "head":
-            training.set_phase(base, trainer.backbone, 1)
+            freezing.set_phase(base, trainer.backbone, 1)
             cached = trainer.features()
             x, y = trainer._training_arrays(cached, trainer._mirrored_features)  # as fit_head gets them
 
             def make_model() -> Any:
-                return training.head_after_pooling(head)
+                return heads.head_after_pooling(head)
 
             learning_rate = settings.learning_rate
         else:
-            training.set_phase(base, trainer.backbone, 2, trainer.n_blocks)
+            freezing.set_phase(base, trainer.backbone, 2, trainer.n_blocks)
             cached = trainer.activations()
             x, y = trainer._training_arrays(cached, trainer._mirrored_activations)
 
             def make_model() -> Any:
-                return training.tail_model(base, head, trainer.backbone, trainer.n_blocks)
+                return heads.tail_model(base, head, trainer.backbone, trainer.n_blocks)
 
-            learning_rate = settings.learning_rate * training.FINETUNE_LEARNING_RATE_FACTOR
+            learning_rate = settings.learning_rate * retraining.FINETUNE_LEARNING_RATE_FACTOR
         arrays = (x, y, cached[validation], trainer.labels[validation])
         initial = make_model().get_weights()
         runs = {

@@ -27,7 +27,10 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from helpers import backbones, classic, device, evaluation, features, pipeline, splits, training
+from helpers import (
+    backbones, callbacks, classic, compiling, device, evaluation, features, freezing, heads, pipeline, retraining,
+    splits,
+)
 from helpers.scratch_models import build_scratch_backbone, build_small_cnn, scratch_image_size
 from helpers.settings import Settings, load_settings
 
@@ -76,45 +79,6 @@ def raw_pixel_features(
     return pixels.reshape(len(pixels), -1).astype(np.float32) / 255.0
 
 
-
-# --------------------------------------------------------------------------- models
-
-
-def count_trainable_parameters(model: Any) -> int:
-    """Number of parameters training changes: Keras trainable weights, or a fitted sklearn model's.
-
-    Taught in notebook 04, section 6 (results).
-
-    For scikit-learn models this counts what ``fit`` learned in the final estimator
-    (coefficients and intercepts of linear models; support vectors and dual
-    coefficients of SVMs; one threshold per split node and the leaf values of trees;
-    the stored training set of k-nearest neighbours). Scaler statistics are not counted.
-
-    Raises:
-        TypeError: ``model`` is neither a Keras model nor a fitted scikit-learn estimator.
-    """
-    if hasattr(model, "trainable_weights"):
-        return int(sum(int(np.prod(weight.shape)) for weight in model.trainable_weights))
-    estimator = model.steps[-1][1] if hasattr(model, "steps") else model
-    if hasattr(estimator, "best_estimator_"):  # a fitted search: count the refit winner
-        return count_trainable_parameters(estimator.best_estimator_)
-    if hasattr(estimator, "coef_"):
-        return int(np.size(estimator.coef_) + np.size(getattr(estimator, "intercept_", 0)))
-    if hasattr(estimator, "support_vectors_"):
-        return int(np.size(estimator.support_vectors_) + np.size(estimator.dual_coef_) + np.size(estimator.intercept_))
-    if hasattr(estimator, "tree_"):
-        tree = estimator.tree_
-        return int(np.sum(tree.children_left >= 0) + np.size(tree.value[tree.children_left < 0]))
-    if hasattr(estimator, "estimators_") and len(getattr(estimator, "estimators_", [])):
-        members = np.ravel(estimator.estimators_)
-        return int(sum(count_trainable_parameters(member) for member in members))
-    if hasattr(estimator, "_fit_X"):
-        return int(np.size(estimator._fit_X))
-    raise TypeError(
-        f"cannot count the parameters of {type(model).__name__}; pass a Keras model or a fitted scikit-learn estimator."
-    )
-
-
 # --------------------------------------------------------------------------- results
 
 
@@ -135,7 +99,7 @@ class ApproachResult:
         probabilities: Predicted class probabilities ``(n, classes)``, when available.
         test_paths: Paths of the test images, for the misclassified gallery.
         notes: A sentence on what was trained (image size, epochs, caches).
-        history: Keras training history, one row per epoch (:func:`helpers.training.history_frame`
+        history: Keras training history, one row per epoch (:func:`helpers.callbacks.history_frame`
             columns: ``epoch``, ``phase``, ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``), when any.
     """
 
@@ -329,7 +293,7 @@ def _sklearn_result(
     predicted = np.argmax(probabilities, axis=1) if probabilities is not None else estimator.predict(x_test)
     return ApproachResult(
         name, family, split.labels("test"), predicted, split.class_names, seconds,
-        count_trainable_parameters(estimator), probabilities, list(split.test["path"]), notes,
+        freezing.count_trainable_parameters(estimator), probabilities, list(split.test["path"]), notes,
     )
 
 
@@ -377,7 +341,7 @@ class TransferRun:
     Taught in notebook 04, section 2 (transfer learning).
 
     Attributes:
-        retrainer: The :class:`helpers.training.Retrainer` (model, histories, phase reports).
+        retrainer: The :class:`helpers.retraining.Retrainer` (model, histories, phase reports).
         head_only: Scored after phase 1 (new head on the frozen pretrained base).
         fine_tuned: Scored after phase 2 (head + last block); its time and parameters count both phases.
         features: Pooled features of the frozen *pretrained* base for every image of the split
@@ -415,8 +379,8 @@ def run_transfer(split: SharedSplit, settings: Settings, *, progress: bool = Tru
 
     keras.utils.set_random_seed(settings.seed)
     base = backbones.load_base(settings)
-    head = training.build_head(base.output_shape[1:], len(split.class_names), seed=settings.seed)
-    retrainer = training.Retrainer(settings, split.frame, base, head, tensorboard=False, progress=progress, verbose=verbose)
+    head = heads.build_head(base.output_shape[1:], len(split.class_names), seed=settings.seed)
+    retrainer = retraining.Retrainer(settings, split.frame, base, head, tensorboard=False, progress=progress, verbose=verbose)
     if list(retrainer.class_names) != list(split.class_names):  # both sort the same labels; a guard, not a case
         raise ValueError(f"class order differs: {retrainer.class_names} vs {split.class_names}.")
     title = backbones.get_backbone(settings=settings).title
@@ -430,7 +394,7 @@ def run_transfer(split: SharedSplit, settings: Settings, *, progress: bool = Tru
         f"transfer: {title} + new head", "transfer learning", y_test, np.argmax(probabilities, axis=1),
         split.class_names, head_report.seconds, head_report.trainable, probabilities, paths,
         f"phase 1 only: head on cached features, {head_report.epochs} epochs",
-        training.history_frame(retrainer.histories[training.PHASE_HEAD], training.PHASE_HEAD),
+        callbacks.history_frame(retrainer.histories[callbacks.PHASE_HEAD], callbacks.PHASE_HEAD),
     )
 
     retrainer.fit_last_blocks()
@@ -519,7 +483,7 @@ def _fit_keras(
     )
     seconds = time.perf_counter() - began
     probabilities = model.predict(datasets["test"], verbose=0)
-    return probabilities, seconds, training.history_frame(history, "from scratch")
+    return probabilities, seconds, callbacks.history_frame(history, "from scratch")
 
 
 def run_scratch_backbone(
@@ -547,14 +511,14 @@ def run_scratch_backbone(
     epochs = epochs or settings.run.scratch_epochs
     keras.utils.set_random_seed(settings.seed)
     model = build_scratch_backbone(settings, len(split.class_names), image_size=size)
-    training.compile_model(model, settings.learning_rate)
+    compiling.compile_model(model, settings.learning_rate)
     probabilities, seconds, history = _fit_keras(
         model, split, settings, size=size, preprocess=True, epochs=epochs, verbose=verbose
     )
     title = backbones.get_backbone(settings=settings).title
     return ApproachResult(
         f"{title} from random weights", "from scratch", split.labels("test"), np.argmax(probabilities, axis=1),
-        split.class_names, seconds, count_trainable_parameters(model), probabilities, list(split.test["path"]),
+        split.class_names, seconds, freezing.count_trainable_parameters(model), probabilities, list(split.test["path"]),
         f"same architecture and head as transfer learning, {size}x{size} px, up to {epochs} epochs", history,
     )
 
@@ -586,13 +550,13 @@ def run_small_cnn(
     size = image_size or scratch_image_size(settings)
     epochs = epochs or settings.run.scratch_epochs
     keras.utils.set_random_seed(settings.seed)
-    model = training.compile_model((build or build_small_cnn)(size, len(split.class_names)), settings.learning_rate)
+    model = compiling.compile_model((build or build_small_cnn)(size, len(split.class_names)), settings.learning_rate)
     probabilities, seconds, history = _fit_keras(
         model, split, settings, size=size, preprocess=False, epochs=epochs, verbose=verbose
     )
     return ApproachResult(
         "small CNN from scratch", "from scratch", split.labels("test"), np.argmax(probabilities, axis=1),
-        split.class_names, seconds, count_trainable_parameters(model), probabilities, list(split.test["path"]),
+        split.class_names, seconds, freezing.count_trainable_parameters(model), probabilities, list(split.test["path"]),
         f"{size}x{size} px, up to {epochs} epochs from random weights", history,
     )
 

@@ -13,7 +13,7 @@ the same call works for every backbone. Two kinds of model are understood:
 
 * a backbone's ImageNet classifier (:func:`helpers.backbones.load_classifier`), the
   layer one of its own layers;
-* a retrained model (:func:`helpers.training.assemble_model`: image -> base -> head),
+* a retrained model (:func:`helpers.heads.assemble_model`: image -> base -> head),
   the layer inside the nested base; more generally any model whose layers form a
   chain with the base among them.
 
@@ -174,7 +174,7 @@ def _check_same_outputs(model: "keras.Model", grad_model: "keras.Model") -> None
     if got.shape != expected.shape or not np.allclose(got, expected, atol=1e-4):
         raise ValueError(
             f"cannot follow model {model.name!r} from the Grad-CAM layer to its output: use a backbone classifier "
-            "or a model whose layers form a chain (image -> base -> head, as helpers.training.assemble_model builds)."
+            "or a model whose layers form a chain (image -> base -> head, as helpers.heads.assemble_model builds)."
         )
 
 

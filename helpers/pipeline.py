@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,9 @@ from helpers import scan
 from helpers.backbones import get_backbone, input_size
 from helpers.device import import_tensorflow
 from helpers.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
 
 _PIL = 1  # decoder code in the graph: 0 = TensorFlow, 1 = Pillow
 
@@ -161,6 +164,53 @@ def default_augmentation(seed: int | None = None) -> Any:
         ],
         name="augmentation",
     )
+
+
+def augmentation_layers(
+    *,
+    flip: bool = True,
+    rotation: float = 0.1,
+    zoom: float = 0.1,
+    contrast: float = 0.1,
+    seed: int | None = None,
+) -> "keras.Sequential":
+    """Random augmentation as Keras preprocessing layers: flip, rotation, zoom, contrast.
+
+    Taught in notebook 02, section 4.
+
+    The layers work on pixels in [0, 255], *before* the backbone's preprocessing
+    (pass them as ``augment=`` to :func:`helpers.pipeline.make_dataset`); they only
+    change images when called with ``training=True``.
+
+    Args:
+        flip: Mirror images left-right half of the time (a character mirrored is the
+            same character; upside-down would not be).
+        rotation: Largest rotation, as a share of a full turn (0.1 = 36 degrees); 0 = none.
+        zoom: Largest zoom in or out, as a share of the size; 0 = none.
+        contrast: Largest contrast change (0.1 = +-10%); 0 = none.
+        seed: Seed of the random draws.
+
+    Raises:
+        ValueError: Negative amounts, or every augmentation switched off.
+    """
+    import keras
+
+    for name, value in (("rotation", rotation), ("zoom", zoom), ("contrast", contrast)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+            raise ValueError(f"{name} must be in [0, 1) (0 = off), not {value!r}.")
+    layers: list[Any] = []
+    if flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed, name="random_flip"))
+    if rotation:
+        layers.append(keras.layers.RandomRotation(rotation, fill_mode="nearest", seed=seed, name="random_rotation"))
+    if zoom:
+        layers.append(keras.layers.RandomZoom(zoom, fill_mode="nearest", seed=seed, name="random_zoom"))
+    if contrast:
+        layers.append(keras.layers.RandomContrast(contrast, value_range=(0, 255), seed=seed, name="random_contrast"))
+    if not layers:
+        raise ValueError("every augmentation is switched off; use augment=None instead of an empty augmentation.")
+    return keras.Sequential(layers, name="augmentation")
+
 
 
 def _augmenter(augment: Any, seed: int) -> Callable[[Any], Any] | None:
@@ -386,6 +436,24 @@ def load_images(
     if done != len(paths):
         raise RuntimeError(f"the image pipeline yielded {done} images for {len(paths)} paths; check the image files.")
     return out
+
+
+def predict_images(
+    model: "keras.Model", frame: pd.DataFrame | Sequence[str], settings: Settings | None = None
+) -> np.ndarray:
+    """A model's outputs for image files, through the kit's pipeline (in order).
+
+    Taught in notebook 02, section 8, and notebook 03, section 6.
+
+    Args:
+        model: A model taking preprocessed images (e.g. :func:`assemble_model`'s).
+        frame: A frame with a ``path`` column, or a list of paths.
+        settings: Course settings (backbone preprocessing, image size, batch size).
+    """
+    settings = settings or load_settings()
+    dataset = make_dataset(frame, settings=settings, shuffle=False)
+    return model.predict(dataset, verbose=0)
+
 
 
 def measure_throughput(

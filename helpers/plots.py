@@ -28,7 +28,7 @@ from helpers import pipeline
 from helpers.explore import Topics
 from helpers.gradcam import GradCam, overlay
 from helpers.scoring import TABLE_COLUMNS
-from helpers.training import history_frame, merge_histories, phase_boundaries
+from helpers.callbacks import history_frame, merge_histories, phase_boundaries
 
 if TYPE_CHECKING:  # pragma: no cover
     import matplotlib.figure
@@ -197,7 +197,7 @@ def learning_curves(
     """Training and validation curves per epoch, with a dashed line where each new phase starts.
 
     Args:
-        history: A table from :func:`helpers.training.merge_histories` (or
+        history: A table from :func:`helpers.callbacks.merge_histories` (or
             ``Retrainer.history()``), a Keras ``History``, its ``.history`` dict, or a
             dict ``{phase: history}``.
         metrics: Metrics to plot, one panel each (with their ``val_`` twin).
@@ -319,7 +319,7 @@ def augmentation_grid(
         images: uint8 arrays (height, width, 3) of one size, or file paths (resized
             to the first image's size); pixels 0..255 as the augmentation expects.
         augmentation: A callable on a float32 batch, e.g. Keras layers from
-            :func:`helpers.training.augmentation_layers` (called with ``training=True``).
+            :func:`helpers.pipeline.augmentation_layers` (called with ``training=True``).
         variants: Augmented versions per image.
         titles: A label per image (shown on its original).
         seed: Seed for the random draws (Keras's global seed).

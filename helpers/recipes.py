@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import pandas as pd
 
-from helpers import backbones, evaluation, features, files, pipeline, scan, scoring, sources, splits, training
+from helpers import backbones, evaluation, features, files, heads, pipeline, retraining, scan, scoring, sources, splits
 from helpers.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -487,11 +487,11 @@ def retrain(
     tensorboard: bool = True,
     progress: bool = True,
     verbose: int = 0,
-) -> "training.Retrainer":
+) -> "retraining.Retrainer":
     """The kit's retraining recipe on a split dataset: a new head (phase 1), then the last block(s) (phase 2).
 
     Epochs come from the profile, learning rate and batch size from the settings, as
-    in notebook 02 (:class:`helpers.training.Retrainer`).
+    in notebook 02 (:class:`helpers.retraining.Retrainer`).
 
     Args:
         frame: ``path``, ``label`` and ``split`` with train and validation rows.
@@ -504,7 +504,7 @@ def retrain(
         verbose: 1 or 2 = one line per epoch.
 
     Returns:
-        The trained :class:`helpers.training.Retrainer` (``model``, ``report()``, ``history()``...).
+        The trained :class:`helpers.retraining.Retrainer` (``model``, ``report()``, ``history()``...).
     """
     import keras
 
@@ -512,8 +512,8 @@ def retrain(
     keras.utils.set_random_seed(settings.seed)
     base = backbones.load_base(settings)
     class_names = sorted(set(frame["label"]), key=lambda v: (isinstance(v, str), v))
-    head = training.build_head(base.output_shape[1:], len(class_names), seed=settings.seed)
-    retrainer = training.Retrainer(
+    head = heads.build_head(base.output_shape[1:], len(class_names), seed=settings.seed)
+    retrainer = retraining.Retrainer(
         settings, frame, base, head, n_blocks=n_blocks, mirror=mirror, run_dir=run_dir, tensorboard=tensorboard,
         progress=progress, verbose=verbose,
     )
@@ -542,7 +542,7 @@ class RetrainResult:
 
 
 def retrain_report(
-    retrainer: "training.Retrainer",
+    retrainer: "retraining.Retrainer",
     frame: pd.DataFrame,
     problems: pd.DataFrame,
     *,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from helpers import classic, evaluation, training
+from helpers import classic, compiling, evaluation
 from helpers.approaches import RAW_PIXEL_MODELS, SharedSplit
 from helpers.scratch_models import build_small_cnn
 from helpers.settings import Settings
@@ -112,7 +112,7 @@ def keras_learner(
         keras.utils.set_random_seed(seed)
         fresh = build()
         if "model" not in state:
-            model = training.compile_model(fresh, learning_rate)
+            model = compiling.compile_model(fresh, learning_rate)
             model.optimizer.build(model.trainable_variables)
             state["model"] = model
             state["optimizer"] = [np.array(v.numpy(), copy=True) for v in model.optimizer.variables]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-from helpers import backbones, device, training
+from helpers import backbones, device, heads
 from helpers.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,7 +55,7 @@ def build_small_cnn(
     and 2x2 max pooling; then global average pooling, dropout and a softmax over the
     classes. With the default filters it has about 24 thousand parameters, every one of
     them trained. Return value: an uncompiled model (compile with
-    :func:`helpers.training.compile_model`).
+    :func:`helpers.compiling.compile_model`).
 
     Args:
         image_size: Side of the square input images.
@@ -135,14 +135,14 @@ def build_scratch_backbone(
 
 @device.under_strategy
 def _attach_head(base: "keras.Model", num_classes: int, settings: Settings) -> "keras.Model":
-    """image -> base -> transfer learning's head (:func:`helpers.training.build_head`), all trainable.
+    """image -> base -> transfer learning's head (:func:`helpers.heads.build_head`), all trainable.
 
-    Unlike :func:`helpers.training.assemble_model`, the base is *not* called with
+    Unlike :func:`helpers.heads.assemble_model`, the base is *not* called with
     ``training=False``: its BatchNormalization layers must learn their statistics.
     """
     import keras
 
-    head = training.build_head(base.output_shape[1:], num_classes, seed=settings.seed)
+    head = heads.build_head(base.output_shape[1:], num_classes, seed=settings.seed)
     inputs = keras.Input(shape=base.input_shape[1:], name="image")
     outputs = head(base(inputs))
     return keras.Model(inputs, outputs, name=f"{base.name}_from_scratch")

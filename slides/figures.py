@@ -193,15 +193,15 @@ def figure_topk(settings, output: Path, *, per_source: int = 3) -> dict[str, str
 
 def figure_learning_curve(settings, output: Path) -> dict[str, str]:
     """Notebook 02: the two-phase retraining on the Simpsons frames, and its learning curves."""
-    from helpers import backbones, pipeline, plots, splits, training, weights
+    from helpers import backbones, heads, pipeline, plots, retraining, splits, weights
 
     weights.configure_keras_home(settings)
     weights.seed_cache(settings, known_md5=backbones.known_md5s())
     frame = splits.split_dataset(_dataset("simpsons", settings), seed=settings.seed)
     base = backbones.load_base(settings)
-    head = training.build_head(base.output_shape[1:], len(pipeline.class_names(frame)), seed=settings.seed)
+    head = heads.build_head(base.output_shape[1:], len(pipeline.class_names(frame)), seed=settings.seed)
     with tempfile.TemporaryDirectory(prefix="kit-figures-run-") as run_dir:
-        retrainer = training.Retrainer(
+        retrainer = retraining.Retrainer(
             settings, frame, base, head, mirror=True, tensorboard=False, run_dir=run_dir, progress=False
         )  # notebook 02's recipe: mirrored copies of the training frames
         retrainer.fit_head()

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import approaches, sample_efficiency
+from helpers import approaches, freezing, sample_efficiency
 
 # --------------------------------------------------------------------------- raw pixels
 
@@ -82,13 +82,13 @@ def test_count_trainable_parameters_of_sklearn_models():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(30, 5))
     y2, y3 = np.arange(30) % 2, np.arange(30) % 3
-    assert approaches.count_trainable_parameters(LogisticRegression().fit(X, y2)) == 5 + 1
-    assert approaches.count_trainable_parameters(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y3)) == 3 * 5 + 3
+    assert freezing.count_trainable_parameters(LogisticRegression().fit(X, y2)) == 5 + 1
+    assert freezing.count_trainable_parameters(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y3)) == 3 * 5 + 3
     forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(X, y2)
     nodes = sum(tree.tree_.node_count for tree in forest.estimators_)
-    assert 0 < approaches.count_trainable_parameters(forest) <= nodes * 2
+    assert 0 < freezing.count_trainable_parameters(forest) <= nodes * 2
     with pytest.raises(TypeError, match="cannot count"):
-        approaches.count_trainable_parameters(object())
+        freezing.count_trainable_parameters(object())
 
 
 # --------------------------------------------------------------------------- the table

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import backbones, gradcam, plots, training
+from helpers import backbones, gradcam, heads, plots
 from helpers.settings import load_settings
 
 SIZE = 32
@@ -39,9 +39,9 @@ def _colour_model():
     # MobileNet preprocessing maps red (255, 0, 0) to (1, -1, -1), grey to about 0.
     kernel = np.array([[1.0, -1.0], [-0.5, -0.5], [-0.5, 1.0]], dtype="float32").reshape(1, 1, 3, 2)
     base.get_layer("colour_conv").set_weights([kernel, np.zeros(2, dtype="float32")])
-    head = training.build_head(base.output_shape[1:], 2, dropout=0.0, seed=0)
+    head = heads.build_head(base.output_shape[1:], 2, dropout=0.0, seed=0)
     head.get_layer("head_predictions").set_weights([np.eye(2, dtype="float32") * 5.0, np.zeros(2, dtype="float32")])
-    return training.assemble_model(base, head)
+    return heads.assemble_model(base, head)
 
 
 def test_heatmap_peaks_on_the_object_that_decides_the_class(tmp_path):
@@ -108,7 +108,7 @@ def test_every_backbone_in_the_table_gives_a_heatmap_at_its_table_layer(key, tmp
         result.probabilities, np.asarray(classifier(backbone.preprocess(image[None].astype("float32")))), atol=1e-4
     )
     base = backbones.load_base(settings, weights=None)
-    retrained = training.assemble_model(base, training.build_head(base.output_shape[1:], 3, seed=0))
+    retrained = heads.assemble_model(base, heads.build_head(base.output_shape[1:], 3, seed=0))
     nested = gradcam.compute(retrained, [image], settings)
     assert nested.heatmaps.shape == (1, *grid) and nested.probabilities.shape == (1, 3)
 

@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from helpers import evaluation, plots, training  # noqa: E402
+from helpers import callbacks, evaluation, plots  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +77,7 @@ def test_class_counts_stacks_splits(image_frame):
 
 
 def test_learning_curves_mark_the_phase_boundary():
-    history = training.merge_histories(
+    history = callbacks.merge_histories(
         {
             "phase 1: head": {"loss": [1.0, 0.8, 0.7], "accuracy": [0.5, 0.6, 0.7],
                               "val_loss": [0.9, 0.85, 0.8], "val_accuracy": [0.55, 0.6, 0.65]},

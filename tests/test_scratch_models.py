@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from helpers import scratch_models
-from helpers.approaches import count_trainable_parameters
+from helpers.freezing import count_trainable_parameters
 from helpers.settings import PROFILES
 
 # --------------------------------------------------------------------------- models
@@ -37,9 +37,9 @@ def test_small_cnn_parameter_count_and_structure(filters, classes):
 
 
 def test_small_cnn_trains_one_step():
-    from helpers import training
+    from helpers import compiling
 
-    model = training.compile_model(scratch_models.build_small_cnn(32, 2, filters=(4, 8)), 1e-2)
+    model = compiling.compile_model(scratch_models.build_small_cnn(32, 2, filters=(4, 8)), 1e-2)
     images = np.random.default_rng(0).integers(0, 256, size=(8, 32, 32, 3)).astype("float32")
     labels = np.array([0, 1] * 4)
     before = [w.copy() for w in model.get_weights()]

@@ -69,7 +69,7 @@ SCRIPT = textwrap.dedent(
     # One set of starting weights for both runs.
     weights.seed_cache(settings("start"), known_md5=backbones.known_md5s())
     base = backbones.load_base(settings("start"))
-    head = training.build_head(base.output_shape[1:], 3, dropout=0.0, seed=5)
+    head = heads.build_head(base.output_shape[1:], 3, dropout=0.0, seed=5)
     start = {"base": base.get_weights(), "head": head.get_weights()}
 
     def train(name, budget):
@@ -77,10 +77,10 @@ SCRIPT = textwrap.dedent(
         weights.configure_keras_home(kit)
         weights.seed_cache(kit, known_md5=backbones.known_md5s())
         base = backbones.load_base(kit)
-        head = training.build_head(base.output_shape[1:], 3, dropout=0.0, seed=5)
+        head = heads.build_head(base.output_shape[1:], 3, dropout=0.0, seed=5)
         base.set_weights(start["base"])
         head.set_weights(start["head"])
-        trainer = training.Retrainer(
+        trainer = retraining.Retrainer(
             kit, frame, base, head, memory_budget_mb=budget, tensorboard=False, progress=False, run_dir=work / name / "run"
         )
         trainer.fit_head(epochs=2)
@@ -90,7 +90,7 @@ SCRIPT = textwrap.dedent(
             "path": trainer.phase2_path,
             "head": after_head.tolist(),
             "blocks": trainer.predict("test").tolist(),
-            "model": training.predict_images(trainer.model, frame[frame["split"] == "test"], kit).tolist(),
+            "model": pipeline.predict_images(trainer.model, frame[frame["split"] == "test"], kit).tolist(),
             "strategy": type(trainer.model.distribute_strategy).__name__,
             "replicas": int(trainer.model.distribute_strategy.num_replicas_in_sync),
             "base_strategy": type(base.distribute_strategy).__name__,

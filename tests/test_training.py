@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import backbones, features, training
+from helpers import backbones, callbacks, compiling, features, freezing, heads, pipeline, retraining, saved_models
 
 TOLERANCE = 1e-4
 
@@ -54,14 +54,14 @@ def _batchnorm_statistics(model) -> dict[str, np.ndarray]:
     [("avg", "GlobalAveragePooling2D", 8), ("max", "GlobalMaxPooling2D", 8), ("flatten", "Flatten", 3 * 2 * 8)],
 )
 def test_build_head_pooling_dropout_softmax(pooling, layer_type, inputs_per_class):
-    head = training.build_head((3, 2, 8), 4, pooling=pooling, dropout=0.3, seed=1)
+    head = heads.build_head((3, 2, 8), 4, pooling=pooling, dropout=0.3, seed=1)
     kinds = [type(layer).__name__ for layer in head.layers]
     assert kinds == ["InputLayer", layer_type, "Dropout", "Dense"]
     assert head.get_layer("head_dropout").rate == pytest.approx(0.3)
     dense = head.get_layer("head_predictions")
     assert dense.kernel.shape == (inputs_per_class, 4)
     assert head.output_shape == (None, 4)
-    assert training.head_pooling(head) == pooling
+    assert heads.head_pooling(head) == pooling
     probabilities = np.asarray(head(np.random.default_rng(0).normal(size=(5, 3, 2, 8)).astype("float32")))
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-6) and (probabilities >= 0).all()
 
@@ -69,15 +69,15 @@ def test_build_head_pooling_dropout_softmax(pooling, layer_type, inputs_per_clas
 def test_build_head_regularizers():
     import keras
 
-    assert training.build_head((2, 2, 4), 3).get_layer("head_predictions").kernel_regularizer is None
-    l1 = training.build_head((2, 2, 4), 3, l1=0.01).get_layer("head_predictions").kernel_regularizer
-    l2 = training.build_head((2, 2, 4), 3, l2=0.02).get_layer("head_predictions").kernel_regularizer
-    both = training.build_head((2, 2, 4), 3, l1=0.01, l2=0.02).get_layer("head_predictions").kernel_regularizer
+    assert heads.build_head((2, 2, 4), 3).get_layer("head_predictions").kernel_regularizer is None
+    l1 = heads.build_head((2, 2, 4), 3, l1=0.01).get_layer("head_predictions").kernel_regularizer
+    l2 = heads.build_head((2, 2, 4), 3, l2=0.02).get_layer("head_predictions").kernel_regularizer
+    both = heads.build_head((2, 2, 4), 3, l1=0.01, l2=0.02).get_layer("head_predictions").kernel_regularizer
     assert isinstance(l1, keras.regularizers.L1) and float(l1.l1) == pytest.approx(0.01)
     assert isinstance(l2, keras.regularizers.L2) and float(l2.l2) == pytest.approx(0.02)
     assert isinstance(both, keras.regularizers.L1L2)
     assert float(both.l1) == pytest.approx(0.01) and float(both.l2) == pytest.approx(0.02)
-    head = training.build_head((2, 2, 4), 3, l2=0.5)
+    head = heads.build_head((2, 2, 4), 3, l2=0.5)
     head(np.ones((1, 2, 2, 4), "float32"))
     assert len(head.losses) == 1 and float(head.losses[0]) > 0  # the penalty reaches the loss
 
@@ -94,12 +94,12 @@ def test_build_head_regularizers():
 )
 def test_build_head_rejects_bad_arguments(args, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        training.build_head(*args, **kwargs)
+        heads.build_head(*args, **kwargs)
 
 
 def test_head_after_pooling_shares_the_head_weights():
-    head = training.build_head((3, 3, 6), 3, seed=2)
-    top = training.head_after_pooling(head)
+    head = heads.build_head((3, 3, 6), 3, seed=2)
+    top = heads.head_after_pooling(head)
     maps = np.random.default_rng(1).normal(size=(4, 3, 3, 6)).astype("float32")
     assert np.allclose(np.asarray(top(maps.mean(axis=(1, 2)))), np.asarray(head(maps)), atol=1e-6)
     dense = head.get_layer("head_predictions")
@@ -112,7 +112,7 @@ def test_mirrored_model_sees_left_right_flipped_images():
 
     inputs = keras.Input((4, 6, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same", name="conv")(inputs), name="tiny")
-    flipped = training.mirrored(model)
+    flipped = heads.mirrored(model)
     images = np.random.default_rng(0).normal(size=(2, 4, 6, 3)).astype("float32")
     assert flipped.name == "tiny_mirrored"
     assert np.allclose(np.asarray(flipped(images)), np.asarray(model(images[:, :, ::-1])), atol=1e-6)
@@ -147,34 +147,34 @@ def test_save_model_then_load_model_checks_it_fits_the_data(kit_settings, tmp_pa
     names = ["bart", "homer"]
     frame = _split_frame(tmp_path, names)
     model = _tiny_classifier(size, 2)
-    path = training.save_model(model, settings, frame, names, name="tiny", results={"test accuracy": 0.75})
-    assert path == training.saved_model_path(settings, "tiny") and path.is_file()
+    path = saved_models.save_model(model, settings, frame, names, name="tiny", results={"test accuracy": 0.75})
+    assert path == saved_models.saved_model_path(settings, "tiny") and path.is_file()
     assert sorted(p.name for p in path.parent.iterdir()) == ["tiny.json", "tiny.keras"], "no partial file left behind"
-    reloaded, info = training.load_model(settings, frame, names, name="tiny")
+    reloaded, info = saved_models.load_model(settings, frame, names, name="tiny")
     images = np.random.default_rng(0).uniform(-1, 1, size=(3, size, size, 3)).astype("float32")
     assert np.allclose(np.asarray(reloaded(images)), np.asarray(model(images)), atol=1e-6)
     assert info["results"] == {"test accuracy": 0.75} and info["class_names"] == names
 
-    with pytest.raises(training.SavedModelMismatch, match="class_names"):
-        training.load_model(settings, frame, ["homer", "bart"], name="tiny")
+    with pytest.raises(saved_models.SavedModelMismatch, match="class_names"):
+        saved_models.load_model(settings, frame, ["homer", "bart"], name="tiny")
     other_test = frame.assign(split=["train", "test", "validation", "test", "train"])
-    with pytest.raises(training.SavedModelMismatch, match="test_files"):
-        training.load_model(settings, other_test, names, name="tiny")
+    with pytest.raises(saved_models.SavedModelMismatch, match="test_files"):
+        saved_models.load_model(settings, other_test, names, name="tiny")
     with pytest.raises(FileNotFoundError, match="run the notebook"):
-        training.load_model(settings, frame, names, name="missing")
+        saved_models.load_model(settings, frame, names, name="missing")
     with pytest.raises(ValueError, match="3 class names"):
-        training.save_model(model, settings, frame, names + ["lisa"], name="tiny")
+        saved_models.save_model(model, settings, frame, names + ["lisa"], name="tiny")
     with pytest.raises(ValueError, match="plain file name"):
-        training.saved_model_path(settings, "../elsewhere")
+        saved_models.saved_model_path(settings, "../elsewhere")
     assert isinstance(keras.models.load_model(path), keras.Model)
 
     # Saving again replaces both files; a save cut off between the renames leaves a
     # model without its metadata, which is refused rather than trusted.
-    training.save_model(model, settings, frame, names, name="tiny", results={"test accuracy": 0.8})
-    assert training.load_model(settings, frame, names, name="tiny")[1]["results"] == {"test accuracy": 0.8}
+    saved_models.save_model(model, settings, frame, names, name="tiny", results={"test accuracy": 0.8})
+    assert saved_models.load_model(settings, frame, names, name="tiny")[1]["results"] == {"test accuracy": 0.8}
     path.with_suffix(".json").unlink()
     with pytest.raises(FileNotFoundError, match="run the notebook"):
-        training.load_model(settings, frame, names, name="tiny")
+        saved_models.load_model(settings, frame, names, name="tiny")
 
 
 # --------------------------------------------------------------------------- settings of training
@@ -183,18 +183,18 @@ def test_save_model_then_load_model_checks_it_fits_the_data(kit_settings, tmp_pa
 def test_compile_model_sparse_crossentropy_adam_accuracy():
     import keras
 
-    head = training.build_head((2, 2, 4), 3)
-    training.compile_model(head, 0.003)
+    head = heads.build_head((2, 2, 4), 3)
+    compiling.compile_model(head, 0.003)
     assert isinstance(head.loss, keras.losses.SparseCategoricalCrossentropy)
     assert isinstance(head.optimizer, keras.optimizers.Adam)
     assert float(head.optimizer.learning_rate) == pytest.approx(0.003)
     history = head.fit(np.ones((6, 2, 2, 4), "float32"), np.array([0, 1, 2, 0, 1, 2]), epochs=1, verbose=0)
     assert set(history.history) == {"loss", "accuracy"}
-    assert isinstance(training.make_optimizer("sgd", 0.01), keras.optimizers.SGD)
+    assert isinstance(compiling.make_optimizer("sgd", 0.01), keras.optimizers.SGD)
     with pytest.raises(ValueError, match="optimizer"):
-        training.make_optimizer("adagrad")
+        compiling.make_optimizer("adagrad")
     with pytest.raises(ValueError, match="learning_rate"):
-        training.make_optimizer("adam", 0)
+        compiling.make_optimizer("adam", 0)
 
 
 def test_label_smoothing_compiles_the_categorical_loss_for_one_hot_labels():
@@ -202,11 +202,11 @@ def test_label_smoothing_compiles_the_categorical_loss_for_one_hot_labels():
     import keras
 
     model = _small_classifier(3)
-    training.compile_model(model, 0.01, label_smoothing=0.1)
+    compiling.compile_model(model, 0.01, label_smoothing=0.1)
     assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)
     assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.1)
     x, y = _small_data(12, 8)
-    targets = training.one_hot_labels(y, 3)
+    targets = compiling.one_hot_labels(y, 3)
     assert targets.shape == (12, 3) and np.array_equal(targets.argmax(axis=1), y) and targets.sum() == 12
     probabilities = model.predict(x, verbose=0)
     smoothed = targets * 0.9 + 0.1 / 3
@@ -219,13 +219,13 @@ def test_label_smoothing_compiles_the_categorical_loss_for_one_hot_labels():
     assert set(history.history) == {"loss", "accuracy"}
     for bad in (1.0, -0.1, True, "0.1"):
         with pytest.raises(ValueError, match="label_smoothing"):
-            training.compile_model(model, 0.01, label_smoothing=bad)
+            compiling.compile_model(model, 0.01, label_smoothing=bad)
     with pytest.raises(ValueError, match="class ids"):
-        training.one_hot_labels([0, 3], 3)
+        compiling.one_hot_labels([0, 3], 3)
 
 
 def test_augmentation_layers_change_images_only_in_training():
-    augmentation = training.augmentation_layers(seed=3)
+    augmentation = pipeline.augmentation_layers(seed=3)
     kinds = [type(layer).__name__ for layer in augmentation.layers]
     assert kinds == ["RandomFlip", "RandomRotation", "RandomZoom", "RandomContrast"]
     images = np.random.default_rng(0).uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
@@ -233,53 +233,53 @@ def test_augmentation_layers_change_images_only_in_training():
     changed = np.asarray(augmentation(images, training=True))
     assert changed.shape == images.shape and not np.allclose(changed, images)
     assert changed.min() >= 0 and changed.max() <= 255  # contrast works on 0..255 pixels
-    flip_only = training.augmentation_layers(rotation=0, zoom=0, contrast=0)
+    flip_only = pipeline.augmentation_layers(rotation=0, zoom=0, contrast=0)
     assert [type(layer).__name__ for layer in flip_only.layers] == ["RandomFlip"]
     with pytest.raises(ValueError, match="switched off"):
-        training.augmentation_layers(flip=False, rotation=0, zoom=0, contrast=0)
+        pipeline.augmentation_layers(flip=False, rotation=0, zoom=0, contrast=0)
     with pytest.raises(ValueError, match="rotation"):
-        training.augmentation_layers(rotation=-0.1)
+        pipeline.augmentation_layers(rotation=-0.1)
 
 
 def test_activation_memory_budget_picks_float32_float16_or_nothing():
     shape = (7, 7, 768)  # MobileNet 0.75's last block input at 224 px
-    assert training.activation_megabytes(shape, 1000, "float16") == pytest.approx(75.264)
-    assert training.choose_activation_dtype(shape, 1000, budget_mb=200) == "float32"
-    assert training.choose_activation_dtype(shape, 1000, budget_mb=100) == "float16"
-    assert training.choose_activation_dtype(shape, 1000, budget_mb=50) is None
+    assert retraining.activation_megabytes(shape, 1000, "float16") == pytest.approx(75.264)
+    assert retraining.choose_activation_dtype(shape, 1000, budget_mb=200) == "float32"
+    assert retraining.choose_activation_dtype(shape, 1000, budget_mb=100) == "float16"
+    assert retraining.choose_activation_dtype(shape, 1000, budget_mb=50) is None
 
 
 def test_merge_histories_numbers_epochs_across_phases():
-    merged = training.merge_histories(
+    merged = callbacks.merge_histories(
         {
-            training.PHASE_HEAD: {"loss": [1.0, 0.5], "val_loss": [1.1, 0.9]},
-            training.PHASE_BLOCKS: {"loss": [0.4, 0.3, 0.2], "val_loss": [0.8, 0.7, 0.75]},
+            callbacks.PHASE_HEAD: {"loss": [1.0, 0.5], "val_loss": [1.1, 0.9]},
+            callbacks.PHASE_BLOCKS: {"loss": [0.4, 0.3, 0.2], "val_loss": [0.8, 0.7, 0.75]},
         }
     )
     assert merged["epoch"].tolist() == [1, 2, 3, 4, 5]
-    assert merged["phase"].tolist() == [training.PHASE_HEAD] * 2 + [training.PHASE_BLOCKS] * 3
+    assert merged["phase"].tolist() == [callbacks.PHASE_HEAD] * 2 + [callbacks.PHASE_BLOCKS] * 3
     assert merged["loss"].tolist() == [1.0, 0.5, 0.4, 0.3, 0.2]
-    assert training.phase_boundaries(merged) == [(2.5, training.PHASE_BLOCKS)]
-    assert training.merge_histories({}).empty
+    assert callbacks.phase_boundaries(merged) == [(2.5, callbacks.PHASE_BLOCKS)]
+    assert callbacks.merge_histories({}).empty
     with pytest.raises(ValueError, match="different lengths"):
-        training.history_frame({"loss": [1.0], "val_loss": [1.0, 2.0]})
+        callbacks.history_frame({"loss": [1.0], "val_loss": [1.0, 2.0]})
 
 
 def test_make_callbacks_early_stopping_best_checkpoint_tensorboard(tmp_path):
     import keras
 
-    callbacks, checkpoint = training.make_callbacks(tmp_path, training.PHASE_HEAD, patience=3)
-    stop = [c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)]
-    best = [c for c in callbacks if isinstance(c, keras.callbacks.ModelCheckpoint)]
+    made, checkpoint = callbacks.make_callbacks(tmp_path, callbacks.PHASE_HEAD, patience=3)
+    stop = [c for c in made if isinstance(c, keras.callbacks.EarlyStopping)]
+    best = [c for c in made if isinstance(c, keras.callbacks.ModelCheckpoint)]
     assert len(stop) == 1 and stop[0].monitor == "val_loss" and stop[0].patience == 3
     assert len(best) == 1 and best[0].monitor == "val_loss" and best[0].save_best_only
     assert checkpoint.parent == tmp_path and checkpoint.name.endswith(".weights.h5")
-    boards = [c for c in callbacks if isinstance(c, keras.callbacks.TensorBoard)]
-    assert len(boards) == (1 if training.tensorboard_available() else 0)
-    none = training.make_callbacks(tmp_path, "x", patience=1, tensorboard=False)[0]
+    boards = [c for c in made if isinstance(c, keras.callbacks.TensorBoard)]
+    assert len(boards) == (1 if callbacks.tensorboard_available() else 0)
+    none = callbacks.make_callbacks(tmp_path, "x", patience=1, tensorboard=False)[0]
     assert not [c for c in none if isinstance(c, keras.callbacks.TensorBoard)]
     with pytest.raises(ValueError, match="patience"):
-        training.make_callbacks(tmp_path, "x", patience=0)
+        callbacks.make_callbacks(tmp_path, "x", patience=0)
 
 
 def _small_classifier(seed: int, *, dropout: float = 0.0):
@@ -289,7 +289,7 @@ def _small_classifier(seed: int, *, dropout: float = 0.0):
     inputs = keras.Input((12,))
     hidden = keras.layers.Dropout(dropout)(inputs)
     outputs = keras.layers.Dense(3, activation="softmax", kernel_regularizer=keras.regularizers.L2(0.01))(hidden)
-    return training.compile_model(keras.Model(inputs, outputs), 0.01)
+    return compiling.compile_model(keras.Model(inputs, outputs), 0.01)
 
 
 def _small_data(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -302,10 +302,10 @@ def test_cached_arrays_train_with_keras_fit_and_the_labs_callbacks(tmp_path):
     x, y = _small_data(32, 4)
     x_val, _ = _small_data(16, 5)
     y_val = np.random.default_rng(6).integers(0, 3, 16)  # unrelated labels: val_loss soon stops falling
-    callbacks, checkpoint = training.make_callbacks(tmp_path, training.PHASE_HEAD, patience=2)
+    made, checkpoint = callbacks.make_callbacks(tmp_path, callbacks.PHASE_HEAD, patience=2)
     model = _small_classifier(7)
-    history = training._fit(
-        model, x.astype("float16"), y, (x_val, y_val), epochs=60, batch_size=8, callbacks=callbacks,
+    history = retraining._fit(
+        model, x.astype("float16"), y, (x_val, y_val), epochs=60, batch_size=8, callbacks=made,
         checkpoint=checkpoint, verbose=0, seed=1,
     )
     assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}, "compiled metrics are reported"
@@ -314,7 +314,7 @@ def test_cached_arrays_train_with_keras_fit_and_the_labs_callbacks(tmp_path):
     assert epochs < 60 and epochs == best + 3, "patience 2: two epochs after the best, then stop"
     loss = model.evaluate(x_val, y_val, batch_size=8, verbose=0, return_dict=True)["loss"]
     assert loss == pytest.approx(history["val_loss"][best], rel=1e-4), "the best epoch's weights are restored"
-    if training.tensorboard_available():
+    if callbacks.tensorboard_available():
         assert list((tmp_path / "logs").rglob("events.out.tfevents.*"))
 
 
@@ -324,7 +324,7 @@ def test_training_is_reproducible_from_the_seed(tmp_path):
 
     def trained(seed: int) -> list[np.ndarray]:
         model = _small_classifier(5, dropout=0.3)
-        training._fit(
+        retraining._fit(
             model, x, y, validation, epochs=2, batch_size=8, callbacks=[], checkpoint=tmp_path / "none.weights.h5",
             verbose=0, seed=seed,
         )
@@ -343,35 +343,35 @@ def resnet(kit_settings):
     settings = kit_settings.replace(backbone="resnet50", alpha=None, image_size=64)
     backbone = backbones.get_backbone(settings=settings)
     base = backbones.load_base(settings, weights=None)
-    head = training.build_head(base.output_shape[1:], 3, seed=0)
-    return settings, backbone, base, head, training.assemble_model(base, head)
+    head = heads.build_head(base.output_shape[1:], 3, seed=0)
+    return settings, backbone, base, head, heads.assemble_model(base, head)
 
 
 def test_resnet50_each_phase_trains_exactly_the_right_weights(resnet):
     _, backbone, base, head, model = resnet
-    training.set_phase(base, backbone, 1)
+    freezing.set_phase(base, backbone, 1)
     assert _weight_paths(model.trainable_weights) == _weight_paths(head.weights)
     for n_blocks in (1, 2):
-        trainable_layers = training.set_phase(base, backbone, 2, n_blocks)
+        trainable_layers = freezing.set_phase(base, backbone, 2, n_blocks)
         expected = _expected_trainable(base, head, backbone, n_blocks)
         assert _weight_paths(model.trainable_weights) == expected
         assert all("_bn" not in name for name in trainable_layers)
-        tail = training.tail_model(base, head, backbone, n_blocks)
+        tail = heads.tail_model(base, head, backbone, n_blocks)
         assert _weight_paths(tail.trainable_weights) == expected
     assert {w.path.split("/")[0] for w in model.trainable_weights} >= {"conv5_block2_1_conv", "head_predictions"}
     with pytest.raises(ValueError, match="phase"):
-        training.set_phase(base, backbone, 3)
+        freezing.set_phase(base, backbone, 3)
 
 
 def test_parameter_table_counts_trainable_and_frozen_per_part(resnet):
     _, backbone, base, head, model = resnet
-    training.set_phase(base, backbone, 1)
-    table = training.parameter_table(model)
+    freezing.set_phase(base, backbone, 1)
+    table = freezing.parameter_table(model)
     assert list(table.index) == [base.name, head.name, "total"]
     assert table.loc[head.name, "trainable"] == head.count_params() and table.loc[base.name, "trainable"] == 0
     assert table.loc["total", "total"] == model.count_params()
-    training.set_phase(base, backbone, 2, 1)
-    table = training.parameter_table(model)
+    freezing.set_phase(base, backbone, 2, 1)
+    table = freezing.parameter_table(model)
     assert table.loc[base.name, "trainable"] == sum(int(np.prod(w.shape)) for w in base.trainable_weights) > 0
     assert (table["trainable"] + table["frozen"] == table["total"]).all()
 
@@ -381,15 +381,15 @@ def test_resnet50_tail_gives_the_full_models_predictions(resnet):
     images = np.random.default_rng(0).normal(0, 50, size=(3, 64, 64, 3)).astype("float32")
     expected = np.asarray(model(images, training=False))  # eager calls: no graph tracing for 3 images
     for n_blocks in (1, 2):
-        activations = training.block_input_model(base, backbone, n_blocks)(images, training=False)
-        tail = training.tail_model(base, head, backbone, n_blocks)
+        activations = heads.block_input_model(base, backbone, n_blocks)(images, training=False)
+        tail = heads.tail_model(base, head, backbone, n_blocks)
         assert np.abs(np.asarray(tail(activations, training=False)) - expected).max() < TOLERANCE
 
 
 def test_assemble_model_rejects_a_head_of_the_wrong_shape(resnet):
     _, _, base, _, _ = resnet
     with pytest.raises(ValueError, match="feature_shape"):
-        training.assemble_model(base, training.build_head((7, 7, 768), 3))
+        heads.assemble_model(base, heads.build_head((7, 7, 768), 3))
 
 
 # --------------------------------------------------------------------------- real MobileNet on real frames
@@ -418,14 +418,14 @@ def mobilenet(real_weights):
 @pytest.mark.parametrize("pooling", ["avg", "flatten"])
 def test_head_on_cached_features_gives_the_full_models_predictions(mobilenet, simpsons_frame, pooling):
     settings, backbone, base = mobilenet
-    head = training.build_head(base.output_shape[1:], 3, pooling=pooling, seed=4)
-    model = training.assemble_model(base, head)
-    retrainer = training.Retrainer(settings, simpsons_frame, base, head, augment=training.augmentation_layers(),
+    head = heads.build_head(base.output_shape[1:], 3, pooling=pooling, seed=4)
+    model = heads.assemble_model(base, head)
+    retrainer = retraining.Retrainer(settings, simpsons_frame, base, head, augment=pipeline.augmentation_layers(),
                                    progress=False, tensorboard=False)
     pooled = retrainer.features()  # the plain extractor path: phase 2 would train on images here
     assert pooled.shape == (len(simpsons_frame), 768 if pooling == "avg" else 7 * 7 * 768)
-    fast = training.head_after_pooling(head).predict(pooled, verbose=0)
-    plain = training.predict_images(model, simpsons_frame, settings)
+    fast = heads.head_after_pooling(head).predict(pooled, verbose=0)
+    plain = pipeline.predict_images(model, simpsons_frame, settings)
     assert np.abs(fast - plain).max() < TOLERANCE
     if pooling == "avg":  # notebook 03's default extractor reads the very same cache file
         files = len(features.cache_table(settings))
@@ -438,14 +438,14 @@ def test_head_on_cached_features_gives_the_full_models_predictions(mobilenet, si
 @pytest.mark.parametrize("n_blocks", [1, 2])
 def test_tail_on_cached_block_inputs_gives_the_full_models_predictions(mobilenet, simpsons_frame, n_blocks):
     settings, backbone, base = mobilenet
-    head = training.build_head(base.output_shape[1:], 3, seed=5)
-    model = training.assemble_model(base, head)
-    extractor = training.block_input_model(base, backbone, n_blocks)
+    head = heads.build_head(base.output_shape[1:], 3, seed=5)
+    model = heads.assemble_model(base, head)
+    extractor = heads.block_input_model(base, backbone, n_blocks)
     activations = features.extract_features(extractor, simpsons_frame, settings, cache=False, progress=False)
     expected_shape = {1: (7, 7, 768), 2: (14, 14, 384)}[n_blocks]
     assert activations.shape == (len(simpsons_frame), *expected_shape)
-    fast = training.tail_model(base, head, backbone, n_blocks).predict(activations, verbose=0)
-    plain = training.predict_images(model, simpsons_frame, settings)
+    fast = heads.tail_model(base, head, backbone, n_blocks).predict(activations, verbose=0)
+    plain = pipeline.predict_images(model, simpsons_frame, settings)
     assert np.abs(fast - plain).max() < TOLERANCE
 
 
@@ -454,8 +454,8 @@ def trained(mobilenet, simpsons_frame, tmp_path_factory):
     """Both phases, two epochs each, on the fast paths; snapshots taken before training."""
     settings, backbone, base = mobilenet
     base = backbones.load_base(settings)  # a fresh base: training changes it
-    head = training.build_head(base.output_shape[1:], 3, seed=6)
-    retrainer = training.Retrainer(settings, simpsons_frame, base, head, run_dir=tmp_path_factory.mktemp("run"),
+    head = heads.build_head(base.output_shape[1:], 3, seed=6)
+    retrainer = retraining.Retrainer(settings, simpsons_frame, base, head, run_dir=tmp_path_factory.mktemp("run"),
                                    mirror=True, progress=False)
     snapshot = {
         "weights": {w.path: w.numpy().copy() for w in base.weights},
@@ -495,7 +495,7 @@ def test_retrainer_mirrored_copies_of_the_training_images(trained):
     assert retrainer._mirrored_activations.shape == (len(retrainer.frame), 7, 7, 768)
     assert retrainer._mirrored_features.shape == (len(retrainer.frame), 768)
     images = np.concatenate(list(pipeline.make_dataset(train["path"], settings=retrainer.settings)))
-    extractor = training.block_input_model(retrainer.base, retrainer.backbone, 1)
+    extractor = heads.block_input_model(retrainer.base, retrainer.backbone, 1)
     expected = np.asarray(extractor(images[:, :, ::-1], training=False))
     assert np.abs(retrainer._mirrored_activations[retrainer.rows("train")] - expected).max() < TOLERANCE
     x_train, y_train = retrainer._training_arrays(retrainer.activations(), retrainer._mirrored_activations)
@@ -517,16 +517,16 @@ def test_retrainer_history_checkpoints_and_logs(trained):
     retrainer, _ = trained
     history = retrainer.history()
     assert history["epoch"].tolist() == [1, 2, 3, 4]
-    assert history["phase"].tolist() == [training.PHASE_HEAD] * 2 + [training.PHASE_BLOCKS] * 2
+    assert history["phase"].tolist() == [callbacks.PHASE_HEAD] * 2 + [callbacks.PHASE_BLOCKS] * 2
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history.columns)
-    assert training.phase_boundaries(history) == [(2.5, training.PHASE_BLOCKS)]
+    assert callbacks.phase_boundaries(history) == [(2.5, callbacks.PHASE_BLOCKS)]
     report = retrainer.report()
-    assert list(report.index) == [training.PHASE_HEAD, training.PHASE_BLOCKS]
-    assert report.loc[training.PHASE_BLOCKS, "learning_rate"] == pytest.approx(1e-2)
+    assert list(report.index) == [callbacks.PHASE_HEAD, callbacks.PHASE_BLOCKS]
+    assert report.loc[callbacks.PHASE_BLOCKS, "learning_rate"] == pytest.approx(1e-2)
     assert (report["best_epoch"] >= 1).all() and (report["best_epoch"] <= report["epochs"]).all()
     checkpoints = sorted(p.name for p in Path(retrainer.run_dir).glob("*.weights.h5"))
     assert checkpoints == ["phase-1-head.weights.h5", "phase-2-last-block.weights.h5"]
-    if training.tensorboard_available():
+    if callbacks.tensorboard_available():
         logs = list((Path(retrainer.run_dir) / "logs").rglob("events.out.tfevents.*"))
         assert logs, "TensorBoard logs were not written"
 
@@ -537,7 +537,7 @@ def test_retrained_model_fast_predictions_save_and_reload(trained, tmp_path):
 
     retrainer, _ = trained
     test = retrainer.frame[retrainer.frame["split"] == "test"]
-    plain = training.predict_images(retrainer.model, test, retrainer.settings)
+    plain = pipeline.predict_images(retrainer.model, test, retrainer.settings)
     assert np.abs(retrainer.predict("test") - plain).max() < TOLERANCE
     assert retrainer.accuracy("test") == pytest.approx(float(np.mean(plain.argmax(1) == retrainer.labels[retrainer.rows("test")])))
     path = tmp_path / "simpsons.keras"
@@ -545,20 +545,20 @@ def test_retrained_model_fast_predictions_save_and_reload(trained, tmp_path):
     reloaded = keras.models.load_model(path)
     assert type(reloaded) is keras.Model or isinstance(reloaded, keras.Model)
     assert [layer.name for layer in reloaded.layers] == [layer.name for layer in retrainer.model.layers]
-    assert np.abs(training.predict_images(reloaded, test, retrainer.settings) - plain).max() < 1e-6
+    assert np.abs(pipeline.predict_images(reloaded, test, retrainer.settings) - plain).max() < 1e-6
 
 
 @pytest.mark.integration
 def test_phase2_trains_on_images_over_budget_or_with_augmentation(mobilenet, simpsons_frame, tmp_path):
     settings, backbone, _ = mobilenet
     base = backbones.load_base(settings)
-    head = training.build_head(base.output_shape[1:], 3, seed=7)
-    over_budget = training.Retrainer(settings, simpsons_frame, base, head, memory_budget_mb=0.01, progress=False)
+    head = heads.build_head(base.output_shape[1:], 3, seed=7)
+    over_budget = retraining.Retrainer(settings, simpsons_frame, base, head, memory_budget_mb=0.01, progress=False)
     assert over_budget.activation_dtype is None and over_budget.phase2_path == "images"
     assert "too large" in over_budget.plan()
     with pytest.raises(RuntimeError, match="images"):
         over_budget.activations()
-    retrainer = training.Retrainer(settings, simpsons_frame, base, head, augment=training.augmentation_layers(seed=1),
+    retrainer = retraining.Retrainer(settings, simpsons_frame, base, head, augment=pipeline.augmentation_layers(seed=1),
                                    run_dir=tmp_path, progress=False, tensorboard=False)
     assert retrainer.activation_dtype == "float32" and retrainer.phase2_path == "images"
     assert "augmentation" in retrainer.plan()
@@ -570,20 +570,20 @@ def test_phase2_trains_on_images_over_budget_or_with_augmentation(mobilenet, sim
     for name, before in statistics.items():
         assert np.array_equal(_batchnorm_statistics(base)[name], before), f"{name} moved during end-to-end training"
     test = retrainer.frame[retrainer.frame["split"] == "test"]
-    assert np.abs(retrainer.predict("test") - training.predict_images(retrainer.model, test, settings)).max() < 1e-6
+    assert np.abs(retrainer.predict("test") - pipeline.predict_images(retrainer.model, test, settings)).max() < 1e-6
 
 
 @pytest.mark.integration
 def test_float16_activations_when_float32_would_not_fit(mobilenet, simpsons_frame):
     settings, backbone, base = mobilenet
-    head = training.build_head(base.output_shape[1:], 3, seed=8)
+    head = heads.build_head(base.output_shape[1:], 3, seed=8)
     rows = len(simpsons_frame)
-    budget = (training.activation_megabytes((7, 7, 768), rows, "float16") + training.activation_megabytes((7, 7, 768), rows)) / 2
-    retrainer = training.Retrainer(settings, simpsons_frame, base, head, memory_budget_mb=budget, progress=False)
+    budget = (retraining.activation_megabytes((7, 7, 768), rows, "float16") + retraining.activation_megabytes((7, 7, 768), rows)) / 2
+    retrainer = retraining.Retrainer(settings, simpsons_frame, base, head, memory_budget_mb=budget, progress=False)
     assert retrainer.activation_dtype == "float16" and retrainer.phase2_path == "cached activations"
     assert retrainer.activations().dtype == np.float16
     test = simpsons_frame[simpsons_frame["split"] == "test"]
-    plain = training.predict_images(retrainer.model, test, settings)
+    plain = pipeline.predict_images(retrainer.model, test, settings)
     assert np.abs(retrainer.predict("test") - plain).max() < 2e-2  # float16 rounding of the activations only
 
 
@@ -591,29 +591,29 @@ def test_retrainer_validates_its_inputs(resnet):
     settings, _, base, head, _ = resnet
     frame = pd.DataFrame({"path": ["a.jpg", "b.jpg"], "label": ["x", "y"], "split": ["train", "train"]})
     with pytest.raises(ValueError, match="validation"):
-        training.Retrainer(settings, frame, base, head)
+        retraining.Retrainer(settings, frame, base, head)
     with pytest.raises(ValueError, match="split"):
-        training.Retrainer(settings, frame.drop(columns="split"), base, head)
+        retraining.Retrainer(settings, frame.drop(columns="split"), base, head)
     frame.loc[1, "split"] = "validation"
     with pytest.raises(ValueError, match="outputs"):
-        training.Retrainer(settings, frame, base, head)  # 3 outputs, 2 classes
+        retraining.Retrainer(settings, frame, base, head)  # 3 outputs, 2 classes
     with pytest.raises(ValueError, match="n_blocks"):
-        training.Retrainer(settings, frame, base, training.build_head(base.output_shape[1:], 2), n_blocks=0)
+        retraining.Retrainer(settings, frame, base, heads.build_head(base.output_shape[1:], 2), n_blocks=0)
     with pytest.raises(ValueError, match="label_smoothing"):
-        training.Retrainer(settings, frame, base, training.build_head(base.output_shape[1:], 2), label_smoothing=1.0)
-    assert math.isclose(training.FINETUNE_LEARNING_RATE_FACTOR, 0.1)
+        retraining.Retrainer(settings, frame, base, heads.build_head(base.output_shape[1:], 2), label_smoothing=1.0)
+    assert math.isclose(retraining.FINETUNE_LEARNING_RATE_FACTOR, 0.1)
 
 
 @pytest.mark.integration
 def test_flip_test_averages_with_the_mirror_image_and_exports_that_model(trained):
     retrainer, _ = trained
     test = retrainer.frame[retrainer.frame["split"] == "test"]
-    plain = training.predict_images(retrainer.model, test, retrainer.settings)
-    mirrored = training.predict_images(training.mirrored(retrainer.model), test, retrainer.settings)
+    plain = pipeline.predict_images(retrainer.model, test, retrainer.settings)
+    mirrored = pipeline.predict_images(heads.mirrored(retrainer.model), test, retrainer.settings)
     retrainer.flip_test = True
     try:
         fast = retrainer.predict("test")
-        exported = training.predict_images(retrainer.export_model(), test, retrainer.settings)
+        exported = pipeline.predict_images(retrainer.export_model(), test, retrainer.settings)
     finally:
         retrainer.flip_test = False
     assert np.abs(fast - (plain + mirrored) / 2).max() < TOLERANCE
@@ -625,21 +625,21 @@ def test_flip_test_averages_with_the_mirror_image_and_exports_that_model(trained
 def test_phase2_that_does_not_beat_phase1_is_dropped(mobilenet, simpsons_frame, tmp_path):
     settings, backbone, _ = mobilenet
     base = backbones.load_base(settings)  # a fresh base: this test wrecks it, then expects it back
-    head = training.build_head(base.output_shape[1:], 3, seed=9)
+    head = heads.build_head(base.output_shape[1:], 3, seed=9)
     # Validated on its own training frames, phase 1 surely reaches 100 %: a wrecked phase 2 cannot beat it.
     train = simpsons_frame[simpsons_frame["split"] == "train"]
     frame = pd.concat([train, train.assign(split="validation"), simpsons_frame[simpsons_frame["split"] == "test"]])
-    retrainer = training.Retrainer(settings, frame, base, head, run_dir=tmp_path, progress=False, tensorboard=False)
+    retrainer = retraining.Retrainer(settings, frame, base, head, run_dir=tmp_path, progress=False, tensorboard=False)
     retrainer.fit_head(epochs=40, learning_rate=1e-2)
     assert retrainer.accuracy("validation") == 1.0
     phase1 = retrainer.predict("test")
     weights = [w.copy() for w in retrainer.model.get_weights()]
     retrainer.fit_last_blocks(epochs=1, learning_rate=50.0)  # a learning rate that can only make things worse
     report = retrainer.report()
-    assert not report.loc[training.PHASE_BLOCKS, "kept"] and report.loc[training.PHASE_HEAD, "kept"]
+    assert not report.loc[callbacks.PHASE_BLOCKS, "kept"] and report.loc[callbacks.PHASE_HEAD, "kept"]
     assert all(np.array_equal(a, b) for a, b in zip(retrainer.model.get_weights(), weights)), "phase 1's weights are back"
     assert np.abs(retrainer.predict("test") - phase1).max() < TOLERANCE
-    plain = training.predict_images(retrainer.model, frame[frame["split"] == "test"], settings)
+    plain = pipeline.predict_images(retrainer.model, frame[frame["split"] == "test"], settings)
     assert np.abs(plain - phase1).max() < TOLERANCE
     with pytest.raises(ValueError, match="schedule"):
         retrainer.fit_last_blocks(schedule="linear")
@@ -653,9 +653,9 @@ def test_label_smoothing_trains_both_phases_on_one_hot_targets(mobilenet, simpso
 
     settings, _, _ = mobilenet
     base = backbones.load_base(settings)  # a fresh base: training changes it
-    head = training.build_head(base.output_shape[1:], 3, seed=10)
-    retrainer = training.Retrainer(
-        settings, simpsons_frame, base, head, label_smoothing=0.1, augment=training.augmentation_layers(seed=1) if augment
+    head = heads.build_head(base.output_shape[1:], 3, seed=10)
+    retrainer = retraining.Retrainer(
+        settings, simpsons_frame, base, head, label_smoothing=0.1, augment=pipeline.augmentation_layers(seed=1) if augment
         else None, run_dir=tmp_path, progress=False, tensorboard=False,
     )
     retrainer.fit_head(epochs=2)
@@ -663,7 +663,7 @@ def test_label_smoothing_trains_both_phases_on_one_hot_targets(mobilenet, simpso
     assert [r.path for r in retrainer.reports] == ["cached features", "images" if augment else "cached activations"]
     trained = retrainer.model if augment else retrainer._submodel("tail")
     assert isinstance(trained.loss, keras.losses.CategoricalCrossentropy)
-    for phase in (training.PHASE_HEAD, training.PHASE_BLOCKS):
+    for phase in (callbacks.PHASE_HEAD, callbacks.PHASE_BLOCKS):
         history = retrainer.histories[phase]
         assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history)
         assert all(0.0 <= v <= 1.0 for v in history["val_accuracy"]) and all(np.isfinite(history["loss"]))
@@ -675,20 +675,20 @@ def test_balance_classes_repeats_the_smaller_classes(resnet):
     settings, _, base, _, _ = resnet
     frame = pd.DataFrame({"path": [f"{i}.jpg" for i in range(12)], "label": ["x"] * 7 + ["y"] * 2 + ["z"] * 3,
                           "split": ["train"] * 6 + ["validation"] + ["train"] * 2 + ["train", "train", "validation"]})
-    head = training.build_head(base.output_shape[1:], 3, seed=0)
-    plain = training.Retrainer(settings, frame, base, head, progress=False, tensorboard=False)
-    balanced = training.Retrainer(settings, frame, base, head, balance_classes=True, progress=False, tensorboard=False)
+    head = heads.build_head(base.output_shape[1:], 3, seed=0)
+    plain = retraining.Retrainer(settings, frame, base, head, progress=False, tensorboard=False)
+    balanced = retraining.Retrainer(settings, frame, base, head, balance_classes=True, progress=False, tensorboard=False)
     assert list(np.bincount(plain.labels[plain._training_rows()])) == [6, 2, 2]
     rows = balanced._training_rows()
     assert list(np.bincount(balanced.labels[rows])) == [6, 6, 6]
     assert set(rows) == set(plain._training_rows()), "only training rows, each of them at least once"
     with pytest.raises(ValueError, match="mirror"):
-        training.Retrainer(settings, frame, base, head, flip_test=True)
+        retraining.Retrainer(settings, frame, base, head, flip_test=True)
 
 
 def test_cosine_schedule_decays_to_zero_and_optimizers_take_it():
-    schedule = training.cosine_schedule(3e-4, 100)
+    schedule = compiling.cosine_schedule(3e-4, 100)
     assert float(schedule(0)) == pytest.approx(3e-4) and float(schedule(100)) == pytest.approx(0.0, abs=1e-9)
     assert float(schedule(50)) == pytest.approx(1.5e-4, rel=1e-3)
-    optimizer = training.make_optimizer("adam", schedule)
+    optimizer = compiling.make_optimizer("adam", schedule)
     assert float(optimizer.learning_rate) == pytest.approx(3e-4)

@@ -1,10 +1,10 @@
-"""Retraining a pretrained backbone: a new head first (phase 1), then the last block(s) (phase 2).
+"""Retraining a pretrained backbone in two phases: a new head (phase 1), then the last block(s) too (phase 2).
 
-The Dataiku lab's retraining recipe, in Keras:
+The Dataiku lab's retraining recipe, in Keras (:class:`Retrainer`):
 
 * the backbone without its ImageNet classifier (``include_top=False``) plus a new
   **head**: pooling (``avg``, ``max`` or ``flatten``), dropout, a softmax layer over
-  the new classes with optional L1/L2 regularisation (:func:`build_head`);
+  the new classes with optional L1/L2 regularisation (:func:`helpers.heads.build_head`);
 * **phase 1**, last layer only: the base frozen and called with ``training=False``,
   Adam at ``settings.learning_rate`` (1e-3), batch size and epochs from the settings;
 * **phase 2**, last block: the last block(s) of the base unfrozen (BatchNormalization
@@ -37,433 +37,56 @@ of the kit's own did not save the 3x of a phase's time that would justify keepin
 (``benchmarks/REPORT.md``, training-loop section). Every model is built and trained
 under :func:`helpers.device.strategy` (``MirroredStrategy`` over several GPUs).
 
-The trained layers are the layers of one ordinary Keras model (:func:`assemble_model`:
-image -> base -> head), so the result saves to ``.keras`` and reloads like any other.
+The trained layers are the layers of one ordinary Keras model
+(:func:`helpers.heads.assemble_model`: image -> base -> head), so the result saves to
+``.keras`` and reloads like any other.
 The tests check that each fast path gives that model's predictions.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 import time
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from helpers import backbones, device, features, pipeline
-from helpers.files import atomic_path, atomic_write
+from helpers.callbacks import PHASE_BLOCKS, PHASE_HEAD, history_frame, make_callbacks, merge_histories
+from helpers.compiling import SCHEDULES, compile_model, cosine_schedule, make_optimizer, one_hot_labels
+from helpers.freezing import count_trainable_parameters, set_phase
+from helpers.heads import (
+    assemble_model, base_tail, block_input_model, flip_averaged, head_after_pooling, head_pooling, mirrored,
+    pooling_layer, tail_model,
+)
 from helpers.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
 
-POOLINGS = ("avg", "max", "flatten")
-DEFAULT_POOLING = "avg"
-DEFAULT_DROPOUT = 0.2
+
 DEFAULT_MEMORY_BUDGET_MB = 1024.0
 FINETUNE_LEARNING_RATE_FACTOR = 0.1
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
-SCHEDULES = ("constant", "cosine")
+
 # Notebook 02's recipe (Retrainer and fit_last_blocks options), chosen on the validation
 # split of the Simpsons group split: benchmarks section 8 measures it against the alternatives.
 WORKSHOP_RECIPE: dict[str, Any] = {
     "mirror": True, "n_blocks": 2, "schedule": "cosine", "learning_rate": 3e-4, "balance_classes": True, "flip_test": True,
 }
 RUNS_SUBDIR = "runs"
-PHASE_HEAD = "phase 1: head"
-PHASE_BLOCKS = "phase 2: last block"
-HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy"]
 
-_POOLING_LAYER_NAMES = {"avg": "head_avg_pool", "max": "head_max_pool", "flatten": "head_flatten"}
 # extract_features recognises these names as pooling after the extracted layer.
 _EXTRACTOR_POOLING_NAMES = {"avg": "features_avg", "max": "features_max", "flatten": "features_flat"}
 
 
-# --------------------------------------------------------------------------- model
-
-
-def _pooling_layer(pooling: str, name: str) -> "keras.layers.Layer":
-    import keras
-
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS} (the lab's Average / Max / Flatten), not {pooling!r}.")
-    return {
-        "avg": keras.layers.GlobalAveragePooling2D,
-        "max": keras.layers.GlobalMaxPooling2D,
-        "flatten": keras.layers.Flatten,
-    }[pooling](name=name)
-
-
-def _regularizer(l1: float, l2: float) -> Any:
-    import keras
-
-    for name, value in (("l1", l1), ("l2", l2)):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or not math.isfinite(value):
-            raise ValueError(f"{name} must be a number >= 0 (0 = no {name.upper()} penalty), not {value!r}.")
-    if l1 and l2:
-        return keras.regularizers.L1L2(l1=float(l1), l2=float(l2))
-    if l1:
-        return keras.regularizers.L1(float(l1))
-    if l2:
-        return keras.regularizers.L2(float(l2))
-    return None
-
-
-@device.under_strategy
-def build_head(
-    feature_shape: Sequence[int | None],
-    n_classes: int,
-    *,
-    pooling: str = DEFAULT_POOLING,
-    dropout: float = DEFAULT_DROPOUT,
-    l1: float = 0.0,
-    l2: float = 0.0,
-    seed: int | None = None,
-    name: str = "head",
-) -> "keras.Model":
-    """The new classifier put on top of a pretrained base: pooling, dropout, softmax.
-
-    Args:
-        feature_shape: Shape of the base's output for one image, e.g. ``(7, 7, 768)``
-            (``base.output_shape[1:]``).
-        n_classes: Number of classes (characters).
-        pooling: ``"avg"`` (global average), ``"max"`` (global max) or ``"flatten"``
-            (keep every position: many more weights).
-        dropout: Share of the pooled features dropped at random during training (0 = none).
-        l1: L1 penalty on the softmax layer's weights (0 = none).
-        l2: L2 penalty on the softmax layer's weights (0 = none).
-        seed: Seed of the weight initialisation and of the dropout mask.
-        name: Model name.
-
-    Returns:
-        A Functional ``keras.Model`` from the 4-D feature map to class probabilities
-        (layers ``head_<pooling>``, ``head_dropout``, ``head_predictions``).
-
-    Raises:
-        ValueError: A feature shape that is not a 3-D map, fewer than 2 classes, an
-            unknown pooling, a dropout outside [0, 1) or a negative penalty.
-    """
-    import keras
-
-    shape = tuple(feature_shape)
-    if len(shape) != 3:
-        raise ValueError(
-            f"feature_shape must be the 3-D shape of one feature map (height, width, channels), not {shape}; "
-            "load the base with include_top=False and pooling=None (backbones.load_base)."
-        )
-    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
-        raise ValueError(f"n_classes must be a whole number >= 2, not {n_classes!r}.")
-    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be a share in [0, 1), not {dropout!r}.")
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS} (the lab's Average / Max / Flatten), not {pooling!r}.")
-    regularizer = _regularizer(l1, l2)
-    inputs = keras.Input(shape=shape, name=f"{name}_features")
-    x = _pooling_layer(pooling, _POOLING_LAYER_NAMES[pooling])(inputs)
-    x = keras.layers.Dropout(float(dropout), seed=seed, name="head_dropout")(x)
-    outputs = keras.layers.Dense(
-        int(n_classes),
-        activation="softmax",
-        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
-        kernel_regularizer=regularizer,
-        name="head_predictions",
-    )(x)
-    return keras.Model(inputs, outputs, name=name)
-
-
-def head_pooling(head: "keras.Model") -> str:
-    """Which pooling a head built by :func:`build_head` uses (``avg``, ``max`` or ``flatten``)."""
-    for pooling, layer_name in _POOLING_LAYER_NAMES.items():
-        if any(layer.name == layer_name for layer in head.layers):
-            return pooling
-    raise ValueError(f"model {head.name!r} is not a head built by training.build_head (no head pooling layer).")
-
-
-@device.under_strategy
-def head_after_pooling(head: "keras.Model") -> "keras.Model":
-    """The part of ``head`` after its pooling layer (dropout + softmax), sharing its weights.
-
-    Phase 1 trains this on pooled features: pooling has no weights, so training it on
-    pooled vectors trains the head itself, with one vector per image in memory.
-    """
-    import keras
-
-    pool = head.get_layer(_POOLING_LAYER_NAMES[head_pooling(head)])
-    return keras.Model(pool.output, head.output, name=f"{head.name}_after_pooling")
-
-
-@device.under_strategy
-def assemble_model(base: "keras.Model", head: "keras.Model", *, name: str | None = None) -> "keras.Model":
-    """The whole classifier as one ordinary Keras model: image -> base -> head.
-
-    The base is called with ``training=False``: its BatchNormalization layers always
-    run in inference mode, even in phase 2 when some of its layers are trained. The
-    model takes images already preprocessed for the backbone (what
-    :func:`helpers.pipeline.make_dataset` yields) and shares its layers with ``base``
-    and ``head``, so training either trains it.
-
-    Args:
-        base: The pretrained base (``include_top=False``, 4-D output).
-        head: A head whose input matches the base's output (:func:`build_head`).
-        name: Model name; ``<base>_retrained`` by default.
-
-    Raises:
-        ValueError: The head does not fit the base's output.
-    """
-    import keras
-
-    if tuple(head.input_shape[1:]) != tuple(base.output_shape[1:]):
-        raise ValueError(
-            f"the head takes inputs of shape {tuple(head.input_shape[1:])} but the base gives "
-            f"{tuple(base.output_shape[1:])}; build the head with feature_shape=base.output_shape[1:]."
-        )
-    inputs = keras.Input(shape=base.input_shape[1:], name="image")
-    features = base(inputs, training=False)
-    outputs = head(features)
-    return keras.Model(inputs, outputs, name=name or f"{base.name}_retrained")
-
-
-@device.under_strategy
-def block_input_model(base: "keras.Model", backbone: backbones.Backbone, n_blocks: int = 1) -> "keras.Model":
-    """A model from images to the input of the last ``n_blocks`` blocks (the activations phase 2 caches)."""
-    import keras
-
-    layer = backbones.block_input_layer(base, backbone, n_blocks)
-    # Named like backbones.load_feature_extractor's models, so their feature caches are shared.
-    return keras.Model(base.input, base.get_layer(layer).output, name=f"{backbone.key}_{layer}_features")
-
-
-@device.under_strategy
-def base_tail(base: "keras.Model", backbone: backbones.Backbone, n_blocks: int = 1) -> "keras.Model":
-    """The last ``n_blocks`` blocks of ``base`` as a model of their own, sharing its layers."""
-    import keras
-
-    layer = backbones.block_input_layer(base, backbone, n_blocks)
-    return keras.Model(base.get_layer(layer).output, base.output, name=f"{base.name}_last_{n_blocks}")
-
-
-@device.under_strategy
-def mirrored(model: "keras.Model") -> "keras.Model":
-    """``model`` applied to left-right mirrored images (a fixed augmentation that can be cached).
-
-    Named ``<model>_mirrored``, so its features are cached apart from the model's own.
-    """
-    import keras
-
-    inputs = keras.Input(shape=model.input_shape[1:], name="image")
-    return keras.Model(inputs, model(keras.ops.flip(inputs, axis=2)), name=f"{model.name}_mirrored")
-
-
-@device.under_strategy
-def flip_averaged(model: "keras.Model") -> "keras.Model":
-    """``model`` with test-time flip averaging: the mean of its outputs on the image and its mirror image.
-
-    An ordinary Keras model sharing ``model``'s layers (it saves and reloads like it),
-    named ``<model>_flip_averaged``.
-    """
-    import keras
-
-    inputs = keras.Input(shape=model.input_shape[1:], name="image")
-    outputs = keras.layers.Average(name="flip_average")([model(inputs), model(keras.ops.flip(inputs, axis=2))])
-    return keras.Model(inputs, outputs, name=f"{model.name}_flip_averaged")
-
-
-def cosine_schedule(learning_rate: float, steps: int) -> "keras.optimizers.schedules.LearningRateSchedule":
-    """A learning rate decaying from ``learning_rate`` to 0 along a cosine over ``steps`` steps."""
-    import keras
-
-    return keras.optimizers.schedules.CosineDecay(float(learning_rate), decay_steps=max(int(steps), 1))
-
-
-@device.under_strategy
-def tail_model(
-    base: "keras.Model", head: "keras.Model", backbone: backbones.Backbone, n_blocks: int = 1
-) -> "keras.Model":
-    """The sub-model phase 2 trains: block-input activations -> last block(s) -> head.
-
-    It shares every layer with ``base`` and ``head`` (and so with the model of
-    :func:`assemble_model`); its blocks are called with ``training=False`` like the base.
-    """
-    import keras
-
-    part = base_tail(base, backbone, n_blocks)
-    inputs = keras.Input(shape=part.input_shape[1:], name="block_input")
-    outputs = head(part(inputs, training=False))
-    return keras.Model(inputs, outputs, name=f"tail_last_{n_blocks}")
-
-
-def set_phase(base: "keras.Model", backbone: backbones.Backbone, phase: int, n_blocks: int = 1) -> list[str]:
-    """Freeze the base for a phase: 1 = everything frozen; 2 = the last ``n_blocks`` blocks trainable.
-
-    BatchNormalization layers stay frozen in both phases (see
-    :func:`helpers.backbones.freeze_all_but_last`). Recompile afterwards.
-
-    Returns:
-        Names of the base's layers left trainable.
-    """
-    if phase not in (1, 2):
-        raise ValueError(f"phase must be 1 (head only) or 2 (last block(s) too), not {phase!r}.")
-    if phase == 2 and n_blocks < 1:
-        raise ValueError("phase 2 retrains at least one block: n_blocks must be >= 1.")
-    return backbones.freeze_all_but_last(base, backbone, 0 if phase == 1 else n_blocks)
-
-
-def make_optimizer(name: str = "adam", learning_rate: float = 1e-3) -> "keras.optimizers.Optimizer":
-    """An optimizer by name (the lab's choices): ``adam`` (default), ``sgd`` (momentum 0.9) or ``rmsprop``."""
-    import keras
-
-    if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
-        rate: Any = learning_rate
-    elif not isinstance(learning_rate, (int, float)) or isinstance(learning_rate, bool) or not learning_rate > 0:
-        raise ValueError(f"learning_rate must be a positive number (the lab starts at 0.001), not {learning_rate!r}.")
-    else:
-        rate = float(learning_rate)
-    key = str(name).lower()
-    if key == "adam":
-        return keras.optimizers.Adam(learning_rate=rate)
-    if key == "sgd":
-        return keras.optimizers.SGD(learning_rate=rate, momentum=0.9)
-    if key == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate=rate)
-    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {name!r}.")
-
-
-@device.under_strategy
-def compile_model(
-    model: "keras.Model", learning_rate: float, *, optimizer: str = "adam", label_smoothing: float = 0.0
-) -> "keras.Model":
-    """Compile a softmax classifier for integer labels: sparse categorical cross-entropy, accuracy.
-
-    Labels are class ids (0, 1, 2...), not one-hot vectors, hence the *sparse* loss.
-    Call again after changing which layers are trainable.
-
-    With ``label_smoothing`` > 0 the targets are softened (the true class gets
-    ``1 - label_smoothing`` plus its share of ``label_smoothing`` spread over all
-    classes), which keeps the model from growing over-confident on a small training
-    set. Keras's sparse loss has no such option, so the model is then compiled with
-    the *categorical* loss and accuracy: train it on one-hot labels
-    (:func:`one_hot_labels`); :class:`Retrainer` does that itself.
-    """
-    import keras
-
-    if (
-        not isinstance(label_smoothing, (int, float)) or isinstance(label_smoothing, bool)
-        or not 0.0 <= label_smoothing < 1.0
-    ):
-        raise ValueError(f"label_smoothing must be a share in [0, 1) (0 = off, 0.1 is usual), not {label_smoothing!r}.")
-    if label_smoothing:
-        loss: Any = keras.losses.CategoricalCrossentropy(label_smoothing=float(label_smoothing))
-        metric: Any = keras.metrics.CategoricalAccuracy(name="accuracy")
-    else:
-        loss, metric = keras.losses.SparseCategoricalCrossentropy(), keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    model.compile(optimizer=make_optimizer(optimizer, learning_rate), loss=loss, metrics=[metric])
-    return model
-
-
-def one_hot_labels(labels: Sequence[int] | np.ndarray, n_classes: int) -> np.ndarray:
-    """Class ids as one-hot rows (``float32``), the targets of a model compiled with label smoothing.
-
-    >>> one_hot_labels([2, 0], 3).tolist()
-    [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
-    """
-    ids = np.asarray(labels)
-    if ids.ndim != 1 or (ids.size and (ids.min() < 0 or ids.max() >= n_classes)):
-        raise ValueError(f"labels must be a 1-D array of class ids in [0, {n_classes}), not shape {ids.shape}.")
-    return np.eye(int(n_classes), dtype="float32")[ids.astype(int)]
-
-
-def _weight_count(weights: Sequence[Any]) -> int:
-    return int(sum(math.prod(int(d) for d in w.shape) for w in weights))
-
-
-def parameter_table(model: "keras.Model") -> pd.DataFrame:
-    """Trainable and frozen parameters of each part of a model (base, head...) and in total.
-
-    "Frozen" counts every weight training leaves alone, including BatchNormalization's
-    moving statistics. Re-run after changing ``trainable`` to see what a phase trains.
-    """
-    rows = []
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        rows.append(
-            {
-                "part": layer.name,
-                "trainable": _weight_count(layer.trainable_weights),
-                "frozen": _weight_count(layer.non_trainable_weights),
-            }
-        )
-    rows.append(
-        {
-            "part": "total",
-            "trainable": _weight_count(model.trainable_weights),
-            "frozen": _weight_count(model.non_trainable_weights),
-        }
-    )
-    table = pd.DataFrame(rows, columns=["part", "trainable", "frozen"]).set_index("part")
-    table["total"] = table["trainable"] + table["frozen"]
-    return table
-
-
-def trainable_weight_names(model: "keras.Model") -> list[str]:
-    """Paths of a model's trainable weights (``layer/kernel``...), for checking what a phase trains."""
-    return sorted(weight.path for weight in model.trainable_weights)
-
-
-def augmentation_layers(
-    *,
-    flip: bool = True,
-    rotation: float = 0.1,
-    zoom: float = 0.1,
-    contrast: float = 0.1,
-    seed: int | None = None,
-) -> "keras.Sequential":
-    """Random augmentation as Keras preprocessing layers: flip, rotation, zoom, contrast.
-
-    The layers work on pixels in [0, 255], *before* the backbone's preprocessing
-    (pass them as ``augment=`` to :func:`helpers.pipeline.make_dataset`); they only
-    change images when called with ``training=True``.
-
-    Args:
-        flip: Mirror images left-right half of the time (a character mirrored is the
-            same character; upside-down would not be).
-        rotation: Largest rotation, as a share of a full turn (0.1 = 36 degrees); 0 = none.
-        zoom: Largest zoom in or out, as a share of the size; 0 = none.
-        contrast: Largest contrast change (0.1 = +-10%); 0 = none.
-        seed: Seed of the random draws.
-
-    Raises:
-        ValueError: Negative amounts, or every augmentation switched off.
-    """
-    import keras
-
-    for name, value in (("rotation", rotation), ("zoom", zoom), ("contrast", contrast)):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
-            raise ValueError(f"{name} must be in [0, 1) (0 = off), not {value!r}.")
-    layers: list[Any] = []
-    if flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed, name="random_flip"))
-    if rotation:
-        layers.append(keras.layers.RandomRotation(rotation, fill_mode="nearest", seed=seed, name="random_rotation"))
-    if zoom:
-        layers.append(keras.layers.RandomZoom(zoom, fill_mode="nearest", seed=seed, name="random_zoom"))
-    if contrast:
-        layers.append(keras.layers.RandomContrast(contrast, value_range=(0, 255), seed=seed, name="random_contrast"))
-    if not layers:
-        raise ValueError("every augmentation is switched off; use augment=None instead of an empty augmentation.")
-    return keras.Sequential(layers, name="augmentation")
-
-
-# --------------------------------------------------------------------------- memory
-
-
 def activation_megabytes(shape: Sequence[int | None], rows: int, dtype: str = "float32") -> float:
-    """Memory in MB (1e6 bytes) of ``rows`` activations of ``shape`` (one image's shape)."""
+    """Memory in MB (1e6 bytes) of ``rows`` activations of ``shape`` (one image's shape).
+
+    Used by :meth:`Retrainer.plan` (notebook 02, section 4).
+    """
     values = math.prod(int(d) for d in shape if d is not None)
     return rows * values * np.dtype(dtype).itemsize / 1e6
 
@@ -471,117 +94,14 @@ def activation_megabytes(shape: Sequence[int | None], rows: int, dtype: str = "f
 def choose_activation_dtype(
     shape: Sequence[int | None], rows: int, budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
 ) -> str | None:
-    """``float32`` if the activations fit ``budget_mb``, else ``float16`` if that fits, else None."""
+    """``float32`` if the activations fit ``budget_mb``, else ``float16`` if that fits, else None.
+
+    Used by :meth:`Retrainer.plan` (notebook 02, section 4).
+    """
     for dtype in ("float32", "float16"):
         if activation_megabytes(shape, rows, dtype) <= budget_mb:
             return dtype
     return None
-
-
-# --------------------------------------------------------------------------- callbacks and histories
-
-
-def tensorboard_available() -> bool:
-    """Whether the ``tensorboard`` package (needed to write TensorBoard logs) is installed."""
-    return importlib.util.find_spec("tensorboard") is not None
-
-
-def make_callbacks(
-    run_dir: str | Path,
-    phase: str,
-    *,
-    patience: int,
-    tensorboard: bool = True,
-    log_dir: str | Path | None = None,
-) -> tuple[list[Any], Path]:
-    """The lab's callbacks: early stopping, best checkpoint by ``val_loss``, TensorBoard logs.
-
-    Args:
-        run_dir: Folder of this training run (checkpoints and ``logs/``).
-        phase: Phase name, used in file names.
-        patience: Epochs without a lower ``val_loss`` before stopping.
-        tensorboard: Write TensorBoard logs under ``<log_dir>/<phase>`` (skipped, with a
-            warning, when the ``tensorboard`` package is not installed).
-        log_dir: Folder of this run's TensorBoard logs; ``<run_dir>/logs`` by default.
-
-    Returns:
-        The callbacks and the checkpoint path (``<run_dir>/<phase>.weights.h5``).
-    """
-    import keras
-
-    if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 1:
-        raise ValueError(f"patience must be a whole number of epochs >= 1, not {patience!r}.")
-    run_dir = Path(run_dir)
-    slug = _slug(phase)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = run_dir / f"{slug}.weights.h5"
-    callbacks: list[Any] = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience)),
-        keras.callbacks.ModelCheckpoint(
-            str(checkpoint), monitor="val_loss", save_best_only=True, save_weights_only=True
-        ),
-    ]
-    if tensorboard and tensorboard_available():
-        logs = Path(log_dir) if log_dir is not None else run_dir / "logs"
-        callbacks.append(keras.callbacks.TensorBoard(str(logs / slug), write_graph=False, profile_batch=0))
-    elif tensorboard:
-        warnings.warn(
-            "TensorBoard logs are not written: the tensorboard package is not installed "
-            "(`pip install tensorboard`, a dependency of the kit).",
-            stacklevel=2,
-        )
-    return callbacks, checkpoint
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-").replace("--", "-")
-
-
-def history_frame(history: Any, phase: str = PHASE_HEAD, *, first_epoch: int = 1) -> pd.DataFrame:
-    """One phase's history (a Keras ``History`` or its ``.history`` dict) as a table, one row per epoch."""
-    values = getattr(history, "history", history)
-    if not isinstance(values, Mapping):
-        raise TypeError(f"pass a Keras History or its .history dict, not {type(history).__name__}.")
-    lengths = {len(v) for v in values.values()}
-    if len(lengths) > 1:
-        raise ValueError(f"the history's metrics have different lengths {sorted(lengths)}.")
-    epochs = lengths.pop() if lengths else 0
-    if not epochs:
-        return pd.DataFrame(columns=HISTORY_COLUMNS)
-    table = pd.DataFrame({key: [float(v) for v in series] for key, series in values.items()})
-    table.insert(0, "phase", phase)
-    table.insert(0, "epoch", range(first_epoch, first_epoch + epochs))
-    ordered = [c for c in HISTORY_COLUMNS if c in table.columns]
-    return table[ordered + [c for c in table.columns if c not in ordered]].reset_index(drop=True)
-
-
-def merge_histories(histories: Mapping[str, Any]) -> pd.DataFrame:
-    """Histories of consecutive phases as one table: epochs numbered on, a ``phase`` column.
-
-    Args:
-        histories: ``{phase name: History or .history dict}`` in training order.
-
-    Returns:
-        Columns ``epoch`` (1, 2, ... across phases), ``phase``, then the metrics
-        (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``...).
-    """
-    parts, first = [], 1
-    for phase, history in histories.items():
-        part = history_frame(history, phase, first_epoch=first)
-        parts.append(part)
-        first += len(part)
-    if not parts:
-        return pd.DataFrame(columns=HISTORY_COLUMNS)
-    return pd.concat(parts, ignore_index=True)
-
-
-def phase_boundaries(history: pd.DataFrame) -> list[tuple[float, str]]:
-    """Where each phase after the first starts, as ``(x, phase)`` with x half-way between epochs."""
-    if "phase" not in history.columns or history.empty:
-        return []
-    phases = history["phase"].to_numpy()
-    epochs = history["epoch"].to_numpy()
-    return [(float(epochs[i]) - 0.5, str(phases[i])) for i in range(1, len(phases)) if phases[i] != phases[i - 1]]
 
 
 def _fit(
@@ -625,12 +145,11 @@ def _fit(
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
-# --------------------------------------------------------------------------- the two phases
-
-
 @dataclasses.dataclass
 class PhaseReport:
     """What one phase did.
+
+    Taught in notebook 02, section 6 (``retrainer.report()``).
 
     Attributes:
         phase: Phase name.
@@ -659,11 +178,13 @@ class PhaseReport:
 class Retrainer:
     """The lab's two-phase retraining of a base + head on a split dataset, fast on a CPU.
 
+    Taught in notebook 02, sections 4 to 9; notebooks 03, 04 and 05 reuse it.
+
     Typical use (notebook 02)::
 
         base = backbones.load_base(settings)
-        head = training.build_head(base.output_shape[1:], len(names))
-        retrainer = training.Retrainer(settings, frame, base, head)
+        head = heads.build_head(base.output_shape[1:], len(names))
+        retrainer = retraining.Retrainer(settings, frame, base, head)
         retrainer.fit_head()            # phase 1
         retrainer.fit_last_blocks()     # phase 2
         retrainer.model.save("simpsons.keras")
@@ -841,7 +362,7 @@ class Retrainer:
         import keras
 
         pooling = head_pooling(self.head)
-        pooled = _pooling_layer(pooling, _EXTRACTOR_POOLING_NAMES[pooling])(self.base.output)
+        pooled = pooling_layer(pooling, _EXTRACTOR_POOLING_NAMES[pooling])(self.base.output)
         # Named like backbones.load_feature_extractor's model of the same layer: notebook 03's
         # cached features of the pretrained base are then the ones phase 1 needs.
         name = f"{self.backbone.key}_{self.base.layers[-1].name}_features"
@@ -918,7 +439,7 @@ class Retrainer:
             elif name == "pooled tail":  # block input -> last block(s) -> the head's pooling
                 part = base_tail(self.base, self.backbone, self.n_blocks)
                 inputs = keras.Input(shape=part.input_shape[1:])
-                pooled = _pooling_layer(head_pooling(self.head), "pool")(part(inputs, training=False))
+                pooled = pooling_layer(head_pooling(self.head), "pool")(part(inputs, training=False))
                 model = keras.Model(inputs, pooled, name="pooled_tail")
             else:  # pragma: no cover - internal names only
                 raise KeyError(name)
@@ -970,7 +491,7 @@ class Retrainer:
         )
         seconds = time.perf_counter() - began
         self.phase1_weights = None
-        table = self._record(PHASE_HEAD, "cached features", history, seconds, _weight_count(top.trainable_weights), learning_rate)
+        table = self._record(PHASE_HEAD, "cached features", history, seconds, count_trainable_parameters(top), learning_rate)
         self.phase1_weights = [np.array(w) for w in self.model.get_weights()]  # phase 2 falls back to these
         return table
 
@@ -1046,7 +567,7 @@ class Retrainer:
             )
         seconds = time.perf_counter() - began
         self._features_current = False  # the base changed: phase 1's features are out of date
-        table = self._record(PHASE_BLOCKS, path, history, seconds, _weight_count(trained.trainable_weights), learning_rate)
+        table = self._record(PHASE_BLOCKS, path, history, seconds, count_trainable_parameters(trained), learning_rate)
         if before is not None:
             after = self._validation_score()
             # Better: higher accuracy, or the same and a lower loss (a NaN never is).
@@ -1139,7 +660,7 @@ class Retrainer:
             if self.flip_test:
                 predicted = (predicted + top.predict(self._mirrored_features[rows], batch_size=256, verbose=0)) / 2
             return predicted
-        return predict_images(self.export_model(), self.frame.iloc[rows], self.settings)
+        return pipeline.predict_images(self.export_model(), self.frame.iloc[rows], self.settings)
 
     def export_model(self) -> "keras.Model":
         """The model to save and use: :attr:`model`, wrapped to average over a mirrored view with ``flip_test``."""
@@ -1149,142 +670,3 @@ class Retrainer:
         """Accuracy on one split (via :meth:`predict`)."""
         rows = self.rows(split)
         return float(np.mean(np.argmax(self.predict(split), axis=1) == self.labels[rows]))
-
-
-def predict_images(model: "keras.Model", frame: pd.DataFrame | Sequence[str], settings: Settings | None = None) -> np.ndarray:
-    """A model's outputs for image files, through the kit's pipeline (in order).
-
-    Args:
-        model: A model taking preprocessed images (e.g. :func:`assemble_model`'s).
-        frame: A frame with a ``path`` column, or a list of paths.
-        settings: Course settings (backbone preprocessing, image size, batch size).
-    """
-    settings = settings or load_settings()
-    dataset = pipeline.make_dataset(frame, settings=settings, shuffle=False)
-    return model.predict(dataset, verbose=0)
-
-
-# --------------------------------------------------------------------------- saved models
-
-MODELS_SUBDIR = "models"
-RETRAINED_SIMPSONS = "simpsons_retrained"
-
-
-class SavedModelMismatch(ValueError):
-    """A saved model was trained for other classes, another backbone or another test split."""
-
-
-def saved_model_path(settings: Settings | None = None, name: str = RETRAINED_SIMPSONS) -> Path:
-    """Where :func:`save_model` keeps model ``name``: ``<cache_dir>/models/<name>.keras``.
-
-    A known place, so that a later notebook finds an earlier one's model (notebook 03
-    compares its classic models with notebook 02's fine-tuned network).
-    """
-    settings = settings or load_settings()
-    if not name or any(c in name for c in "/\\") or name.startswith("."):
-        raise ValueError(f"name must be a plain file name without folders, not {name!r}.")
-    return Path(settings.cache_dir) / MODELS_SUBDIR / f"{name}.keras"
-
-
-def _model_identity(settings: Settings, frame: pd.DataFrame, class_names: Sequence[str]) -> dict[str, Any]:
-    """What a saved model must share with the data it is used on: backbone, input size, classes, test split."""
-    test = frame.loc[frame["split"] == "test", "path"] if "split" in frame.columns else frame["path"]
-    return {
-        "backbone": backbones.get_backbone(settings=settings).key,
-        "alpha": settings.alpha,
-        "image_size": backbones.input_size(settings),
-        "class_names": [str(name) for name in class_names],
-        "test_files": features.files_fingerprint(sorted(map(str, test))),
-    }
-
-
-def save_model(
-    model: "keras.Model",
-    settings: Settings | None,
-    frame: pd.DataFrame,
-    class_names: Sequence[str],
-    *,
-    name: str = RETRAINED_SIMPSONS,
-    results: Mapping[str, float] | None = None,
-) -> Path:
-    """Save a trained classifier where later notebooks find it, with what it was trained for.
-
-    Writes ``<name>.keras`` and ``<name>.json`` (backbone, input size, class names, a
-    fingerprint of the test split's files, ``results`` such as the test accuracy)
-    under ``<cache_dir>/models``. Both are written to temporary files first and renamed,
-    so an interrupted save never leaves a half-written model behind.
-
-    Args:
-        model: The model (images in, class probabilities out).
-        settings: Course settings (cache folder, backbone).
-        frame: The split dataset the model was trained and tested on.
-        class_names: Class names in output order.
-        name: File name without extension.
-        results: Numbers to keep with the model (``{"test accuracy": 0.9}``).
-
-    Returns:
-        The path of the ``.keras`` file.
-    """
-    import json
-
-    settings = settings or load_settings()
-    if model.output_shape[-1] != len(class_names):
-        raise ValueError(
-            f"the model has {model.output_shape[-1]} outputs but {len(class_names)} class names were given."
-        )
-    path = saved_model_path(settings, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    info = _model_identity(settings, frame, class_names)
-    info["results"] = {str(k): float(v) for k, v in (results or {}).items()}
-    info["saved"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    with atomic_path(path, suffix=".keras") as staging:  # Keras insists on the .keras suffix
-        model.save(staging)
-        # The .json vouches for the .keras: drop the old one first, so that an interruption
-        # before the metadata is written leaves a model without metadata (refused), never a mismatch.
-        path.with_suffix(".json").unlink(missing_ok=True)
-    atomic_write(path.with_suffix(".json"), json.dumps(info, indent=1) + "\n")
-    return path
-
-
-@device.under_strategy
-def load_model(
-    settings: Settings | None,
-    frame: pd.DataFrame,
-    class_names: Sequence[str],
-    *,
-    name: str = RETRAINED_SIMPSONS,
-) -> tuple["keras.Model", dict[str, Any]]:
-    """Reload a model saved by :func:`save_model`, checking it fits this data.
-
-    Args:
-        settings: Course settings (cache folder, backbone).
-        frame: The split dataset it will be used on.
-        class_names: Class names expected, in output order.
-        name: File name without extension.
-
-    Returns:
-        The model and what was saved with it (``results``, ``saved`` time...).
-
-    Raises:
-        FileNotFoundError: No such model: run the notebook that saves it first.
-        SavedModelMismatch: It was trained with another backbone, input size, classes
-            or test split (another profile or seed): run that notebook again.
-    """
-    import json
-
-    import keras
-
-    settings = settings or load_settings()
-    path = saved_model_path(settings, name)
-    info_path = path.with_suffix(".json")
-    if not path.is_file() or not info_path.is_file():
-        raise FileNotFoundError(f"no saved model {name!r} in {path.parent}: run the notebook that trains it first.")
-    info = json.loads(info_path.read_text())
-    expected = _model_identity(settings, frame, class_names)
-    different = [key for key, value in expected.items() if info.get(key) != value]
-    if different:
-        raise SavedModelMismatch(
-            f"the saved model {name!r} does not match this data ({', '.join(different)} differ): "
-            "it was trained with other settings; run the notebook that trains it again with these."
-        )
-    return keras.models.load_model(path), info
