@@ -233,7 +233,7 @@ def run(context: Context) -> dict[str, Any]:
 
 
 def decision(keep: bool, per_execution: bool) -> str:
-    """What the numbers decide for ``helpers.training``."""
+    """What the numbers decide for the kit's training on cached arrays (``helpers.retraining``)."""
     if keep:
         return "keep the custom loop"
     how = " with all of an epoch's steps per call (steps_per_execution)" if per_execution else ""

@@ -3,7 +3,7 @@
 Four families of approaches are trained and scored on *one* shared stratified split:
 
 (a) transfer learning: the pretrained backbone plus a new head, then its last block
-    fine-tuned (the recipe of notebook 02, from :mod:`helpers.training`);
+    fine-tuned (the recipe of notebook 02, from :mod:`helpers.retraining`);
 (b) from scratch: the same backbone architecture with random initial weights plus the
     same head (the Wolfram example's "reset the net"), and a small CNN
     (:mod:`helpers.scratch_models`);
@@ -364,7 +364,7 @@ def run_transfer(split: SharedSplit, settings: Settings, *, progress: bool = Tru
 
     Taught in notebook 04, section 2 (transfer learning).
 
-    Notebook 02's recipe from :mod:`helpers.training`, fast on a CPU: phase 1 trains on
+    Notebook 02's recipe from :mod:`helpers.retraining`, fast on a CPU: phase 1 trains on
     cached features, phase 2 on cached block-input activations; epochs, learning rate
     and early stopping come from the settings. Training times are the two phases' fits
     (the one-off activation pass is in the notes).

@@ -47,7 +47,7 @@ def _imports(name: str) -> list[tuple[str, int, bool]]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, *([base] if base else [])])
-            # ``from helpers import training`` imports the module helpers.training.
+            # ``from helpers import retraining`` imports the module helpers.retraining.
             targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
         for target in targets:
             while target and target not in MODULES:

@@ -36,7 +36,7 @@ SCRIPT = textwrap.dedent(
     import pandas as pd
     from PIL import Image
 
-    from helpers import backbones, device, training, weights
+    from helpers import backbones, device, heads, pipeline, retraining, weights
     from helpers.settings import load_settings
 
     tf = device.import_tensorflow()

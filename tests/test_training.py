@@ -1,4 +1,5 @@
-"""helpers.training: the head, freezing per phase, fast paths equal to plain Keras, the assembled model.
+"""Retraining (helpers.heads, freezing, compiling, callbacks, retraining, saved_models): the head, freezing per
+phase, fast paths equal to plain Keras, the assembled model, saved models.
 
 Unit tests build tiny models; structure checks use ResNet50 with ``weights=None`` at
 64 px; the equivalence checks use the real MobileNet alpha 0.75 ImageNet weights on a
