@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import pandas as pd
 
-from helpers import backbones, evaluation, features, files, heads, pipeline, retraining, scan, scoring, sources, splits
+from helpers import backbones, device, evaluation, features, files, heads, pipeline, retraining, scan, scoring, sources, splits
 from helpers.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -183,6 +183,7 @@ def _model_files(location: str | os.PathLike) -> tuple[Path, Path]:
     return path, path.with_suffix(".json")
 
 
+@device.under_strategy  # a model predicts under the strategy it was loaded in (every GPU)
 def load_model(location: str | os.PathLike) -> tuple["keras.Model", dict[str, Any]]:
     """Reload a model saved by :func:`save_model` (its folder, or the ``.keras`` file with its ``.json`` beside it).
 

@@ -132,6 +132,22 @@ def test_save_model_refuses_to_replace_a_folder_that_is_not_a_model(tmp_path, ki
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging folder left behind"
 
 
+def test_a_loaded_model_lives_under_the_device_strategy(tmp_path, kit_settings, monkeypatch):
+    """``score --model`` predicts on every GPU: the model is loaded inside the kit's strategy."""
+    import keras
+
+    from helpers import device
+
+    tf = device.import_tensorflow()
+    inputs = keras.Input((4,))
+    folder = recipes.save_model(keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs)),
+                                tmp_path / "m", kit_settings, ["a", "b"])
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0"])  # what several GPUs get, on one CPU device
+    monkeypatch.setattr(device, "_STRATEGY", mirrored)
+    loaded, _ = recipes.load_model(folder)
+    assert loaded.distribute_strategy is mirrored, "recipes.load_model must load under device.strategy()"
+
+
 # --------------------------------------------------------------------------- the commands
 
 
