@@ -17,7 +17,6 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-
 PHASE_HEAD = "phase 1: head"
 PHASE_BLOCKS = "phase 2: last block"
 HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy"]
@@ -116,6 +115,10 @@ def merge_histories(histories: Mapping[str, Any]) -> pd.DataFrame:
     Returns:
         Columns ``epoch`` (1, 2, ... across phases), ``phase``, then the metrics
         (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``...).
+
+    >>> history = merge_histories({"phase 1": {"loss": [0.9, 0.7]}, "phase 2": {"loss": [0.5]}})
+    >>> history.values.tolist()
+    [[1, 'phase 1', 0.9], [2, 'phase 1', 0.7], [3, 'phase 2', 0.5]]
     """
     parts, first = [], 1
     for phase, history in histories.items():
@@ -131,6 +134,9 @@ def phase_boundaries(history: pd.DataFrame) -> list[tuple[float, str]]:
     """Where each phase after the first starts, as ``(x, phase)`` with x half-way between epochs.
 
     Used by :func:`helpers.plots.learning_curves` (notebook 02, section 6).
+
+    >>> phase_boundaries(merge_histories({"phase 1": {"loss": [0.9, 0.7]}, "phase 2": {"loss": [0.5]}}))
+    [(2.5, 'phase 2')]
     """
     if "phase" not in history.columns or history.empty:
         return []

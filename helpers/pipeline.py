@@ -152,20 +152,6 @@ def load_image(path: str | os.PathLike, size: int | None = None, *, settings: Se
     return tf.cast(_resize(tf, image, int(size)), tf.uint8).numpy()
 
 
-def default_augmentation(seed: int | None = None) -> Any:
-    """Mild augmentation for photos and drawings: flip, small rotation and zoom."""
-    import keras
-
-    return keras.Sequential(
-        [
-            keras.layers.RandomFlip("horizontal", seed=seed),
-            keras.layers.RandomRotation(0.05, fill_mode="nearest", seed=seed),
-            keras.layers.RandomZoom(0.1, fill_mode="nearest", seed=seed),
-        ],
-        name="augmentation",
-    )
-
-
 def augmentation_layers(
     *,
     flip: bool = True,
@@ -212,12 +198,11 @@ def augmentation_layers(
     return keras.Sequential(layers, name="augmentation")
 
 
-
 def _augmenter(augment: Any, seed: int) -> Callable[[Any], Any] | None:
     if augment is None or augment is False:
         return None
-    if augment is True:
-        augment = default_augmentation(seed)
+    if augment is True:  # mild, for photos and drawings alike: flip, small rotation and zoom
+        augment = augmentation_layers(rotation=0.05, zoom=0.1, contrast=0.0, seed=seed)
     elif isinstance(augment, (list, tuple)):
         import keras
 
@@ -446,14 +431,13 @@ def predict_images(
     Taught in notebook 02, section 8, and notebook 03, section 6.
 
     Args:
-        model: A model taking preprocessed images (e.g. :func:`assemble_model`'s).
+        model: A model taking preprocessed images (e.g. :func:`helpers.heads.assemble_model`'s).
         frame: A frame with a ``path`` column, or a list of paths.
         settings: Course settings (backbone preprocessing, image size, batch size).
     """
     settings = settings or load_settings()
     dataset = make_dataset(frame, settings=settings, shuffle=False)
     return model.predict(dataset, verbose=0)
-
 
 
 def measure_throughput(
