@@ -112,3 +112,25 @@ def test_switching_tensorflow_flavour_removes_the_other_one_first(tmp_path):
         assert any("pip uninstall --quiet --yes tensorflow " in line for line in cpu), cpu
     else:
         assert not any("pip uninstall" in line for line in cpu), "elsewhere the cpu extra is plain tensorflow"
+
+
+# Modules whose every public helper says where a student meets it ("Taught in notebook 02,
+# section 3", or which notebook step uses it): the retraining and comparison modules.
+TEACHING_MODULES = (
+    "heads", "freezing", "compiling", "callbacks", "retraining", "saved_models", "scratch_models", "approaches",
+    "sample_efficiency",
+)
+
+
+def test_every_public_helper_of_the_teaching_modules_names_its_notebook():
+    import ast
+    import re
+
+    silent = []
+    for module in TEACHING_MODULES:
+        tree = ast.parse((ROOT / "helpers" / f"{module}.py").read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                if not re.search(r"notebooks? 0\d", ast.get_docstring(node) or ""):
+                    silent.append(f"{module}.{node.name}")
+    assert not silent, f"say in the docstring which notebook (and section) teaches or uses each of {silent}."
