@@ -3,7 +3,7 @@
 Notebook 02's two phases (:class:`helpers.retraining.Retrainer`, MobileNet alpha 0.75,
 the workshop profile's Simpsons frames and epochs) are trained on the **group split**
 (blocks of frame numbers, a stand-in for episodes: :func:`helpers.splits.frame_number_groups`)
-with the lab's recipe plus mirrored copies (the baseline), then with each candidate
+with the lab's recipe plus flipped copies (the baseline), then with each candidate
 change alone, then with all of them together, over several seeds (each seed draws
 another split and another initialisation). Choices are read on the **validation**
 split; the test split is reported beside it, never used to choose. The baseline is
@@ -98,7 +98,7 @@ def _train(settings: Any, frame: Any, weights: str | None, options: dict[str, An
     base = backbones.load_base(settings, weights=weights)
     head = heads.build_head(base.output_shape[1:], frame["label"].nunique(), seed=settings.seed)
     trainer = retraining.Retrainer(
-        settings, frame, base, head, mirror=True, tensorboard=False, progress=False, run_dir=run_dir, **build
+        settings, frame, base, head, flip_copies=True, tensorboard=False, progress=False, run_dir=run_dir, **build
     )
     began = time.perf_counter()
     trainer.features()
@@ -162,7 +162,7 @@ def _training_names(names: tuple[str, ...]) -> tuple[str, ...]:
 
 def _rows_wanted(seeds: tuple[int, ...]) -> list[tuple[str, str, tuple[str, ...], bool, tuple[int, ...]]]:
     """Every row of the table: (name, split, trained changes, scored with flip averaging, seeds)."""
-    baseline = "baseline (lab's recipe + mirrored copies)"
+    baseline = "baseline (lab's recipe + flipped copies)"
     rows = [(baseline, "random", (), False, seeds[:1]), (baseline, "group", (), False, seeds)]
     for name in CHANGES:
         rows.append((f"+ {name}", "group", _training_names((name,)), name == "flip averaging", seeds))
@@ -288,7 +288,7 @@ def run(context: Context, previous: dict[str, Any] | None = None) -> dict[str, A
         rows.append(_row(name, split_kind, runs, flip) | {"options": _options(names, flip), "measured": measured[-1]})
     from helpers import retraining
 
-    default = {key: value for key, value in retraining.WORKSHOP_RECIPE.items() if key != "mirror"}
+    default = {key: value for key, value in retraining.WORKSHOP_RECIPE.items() if key != "flip_copies"}
     default_row = next((row["recipe"] for row in rows if row["split"] == "group" and row["options"] == default), "not measured")
     return {
         "date": now(),

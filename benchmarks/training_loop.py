@@ -11,7 +11,7 @@ epoch. Here each side trains a whole phase in **one** call, as the notebook does
 * ``fit, steps_per_execution``: the same with all of an epoch's steps in one call.
 
 Both phases of notebook 02 (the head on cached pooled features; the last block + head
-on cached block inputs), the workshop profile's Simpsons frames, mirrored copies and
+on cached block inputs), the workshop profile's Simpsons frames, flipped copies and
 epochs (40 and 14; no early stopping, so every side runs every epoch), MobileNet
 alpha 0.75. The arrays are extracted once, outside the timers, and that one-off cost
 is reported: it is part of the phase as the notebook runs it. Every run starts from the
@@ -153,7 +153,7 @@ def run(context: Context) -> dict[str, Any]:
     weights = "imagenet" if (settings.keras_home / "models" / weights_file).is_file() else None
     base = backbones.load_base(settings, weights=weights)
     head = heads.build_head(base.output_shape[1:], frame["label"].nunique(), seed=settings.seed)
-    trainer = retraining.Retrainer(settings, frame, base, head, mirror=True, progress=False, tensorboard=False)
+    trainer = retraining.Retrainer(settings, frame, base, head, flip_copies=True, progress=False, tensorboard=False)
     if trainer.phase2_path != "cached activations":
         raise Skip(f"phase 2 would train on the images here, not on cached arrays:\n{trainer.plan()}")
     began = time.perf_counter()
@@ -171,18 +171,18 @@ def run(context: Context) -> dict[str, Any]:
     phases: dict[str, Any] = {}
     for phase, extra in (("head", "features"), ("blocks", "activations")):
         if phase == "head":
-            freezing.set_phase(base, trainer.backbone, 1)
+            freezing.freeze_for_phase(base, trainer.backbone, 1)
             cached = trainer.features()
-            x, y = trainer._training_arrays(cached, trainer._mirrored_features)  # as fit_head gets them
+            x, y = trainer._training_arrays(cached, trainer._flipped_features)  # as fit_head gets them
 
             def make_model() -> Any:
                 return heads.head_after_pooling(head)
 
             learning_rate = settings.learning_rate
         else:
-            freezing.set_phase(base, trainer.backbone, 2, trainer.n_blocks)
+            freezing.freeze_for_phase(base, trainer.backbone, 2, trainer.n_blocks)
             cached = trainer.activations()
-            x, y = trainer._training_arrays(cached, trainer._mirrored_activations)
+            x, y = trainer._training_arrays(cached, trainer._flipped_activations)
 
             def make_model() -> Any:
                 return heads.tail_model(base, head, trainer.backbone, trainer.n_blocks)
@@ -244,7 +244,7 @@ def markdown(section: dict[str, Any]) -> list[str]:
     """The report's section: whole-phase seconds of each loop, the ratios and the decision."""
     lines = [
         f"Notebook 02's two phases on the {section['profile']} profile's Simpsons frames ({section['images']} images, "
-        f"mirrored copies of the training frames), MobileNet alpha 0.75 ({section['weights']}), batch "
+        f"flipped copies of the training frames), MobileNet alpha 0.75 ({section['weights']}), batch "
         f"{section['batch_size']}; each side trains the whole phase in one call, every epoch (no early stopping), "
         "from the same weights; median of the repetitions. One-off extraction of the cached arrays (block inputs, "
         f"then pooled features): **{section['one_off']['total']:.1f} s**, paid by phase 1 as the notebook runs it.",

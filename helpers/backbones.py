@@ -411,41 +411,6 @@ def block_input_layer(model: "keras.Model", backbone: Backbone, n_blocks: int = 
     return backbone.block_ends[-n_blocks - 1]
 
 
-def freeze_all_but_last(model: "keras.Model", backbone: Backbone, n_blocks: int = 0) -> list[str]:
-    """Freeze the base except its last ``n_blocks`` blocks; BatchNorm stays frozen everywhere.
-
-    BatchNormalization layers keep ``trainable=False`` even inside unfrozen blocks, so
-    they run in inference mode and their moving statistics never move (fine-tuning
-    with batch statistics from small batches wrecks the pretrained features).
-    Recompile the model after calling this.
-
-    Args:
-        model: The backbone's base (or classifier) model.
-        backbone: Its table row.
-        n_blocks: How many blocks, counted from the end, to make trainable (0 = none).
-
-    Returns:
-        Names of the layers left trainable.
-    """
-    import keras
-
-    all_blocks = blocks(model, backbone)
-    if not 0 <= n_blocks <= len(all_blocks):
-        raise ValueError(f"n_blocks must be between 0 and {len(all_blocks)}, not {n_blocks}.")
-    unfrozen = {name for block in all_blocks[len(all_blocks) - n_blocks :] for name in block} if n_blocks else set()
-    if not unfrozen:
-        model.trainable = False
-        return []
-    model.trainable = True  # containers must be trainable for their layers' flags to count
-    trainable = []
-    for layer in model.layers:
-        keep = layer.name in unfrozen and not isinstance(layer, keras.layers.BatchNormalization)
-        layer.trainable = keep
-        if keep:
-            trainable.append(layer.name)
-    return trainable
-
-
 def table_rows(names: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """The backbone table as rows (for notebooks and the README)."""
     rows = []

@@ -1,8 +1,8 @@
 """What a phase trains: the base frozen for phase 1 or 2, and the parameters training changes.
 
 Phase 1 trains the head alone, the whole base frozen; phase 2 also trains the base's last
-block(s), BatchNormalization layers still frozen (:func:`set_phase`, on
-:func:`helpers.backbones.freeze_all_but_last`). :func:`parameter_table` shows, per part of
+block(s), BatchNormalization layers still frozen (:func:`freeze_for_phase`, on
+:func:`freeze_all_but_last_blocks`). :func:`parameter_table` shows, per part of
 a model, what is trainable and what is frozen; :func:`count_trainable_parameters` counts
 what training changes in a Keras model or a fitted scikit-learn model (notebook 04's
 comparison table).
@@ -22,13 +22,14 @@ if TYPE_CHECKING:  # pragma: no cover
     import keras
 
 
-def set_phase(base: "keras.Model", backbone: backbones.Backbone, phase: int, n_blocks: int = 1) -> list[str]:
+def freeze_for_phase(base: "keras.Model", backbone: backbones.Backbone, phase: int, n_blocks: int = 1) -> list[str]:
     """Freeze the base for a phase: 1 = everything frozen; 2 = the last ``n_blocks`` blocks trainable.
 
-    Taught in notebook 02, section 3 (exercise 2 has students write its loop; this is the reference).
+    Taught in notebook 02, section 3 (exercise 2 has students write it under the same
+    name; this is the kit's reference).
 
     BatchNormalization layers stay frozen in both phases (see
-    :func:`helpers.backbones.freeze_all_but_last`). Recompile afterwards.
+    :func:`freeze_all_but_last_blocks`). Recompile afterwards.
 
     Returns:
         Names of the base's layers left trainable.
@@ -37,7 +38,45 @@ def set_phase(base: "keras.Model", backbone: backbones.Backbone, phase: int, n_b
         raise ValueError(f"phase must be 1 (head only) or 2 (last block(s) too), not {phase!r}.")
     if phase == 2 and n_blocks < 1:
         raise ValueError("phase 2 retrains at least one block: n_blocks must be >= 1.")
-    return backbones.freeze_all_but_last(base, backbone, 0 if phase == 1 else n_blocks)
+    return freeze_all_but_last_blocks(base, backbone, 0 if phase == 1 else n_blocks)
+
+
+def freeze_all_but_last_blocks(model: "keras.Model", backbone: backbones.Backbone, n_blocks: int = 0) -> list[str]:
+    """Freeze the base except its last ``n_blocks`` blocks; BatchNorm stays frozen everywhere.
+
+    What :func:`freeze_for_phase` does for each phase (notebook 02, section 3), for any
+    number of blocks (0 = the whole base frozen).
+
+    BatchNormalization layers keep ``trainable=False`` even inside unfrozen blocks, so
+    they run in inference mode and their moving statistics never move (fine-tuning
+    with batch statistics from small batches wrecks the pretrained features).
+    Recompile the model after calling this.
+
+    Args:
+        model: The backbone's base (or classifier) model.
+        backbone: Its table row.
+        n_blocks: How many blocks, counted from the end, to make trainable (0 = none).
+
+    Returns:
+        Names of the layers left trainable.
+    """
+    import keras
+
+    all_blocks = backbones.blocks(model, backbone)
+    if not 0 <= n_blocks <= len(all_blocks):
+        raise ValueError(f"n_blocks must be between 0 and {len(all_blocks)}, not {n_blocks}.")
+    unfrozen = {name for block in all_blocks[len(all_blocks) - n_blocks :] for name in block} if n_blocks else set()
+    if not unfrozen:
+        model.trainable = False
+        return []
+    model.trainable = True  # containers must be trainable for their layers' flags to count
+    trainable = []
+    for layer in model.layers:
+        keep = layer.name in unfrozen and not isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = keep
+        if keep:
+            trainable.append(layer.name)
+    return trainable
 
 
 def _weight_count(weights: Sequence[Any]) -> int:

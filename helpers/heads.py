@@ -8,7 +8,7 @@ Keras model (image -> base -> head), which saves to ``.keras`` and reloads like 
 
 The other models here share its layers, so training one trains it: the head after its
 pooling (phase 1 trains it on cached pooled features), the base's last block(s) and the
-tail from their input (phase 2 trains it on cached activations), a mirrored view (a fixed
+tail from their input (phase 2 trains it on cached activations), a flipped view (a fixed
 augmentation that can be cached) and test-time flip averaging. Every model is built under
 :func:`helpers.device.strategy`.
 """
@@ -231,22 +231,22 @@ def tail_model(
 
 
 @device.under_strategy
-def mirrored(model: "keras.Model") -> "keras.Model":
-    """``model`` applied to left-right mirrored images (a fixed augmentation that can be cached).
+def flipped(model: "keras.Model") -> "keras.Model":
+    """``model`` applied to left-right flipped images (a fixed augmentation that can be cached).
 
-    Used by the Retrainer with ``mirror=True`` (notebook 02, sections 2 and 4).
+    Used by the Retrainer with ``flip_copies=True`` (notebook 02, sections 2 and 4).
 
-    Named ``<model>_mirrored``, so its features are cached apart from the model's own.
+    Named ``<model>_flipped``, so its features are cached apart from the model's own.
     """
     import keras
 
     inputs = keras.Input(shape=model.input_shape[1:], name="image")
-    return keras.Model(inputs, model(keras.ops.flip(inputs, axis=2)), name=f"{model.name}_mirrored")
+    return keras.Model(inputs, model(keras.ops.flip(inputs, axis=2)), name=f"{model.name}_flipped")
 
 
 @device.under_strategy
 def flip_averaged(model: "keras.Model") -> "keras.Model":
-    """``model`` with test-time flip averaging: the mean of its outputs on the image and its mirror image.
+    """``model`` with test-time flip averaging: the mean of its outputs on the image and on its left-right flip.
 
     Used by the Retrainer with ``flip_test=True`` (notebook 02, sections 2 and 7).
 

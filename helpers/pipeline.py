@@ -169,7 +169,7 @@ def augmentation_layers(
     change images when called with ``training=True``.
 
     Args:
-        flip: Mirror images left-right half of the time (a character mirrored is the
+        flip: Flip images left-right half of the time (a character flipped is the
             same character; upside-down would not be).
         rotation: Largest rotation, as a share of a full turn (0.1 = 36 degrees); 0 = none.
         zoom: Largest zoom in or out, as a share of the size; 0 = none.

@@ -182,7 +182,9 @@ def retrain_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label-column", default="target", help="the table's label column (default target)")
     parser.add_argument("-o", "--output", default="retrained-model", help="model folder (default retrained-model)")
     parser.add_argument("--blocks", type=int, default=1, help="blocks retrained in phase 2 (default 1)")
-    parser.add_argument("--no-mirror", action="store_true", help="do not add mirrored copies of the training images")
+    parser.add_argument(
+        "--no-flip-copies", action="store_true", help="do not add left-right flipped copies of the training images"
+    )
     _settings_options(parser)
     return parser
 
@@ -194,7 +196,8 @@ def retrain_main(argv: Sequence[str]) -> int:
     def work() -> int:
         result = recipes.run_retrain(
             args.images, args.output, _settings(args), labels=args.labels, path_column=args.path_column,
-            label_column=args.label_column, n_blocks=args.blocks, mirror=not args.no_mirror, progress=not args.quiet,
+            label_column=args.label_column, n_blocks=args.blocks, flip_copies=not args.no_flip_copies,
+            progress=not args.quiet,
         )
         print(result.report)
         print(f"model saved in {result.folder} (score with: python -m helpers score FOLDER --model {result.folder})")

@@ -483,7 +483,7 @@ def retrain(
     settings: Settings | None = None,
     *,
     n_blocks: int = 1,
-    mirror: bool = True,
+    flip_copies: bool = True,
     run_dir: str | os.PathLike | None = None,
     tensorboard: bool = True,
     progress: bool = True,
@@ -498,7 +498,7 @@ def retrain(
         frame: ``path``, ``label`` and ``split`` with train and validation rows.
         settings: Course settings.
         n_blocks: Blocks retrained in phase 2.
-        mirror: Also train on mirrored copies of the training images (computed once).
+        flip_copies: Also train on left-right flipped copies of the training images (computed once).
         run_dir: Checkpoints and logs; the kit's runs folder by default.
         tensorboard: Write TensorBoard logs in the run folder.
         progress: Print what happens, with progress bars.
@@ -515,8 +515,8 @@ def retrain(
     class_names = sorted(set(frame["label"]), key=lambda v: (isinstance(v, str), v))
     head = heads.build_head(base.output_shape[1:], len(class_names), seed=settings.seed)
     retrainer = retraining.Retrainer(
-        settings, frame, base, head, n_blocks=n_blocks, mirror=mirror, run_dir=run_dir, tensorboard=tensorboard,
-        progress=progress, verbose=verbose,
+        settings, frame, base, head, n_blocks=n_blocks, flip_copies=flip_copies, run_dir=run_dir,
+        tensorboard=tensorboard, progress=progress, verbose=verbose,
     )
     retrainer.fit_head()
     retrainer.fit_last_blocks()
@@ -591,7 +591,7 @@ def run_retrain(
     path_column: str = "path",
     label_column: str = "target",
     n_blocks: int = 1,
-    mirror: bool = True,
+    flip_copies: bool = True,
     progress: bool = True,
 ) -> RetrainResult:
     """The whole retraining recipe, as the ``retrain`` command runs it: load, scan, split, train, test, save.
@@ -629,7 +629,7 @@ def run_retrain(
             "too few images for a validation split (it decides when to stop): give each class at least 3 images."
         )
     run_dir = output.parent / f".{output.name}.run-{os.getpid()}"
-    retrainer = retrain(frame, settings, n_blocks=n_blocks, mirror=mirror, run_dir=run_dir, tensorboard=False,
+    retrainer = retrain(frame, settings, n_blocks=n_blocks, flip_copies=flip_copies, run_dir=run_dir, tensorboard=False,
                         progress=progress, verbose=1 if progress else 0)
     class_names = list(retrainer.class_names)
     test = frame.loc[frame["split"] == "test"]

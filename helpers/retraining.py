@@ -26,7 +26,7 @@ Both phases are fast on a CPU because nothing is computed twice:
   halves them) or when augmentation is on (every epoch sees different pixels), phase
   2 falls back to ordinary end-to-end training on the images.
 * Random augmentation cannot be computed once, but a fixed one can: with
-  ``mirror=True`` a left-right mirrored copy of every training image goes through the
+  ``flip_copies=True`` a left-right flipped copy of every training image goes through the
   same extraction, doubling the training data of both phases for one more pass over
   the training images.
 
@@ -57,9 +57,9 @@ import pandas as pd
 from helpers import backbones, device, features, pipeline
 from helpers.callbacks import PHASE_BLOCKS, PHASE_HEAD, history_frame, make_callbacks, merge_histories
 from helpers.compiling import SCHEDULES, compile_model, cosine_schedule, make_optimizer, one_hot_labels
-from helpers.freezing import count_trainable_parameters, set_phase
+from helpers.freezing import count_trainable_parameters, freeze_for_phase
 from helpers.heads import (
-    assemble_model, base_tail, block_input_model, flip_averaged, head_after_pooling, head_pooling, mirrored,
+    assemble_model, base_tail, block_input_model, flip_averaged, flipped, head_after_pooling, head_pooling,
     pooling_layer, tail_model,
 )
 from helpers.settings import Settings, load_settings
@@ -74,7 +74,8 @@ FINETUNE_LEARNING_RATE_FACTOR = 0.1
 # Notebook 02's recipe (Retrainer and fit_last_blocks options), chosen on the validation
 # split of the Simpsons group split: benchmarks section 8 measures it against the alternatives.
 WORKSHOP_RECIPE: dict[str, Any] = {
-    "mirror": True, "n_blocks": 2, "schedule": "cosine", "learning_rate": 3e-4, "balance_classes": True, "flip_test": True,
+    "flip_copies": True, "n_blocks": 2, "schedule": "cosine", "learning_rate": 3e-4, "balance_classes": True,
+    "flip_test": True,
 }
 RUNS_SUBDIR = "runs"
 
@@ -197,12 +198,12 @@ class Retrainer:
         n_blocks: Blocks retrained in phase 2 (1 = the last block, 2 = the last two).
         augment: None, or augmentation layers (:func:`augmentation_layers`) applied to the
             training images in phase 2, which then trains end to end on the images.
-        mirror: Also train on a mirrored copy of every training image, extracted once
+        flip_copies: Also train on a left-right flipped copy of every training image, extracted once
             like the originals (both phases; phase 2 only on cached activations). The
             copies are made for every image, so that they do not depend on the split
             and :meth:`predict` can average over both views (``flip_test``).
-        flip_test: Average each image's prediction with its mirror image's (test-time
-            augmentation; needs ``mirror``). :meth:`predict`, :meth:`accuracy` and
+        flip_test: Average each image's prediction with its flipped image's (test-time
+            augmentation; needs ``flip_copies``). :meth:`predict`, :meth:`accuracy` and
             :meth:`export_model` then use both views.
         balance_classes: Repeat the training images of the smaller classes until each
             class has as many as the largest (like class weights, for the cached paths).
@@ -237,7 +238,7 @@ class Retrainer:
         *,
         n_blocks: int = 1,
         augment: Any = None,
-        mirror: bool = False,
+        flip_copies: bool = False,
         flip_test: bool = False,
         balance_classes: bool = False,
         label_smoothing: float = 0.0,
@@ -280,13 +281,13 @@ class Retrainer:
             )
         self.labels = pipeline.encode_labels(self.frame["label"], self.class_names)
         self.base, self.head = base, head
-        set_phase(base, self.backbone, 1)  # start frozen: parameter_table(model) then shows phase 1
+        freeze_for_phase(base, self.backbone, 1)  # start frozen: parameter_table(model) then shows phase 1
         self.model = assemble_model(base, head)
         self.n_blocks = int(n_blocks)
         self.augment = augment
-        self.mirror = bool(mirror)
-        if flip_test and not self.mirror:
-            raise ValueError("flip_test averages over mirrored copies: pass mirror=True too.")
+        self.flip_copies = bool(flip_copies)
+        if flip_test and not self.flip_copies:
+            raise ValueError("flip_test averages over flipped copies: pass flip_copies=True too.")
         self.flip_test = bool(flip_test)
         self.balance_classes = bool(balance_classes)
         self.label_smoothing = float(label_smoothing)
@@ -304,8 +305,8 @@ class Retrainer:
         self.timings: dict[str, float] = {}
         self._features: np.ndarray | None = None
         self._activations: np.ndarray | None = None
-        self._mirrored_features: np.ndarray | None = None
-        self._mirrored_activations: np.ndarray | None = None
+        self._flipped_features: np.ndarray | None = None
+        self._flipped_activations: np.ndarray | None = None
         self._features_current = False  # False once phase 2 changed the base
         self._submodels: dict[str, Any] = {}  # built once: every new model would trace its functions again
         self.activation_shape = tuple(block_input_model(base, self.backbone, self.n_blocks).output_shape[1:])
@@ -321,15 +322,15 @@ class Retrainer:
         return "cached activations" if self.activation_dtype else "images"
 
     def _cached_rows(self) -> int:
-        """Rows of cached arrays: every image, plus a mirrored copy of each when mirroring."""
-        return len(self.frame) * (2 if self.mirror else 1)
+        """Rows of cached arrays: every image, plus a flipped copy of each with ``flip_copies``."""
+        return len(self.frame) * (2 if self.flip_copies else 1)
 
     def plan(self) -> str:
         """A few sentences saying how each phase will train and how much memory it needs."""
         rows = self._cached_rows()
         shape = "x".join(str(d) for d in self.activation_shape)
         need32 = activation_megabytes(self.activation_shape, rows, "float32")
-        copies = f" (with a mirrored copy of each of the {len(self.frame)} images)" if self.mirror else ""
+        copies = f" (with a flipped copy of each of the {len(self.frame)} images)" if self.flip_copies else ""
         lines = [
             f"Phase 1 (head): trained on the base's pooled features, computed once for {rows} images{copies}.",
             f"Phase 2 (last {self.n_blocks} block{'s' if self.n_blocks > 1 else ''}): block input {shape} per image, "
@@ -380,8 +381,8 @@ class Retrainer:
             began = time.perf_counter()
             model = block_input_model(self.base, self.backbone, self.n_blocks)
             self._activations = self._extract(model, dtype=self.activation_dtype or "float16")
-            if self.mirror:
-                self._mirrored_activations = self._extract(mirrored(model), dtype=self.activation_dtype or "float16")
+            if self.flip_copies:
+                self._flipped_activations = self._extract(flipped(model), dtype=self.activation_dtype or "float16")
             self.timings["activations"] = time.perf_counter() - began
         return self._activations
 
@@ -394,14 +395,14 @@ class Retrainer:
             activations = self.activations()
             began = time.perf_counter()
             self._features = self._through_last_blocks(activations)
-            if self.mirror:
-                self._mirrored_features = self._through_last_blocks(self._mirrored_activations)
+            if self.flip_copies:
+                self._flipped_features = self._through_last_blocks(self._flipped_activations)
         else:
             began = time.perf_counter()
             extractor = self._pooled_extractor()
             self._features = self._extract(extractor)
-            if self.mirror:
-                self._mirrored_features = self._extract(mirrored(extractor))
+            if self.flip_copies:
+                self._flipped_features = self._extract(flipped(extractor))
         self.timings["features"] = time.perf_counter() - began
         self._features_current = True
         return self._features
@@ -415,12 +416,12 @@ class Retrainer:
         largest = max(len(rows) for rows in per_class)
         return np.sort(np.concatenate([np.resize(rows, largest) for rows in per_class]))
 
-    def _training_arrays(self, values: np.ndarray, mirrored_values: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """The training rows of ``values`` and their labels, followed by the mirrored copies when asked."""
+    def _training_arrays(self, values: np.ndarray, flipped_values: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The training rows of ``values`` and their labels, followed by the flipped copies with ``flip_copies``."""
         train = self._training_rows()
-        if not self.mirror:
+        if not self.flip_copies:
             return values[train], self.labels[train]
-        return np.concatenate([values[train], mirrored_values[train]]), np.concatenate([self.labels[train]] * 2)
+        return np.concatenate([values[train], flipped_values[train]]), np.concatenate([self.labels[train]] * 2)
 
     def _targets(self, labels: np.ndarray) -> np.ndarray:
         """What the compiled loss takes: class ids, or one-hot rows with label smoothing (:func:`compile_model`)."""
@@ -471,10 +472,10 @@ class Retrainer:
         """
         epochs = int(epochs or self.settings.run.head_epochs)
         learning_rate = float(learning_rate or self.settings.learning_rate)
-        set_phase(self.base, self.backbone, 1)
+        freeze_for_phase(self.base, self.backbone, 1)
         features = self.features()
         validation = self.rows("validation")
-        x_train, y_train = self._training_arrays(features, self._mirrored_features)
+        x_train, y_train = self._training_arrays(features, self._flipped_features)
         top = compile_model(
             self._submodel("top"), learning_rate, optimizer=self.optimizer, label_smoothing=self.label_smoothing
         )
@@ -535,16 +536,16 @@ class Retrainer:
         before = self._validation_score() if keep_better and self.phase1_weights is not None else None
         if path == "cached activations":
             activations = self.activations()  # extracted (or read from the disk cache) before timing training
-            x_train, y_train = self._training_arrays(activations, self._mirrored_activations)
-        set_phase(self.base, self.backbone, 2, self.n_blocks)
+            x_train, y_train = self._training_arrays(activations, self._flipped_activations)
+        freeze_for_phase(self.base, self.backbone, 2, self.n_blocks)
         callbacks, checkpoint = make_callbacks(
             self.run_dir, PHASE_BLOCKS, patience=self.settings.run.early_stopping_patience, tensorboard=self.tensorboard,
             log_dir=self.log_dir,
         )
         self._say(f"{PHASE_BLOCKS}: last {self.n_blocks} block(s) + head on {path}, up to {epochs} epochs, "
                   f"learning rate {learning_rate:g}.")
-        if path == "images" and self.mirror and self.augment is None:
-            self._say("  (no mirrored copies on this path: pass augmentation layers to flip images at random.)")
+        if path == "images" and self.flip_copies and self.augment is None:
+            self._say("  (no flipped copies on this path: pass augmentation layers to flip images at random.)")
         steps = math.ceil((len(x_train) if path == "cached activations" else len(self.rows("train"))) / batch_size)
         rate = learning_rate if schedule == "constant" else cosine_schedule(learning_rate, epochs * steps)
         if path == "cached activations":
@@ -652,18 +653,18 @@ class Retrainer:
             tail = self._submodel("tail")
             predicted = tail.predict(self._activations[rows], batch_size=batch, verbose=0)
             if self.flip_test:
-                predicted = (predicted + tail.predict(self._mirrored_activations[rows], batch_size=batch, verbose=0)) / 2
+                predicted = (predicted + tail.predict(self._flipped_activations[rows], batch_size=batch, verbose=0)) / 2
             return predicted
         if self._features is not None and self._features_current:
             top = self._submodel("top")
             predicted = top.predict(self._features[rows], batch_size=256, verbose=0)
             if self.flip_test:
-                predicted = (predicted + top.predict(self._mirrored_features[rows], batch_size=256, verbose=0)) / 2
+                predicted = (predicted + top.predict(self._flipped_features[rows], batch_size=256, verbose=0)) / 2
             return predicted
         return pipeline.predict_images(self.export_model(), self.frame.iloc[rows], self.settings)
 
     def export_model(self) -> "keras.Model":
-        """The model to save and use: :attr:`model`, wrapped to average over a mirrored view with ``flip_test``."""
+        """The model to save and use: :attr:`model`, wrapped to average over a flipped view with ``flip_test``."""
         return flip_averaged(self.model) if self.flip_test else self.model
 
     def accuracy(self, split: str = "test") -> float:

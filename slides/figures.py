@@ -202,8 +202,8 @@ def figure_learning_curve(settings, output: Path) -> dict[str, str]:
     head = heads.build_head(base.output_shape[1:], len(pipeline.class_names(frame)), seed=settings.seed)
     with tempfile.TemporaryDirectory(prefix="kit-figures-run-") as run_dir:
         retrainer = retraining.Retrainer(
-            settings, frame, base, head, mirror=True, tensorboard=False, run_dir=run_dir, progress=False
-        )  # notebook 02's recipe: mirrored copies of the training frames
+            settings, frame, base, head, flip_copies=True, tensorboard=False, run_dir=run_dir, progress=False
+        )  # notebook 02's recipe: flipped copies of the training frames
         retrainer.fit_head()
         head_accuracy = retrainer.accuracy("validation")
         retrainer.fit_last_blocks()

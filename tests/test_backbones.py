@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import backbones
+from helpers import backbones, freezing
 from helpers.settings import load_settings
 
 # What "the last block" must mean for each backbone (a prefix every layer of it shares).
@@ -57,10 +57,10 @@ def test_freezing_leaves_exactly_the_last_block_trainable(random_base):
     table = backbones.BACKBONES[name]
     last, second = backbones.blocks(model, table)[-1], backbones.blocks(model, table)[-2]
 
-    assert backbones.freeze_all_but_last(model, table, 0) == []
+    assert freezing.freeze_all_but_last_blocks(model, table, 0) == []
     assert model.trainable_weights == []
 
-    trainable = backbones.freeze_all_but_last(model, table, 1)
+    trainable = freezing.freeze_all_but_last_blocks(model, table, 1)
     expected = {
         id(w)
         for layer in model.layers
@@ -72,7 +72,7 @@ def test_freezing_leaves_exactly_the_last_block_trainable(random_base):
     assert all(not isinstance(model.get_layer(n), keras.layers.BatchNormalization) for n in trainable)
     assert all(not layer.trainable for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
 
-    backbones.freeze_all_but_last(model, table, 2)
+    freezing.freeze_all_but_last_blocks(model, table, 2)
     names = {layer.name for layer in model.layers if layer.trainable and layer.weights}
     assert names and names <= set(last) | set(second)
     assert any(n in second for n in names)

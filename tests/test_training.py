@@ -108,14 +108,14 @@ def test_head_after_pooling_shares_the_head_weights():
     assert np.allclose(np.asarray(top(maps.mean(axis=(1, 2)))), 1 / 3, atol=1e-6)  # same variable
 
 
-def test_mirrored_model_sees_left_right_flipped_images():
+def test_flipped_model_sees_left_right_flipped_images():
     import keras
 
     inputs = keras.Input((4, 6, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same", name="conv")(inputs), name="tiny")
-    flipped = heads.mirrored(model)
+    flipped = heads.flipped(model)
     images = np.random.default_rng(0).normal(size=(2, 4, 6, 3)).astype("float32")
-    assert flipped.name == "tiny_mirrored"
+    assert flipped.name == "tiny_flipped"
     assert np.allclose(np.asarray(flipped(images)), np.asarray(model(images[:, :, ::-1])), atol=1e-6)
     assert not np.allclose(np.asarray(flipped(images)), np.asarray(model(images)), atol=1e-3)
 
@@ -350,10 +350,10 @@ def resnet(kit_settings):
 
 def test_resnet50_each_phase_trains_exactly_the_right_weights(resnet):
     _, backbone, base, head, model = resnet
-    freezing.set_phase(base, backbone, 1)
+    freezing.freeze_for_phase(base, backbone, 1)
     assert _weight_paths(model.trainable_weights) == _weight_paths(head.weights)
     for n_blocks in (1, 2):
-        trainable_layers = freezing.set_phase(base, backbone, 2, n_blocks)
+        trainable_layers = freezing.freeze_for_phase(base, backbone, 2, n_blocks)
         expected = _expected_trainable(base, head, backbone, n_blocks)
         assert _weight_paths(model.trainable_weights) == expected
         assert all("_bn" not in name for name in trainable_layers)
@@ -361,17 +361,17 @@ def test_resnet50_each_phase_trains_exactly_the_right_weights(resnet):
         assert _weight_paths(tail.trainable_weights) == expected
     assert {w.path.split("/")[0] for w in model.trainable_weights} >= {"conv5_block2_1_conv", "head_predictions"}
     with pytest.raises(ValueError, match="phase"):
-        freezing.set_phase(base, backbone, 3)
+        freezing.freeze_for_phase(base, backbone, 3)
 
 
 def test_parameter_table_counts_trainable_and_frozen_per_part(resnet):
     _, backbone, base, head, model = resnet
-    freezing.set_phase(base, backbone, 1)
+    freezing.freeze_for_phase(base, backbone, 1)
     table = freezing.parameter_table(model)
     assert list(table.index) == [base.name, head.name, "total"]
     assert table.loc[head.name, "trainable"] == head.count_params() and table.loc[base.name, "trainable"] == 0
     assert table.loc["total", "total"] == model.count_params()
-    freezing.set_phase(base, backbone, 2, 1)
+    freezing.freeze_for_phase(base, backbone, 2, 1)
     table = freezing.parameter_table(model)
     assert table.loc[base.name, "trainable"] == sum(int(np.prod(w.shape)) for w in base.trainable_weights) > 0
     assert (table["trainable"] + table["frozen"] == table["total"]).all()
@@ -457,7 +457,7 @@ def trained(mobilenet, simpsons_frame, tmp_path_factory):
     base = backbones.load_base(settings)  # a fresh base: training changes it
     head = heads.build_head(base.output_shape[1:], 3, seed=6)
     retrainer = retraining.Retrainer(settings, simpsons_frame, base, head, run_dir=tmp_path_factory.mktemp("run"),
-                                   mirror=True, progress=False)
+                                   flip_copies=True, progress=False)
     snapshot = {
         "weights": {w.path: w.numpy().copy() for w in base.weights},
         "statistics": _batchnorm_statistics(base),
@@ -487,21 +487,21 @@ def test_retrainer_phases_train_exactly_the_right_weights(trained):
 
 
 @pytest.mark.integration
-def test_retrainer_mirrored_copies_of_the_training_images(trained):
+def test_retrainer_flipped_copies_of_the_training_images(trained):
     from helpers import pipeline
 
     retrainer, _ = trained
     train = retrainer.frame.iloc[retrainer.rows("train")]
-    # Every image has its mirrored copy (they do not depend on the split; flip_test uses them).
-    assert retrainer._mirrored_activations.shape == (len(retrainer.frame), 7, 7, 768)
-    assert retrainer._mirrored_features.shape == (len(retrainer.frame), 768)
+    # Every image has its flipped copy (they do not depend on the split; flip_test uses them).
+    assert retrainer._flipped_activations.shape == (len(retrainer.frame), 7, 7, 768)
+    assert retrainer._flipped_features.shape == (len(retrainer.frame), 768)
     images = np.concatenate(list(pipeline.make_dataset(train["path"], settings=retrainer.settings)))
     extractor = heads.block_input_model(retrainer.base, retrainer.backbone, 1)
     expected = np.asarray(extractor(images[:, :, ::-1], training=False))
-    assert np.abs(retrainer._mirrored_activations[retrainer.rows("train")] - expected).max() < TOLERANCE
-    x_train, y_train = retrainer._training_arrays(retrainer.activations(), retrainer._mirrored_activations)
+    assert np.abs(retrainer._flipped_activations[retrainer.rows("train")] - expected).max() < TOLERANCE
+    x_train, y_train = retrainer._training_arrays(retrainer.activations(), retrainer._flipped_activations)
     assert len(x_train) == 2 * len(train) and list(y_train) == list(retrainer.labels[retrainer.rows("train")]) * 2
-    assert "mirrored copy" in retrainer.plan()
+    assert "flipped copy" in retrainer.plan()
 
 
 @pytest.mark.integration
@@ -606,18 +606,18 @@ def test_retrainer_validates_its_inputs(resnet):
 
 
 @pytest.mark.integration
-def test_flip_test_averages_with_the_mirror_image_and_exports_that_model(trained):
+def test_flip_test_averages_with_the_flipped_image_and_exports_that_model(trained):
     retrainer, _ = trained
     test = retrainer.frame[retrainer.frame["split"] == "test"]
     plain = pipeline.predict_images(retrainer.model, test, retrainer.settings)
-    mirrored = pipeline.predict_images(heads.mirrored(retrainer.model), test, retrainer.settings)
+    flipped = pipeline.predict_images(heads.flipped(retrainer.model), test, retrainer.settings)
     retrainer.flip_test = True
     try:
         fast = retrainer.predict("test")
         exported = pipeline.predict_images(retrainer.export_model(), test, retrainer.settings)
     finally:
         retrainer.flip_test = False
-    assert np.abs(fast - (plain + mirrored) / 2).max() < TOLERANCE
+    assert np.abs(fast - (plain + flipped) / 2).max() < TOLERANCE
     assert np.abs(exported - fast).max() < TOLERANCE
     assert retrainer.export_model() is retrainer.model
 
@@ -683,7 +683,7 @@ def test_balance_classes_repeats_the_smaller_classes(resnet):
     rows = balanced._training_rows()
     assert list(np.bincount(balanced.labels[rows])) == [6, 6, 6]
     assert set(rows) == set(plain._training_rows()), "only training rows, each of them at least once"
-    with pytest.raises(ValueError, match="mirror"):
+    with pytest.raises(ValueError, match="flip_copies"):
         retraining.Retrainer(settings, frame, base, head, flip_test=True)
 
 
