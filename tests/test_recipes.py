@@ -223,6 +223,22 @@ def test_bad_input_gives_a_message_and_an_exit_code(tmp_path, command_env, capsy
     assert usage.value.code == 2
 
 
+def test_retrain_trains_on_flipped_copies_unless_told_not_to(tmp_path, command_env, monkeypatch):
+    """The recipe adds left-right flipped copies by default; --no-flip-copies reaches it as flip_copies=False."""
+    from types import SimpleNamespace
+
+    calls = []
+
+    def run_retrain(images, output, settings, **options):
+        calls.append(options)
+        return SimpleNamespace(report="# Retrained model", folder=Path(output))
+
+    monkeypatch.setattr(recipes, "run_retrain", run_retrain)
+    for extra in ([], ["--no-flip-copies"]):
+        assert cli.main(["retrain", "--images", str(tmp_path), "-q", "-o", str(tmp_path / "m"), *extra]) == 0
+    assert [options["flip_copies"] for options in calls] == [True, False]
+
+
 @pytest.mark.integration
 def test_missing_weights_offline_exit_3(tmp_path, command_env, monkeypatch, capsys):
     """No weights in the cache, no mirror, the download server answers 404 (a server on 127.0.0.1)."""
