@@ -201,9 +201,12 @@ def test_report_sets_the_laptop_profile_against_the_workshop_and_shows_its_ranki
                    "total_s": 280.0},
     }
     text = "\n".join(report._notebooks({"profiles": profiles}))
-    assert "**laptop against workshop**" in text and "**not met**" in text
+    assert "**laptop against workshop**" in text and "every notebook together — met" in text
     assert "| 02_retrain_simpsons | 280 | 130 | 0.46 | yes |" in text
     assert "| 04_photo_vs_drawing | 200 | 150 | 0.75 | **no** |" in text
+    assert "| **the workshop, every notebook above** | 480 | 280 | **0.58** | yes |" in text
+    profiles["laptop"]["notebooks"][0]["seconds"] = 200.0
+    assert "every notebook together — **not met**" in "\n".join(report._notebooks({"profiles": profiles}))
     ranking = "\n".join(report._laptop_ranking(profiles))
     assert "transfer: head + last block (0.910) > raw pixels + logistic regression (0.830) > majority class (0.500)" in ranking
     assert report._laptop_against_workshop({"workshop": profiles["workshop"]}) == []
