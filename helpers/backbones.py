@@ -48,6 +48,8 @@ def _efficientnet_b0_ends() -> tuple[str, ...]:
 class Backbone:
     """One row of the backbone table.
 
+    Used by notebook 01, sections 1 and 2 (its ``title``, ``preprocess`` and ``decode_predictions``).
+
     Attributes:
         key: Name used in settings (``KIT_BACKBONE``).
         title: Human name.
@@ -185,6 +187,9 @@ BACKBONES: dict[str, Backbone] = {
 def known_md5s() -> dict[str, str]:
     """Weight file name -> md5 for every file whose md5 Keras checks: what the weights cache verifies.
 
+    Not called in a notebook: the setup cell's ``session.start`` and notebook 00, section 3's ``prepare.prepare`` check
+    the weight files with it.
+
     >>> known_md5s()["resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"]
     '4d473c1dd8becc155b73f8504c6f6626'
     """
@@ -196,6 +201,8 @@ def known_md5s() -> dict[str, str]:
 
 def get_backbone(name: str | None = None, settings: Settings | None = None) -> Backbone:
     """Look a backbone up in the table.
+
+    Used by notebook 01, sections 1 and 2, and notebook 02, section 2.
 
     Args:
         name: Table key; ``settings.backbone`` by default.
@@ -241,13 +248,19 @@ def cpu_advice(settings: Settings, cpus: int | None = None) -> list[str]:
 
 
 def input_size(settings: Settings, backbone: Backbone | None = None) -> int:
-    """The square image size to feed: ``settings.image_size`` or the backbone's default."""
+    """The square image size to feed: ``settings.image_size`` or the backbone's default.
+
+    Used by notebook 00, section 4, notebook 01, section 1 and notebook 02, sections 2 and 4.
+    """
     backbone = backbone or get_backbone(settings=settings)
     return settings.image_size or backbone.input_size
 
 
 def weight_file(settings: Settings, include_top: bool, backbone: Backbone | None = None) -> tuple[str, str]:
-    """The ImageNet weight file Keras loads for these settings, and its official URL."""
+    """The ImageNet weight file Keras loads for these settings, and its official URL.
+
+    Not called in a notebook: notebook 00, section 3's ``prepare.prepare`` finds the weight files with it.
+    """
     backbone = backbone or get_backbone(settings=settings)
     size = input_size(settings, backbone)
     if backbone.alphas and size not in (96, 128, 160, 192, 224):
@@ -256,7 +269,11 @@ def weight_file(settings: Settings, include_top: bool, backbone: Backbone | None
 
 
 def weight_file_name(settings: Settings, include_top: bool, backbone: Backbone | None = None) -> str:
-    """The name of the ImageNet weight file Keras loads for these settings."""
+    """The name of the ImageNet weight file Keras loads for these settings.
+
+    Not called in a notebook: the setup cell's ``session.start`` checks the weight files by this name (notebook 00,
+    section 3 lists them).
+    """
     return weight_file(settings, include_top, backbone)[0]
 
 
@@ -295,6 +312,9 @@ def _construct(
 def load_classifier(settings: Settings | None = None, *, weights: str | None = "imagenet") -> "keras.Model":
     """Load the backbone with its ImageNet classifier (1000 classes).
 
+    Taught in notebook 01, section 1 (the pretrained network); used again by notebook 03, section 2 and notebook 05,
+    section 8.
+
     Args:
         settings: Course settings (backbone, alpha, cache); loaded when omitted.
         weights: ``"imagenet"``, None (random, for tests), or a weight file path.
@@ -312,6 +332,8 @@ def load_base(
     settings: Settings | None = None, *, weights: str | None = "imagenet", pooling: str | None = None
 ) -> "keras.Model":
     """Load the convolutional base (no classifier), for feature extraction and fine-tuning.
+
+    Taught in notebook 02, section 2 (the base); used again by notebook 00, section 4 and notebook 03, section 6.
 
     Args:
         settings: Course settings; loaded when omitted.
@@ -332,6 +354,8 @@ def load_feature_extractor(
     weights: str | None = "imagenet",
 ) -> "keras.Model":
     """A model from images to the features of one layer (default: the penultimate one).
+
+    Taught in notebook 03, section 2 (the layer picker); used again by notebook 05, section 8.
 
     Args:
         settings: Course settings; loaded when omitted.
@@ -372,7 +396,10 @@ def load_feature_extractor(
 
 
 def candidate_layers(model: "keras.Model") -> list[tuple[str, tuple[int | None, ...]]]:
-    """Layers one can extract features from, with output shapes, last first (the layer picker)."""
+    """Layers one can extract features from, with output shapes, last first (the layer picker).
+
+    Used by ``features.layer_table``, the layer picker of notebook 03, section 2.
+    """
     rows = []
     for layer in reversed(model.layers[1:]):
         shape = getattr(layer, "output", None)
@@ -383,6 +410,8 @@ def candidate_layers(model: "keras.Model") -> list[tuple[str, tuple[int | None, 
 
 def blocks(model: "keras.Model", backbone: Backbone) -> list[list[str]]:
     """Split a backbone's layers into its blocks (stem first, last block last).
+
+    Taught in notebook 02, section 3 (what each phase trains).
 
     Layers before the first block end form the stem (entry 0); layers after the last
     end (pooling, classifier) are not part of any block.
@@ -405,14 +434,20 @@ def blocks(model: "keras.Model", backbone: Backbone) -> list[list[str]]:
 
 
 def block_input_layer(model: "keras.Model", backbone: Backbone, n_blocks: int = 1) -> str:
-    """Name of the layer whose output feeds the last ``n_blocks`` blocks (for activation caching)."""
+    """Name of the layer whose output feeds the last ``n_blocks`` blocks (for activation caching).
+
+    Used by the Retrainer's phase 2 through ``heads.block_input_model`` (notebook 02, sections 4 and 6).
+    """
     if not 1 <= n_blocks < len(backbone.block_ends):
         raise ValueError(f"n_blocks must be between 1 and {len(backbone.block_ends) - 1}, not {n_blocks}.")
     return backbone.block_ends[-n_blocks - 1]
 
 
 def table_rows(names: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """The backbone table as rows (for notebooks and the README)."""
+    """The backbone table as rows (for notebooks and the README).
+
+    Not called in a notebook: the backbones ``KIT_BACKBONE`` chooses from (notebook 00, section 2).
+    """
     rows = []
     for backbone in (BACKBONES[n] for n in (names or BACKBONES)):
         rows.append(

@@ -49,6 +49,8 @@ def _estimator(name: str, seed: int) -> Any:
 def make_pipeline(name: str, *, seed: int = 0, **params: Any) -> "Any":
     """A scikit-learn ``Pipeline``: ``StandardScaler`` then the named classifier.
 
+    Used by notebook 03, section 5 (exercise 4's candidates) and notebook 04, section 4 (the raw-pixel baseline).
+
     The scaler sits inside the pipeline so that, in cross-validation, it is fitted on
     each training fold only (fitting it on all the data first would leak the held-out
     fold's statistics into training).
@@ -88,6 +90,8 @@ PARAM_GRIDS: dict[str, dict[str, list[Any]]] = {
 def candidates(names: list[str] | None = None, *, seed: int = 0) -> dict[str, tuple[Any, dict[str, list[Any]]]]:
     """The candidate models: name -> (pipeline, parameter grid).
 
+    Used inside :func:`select_by_cv` (notebook 03, section 5).
+
     Args:
         names: Which models (default: all four, see :data:`MODEL_TITLES`).
         seed: Random state for the estimators.
@@ -98,6 +102,8 @@ def candidates(names: list[str] | None = None, *, seed: int = 0) -> dict[str, tu
 
 def cv_splitter(y: Any, folds: int = 5, *, seed: int = 0, groups: Any = None) -> Any:
     """Stratified, shuffled K-fold with K lowered to the smallest class size when needed.
+
+    Used inside :func:`select_by_cv` (notebook 03, section 5).
 
     With ``groups`` (one group name per example: frames of one episode, a burst of
     photos), a stratified *group* K-fold: every group stays in one fold, so no fold is
@@ -133,6 +139,8 @@ def cv_splitter(y: Any, folds: int = 5, *, seed: int = 0, groups: Any = None) ->
 class Selection:
     """Result of :func:`select_by_cv`: everything decided from the training data alone.
 
+    Returned by :func:`select_by_cv` in notebook 03, section 5 (its ``best_model`` predicts again in section 10).
+
     Attributes:
         table: One row per model: model, title, CV accuracy (mean, std), best
             parameters, fit seconds (refit on all training data), search seconds.
@@ -165,7 +173,10 @@ def _check_xy(X: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def best_by_cv(table: pd.DataFrame) -> str:
-    """The model with the highest mean CV accuracy (ties: lower std, then faster fit)."""
+    """The model with the highest mean CV accuracy (ties: lower std, then faster fit).
+
+    Used inside :func:`select_by_cv` (notebook 03, section 5).
+    """
     if table.empty:
         raise ValueError("no model in the table.")
     ordered = table.sort_values(["cv accuracy", "cv std", "fit seconds"], ascending=[False, True, True], kind="stable")
@@ -184,6 +195,8 @@ def select_by_cv(
     groups: Any = None,
 ) -> Selection:
     """Tune and compare models by cross-validation on the training data; never sees test data.
+
+    Taught in notebook 03, section 5 (all four families, tuned by cross-validation).
 
     Each model's grid is searched with ``GridSearchCV`` (accuracy, stratified K-fold),
     then refitted on all the training data with its best parameters.
@@ -238,6 +251,8 @@ def select_by_cv(
 
 def results_table(selection: Selection, X_test: Any, y_test: Any) -> pd.DataFrame:
     """Score every selected model once on the test split: the results table.
+
+    Taught in notebook 03, section 5 (the test split, used once, after the choice).
 
     The choice is already made (``selection.best``, by CV); the test column only
     reports how each model does on unseen images.

@@ -48,12 +48,17 @@ SIMPSONS_FRAME_BLOCK = 20
 
 
 class DatasetMissingError(FileNotFoundError):
-    """A course dataset is neither on disk, nor in the mirror, nor downloadable now."""
+    """A course dataset is neither on disk, nor in the mirror, nor downloadable now.
+
+    Used by notebook 00, section 4 (a dataset that is not ready yet).
+    """
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     """One course dataset.
+
+    Not called in a notebook: the entries of :data:`CATALOG`, whose names notebook 00, section 4 goes through.
 
     Attributes:
         name: Catalog key (``load_dataset(name)``).
@@ -171,6 +176,8 @@ def _order(name: str) -> str:
 def is_writable(path: Path) -> bool:
     """Whether the kit may write into ``path`` (or create it).
 
+    Used by :func:`writable_data_dir` and when :func:`load_dataset` unpacks a dataset (notebook 00, section 4 first).
+
     Folders without any write permission bit count as read-only even for root,
     who could write anyway: a shared read-only data folder must stay untouched.
     """
@@ -188,7 +195,10 @@ def is_writable(path: Path) -> bool:
 
 
 def writable_data_dir(settings: Settings) -> Path:
-    """Where datasets are unpacked: the data dir, or ``<cache_dir>/datasets`` if that is read-only."""
+    """Where datasets are unpacked: the data dir, or ``<cache_dir>/datasets`` if that is read-only.
+
+    Used by :func:`locate` (notebook 05, sections 1 and 8) and so by :func:`load_dataset`.
+    """
     data_dir = Path(settings.data_dir)
     return data_dir if is_writable(data_dir) else Path(settings.cache_dir) / "datasets"
 
@@ -317,6 +327,8 @@ def _unpack(spec: DatasetSpec, archive: Path, writable: Path) -> Path:
 def locate(name: str, settings: Settings | None = None, *, download_ok: bool = True, progress: bool = True) -> Path:
     """The folder holding a course dataset in its expected layout, fetching it if needed.
 
+    Used by notebook 05, sections 1 and 8 (the stand-in folders).
+
     Args:
         name: A :data:`CATALOG` key.
         settings: Course settings (``data_dir``, ``data_mirror``, ``cache_dir``).
@@ -426,6 +438,8 @@ def _report(frame: pd.DataFrame, problems: list[dict[str, Any]], name: str, root
 def simpsons_test_folder(root: Path) -> Path | None:
     """The Kaggle test folder (``kaggle_simpson_testset``) beside a ``simpsons_dataset`` folder, if any.
 
+    Used by ``load_dataset("simpsons")``: the Kaggle test folder becomes the test split (notebook 02, section 1).
+
     Upstream it sits beside ``simpsons_dataset`` and may be nested once
     (``kaggle_simpson_testset/kaggle_simpson_testset/``); the folder holding the images is returned.
     """
@@ -456,6 +470,8 @@ def _simpsons_test_rows(root: Path, characters: Sequence[str], settings: Setting
 
 def select_simpsons(root: Path, settings: Settings) -> pd.DataFrame:
     """The profile's Simpsons subset from a ``simpsons_dataset`` folder, with episode groups.
+
+    Used by ``load_dataset("simpsons")`` (notebook 02, section 1).
 
     The ``simpsons_characters`` characters with the most images (ties by name; 0 =
     all), and ``simpsons_per_class`` images of each (0 = all), ordered by a hash of
@@ -491,6 +507,8 @@ def select_simpsons(root: Path, settings: Settings) -> pd.DataFrame:
 def select_photo_vs_drawing(root: Path, settings: Settings) -> pd.DataFrame:
     """The profile's balanced photo-vs-drawing set from a PACS folder.
 
+    Used by ``load_dataset("photo_vs_drawing")`` (notebook 04, section 1).
+
     ``photo`` images against ``drawing`` (art_painting, cartoon, sketch), ``pacs_per_class``
     of each label (0 = as many as the smaller side has). Drawings are spread evenly
     over the three domains and the seven classes, photos over the classes.
@@ -513,12 +531,17 @@ def select_photo_vs_drawing(root: Path, settings: Settings) -> pd.DataFrame:
 
 
 def photos_dir(settings: Settings) -> Path:
-    """Where the photographs are written: ``<cache_dir>/photos``."""
+    """Where the photographs are written: ``<cache_dir>/photos``.
+
+    Used by :func:`ensure_photos`, for ``load_dataset("photos")`` (notebook 01, section 2).
+    """
     return Path(settings.cache_dir) / "photos"
 
 
 def ensure_photos(settings: Settings | None = None) -> Path:
     """Copy the kit's photographs (``helpers/sample_photos``) into the cache once (atomically); return their folder.
+
+    Used by ``load_dataset("photos")`` (notebook 01, section 2).
 
     Raises:
         DatasetMissingError: The kit's installation lacks a photograph.
@@ -536,7 +559,10 @@ def ensure_photos(settings: Settings | None = None) -> Path:
 
 
 def select_photos(folder: Path, settings: Settings) -> pd.DataFrame:
-    """The profile's photographs: the first ``photos`` of :data:`PHOTOS` (0 = all)."""
+    """The profile's photographs: the first ``photos`` of :data:`PHOTOS` (0 = all).
+
+    Used by ``load_dataset("photos")`` (notebook 01, section 2).
+    """
     count = settings.run.photos or len(PHOTOS)
     rows = [
         {"path": str(folder / f"{name}.jpg"), "label": name, "description": description, "licence": licence}
@@ -556,6 +582,9 @@ _SELECTORS: dict[str, Callable[[Path, Settings], pd.DataFrame]] = {
 
 def load_dataset(name: str, settings: Settings | None = None, *, download_ok: bool = True) -> pd.DataFrame:
     """Load a course dataset, sized by the run profile.
+
+    Used by every notebook: notebook 00, section 4; notebook 01, section 2; notebooks 02, 03 and 04, section 1; notebook
+    05, section 7.
 
     Args:
         name: ``simpsons``, ``photo_vs_drawing`` or ``photos`` (see :data:`CATALOG`).
@@ -597,11 +626,18 @@ def catalog_rows() -> list[dict[str, str]]:
 
 
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Images per label (and per domain for photo vs drawing)."""
+    """Images per label (and per domain for photo vs drawing).
+
+    Not called in a notebook: a quick count of what :func:`load_dataset` returned (notebook 02, section 1 counts per
+    split with ``splits.split_summary``).
+    """
     columns = ["label", "domain"] if "domain" in frame.columns else ["label"]
     return frame.groupby(columns).size().rename("images").reset_index()
 
 
 def iter_specs(names: Iterable[str] | None = None) -> list[DatasetSpec]:
-    """Catalog entries by name (all by default), validating the names."""
+    """Catalog entries by name (all by default), validating the names.
+
+    Not called in a notebook: notebook 00, section 3's ``prepare.prepare`` goes through the catalog with it.
+    """
     return [_spec(name) for name in (names or CATALOG)]

@@ -32,6 +32,8 @@ __all__ = [
 def as_class_ids(values: Any, class_names: Sequence[Any]) -> np.ndarray:
     """Labels given as class ids or as class names, as an int array of class ids.
 
+    Used inside this module's scores (notebook 02, section 7).
+
     >>> as_class_ids(["lisa", "bart", "lisa"], ["bart", "lisa"]).tolist()
     [1, 0, 1]
     >>> as_class_ids([1, 0], ["bart", "lisa"]).tolist()
@@ -55,7 +57,10 @@ def as_class_ids(values: Any, class_names: Sequence[Any]) -> np.ndarray:
 
 
 def predicted_ids(probabilities: Any) -> np.ndarray:
-    """The most probable class of each row of a ``(n_images, n_classes)`` probability array."""
+    """The most probable class of each row of a ``(n_images, n_classes)`` probability array.
+
+    Used by notebook 02, sections 5, 7 and 9, and notebook 05, section 5.
+    """
     values = np.asarray(probabilities)
     if values.ndim != 2:
         raise ValueError(f"probabilities must have shape (n_images, n_classes), not {values.shape}.")
@@ -76,6 +81,8 @@ def _pair(y_true: Any, y_pred: Any, class_names: Sequence[Any] | None) -> tuple[
 def accuracy(y_true: Any, y_pred: Any, class_names: Sequence[Any] | None = None) -> float:
     """Share of images whose prediction is the true class (NaN when there are none).
 
+    Used by notebook 02, section 7.
+
     >>> accuracy(["bart", "lisa", "lisa", "bart"], ["bart", "lisa", "bart", "bart"], ["bart", "lisa"])
     0.75
 
@@ -91,6 +98,8 @@ def accuracy(y_true: Any, y_pred: Any, class_names: Sequence[Any] | None = None)
 def per_class_accuracy(y_true: Any, y_pred: Any, class_names: Sequence[Any]) -> pd.Series:
     """For each class, the share of its images predicted correctly (its recall); NaN for a class with no image.
 
+    Taught in notebook 02, section 7 (exercise 4 has students write it; this is the reference).
+
     >>> per_class_accuracy([0, 0, 1, 1], [0, 1, 1, 1], ["bart", "lisa"]).to_dict()
     {'bart': 0.5, 'lisa': 1.0}
     """
@@ -101,6 +110,8 @@ def per_class_accuracy(y_true: Any, y_pred: Any, class_names: Sequence[Any]) -> 
 
 def confusion_table(y_true: Any, y_pred: Any, class_names: Sequence[Any], *, normalize: bool = False) -> pd.DataFrame:
     """The confusion matrix: rows are true classes, columns predicted classes.
+
+    Used by notebook 02, section 7, notebook 04, section 6 and notebook 05, section 5.
 
     Args:
         y_true: True labels (ids or names).
@@ -123,6 +134,8 @@ def confusion_table(y_true: Any, y_pred: Any, class_names: Sequence[Any], *, nor
 
 def classification_table(y_true: Any, y_pred: Any, class_names: Sequence[Any]) -> pd.DataFrame:
     """Precision, recall, F1 and support of each class, plus macro and weighted averages.
+
+    Taught in notebook 02, section 7 (precision, recall, F1); used again by notebook 05, section 5.
 
     Precision: of the images predicted as the class, the share that are. Recall: of the
     class's images, the share found. F1: their harmonic mean. A score with nothing to
@@ -167,6 +180,8 @@ def misclassified(
 ) -> pd.DataFrame:
     """The images the model got wrong, most confident mistakes first.
 
+    Used by notebook 02, section 7, notebook 04, section 6 and notebook 05, section 5.
+
     Args:
         paths: Image file of each row.
         y_true: True labels (ids or names).
@@ -204,6 +219,8 @@ def misclassified(
 def most_confused_pairs(y_true: Any, y_pred: Any, class_names: Sequence[Any], *, top: int = 5) -> pd.DataFrame:
     """The (true, predicted) pairs of different classes that occur most often.
 
+    Used by notebook 02, section 7.
+
     Returns:
         Columns ``true``, ``predicted``, ``count`` and ``share of true class`` (the
         share of that class's images predicted as the other), most frequent first;
@@ -227,6 +244,8 @@ def most_confused_pairs(y_true: Any, y_pred: Any, class_names: Sequence[Any], *,
 def balanced_accuracy(y_true: Any, y_pred: Any, class_names: Sequence[Any] | None = None) -> float:
     """Mean over the classes present in ``y_true`` of each class's recall (share of its images found).
 
+    Taught in notebook 04, section 6 (results: exercise 3 computes it, the kit's approaches report it).
+
     Unlike :func:`accuracy` it is not flattered by class imbalance: always answering the
     majority class scores 1 / number of classes. Matches scikit-learn's
     ``balanced_accuracy_score``; NaN when there are no images.
@@ -244,6 +263,8 @@ def balanced_accuracy(y_true: Any, y_pred: Any, class_names: Sequence[Any] | Non
 
 def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
     """The Wilson score interval for a share of ``correct`` out of ``total`` (a test accuracy).
+
+    Used by notebook 03, section 6 (the 95 % interval of each test accuracy).
 
     A test set is a sample: 230 of 245 right is 93.9 %, but another 245 frames from
     the same kind of episodes could give a few points more or less. The interval says
@@ -286,6 +307,8 @@ def accuracy_interval(
 ) -> tuple[float, float, float]:
     """Accuracy with its Wilson interval: ``(accuracy, low, high)`` (see :func:`wilson_interval`).
 
+    Used by notebook 05, section 5.
+
     >>> accuracy_interval([0, 1, 1, 0], [0, 1, 0, 0])[0]
     0.75
     """
@@ -297,6 +320,8 @@ def accuracy_interval(
 
 def accuracy_row(y_true: Any, y_pred: Any, class_names: Sequence[Any] | None = None, *, confidence: float = 0.95) -> dict[str, Any]:
     """One row of a results table: ``test accuracy``, its interval's ends and the number of test images.
+
+    Used by notebook 02, sections 7 and 9.
 
     >>> accuracy_row([0, 1, 1, 0], [0, 1, 0, 0])["test images"]
     4
