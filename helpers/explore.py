@@ -44,7 +44,10 @@ def _one_thread() -> Any:
 
 
 def embedding_methods() -> list[str]:
-    """The 2-D embedding methods available here: ``tsne`` always, ``umap`` when installed."""
+    """The 2-D embedding methods available here: ``tsne`` always, ``umap`` when installed.
+
+    Used by notebook 03, section 7 (UMAP only when installed).
+    """
     methods = ["tsne"]
     if importlib.util.find_spec("umap") is not None:
         methods.append("umap")
@@ -72,6 +75,8 @@ def embed_2d(
     max_iter: int = 500,
 ) -> np.ndarray:
     """Project features to two dimensions for a map.
+
+    Taught in notebook 03, section 7 (a map of the images); used again by notebook 05, section 8.
 
     Features are standardised and reduced with PCA first (to ``pca_components``),
     the usual recipe that makes t-SNE faster and less noisy.
@@ -131,7 +136,10 @@ def embed_2d(
 
 
 def cosine_similarity_matrix(features: Any, queries: Any | None = None) -> np.ndarray:
-    """Cosine similarity between ``queries`` (default: every image) and every image."""
+    """Cosine similarity between ``queries`` (default: every image) and every image.
+
+    Used inside :func:`nearest_neighbours` (notebook 03, section 8).
+    """
     matrix = _as_matrix(features)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     unit = matrix / np.where(norms == 0, 1.0, norms)
@@ -148,6 +156,8 @@ def cosine_similarity_matrix(features: Any, queries: Any | None = None) -> np.nd
 
 def nearest_neighbours(features: Any, query: int | Any, k: int = 8) -> pd.DataFrame:
     """The ``k`` images most similar to a query, by cosine similarity of their features.
+
+    Taught in notebook 03, section 8 (similar images).
 
     Args:
         features: Array ``(n_images, n_features)``.
@@ -180,6 +190,8 @@ def nearest_neighbours(features: Any, query: int | Any, k: int = 8) -> pd.DataFr
 def neighbour_label_agreement(features: Any, labels: Sequence[Any], k: int = 8) -> float:
     """Share of each image's ``k`` nearest neighbours that have its label (averaged).
 
+    Used by notebook 03, section 8.
+
     A quick, label-aware summary of how well the feature space groups the classes.
     """
     matrix = _as_matrix(features)
@@ -201,6 +213,9 @@ def neighbour_label_agreement(features: Any, labels: Sequence[Any], k: int = 8) 
 def imagenet_class_names(settings: Settings | None = None) -> list[str]:
     """The 1000 ImageNet class names, in the classifier's output order.
 
+    Used by notebook 01, section 1 (as ``scoring.imagenet_class_names``), notebook 03, section 9 and notebook 05,
+    section 8.
+
     Read through the backbone's own ``decode_predictions`` (the class index file in the
     kit's Keras cache), so the names are exactly the ones the classifier reports.
     """
@@ -213,6 +228,8 @@ def imagenet_class_names(settings: Settings | None = None) -> list[str]:
 
 def top_label_matrix(probabilities: Any, top: int = 5, min_probability: float = 0.0) -> np.ndarray:
     """The top-``top`` label matrix: each image keeps its ``top`` most probable labels.
+
+    Taught in notebook 03, section 9 (topics); used again by notebook 05, section 8.
 
     Args:
         probabilities: Classifier outputs, ``(n_images, n_classes)``.
@@ -238,6 +255,8 @@ def top_label_matrix(probabilities: Any, top: int = 5, min_probability: float = 
 @dataclasses.dataclass
 class Topics:
     """An NMF topic model: ``matrix ≈ weights @ components``.
+
+    Returned by :func:`nmf_topics` in notebook 03, section 9 and notebook 05, section 8.
 
     Attributes:
         weights: ``(n_images, n_topics)``: how much of each topic is in each image.
@@ -293,6 +312,8 @@ class Topics:
 def nmf_topics(matrix: Any, n_topics: int = 8, *, terms: Sequence[str] | None = None, seed: int = 0) -> Topics:
     """Factorise a non-negative image x term matrix into topics with NMF.
 
+    Taught in notebook 03, section 9 (topics); used again by notebook 05, section 8.
+
     Use it on :func:`top_label_matrix` of the ImageNet predictions (terms = class
     names: topics read like "comic_book, book_jacket, envelope") or on features taken
     after a ReLU (terms = feature numbers).
@@ -345,7 +366,10 @@ def nmf_topics(matrix: Any, n_topics: int = 8, *, terms: Sequence[str] | None = 
 
 
 def thumbnail_png(path: str, size: int = 96) -> bytes:
-    """A square PNG thumbnail of an image file (for widgets)."""
+    """A square PNG thumbnail of an image file (for widgets).
+
+    Used inside :class:`Explorer` (notebook 03, section 10).
+    """
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -356,6 +380,8 @@ def thumbnail_png(path: str, size: int = 96) -> bytes:
 
 class Explorer:
     """An ipywidgets explorer: pick an image -> its neighbours and predicted class; pick a topic -> its images.
+
+    Used by notebook 03, section 10 (the explorer) and notebook 05, section 8.
 
     Display it with ``explorer.widget`` (the last expression of a cell). Its methods
     can also be called directly, which is how the tests drive it.

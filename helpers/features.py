@@ -49,6 +49,8 @@ _DTYPES = ("float32", "float16")
 def files_fingerprint(paths: Iterable[str | os.PathLike[str]]) -> str:
     """A hash of the input files as the cache sees them: order, paths, sizes, modification times.
 
+    Used by :func:`extract_features`'s cache (notebook 03, section 3: change an image and it computes again).
+
     Any added, removed, reordered, resized or touched file changes it.
 
     Args:
@@ -77,6 +79,8 @@ def files_fingerprint(paths: Iterable[str | os.PathLike[str]]) -> str:
 def weights_fingerprint(model: "keras.Model") -> str:
     """A hash of a model's weights (shapes and values, in order): fine-tuned and random weights differ.
 
+    Used by :func:`extract_features`'s cache (notebook 03, section 3: change the weights and it computes again).
+
     Variable names are left out: Keras numbers unnamed layers per session (``dense_3``),
     and the same weights must give the same fingerprint in every session.
     """
@@ -97,6 +101,8 @@ def _output_shape(layer: Any) -> str:
 
 def architecture_fingerprint(model: "keras.Model") -> str:
     """A hash of a model's structure: each layer's type and output shape, in order (names left out).
+
+    Used by :func:`describe_extractor` (notebook 03, section 2).
 
     Two models cut from one backbone at different layers differ; the same model built
     twice (whatever names Keras gave its unnamed layers) does not.
@@ -124,6 +130,8 @@ def _source_layer(model: "keras.Model", pooling_layer: Any) -> str:
 def describe_extractor(model: "keras.Model") -> dict[str, Any]:
     """What a feature model computes: its source layer, pooling, shapes and structure.
 
+    Used by notebook 03, section 2.
+
     Models built by :func:`helpers.backbones.load_feature_extractor` end with a pooling
     layer named ``features_avg``/``features_max``/``features_flat``; the layer feeding it
     is the extracted layer. For any other model the output layer is the extracted layer.
@@ -146,6 +154,8 @@ def describe_extractor(model: "keras.Model") -> dict[str, Any]:
 def default_layer(settings: Settings | None = None) -> str:
     """The layer the kit extracts by default: the penultimate one (the Dataiku plugin's layer -2).
 
+    Used by :func:`layer_table` for its ``default`` row (notebook 03, section 2).
+
     That is the backbone's ``feature_layer`` in its classifier, or the output of its last
     block (pooled) when the classifier has no separate feature layer, exactly as
     :func:`helpers.backbones.load_feature_extractor` picks it.
@@ -164,6 +174,8 @@ def _pooled_size(shape: Sequence[int | None]) -> int | None:
 
 def layer_table(model: "keras.Model", settings: Settings | None = None) -> pd.DataFrame:
     """The layer picker: candidate layers, last first, with output shapes and feature counts.
+
+    Taught in notebook 03, section 2 (the layer picker).
 
     Args:
         model: The backbone (classifier or base), e.g. from
@@ -197,7 +209,10 @@ def layer_table(model: "keras.Model", settings: Settings | None = None) -> pd.Da
 
 
 def cache_dir(settings: Settings) -> Path:
-    """The folder holding cached features: ``<cache_dir>/features``."""
+    """The folder holding cached features: ``<cache_dir>/features``.
+
+    Used by :func:`cache_table` (notebook 03, section 3).
+    """
     return Path(settings.cache_dir) / CACHE_SUBDIR
 
 
@@ -247,7 +262,10 @@ def _write_cache(path: Path, features: np.ndarray, meta: dict[str, Any]) -> None
 
 
 def cache_table(settings: Settings) -> pd.DataFrame:
-    """What the feature cache holds: one row per file with its main metadata and size."""
+    """What the feature cache holds: one row per file with its main metadata and size.
+
+    Used by notebook 03, section 3.
+    """
     rows = []
     for path in sorted(cache_dir(settings).glob("*.npz")):
         loaded = _read_cache(path)
@@ -361,6 +379,9 @@ def extract_features(
 ) -> np.ndarray:
     """Run every image of ``frame`` through ``model``; rows come back in frame order.
 
+    Taught in notebook 03, section 3 (exercise 1 has students write its loop); used again in section 9 and by notebook
+    05, section 8.
+
     Images are decoded and resized by :func:`helpers.pipeline.make_dataset` with the
     backbone's preprocessing (the backbone named by ``settings``); the model is called
     with ``training=False``. With ``cache=True`` the result is stored under
@@ -432,6 +453,8 @@ def extract_features(
 def features_frame(frame: pd.DataFrame, features: np.ndarray) -> pd.DataFrame:
     """The Dataiku lab's "images, target, features" table: one row per image.
 
+    Taught in notebook 03, section 4 (the table: images, target, features).
+
     Args:
         frame: The frame the features were extracted from (``path``, and ``label`` and
             ``split`` when present).
@@ -457,7 +480,10 @@ def features_frame(frame: pd.DataFrame, features: np.ndarray) -> pd.DataFrame:
 
 
 def feature_matrix(table: pd.DataFrame) -> np.ndarray:
-    """Stack the ``features`` column of a :func:`features_frame` back into a 2-D array."""
+    """Stack the ``features`` column of a :func:`features_frame` back into a 2-D array.
+
+    Used by notebook 03, section 5.
+    """
     if "features" not in table.columns:
         raise ValueError("the table has no 'features' column; build it with features_frame().")
     if len(table) == 0:

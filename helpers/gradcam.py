@@ -47,6 +47,8 @@ DEFAULT_ALPHA = 0.45
 class GradCam:
     """Grad-CAM heatmaps for a batch of images.
 
+    Returned by :func:`compute` in notebook 02, section 7, notebook 04, section 6 and notebook 05, section 6.
+
     Attributes:
         images: The images as the model saw them, uint8 ``(n, size, size, 3)``.
         heatmaps: ``(n, h, w)`` in [0, 1] (the layer's grid), 1 at each image's strongest evidence;
@@ -125,6 +127,8 @@ def _logits(last: Any, inputs: Any) -> tuple[Any, bool]:
 
 def build_gradcam_model(model: "keras.Model", layer: str) -> "keras.Model":
     """A model from images to ``[layer's output, the last layer's input]`` (see :func:`compute`).
+
+    Used inside :func:`compute` (notebook 02, section 7).
 
     Raises:
         ValueError: The layer is not in the model (nor in a nested model), its output is
@@ -206,6 +210,9 @@ def compute(
 ) -> GradCam:
     """Grad-CAM heatmaps of a model's predictions (or of chosen classes) for some images.
 
+    Taught in notebook 02, section 7 (where the network looks); used again by notebook 04, section 6 and notebook 05,
+    section 6.
+
     Args:
         model: A backbone's classifier or a retrained model (see the module docstring);
             it takes images preprocessed for the settings' backbone.
@@ -273,6 +280,8 @@ def compute(
 
 def overlay(image: Any, heatmap: Any, *, alpha: float = DEFAULT_ALPHA, colormap: str = "jet") -> np.ndarray:
     """Lay a heatmap over an image: the map upsampled to the image, coloured, blended.
+
+    Used by ``plots.gradcam_grid`` (notebook 02, section 7).
 
     Args:
         image: uint8 RGB array ``(height, width, 3)``.

@@ -34,11 +34,16 @@ _PIL = 1  # decoder code in the graph: 0 = TensorFlow, 1 = Pillow
 
 
 class BadImageError(ValueError):
-    """An image file cannot be used; the message says why."""
+    """An image file cannot be used; the message says why.
+
+    Raised by :func:`load_image` (notebook 01, section 2).
+    """
 
 
 def class_names(frame_or_labels: pd.DataFrame | Iterable[Any]) -> list[Any]:
     """The sorted class names: integer ids are positions in this list.
+
+    Used by notebook 02, section 1, notebook 03, section 6 and notebook 05, section 3.
 
     Args:
         frame_or_labels: A dataset frame (its ``label`` column) or the labels themselves.
@@ -49,6 +54,8 @@ def class_names(frame_or_labels: pd.DataFrame | Iterable[Any]) -> list[Any]:
 
 def encode_labels(labels: Iterable[Any], classes: Sequence[Any]) -> np.ndarray:
     """Class names to integer ids (positions in ``classes``).
+
+    Used by notebook 02, section 7 and notebook 05, section 5.
 
     Raises:
         ValueError: A label is not in ``classes``.
@@ -66,6 +73,8 @@ def encode_labels(labels: Iterable[Any], classes: Sequence[Any]) -> np.ndarray:
 
 def to_rgb(image: Any) -> np.ndarray:
     """A Pillow image of any mode as an 8-bit RGB array.
+
+    Used inside :func:`decode_with_pil`, for every image :func:`load_image` reads (notebook 01, section 2).
 
     16-bit and 32-bit grayscale are scaled to 0..255, transparency is composited on
     white, CMYK and palette images are converted.
@@ -87,7 +96,10 @@ def to_rgb(image: Any) -> np.ndarray:
 
 
 def decode_with_pil(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image with Pillow: first frame, EXIF rotation applied, 8-bit RGB."""
+    """Decode an image with Pillow: first frame, EXIF rotation applied, 8-bit RGB.
+
+    Used inside :func:`load_image` (notebook 01, section 2).
+    """
     from PIL import Image, ImageOps
 
     with Image.open(path) as image:
@@ -125,6 +137,8 @@ def _resize(tf: Any, image: Any, size: int) -> Any:
 
 def load_image(path: str | os.PathLike, size: int | None = None, *, settings: Settings | None = None) -> np.ndarray:
     """Load one image as the pipeline does: 8-bit RGB, resized to ``size`` x ``size``.
+
+    Taught in notebook 01, section 2 (preprocessing); used again by notebook 02, section 4 and notebook 04, section 4.
 
     Args:
         path: Image file.
@@ -252,6 +266,8 @@ def make_dataset(
 ) -> Any:
     """A ``tf.data.Dataset`` of image batches (and integer labels) from files.
 
+    Taught in notebook 03, section 3 (extracting features).
+
     Every file is checked first (cached scan); unusable files stop here with a list,
     never mid-epoch. With ``shuffle=False`` the batches keep the order of ``paths``;
     with ``shuffle=True`` (training) a file that breaks after the check is skipped
@@ -356,6 +372,8 @@ def split_datasets(
 ) -> dict[str, Any]:
     """One dataset per split of a split frame, sharing one class list.
 
+    Used by ``approaches`` to train the from-scratch models (notebook 04, section 3).
+
     The training set is shuffled (and augmented when ``augment`` is given); the
     validation and test sets keep the frame's order.
 
@@ -448,6 +466,8 @@ def measure_throughput(
     repeats: int = 2,
 ) -> dict[str, float]:
     """Images per second: the kit's pipeline against bare decoding and resizing.
+
+    Not called in a notebook: it times the input pipeline, where notebook 00, section 4 times the backbone.
 
     The files are read once first so that every measurement starts from the page
     cache; each figure is the best of ``repeats`` full passes.

@@ -101,6 +101,8 @@ def image_grid(
 ) -> "matplotlib.figure.Figure":
     """Images in a grid, each with its title (label) above it.
 
+    Used by notebook 04, section 1 and notebook 05, sections 3 and 8.
+
     Args:
         images: File paths or uint8 arrays (height, width, 3).
         titles: One caption per image (e.g. its label); none by default.
@@ -133,6 +135,8 @@ def sample_grid(
 ) -> "matplotlib.figure.Figure":
     """A few images of each class of a dataset frame (``path``, ``label``), labelled.
 
+    Used by notebook 02, section 1 and notebook 05, section 2.
+
     Args:
         frame: Dataset frame.
         per_class: Images shown per class (fewer when a class has fewer).
@@ -149,6 +153,8 @@ def sample_grid(
 
 def class_counts(frame: pd.DataFrame, *, by: str | None = "split", title: str = "Images per class") -> "matplotlib.figure.Figure":
     """A bar chart of images per class (stacked by split when the frame has one).
+
+    Used by notebook 02, section 1.
 
     Args:
         frame: A frame with a ``label`` column (and ``split``).
@@ -195,6 +201,8 @@ def learning_curves(
     title: str | None = None,
 ) -> "matplotlib.figure.Figure":
     """Training and validation curves per epoch, with a dashed line where each new phase starts.
+
+    Used by notebook 02, sections 5 and 6, notebook 04, sections 2 and 3, and notebook 05, section 4.
 
     Args:
         history: A table from :func:`helpers.callbacks.merge_histories` (or
@@ -245,6 +253,8 @@ def confusion_matrix(
 ) -> "matplotlib.figure.Figure":
     """A confusion matrix as a heat map with the counts written in (rows true, columns predicted).
 
+    Used by notebook 02, section 7 and notebook 05, section 5.
+
     Args:
         table: A count table from :func:`helpers.evaluation.confusion_table`.
         normalize: Colour and label by each row's share instead of counts.
@@ -283,6 +293,8 @@ def misclassified_gallery(
 ) -> "matplotlib.figure.Figure":
     """The model's mistakes: each image with its true label, predicted label and probability.
 
+    Used by notebook 02, section 7, notebook 04, section 6 and notebook 05, section 5.
+
     Args:
         table: From :func:`helpers.evaluation.misclassified` (``path``, ``true``,
             ``predicted``, ``probability``), most confident mistakes first.
@@ -314,6 +326,8 @@ def augmentation_grid(
     seed: int | None = None,
 ) -> "matplotlib.figure.Figure":
     """Each image before (first column) and after ``variants`` random augmentations.
+
+    Used by notebook 02, section 4 (data augmentation).
 
     Args:
         images: uint8 arrays (height, width, 3) of one size, or file paths (resized
@@ -364,6 +378,8 @@ def confusion_matrix_grid(
     title: str | None = None,
 ) -> "matplotlib.figure.Figure":
     """Several confusion matrices side by side (one per model), counts written in, rows true.
+
+    Used by notebook 04, section 6.
 
     For comparing models on the same test images: every matrix uses the same colour
     scale, so a darker off-diagonal cell is more mistakes in any panel.
@@ -429,6 +445,8 @@ def predictions(
 ) -> "matplotlib.figure.Figure":
     """An image grid with each image's labels and probabilities under it (errors in red).
 
+    Used by notebook 01, section 5, notebook 02, section 8 and notebook 05, section 7.
+
     Args:
         table: A results table (:func:`helpers.scoring.results_table`).
         limit: Most images shown (the first rows).
@@ -491,6 +509,8 @@ def embedding_map(
 ) -> "matplotlib.figure.Figure":
     """A 2-D map of images (t-SNE/UMAP coordinates) coloured by class, with some thumbnails on it.
 
+    Used by notebook 03, section 7 and notebook 05, section 8.
+
     Args:
         coords: ``(n, 2)`` coordinates (:func:`helpers.explore.embed_2d`).
         labels: Class of each image (colours and legend).
@@ -551,6 +571,8 @@ def similar_images(
 ) -> "matplotlib.figure.Figure":
     """The query image, then its most similar images with rank, class and similarity.
 
+    Used by notebook 03, section 8.
+
     A neighbour's title is green when it has the query's class, red otherwise.
 
     Args:
@@ -594,6 +616,8 @@ def topic_images(
     size: int = 96,
 ) -> "matplotlib.figure.Figure":
     """One strip per topic: its top terms, then the images with the most of it.
+
+    Used by notebook 03, section 9 and notebook 05, section 8.
 
     Each strip is one image (thumbnails side by side), so that even many topics draw quickly.
 
@@ -643,6 +667,8 @@ def comparison(
 ) -> "matplotlib.figure.Figure":
     """Bar chart of accuracy and balanced accuracy per approach, best on top, training time in brackets.
 
+    Used by notebook 04, section 6.
+
     Args:
         table: A comparison table (columns ``approach``, ``accuracy``, ``balanced_accuracy``,
             ``train_seconds``), best first, as :func:`helpers.approaches.comparison_table` returns.
@@ -680,6 +706,8 @@ def sample_efficiency(
     summary: pd.DataFrame, *, error: str = "std", chance: float | None = None, title: str | None = None
 ) -> "matplotlib.figure.Figure":
     """Test accuracy against training images per class, one line per approach, with error bars.
+
+    Used by notebook 04, section 7.
 
     Args:
         summary: The output of :func:`helpers.sample_efficiency.summarize_sample_efficiency`.
@@ -728,6 +756,8 @@ def gradcam_grid(
     title: str | None = None,
 ) -> "matplotlib.figure.Figure":
     """Each image beside its Grad-CAM overlay (red = where the evidence for the class lies).
+
+    Used by notebook 02, section 7, notebook 04, section 6 and notebook 05, section 6.
 
     Args:
         result: From :func:`helpers.gradcam.compute`.
