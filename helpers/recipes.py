@@ -79,6 +79,8 @@ TABLE_FORMATS = (".csv", ".parquet")
 def list_images(location: str | os.PathLike) -> tuple[list[str], list[str]]:
     """The image files of a folder (sub-folders included, sorted), or a single image file.
 
+    Used by notebook 05, sections 7 and 8.
+
     Hidden files and archive leftovers (``__MACOSX``) are ignored.
 
     Returns:
@@ -117,6 +119,8 @@ def save_model(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Save a retrained classifier as a model folder: ``model.keras``, ``model.json`` and extra files.
+
+    Taught in notebook 05, section 7 (save the model and label new images).
 
     ``model.json`` records what the model needs to be used again: backbone, alpha,
     input size (the preprocessing), class names in output order, and ``results``. The
@@ -225,7 +229,10 @@ def load_model(location: str | os.PathLike) -> tuple["keras.Model", dict[str, An
 
 
 def model_settings(info: dict[str, Any], settings: Settings | None = None) -> Settings:
-    """Settings whose backbone, alpha and input size are a saved model's (so images are preprocessed as in training)."""
+    """Settings whose backbone, alpha and input size are a saved model's (so images are preprocessed as in training).
+
+    Used by :func:`score_images`, for the ``python -m helpers score`` command (notebook 05, section 7 shows it).
+    """
     settings = settings or load_settings()
     return settings.replace(backbone=info["backbone"], alpha=info.get("alpha"), image_size=info["image_size"])
 
@@ -235,6 +242,8 @@ def model_settings(info: dict[str, Any], settings: Settings | None = None) -> Se
 
 def lab_table(table: pd.DataFrame) -> pd.DataFrame:
     """A results table (:func:`helpers.scoring.results_table`) in the lab's CSV form.
+
+    Used by notebook 05, section 7 (the lab's table form).
 
     ``prediction`` becomes JSON text (``{"homer_simpson": 0.93}``, most probable first,
     ``{}`` when no label reaches the threshold) and ``error`` an empty string for a
@@ -257,6 +266,9 @@ def lab_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def write_table(table: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write a table as CSV or Parquet (by the file's suffix), atomically.
+
+    Not called in a notebook: the ``python -m helpers score`` and ``extract`` commands write their CSV with it (notebook
+    05, section 7 shows the first).
 
     In CSV, list and array cells (feature vectors) are written as JSON lists; in
     Parquet they stay lists of floats.
@@ -304,6 +316,9 @@ def score_images(
 ) -> pd.DataFrame:
     """Label images with the ImageNet classifier, or with a saved model: the lab's results table.
 
+    Not called in a notebook: the ``python -m helpers score`` command uses it (notebook 05, section 7 shows that
+    command).
+
     Args:
         paths: Image files (:func:`list_images`).
         settings: Course settings (backbone for the ImageNet classifier, batch size, cache).
@@ -338,6 +353,8 @@ def extract_images(
     progress: bool = False,
 ) -> pd.DataFrame:
     """One layer's values for each image (the lab's feature extraction): ``image``, ``features``, ``error``.
+
+    Not called in a notebook: the ``python -m helpers extract`` command uses it (named in notebook 05's summary).
 
     Args:
         paths: Image files.
@@ -384,6 +401,8 @@ def labelled_images(
 ) -> pd.DataFrame:
     """A labelled dataset: class folders (``images/<class>/<image>``), or a labels table.
 
+    Used by notebook 05, section 1 (class folders, a zip or a labels table).
+
     Args:
         images: The image folder.
         labels: None = the sub-folders are the classes; else a CSV file (or frame) with a
@@ -401,6 +420,8 @@ def labelled_images(
 
 def limit_per_class(frame: pd.DataFrame, per_class: int, *, seed: int = 0) -> pd.DataFrame:
     """At most ``per_class`` images of each class (0 = all), chosen by a hash of the file name.
+
+    Used by notebook 05, sections 2 and 8.
 
     The same files are kept on every run and every machine, and adding images to one
     class never changes the choice in another.
@@ -433,6 +454,8 @@ def split_without_leakage(
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Split a labelled dataset so that near-duplicate images never straddle two splits.
 
+    Taught in notebook 05, section 3 (a split that does not leak).
+
     Photos of one burst or copies of one picture give almost the same features: they
     are grouped (:func:`helpers.splits.near_duplicate_groups` on the backbone's
     features), and each group goes whole to train, validation or test
@@ -458,6 +481,8 @@ def split_without_leakage(
 
 def duplicate_groups(frame: pd.DataFrame, values: Any, *, threshold: float | None = None) -> pd.Series:
     """Near-duplicate groups (:func:`helpers.splits.near_duplicate_groups`), named by path inside the folder.
+
+    Taught in notebook 05, section 3 (a split that does not leak); used again in section 8.
 
     Groups are named after a member's path relative to the images' common folder
     (``dog/pic_001.jpg``), not its bare file name: cameras and datasets reuse names
@@ -527,6 +552,9 @@ def retrain(
 class RetrainResult:
     """What the ``retrain`` command did.
 
+    Not called in a notebook: what :func:`run_retrain` returns to the ``python -m helpers retrain`` command (named in
+    notebook 05's summary).
+
     Attributes:
         folder: The model folder (:func:`save_model`).
         frame: The dataset with its ``group`` and ``split`` columns.
@@ -551,7 +579,11 @@ def retrain_report(
     test_accuracy: float,
     table: pd.DataFrame | None,
 ) -> str:
-    """The short report written beside a retrained model: data, split, phases, test scores."""
+    """The short report written beside a retrained model: data, split, phases, test scores.
+
+    Not called in a notebook: :func:`run_retrain` writes it for the ``python -m helpers retrain`` command (named in
+    notebook 05's summary).
+    """
     backbone = backbones.get_backbone(settings=retrainer.settings)
     counts = frame.groupby(["label", "split"]).size().unstack(fill_value=0)
     groups = frame["group"].nunique() if "group" in frame.columns else len(frame)
@@ -595,6 +627,9 @@ def run_retrain(
     progress: bool = True,
 ) -> RetrainResult:
     """The whole retraining recipe, as the ``retrain`` command runs it: load, scan, split, train, test, save.
+
+    Not called in a notebook: the ``python -m helpers retrain`` command (named in notebook 05's summary) does sections 1
+    to 7 of notebook 05 with it, in one call.
 
     Raises:
         FileNotFoundError: The images or the labels table do not exist.

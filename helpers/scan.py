@@ -70,6 +70,8 @@ _LOADED: set[str] = set()  # cache files already read into memory
 class ScanResult:
     """What :func:`scan_images` found.
 
+    Returned by :func:`scan_images` in notebook 05, sections 2 and 8.
+
     Attributes:
         good: The usable rows, with ``width``, ``height``, ``format``, ``mode`` and
             ``decoder`` columns added.
@@ -140,6 +142,8 @@ def _choose_decoder(image: Any, fmt: str) -> str:
 
 def inspect_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
     """Check one file without the cache.
+
+    Used inside :func:`inspect_paths` (notebook 05, section 2).
 
     Returns:
         A dict with ``kind`` (None when usable, else one of :data:`KINDS`), ``reason``,
@@ -234,7 +238,10 @@ def _save_disk_cache(path: Path) -> None:
 
 
 def clear_cache(settings: Settings | None = None) -> None:
-    """Forget every cached scan result (in memory, and on disk when settings are given)."""
+    """Forget every cached scan result (in memory, and on disk when settings are given).
+
+    Not called in a notebook: forgets what the scan of notebook 05, section 2 remembers.
+    """
     with _LOCK:
         _MEMORY.clear()
         _LOADED.clear()
@@ -276,7 +283,10 @@ def inspect_paths(
     cache: bool = True,
     workers: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Check many files (cached), in order; see :func:`inspect_file` for the records."""
+    """Check many files (cached), in order; see :func:`inspect_file` for the records.
+
+    Used inside :func:`scan_images` (notebook 05, section 2) and by ``pipeline.load_image`` (notebook 01, section 2).
+    """
     paths = [str(Path(p).expanduser()) for p in paths]
     if max_pixels < 1:
         raise ValueError("max_pixels must be a positive number of pixels (for example 40_000_000).")
@@ -303,6 +313,8 @@ def inspect_paths(
 def usable_rows(paths: Sequence[str], *, settings: Settings | None = None) -> tuple[list[int], list[str | None]]:
     """Positions of the readable images among ``paths``, and per file an error (``"kind: reason"``) or None.
 
+    Used inside ``scoring.predict_files``: the unreadable file of notebook 01, section 4 gets an error, not a crash.
+
     Used by the scoring and recipe helpers to process the good files and report the bad ones.
     """
     errors: list[str | None] = [None] * len(paths)
@@ -317,6 +329,8 @@ def usable_rows(paths: Sequence[str], *, settings: Settings | None = None) -> tu
 
 def check_classes(good: pd.DataFrame, scanned: pd.DataFrame, *, min_classes: int = 2) -> None:
     """Stop with a clear error when the usable images cannot train a classifier.
+
+    Used inside :func:`scan_images` (notebook 05, section 2).
 
     Args:
         good: The usable rows.
@@ -361,6 +375,8 @@ def scan_images(
     min_classes: int | None = 2,
 ) -> ScanResult:
     """Check every image of a dataset and separate usable files from problems.
+
+    Taught in notebook 05, section 2 (every file checked); used again in section 8.
 
     Args:
         frame: A dataset frame (``path`` column, usually ``label``), or a list of paths.
@@ -414,6 +430,8 @@ def decoders_for(
     paths: Sequence[str], *, settings: Settings | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> list[str]:
     """The decoder (``tf`` or ``pil``) for each path, refusing unusable files.
+
+    Used inside ``pipeline.make_dataset`` (notebook 03, section 3).
 
     Raises:
         ValueError: Some files are unusable; the message lists them and says to run

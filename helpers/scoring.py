@@ -83,6 +83,8 @@ def top_k_with_threshold(
 ) -> dict[str, float]:
     """The ``k`` most probable labels of one image, keeping only those at or above a threshold.
 
+    Taught in notebook 01, section 3 (exercise 2 has students write it; this is the reference).
+
     Args:
         probabilities: One image's class probabilities, shape ``(n_classes,)``.
         class_names: Name of each class, in the classifier's output order.
@@ -109,6 +111,8 @@ def top_k_with_threshold(
 @dataclasses.dataclass
 class Scores:
     """The classifier's output for a list of files.
+
+    Returned by :func:`predict_files` in notebook 01, sections 4 and 5 (``table``, ``take``, ``concat``).
 
     Attributes:
         paths: Each file, as given.
@@ -165,6 +169,8 @@ def results_table(
 ) -> pd.DataFrame:
     """The results table: one row per file, columns ``image``, ``predictions``, ``error``.
 
+    Taught in notebook 01, section 4 (exercise 3 has students write it; this is the reference).
+
     Args:
         paths: The files, in order.
         probabilities: ``(n_files, n_classes)`` (rows of files with an error are ignored).
@@ -209,6 +215,8 @@ def predict_files(
     progress: bool = False,
 ) -> Scores:
     """Run the classifier over files; unreadable files are reported, not fatal.
+
+    Taught in notebook 01, section 4; used again by notebook 02, sections 7 and 8 and notebook 05, section 7.
 
     Every file is checked first (:func:`helpers.scan.inspect_paths`: missing, empty,
     corrupt, not an image...); the usable ones go through the kit's input pipeline
@@ -263,6 +271,9 @@ def score_files(
 ) -> pd.DataFrame:
     """Score files into the results table (``image``, ``predictions``, ``error``).
 
+    Not called in a notebook: the ``python -m helpers score`` command uses it (notebook 05, section 7 shows that
+    command).
+
     Shorthand for ``predict_files(...).table(k, min_probability)``; see :func:`predict_files`.
     """
     _check_k_and_threshold(k, min_probability)
@@ -274,6 +285,8 @@ def score_files(
 
 def format_predictions(predictions: Mapping[str, float], error: str | None = None) -> str:
     """One image's labels as short text, most probable first.
+
+    Used inside :func:`slider_table` (notebook 01, section 5).
 
     >>> format_predictions({"comic_book": 0.791, "jigsaw_puzzle": 0.031})
     'comic_book 0.79 · jigsaw_puzzle 0.03'
@@ -328,6 +341,8 @@ def cartoon_or_paper_share(
     top_labels: Sequence[str | None], labels: frozenset[str] | set[str] = CARTOON_OR_PAPER_LABELS
 ) -> float:
     """Share of scored images whose top ImageNet label is a cartoon or paper object.
+
+    Used by notebook 01, section 6.
 
     Args:
         top_labels: Each image's most probable label (None for an unreadable file,

@@ -17,6 +17,8 @@ from helpers.settings import Settings, load_settings
 class Session:
     """What a notebook needs after setup.
 
+    The ``kit`` of every notebook's setup cell; notebook 00, section 2 prints its parts.
+
     Attributes:
         settings: The resolved course settings.
         device: The device report (GPUs, strategy, advice).
@@ -60,6 +62,8 @@ class Session:
 
 def start(verbose: bool = True, **overrides: Any) -> Session:
     """Set the kit up for a notebook: settings, the writable Keras cache, devices.
+
+    Used by the setup cell of every notebook, notebook 00 first.
 
     Order matters: ``KERAS_HOME`` is set before Keras is imported, and GPU memory
     settings are applied before TensorFlow initialises the GPUs.

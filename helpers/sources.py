@@ -40,11 +40,18 @@ DROPPED_COLUMNS = ["path", "label", "reason"]
 
 
 class DatasetError(ValueError):
-    """A dataset cannot be used as it is (no images, one class, an empty class folder)."""
+    """A dataset cannot be used as it is (no images, one class, an empty class folder).
+
+    Not called in a notebook: raised for a dataset that cannot be used, for example by ``recipes.labelled_images``
+    (notebook 05, section 1).
+    """
 
 
 class DroppedRowsWarning(UserWarning):
-    """Some rows were dropped from a dataset; ``sources.dropped(frame)`` lists them."""
+    """Some rows were dropped from a dataset; ``sources.dropped(frame)`` lists them.
+
+    Used by notebook 05, section 1 (the dropped rows are shown instead).
+    """
 
 
 def _is_hidden(name: str) -> bool:
@@ -74,6 +81,8 @@ def _finish(rows: list[dict[str, Any]], dropped_rows: list[dict[str, Any]], orig
 
 def dropped(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows a source function dropped, with the reason for each.
+
+    Used by notebook 05, section 1.
 
     Args:
         frame: A frame returned by :func:`from_folders`, :func:`from_table` or
@@ -109,6 +118,8 @@ def _is_whole(value: Any) -> bool:
 def normalise_labels(labels: Iterable[Any]) -> pd.Series:
     """Labels as whole numbers (int64) when they all are, else as stripped strings.
 
+    Used inside every reader of this module, for example for notebook 05, section 1.
+
     A CSV column of integer labels with a gap becomes floats (``1.0``) in pandas;
     this turns them back into ints, so ``1`` and ``1.0`` are one class.
 
@@ -125,6 +136,8 @@ def normalise_labels(labels: Iterable[Any]) -> pd.Series:
 
 def from_folders(root: str | os.PathLike, *, min_classes: int = 2) -> pd.DataFrame:
     """A dataset from one folder per class: ``root/<class>/<image>`` (subfolders included).
+
+    Used by ``recipes.labelled_images`` for class folders (notebook 05, section 1).
 
     Hidden files and archive leftovers (``__MACOSX``) are ignored; files whose names
     are not images (``notes.txt``) and files outside any class folder are dropped and
@@ -204,6 +217,8 @@ def from_table(
 ) -> pd.DataFrame:
     """A dataset from a labels table (CSV file or DataFrame).
 
+    Used by ``recipes.labelled_images`` for a labels table (notebook 05, section 1).
+
     Relative paths are resolved against ``image_dir``; for a CSV file without
     ``image_dir``, against the CSV's own folder. Rows with a missing label (empty,
     NaN) or a file that does not exist are dropped and reported.
@@ -273,6 +288,8 @@ RULES: Mapping[str, str] = {
 def label_rule(rule: str | Callable[[Path], Any]) -> Callable[[Path], Any]:
     """Turn a rule (see :data:`RULES`) into a function ``Path -> label or None``.
 
+    Used inside :func:`from_filenames` (notebook 03, section 4).
+
     >>> path = Path("photos/bart_simpson_0042.jpg")
     >>> label_rule("folder")(path), label_rule("before_number")(path), label_rule("_0")(path)
     ('photos', 'bart_simpson', 'bart_simpson')
@@ -311,6 +328,8 @@ def from_filenames(
     rule: str | Callable[[Path], Any] = "folder",
 ) -> pd.DataFrame:
     """A dataset whose labels are parsed from the file names.
+
+    Taught in notebook 03, section 4 (the target parsed from the file names).
 
     Args:
         paths_or_dir: A folder (every image file under it) or a list of files.
@@ -355,6 +374,9 @@ TEST_FOLDERS = ("test", "testing", "val", "valid", "validation")
 
 def from_split_folders(root: str | os.PathLike, *, min_classes: int = 2) -> pd.DataFrame:
     """A dataset that comes already split: ``root/train/<class>/`` and ``root/val/<class>/`` (or ``test/``).
+
+    Not called in a notebook: notebook 05, section 1 reads unsplit class folders with :func:`from_folders`; this reads
+    folders that come already split.
 
     The hymenoptera (ants and bees) layout of the PyTorch transfer-learning tutorial.
     The held-out folder (``val``, ``valid``, ``validation``, ``test`` or ``testing``)
@@ -407,6 +429,8 @@ def from_split_folders(root: str | os.PathLike, *, min_classes: int = 2) -> pd.D
 
 def common_folder(paths: Iterable[str]) -> str:
     """The deepest folder containing every path (for messages that name a folder).
+
+    Used by ``recipes.duplicate_groups`` (notebook 05, section 3).
 
     >>> common_folder(["data/simpsons/bart/1.jpg", "data/simpsons/lisa/2.jpg"])
     'data/simpsons'

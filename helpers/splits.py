@@ -50,7 +50,11 @@ _FRAME_NUMBER = re.compile(r"(\d+)(?!.*\d)")
 
 
 class SmallClassWarning(UserWarning):
-    """A class has too few images for a meaningful split."""
+    """A class has too few images for a meaningful split.
+
+    Not called in a notebook: :func:`split_dataset` warns with it, for example on your own images (notebook 05, section
+    3).
+    """
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
@@ -220,6 +224,8 @@ def split_dataset(
 def frame_number(path: str) -> int | None:
     """The last number in a file's name (``pic_0042.jpg`` -> 42), or None.
 
+    Used inside :func:`frame_number_groups` (notebook 02, section 1: ``pic_0042.jpg``).
+
     >>> frame_number("simpsons_dataset/bart_simpson/pic_0042.jpg"), frame_number("cover.jpg")
     (42, None)
     """
@@ -289,6 +295,8 @@ def near_duplicate_groups(
 ) -> pd.Series:
     """Groups of near-duplicate images: closer than ``threshold`` in the backbone's features.
 
+    Used by ``recipes.duplicate_groups`` (notebook 05, sections 3 and 8).
+
     Bursts of photos, resized copies and re-encoded files give almost the same
     features; left apart they would put the same picture on both sides of the split.
     Images closer than ``threshold`` (cosine distance of the feature vectors) are one
@@ -334,6 +342,8 @@ def cross_split_duplicates(
 ) -> pd.DataFrame:
     """Pairs of near-duplicate images that sit in different splits (the leaks of a split).
 
+    Used by notebook 04, section 2 (near-duplicates across the splits).
+
     Args:
         frame: A split frame (``path``, ``split``).
         features: One feature vector per row, in the frame's order.
@@ -358,6 +368,8 @@ def cross_split_duplicates(
 
 def split_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Images per class and split, with totals (the table the notebooks show).
+
+    Used by notebook 02, section 1, notebook 03, section 1, notebook 04, section 1 and notebook 05, section 3.
 
     With a ``group`` column, a last row ``groups`` counts the groups in each split
     (each group sits in one split only, so the columns add up to the total).
@@ -385,6 +397,8 @@ def split_summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 def subset(frame: pd.DataFrame, split: str) -> pd.DataFrame:
     """The rows of one split, index reset.
+
+    Used by notebook 02, sections 1, 4 and 7 and notebook 05, section 5.
 
     >>> frame = pd.DataFrame({"path": ["a.jpg", "b.jpg", "c.jpg"], "split": ["train", "test", "train"]})
     >>> subset(frame, "train")["path"].tolist()

@@ -38,7 +38,10 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
 
 
 def upload_widget(kind: str = "images") -> "ipywidgets.FileUpload":
-    """An upload button: ``images`` (several files), ``zip`` (one archive of class folders) or ``table`` (a CSV)."""
+    """An upload button: ``images`` (several files), ``zip`` (one archive of class folders) or ``table`` (a CSV).
+
+    Used by notebook 05, sections 1 and 7.
+    """
     import ipywidgets
 
     if kind not in _ACCEPT:
@@ -49,6 +52,8 @@ def upload_widget(kind: str = "images") -> "ipywidgets.FileUpload":
 
 def uploaded_files(value: Any) -> list[tuple[str, bytes]]:
     """``(name, content)`` of each uploaded file, from a ``FileUpload.value`` (ipywidgets 8 or 7).
+
+    Used inside :func:`save_uploads` (notebook 05, sections 1 and 7).
 
     >>> uploaded_files(({"name": "a.jpg", "content": memoryview(b"xy")},))
     [('a.jpg', b'xy')]
@@ -67,6 +72,8 @@ def uploaded_files(value: Any) -> list[tuple[str, bytes]]:
 def clean_name(name: str) -> str:
     """A safe file name from an uploaded one: no folders, no leading dots, plain characters.
 
+    Used inside :func:`save_uploads` and :func:`unpack_images` (notebook 05, section 1).
+
     >>> clean_name("../../etc/passwd")
     'passwd'
     >>> clean_name("My photo (1).JPG")
@@ -81,6 +88,8 @@ def clean_name(name: str) -> str:
 
 def save_uploads(value: Any, folder: str | os.PathLike) -> list[Path]:
     """Write uploaded files into ``folder`` (created) and return their paths, in upload order.
+
+    Used by notebook 05, sections 1 and 7.
 
     Names are cleaned (:func:`clean_name`); a name already taken gets ``-2``, ``-3``...
     unless the file there has the same content (uploading twice gives one file).
@@ -119,6 +128,8 @@ def unpack_images(
     archive: str | os.PathLike, into: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> Path:
     """Unpack an archive of images once and return the folder holding its class folders.
+
+    Used by notebook 05, section 1 (the archive unpacked once, safely).
 
     The archive is unpacked into ``into/<archive name>-<hash of its content>``, so the same
     archive is unpacked once however often the notebook runs, and another archive never
