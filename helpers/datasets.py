@@ -583,8 +583,8 @@ _SELECTORS: dict[str, Callable[[Path, Settings], pd.DataFrame]] = {
 def load_dataset(name: str, settings: Settings | None = None, *, download_ok: bool = True) -> pd.DataFrame:
     """Load a course dataset, sized by the run profile.
 
-    Used by every notebook: notebook 00, section 4; notebook 01, section 2; notebooks 02, 03 and 04, section 1; notebook
-    05, section 7.
+    Used by every notebook: notebook 00, section 4; notebook 01, section 2; notebooks 02, 03 and 04, section 1;
+    notebook 05, section 7.
 
     Args:
         name: ``simpsons``, ``photo_vs_drawing`` or ``photos`` (see :data:`CATALOG`).

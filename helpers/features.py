@@ -379,8 +379,8 @@ def extract_features(
 ) -> np.ndarray:
     """Run every image of ``frame`` through ``model``; rows come back in frame order.
 
-    Taught in notebook 03, section 3 (exercise 1 has students write its loop); used again in section 9 and by notebook
-    05, section 8.
+    Taught in notebook 03, section 3 (exercise 1 has students write its loop); used again in section 9 and by
+    notebook 05, section 8.
 
     Images are decoded and resized by :func:`helpers.pipeline.make_dataset` with the
     backbone's preprocessing (the backbone named by ``settings``); the model is called

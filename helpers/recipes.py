@@ -267,8 +267,8 @@ def lab_table(table: pd.DataFrame) -> pd.DataFrame:
 def write_table(table: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write a table as CSV or Parquet (by the file's suffix), atomically.
 
-    Not called in a notebook: the ``python -m helpers score`` and ``extract`` commands write their CSV with it (notebook
-    05, section 7 shows the first).
+    Not called in a notebook: the ``python -m helpers score`` and ``extract`` commands write their CSV with it
+    (notebook 05, section 7 shows the first).
 
     In CSV, list and array cells (feature vectors) are written as JSON lists; in
     Parquet they stay lists of floats.

@@ -115,11 +115,30 @@ def test_switching_tensorflow_flavour_removes_the_other_one_first(tmp_path):
 
 
 # Modules whose every public helper says where a student meets it ("Taught in notebook 02,
-# section 3", or which notebook step uses it): the retraining and comparison modules.
+# section 3", "Used by notebook 04, section 2", or where it serves when no notebook calls it):
+# every student-facing module.
 TEACHING_MODULES = (
     "heads", "freezing", "compiling", "callbacks", "retraining", "saved_models", "scratch_models", "approaches",
-    "sample_efficiency",
+    "sample_efficiency", "backbones", "classic", "datasets", "evaluation", "explore", "features", "gradcam",
+    "pipeline", "plots", "recipes", "scan", "scoring", "session", "sources", "splits", "uploads",
 )
+# The instructor's and the kit's own tooling: outside that rule.
+TOOLING_MODULES = (
+    "course", "release", "validation", "submissions", "grading", "grading_steps", "sandbox", "cgroups", "tamper",
+    "checks", "timing", "course_commands", "hub", "exchange", "servers", "bundle", "kernel", "contents", "workshop",
+    "cli", "files", "output_noise", "tensorboard_proxy", "weights", "download", "device", "settings", "prepare",
+    "recipe_commands",
+)
+
+
+def test_every_module_is_either_student_facing_or_tooling():
+    modules = {path.stem for path in (ROOT / "helpers").glob("*.py")} - {"__init__", "__main__"}
+    listed = set(TEACHING_MODULES) | set(TOOLING_MODULES)
+    assert not set(TEACHING_MODULES) & set(TOOLING_MODULES), "a module is either student-facing or tooling"
+    assert modules == listed, (
+        f"add {sorted(modules - listed)} to TEACHING_MODULES (students call it) or TOOLING_MODULES, "
+        f"and remove {sorted(listed - modules)}."
+    )
 
 
 def test_every_public_helper_of_the_teaching_modules_names_its_notebook():
