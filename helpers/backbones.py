@@ -333,7 +333,8 @@ def load_base(
 ) -> "keras.Model":
     """Load the convolutional base (no classifier), for feature extraction and fine-tuning.
 
-    Taught in notebook 02, section 2 (the base); used again by notebook 00, section 4 and notebook 03, section 6.
+    Taught in notebook 02, section 2 (the base); used again in sections 3 and 9, by notebook 00, section 4 and by
+    notebook 03, section 6.
 
     Args:
         settings: Course settings; loaded when omitted.

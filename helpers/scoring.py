@@ -216,7 +216,8 @@ def predict_files(
 ) -> Scores:
     """Run the classifier over files; unreadable files are reported, not fatal.
 
-    Taught in notebook 01, section 4; used again by notebook 02, sections 7 and 8 and notebook 05, section 7.
+    Taught in notebook 01, section 4; used again in section 5, by notebook 02, sections 7 and 8 and by notebook 05,
+    section 7.
 
     Every file is checked first (:func:`helpers.scan.inspect_paths`: missing, empty,
     corrupt, not an image...); the usable ones go through the kit's input pipeline
