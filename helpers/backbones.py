@@ -445,7 +445,7 @@ def block_input_layer(model: "keras.Model", backbone: Backbone, n_blocks: int = 
 
 
 def table_rows(names: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """The backbone table as rows (for notebooks and the README).
+    """The backbone table as rows.
 
     Not called in a notebook: the backbones ``KIT_BACKBONE`` chooses from (notebook 00, section 2).
     """

@@ -610,7 +610,10 @@ def load_dataset(name: str, settings: Settings | None = None, *, download_ok: bo
 
 
 def catalog_rows() -> list[dict[str, str]]:
-    """The catalog as rows (for the README and notebook 00)."""
+    """The catalog as rows: name, title, layout, upstream, grouping, test set and licence.
+
+    Not called in a notebook: notebook 00, section 4 goes through :data:`CATALOG` itself.
+    """
     return [
         {
             "dataset": spec.name,
