@@ -405,7 +405,9 @@ def labelled_images(
 
     Args:
         images: The image folder.
-        labels: None = the sub-folders are the classes; else a CSV file (or frame) with a
+        labels: None = the sub-folders are the classes (or, for ``train/`` + ``val/`` or
+            ``test/`` folders of classes, the held-out folder is the test split:
+            :func:`helpers.sources.from_split_folders`); else a CSV file (or frame) with a
             path column (relative to ``images``, or absolute) and a label column.
         path_column: The table's path column (the lab's ``path``).
         label_column: The table's label column (the lab's ``target``).
@@ -414,6 +416,8 @@ def labelled_images(
         A frame with ``path`` and ``label``; dropped rows are in ``helpers.sources.dropped``.
     """
     if labels is None:
+        if sources.has_split_folders(images):  # train/ + val/: the held-out folder is the test split
+            return sources.from_split_folders(images)
         return sources.from_folders(images)
     return sources.from_table(labels, images, path_column=path_column, label_column=label_column)
 

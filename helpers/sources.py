@@ -372,11 +372,32 @@ TRAIN_FOLDERS = ("train", "training")
 TEST_FOLDERS = ("test", "testing", "val", "valid", "validation")
 
 
+def has_split_folders(root: str | os.PathLike) -> bool:
+    """Whether ``root`` is laid out as already split: a training folder and a held-out folder, nothing else.
+
+    Used by ``recipes.labelled_images`` (notebook 05, section 1), so that a folder such as
+    ``hymenoptera_data/train|val/<class>/`` is read with :func:`from_split_folders` (its
+    classes are the ants and the bees, not "train" and "val").
+
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for name in ("train", "val"): (root / name).mkdir()
+    >>> has_split_folders(root), has_split_folders(root / "train")
+    (True, False)
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        return False
+    names = {entry.name.lower() for entry in root.iterdir() if entry.is_dir() and not _is_hidden(entry.name)}
+    names -= {name.lower() for name in _IGNORED_DIRS}
+    return bool(names & set(TRAIN_FOLDERS)) and bool(names & set(TEST_FOLDERS)) and names <= set(TRAIN_FOLDERS) | set(TEST_FOLDERS)
+
+
 def from_split_folders(root: str | os.PathLike, *, min_classes: int = 2) -> pd.DataFrame:
     """A dataset that comes already split: ``root/train/<class>/`` and ``root/val/<class>/`` (or ``test/``).
 
-    Not called in a notebook: notebook 05, section 1 reads unsplit class folders with :func:`from_folders`; this reads
-    folders that come already split.
+    Used by ``recipes.labelled_images`` (notebook 05, section 1) when :func:`has_split_folders`
+    recognises the layout.
 
     The hymenoptera (ants and bees) layout of the PyTorch transfer-learning tutorial.
     The held-out folder (``val``, ``valid``, ``validation``, ``test`` or ``testing``)

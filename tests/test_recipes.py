@@ -103,6 +103,22 @@ def test_labelled_images_from_folders_or_a_lab_table(tmp_path):
         recipes.labelled_images(tmp_path / "imgs", table)
 
 
+def test_labelled_images_reads_train_and_val_folders_as_classes_with_their_own_test_set(tmp_path):
+    """A hymenoptera-style folder (train/ + val/ of classes): classes are the colours, val/ is the test split."""
+    from helpers import splits
+
+    _make_images(tmp_path / "data" / "train", per_class=6)
+    _make_images(tmp_path / "data" / "val", per_class=3, seed=1)
+    frame = recipes.labelled_images(tmp_path / "data")
+    assert set(frame["label"]) == set(COLOURS), "the classes are the folders inside train/ and val/, not 'train'/'val'"
+    assert (frame["split"] == "test").sum() == 3 * len(COLOURS)
+    split = splits.split_dataset(recipes.limit_per_class(frame, 0), seed=0, min_per_class=1)
+    assert set(split.loc[split["path"].str.contains("/val/"), "split"]) == {"test"}
+    assert set(split.loc[split["path"].str.contains("/train/"), "split"]) <= {"train", "validation"}
+    plain = recipes.labelled_images(tmp_path / "data" / "train")  # an ordinary folder of classes
+    assert set(plain["label"]) == set(COLOURS) and "split" not in plain.columns
+
+
 def test_lab_table_turns_predictions_into_json():
     table = pd.DataFrame({"image": ["x.jpg"], "predictions": [{"b": 0.7, "a": 0.2}], "error": [None]})
     row = recipes.lab_table(table).iloc[0]
