@@ -447,7 +447,7 @@ def block_input_layer(model: "keras.Model", backbone: Backbone, n_blocks: int = 
 def table_rows(names: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """The backbone table as rows.
 
-    Not called in a notebook: the backbones ``KIT_BACKBONE`` chooses from (notebook 00, section 2).
+    Shown in notebook 00, section 2 (device and advice): the backbones ``KIT_BACKBONE`` chooses from.
     """
     rows = []
     for backbone in (BACKBONES[n] for n in (names or BACKBONES)):

@@ -612,7 +612,7 @@ def load_dataset(name: str, settings: Settings | None = None, *, download_ok: bo
 def catalog_rows() -> list[dict[str, str]]:
     """The catalog as rows: name, title, layout, upstream, grouping, test set and licence.
 
-    Not called in a notebook: notebook 00, section 4 goes through :data:`CATALOG` itself.
+    Shown in notebook 00, section 3 (what is ready): where each dataset comes from and how it is split.
     """
     return [
         {
@@ -626,16 +626,6 @@ def catalog_rows() -> list[dict[str, str]]:
         }
         for spec in CATALOG.values()
     ]
-
-
-def summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Images per label (and per domain for photo vs drawing).
-
-    Not called in a notebook: a quick count of what :func:`load_dataset` returned (notebook 02, section 1 counts per
-    split with ``splits.split_summary``).
-    """
-    columns = ["label", "domain"] if "domain" in frame.columns else ["label"]
-    return frame.groupby(columns).size().rename("images").reset_index()
 
 
 def iter_specs(names: Iterable[str] | None = None) -> list[DatasetSpec]:

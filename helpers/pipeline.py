@@ -15,7 +15,6 @@ and prefetched.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
@@ -458,80 +457,3 @@ def predict_images(
     return model.predict(dataset, verbose=0)
 
 
-def measure_throughput(
-    paths: Sequence[str],
-    settings: Settings | None = None,
-    *,
-    batch_size: int | None = None,
-    repeats: int = 2,
-) -> dict[str, float]:
-    """Images per second: the kit's pipeline against bare decoding and resizing.
-
-    Not called in a notebook: it times the input pipeline, where notebook 00, section 4 times the backbone.
-
-    The files are read once first so that every measurement starts from the page
-    cache; each figure is the best of ``repeats`` full passes.
-
-    Args:
-        paths: Image files (ordinary JPEG/PNG files for a fair comparison).
-        settings: Course settings (backbone size and preprocessing, batch size).
-        batch_size: Batch size; ``settings.batch_size`` by default.
-        repeats: Passes per measurement.
-
-    Returns:
-        ``images`` (the count), then images per second of wall time for the kit's
-        ``make_dataset`` (decode, resize, preprocess, batch) as ``kit_pipeline``, a
-        bare parallel ``tf.data`` decode+resize as ``bare_tf_data``, and a plain
-        one-at-a-time decode+resize loop as ``bare_eager_loop``; plus the same three
-        per second of CPU time (``*_per_cpu_second``), which is steadier than wall
-        time on a machine shared with other work.
-    """
-    tf = import_tensorflow()
-    settings = settings or load_settings()
-    files = _as_paths(paths)
-    if not files:
-        raise ValueError("measure_throughput needs at least one image path.")
-    size = input_size(settings)
-    batch_size = int(batch_size or settings.batch_size)
-    for file in files:
-        Path(file).read_bytes()
-
-    def best(run: Callable[[], int]) -> tuple[float, float]:
-        wall, cpu = [], []
-        for _ in range(max(1, repeats)):
-            began, began_cpu = time.perf_counter(), time.process_time()
-            count = run()
-            wall.append(count / max(time.perf_counter() - began, 1e-9))
-            cpu.append(count / max(time.process_time() - began_cpu, 1e-9))
-        return max(wall), max(cpu)
-
-    def run_dataset(dataset: Any) -> int:
-        return sum(int(batch.shape[0]) for batch in dataset)
-
-    kit = make_dataset(files, settings=settings, batch_size=batch_size)
-    bare = (
-        tf.data.Dataset.from_tensor_slices(files)
-        .map(
-            lambda p: tf.image.resize(
-                tf.io.decode_image(tf.io.read_file(p), channels=3, expand_animations=False), [size, size]
-            ),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-        .batch(batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-
-    def eager_loop() -> int:
-        for file in files:
-            image = tf.io.decode_image(tf.io.read_file(file), channels=3, expand_animations=False)
-            tf.image.resize(image, [size, size])
-        return len(files)
-
-    results = {"images": float(len(files))}
-    for name, run in (
-        ("kit_pipeline", lambda: run_dataset(kit)),
-        ("bare_tf_data", lambda: run_dataset(bare)),
-        ("bare_eager_loop", eager_loop),
-    ):
-        results[name], results[f"{name}_per_cpu_second"] = best(run)
-    return results

@@ -237,10 +237,11 @@ def _save_disk_cache(path: Path) -> None:
         pass  # the cache only saves time; a read-only cache folder must not stop a scan
 
 
-def clear_cache(settings: Settings | None = None) -> None:
+def _clear_cache(settings: Settings | None = None) -> None:
     """Forget every cached scan result (in memory, and on disk when settings are given).
 
-    Not called in a notebook: forgets what the scan of notebook 05, section 2 remembers.
+    For the tests, which stand in for a new process this way; users never need it (a
+    cached result is used only while the file's size and time stamp are unchanged).
     """
     with _LOCK:
         _MEMORY.clear()

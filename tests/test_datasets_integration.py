@@ -320,8 +320,6 @@ def test_catalog_records_source_licence_and_layout():
         assert row["upstream"] and row["licence"] and row["layout"]
     assert datasets.CATALOG["simpsons"].download == "kagglehub:alexattia/the-simpsons-characters-dataset"
     assert datasets.CATALOG["photo_vs_drawing"].download.startswith("https://")
-    summary = datasets.summary(pd.DataFrame({"label": ["a", "a", "b"], "path": ["1", "2", "3"]}))
-    assert summary.set_index("label")["images"].to_dict() == {"a": 2, "b": 1}
 
 
 def test_simpsons_have_episode_groups_and_without_a_test_folder_no_preset_split(tmp_path, small_profile):

@@ -235,16 +235,6 @@ def test_split_datasets_share_one_class_list(tmp_path, pipe_settings):
         pipeline.split_datasets(pd.DataFrame(rows), settings=pipe_settings)
 
 
-def test_measure_throughput_reports_rates(tmp_path, pipe_settings):
-    paths = [str(tmp_path / f"{i}.jpg") for i in range(8)]
-    for i, path in enumerate(paths):
-        Image.fromarray(_pattern(seed=i)).save(path)
-    rates = pipeline.measure_throughput(paths, pipe_settings, repeats=1)
-    assert rates["images"] == 8
-    for key in ("kit_pipeline", "bare_tf_data", "bare_eager_loop"):
-        assert rates[key] > 0 and rates[f"{key}_per_cpu_second"] > 0
-
-
 def test_a_file_broken_after_the_scan_is_skipped_in_training(tmp_path, pipe_settings, monkeypatch):
     paths = [_solid(tmp_path / f"{i}.jpg", 30 * i) for i in range(4)]
     scan.decoders_for(paths, settings=pipe_settings)

@@ -202,7 +202,7 @@ def test_rescans_use_the_cache_until_a_file_changes(tmp_path, scan_settings, mon
     # A new process (empty memory) reads the cache file instead of decoding again.
     cache_file = Path(scan_settings.cache_dir) / "scan" / "scan-cache.json"
     assert cache_file.is_file()
-    scan.clear_cache()
+    scan._clear_cache()
     scan.inspect_paths(paths, settings=scan_settings)
     assert len(calls) == 4
     # A lower pixel limit applies to cached results too.
@@ -225,7 +225,7 @@ def test_scan_without_cache_and_with_unreadable_cache_folder(tmp_path):
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the cache folder should be")
     settings = load_settings({"cache_dir": blocked})
-    scan.clear_cache()
+    scan._clear_cache()
     assert scan.inspect_paths([path], settings=settings)[0]["kind"] is None, "a broken cache must not stop a scan"
     with pytest.raises(ValueError, match="max_pixels"):
         scan.inspect_paths([path], settings=settings, max_pixels=0)
