@@ -512,6 +512,16 @@ def _ablation(section: dict[str, Any]) -> list[str]:
             else ""
         )
     )
+    group = [row for row in section["rows"] if row["split"] == "group"]
+    best = max(group, key=lambda row: row["val"]["mean"]) if group else None
+    if best is not None and best is not chosen:
+        lines += [
+            "",
+            f"Best on validation: {best['recipe']} (validation {_mean_std(best['val'])}, test {_mean_std(best['test'])}, "
+            f"{best['train_cpu_s']['mean']:.0f} CPU s); the kit's default: {chosen['recipe']} (validation "
+            f"{_mean_std(chosen['val'])}, test {_mean_std(chosen['test'])}, {chosen['train_cpu_s']['mean']:.0f} CPU s). "
+            + section.get("kit_default", {}).get("reason", ""),
+        ]
     kept = sorted({row["measured"] for row in section["rows"] if row.get("kept_from_earlier") and row.get("measured")})
     if kept:
         lines += [

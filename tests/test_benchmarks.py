@@ -109,6 +109,9 @@ def test_ablation_keeps_an_earlier_row_only_for_the_same_recipe_split_seeds_and_
     section = committed | {"rows": [row | {"kept_from_earlier": True}, *committed["rows"][2:]]}
     text = "\n".join(report._ablation(section))
     assert f"{row['recipe']} †" in text and f"Kept from the run of {row['measured']}" in text
+    best = max((r for r in section["rows"] if r["split"] == "group"), key=lambda r: r["val"]["mean"])
+    if best["recipe"] != committed["kit_default"]["row"]:  # a default chosen for the time budget says why
+        assert f"Best on validation: {best['recipe']}" in text and committed["kit_default"]["reason"] in text
 
 
 @pytest.mark.parametrize("mix", [grading.REALISTIC_MIX, grading.GENERIC_MIX, grading.TOY_MIX], ids=["realistic", "generic", "toy"])
