@@ -390,19 +390,19 @@ def _laptop_against_workshop(profiles: dict[str, Any]) -> list[str]:
     if not {"laptop", "workshop"} <= set(profiles):
         return []
     workshop = {row["notebook"]: row for row in profiles["workshop"]["notebooks"]}
-    rows, shares = [], []
+    rows: list[tuple[str, ...]] = []
+    laptop_total = workshop_total = 0.0
     for row in profiles["laptop"]["notebooks"]:
         other = workshop.get(row["notebook"])
         if other is None or row["status"] != "ok" or other["status"] != "ok" or not other["seconds"]:
             continue
         share = row["seconds"] / other["seconds"]
-        shares.append(share)
+        laptop_total += row["seconds"]
+        workshop_total += other["seconds"]
         rows.append((row["notebook"], f"{other['seconds']:.0f}", f"{row['seconds']:.0f}", f"{share:.2f}",
                      "yes" if share <= LAPTOP_SHARE else "**no**"))
     if not rows:
         return []
-    laptop_total = sum(float(r[2]) for r in rows)
-    workshop_total = sum(float(r[1]) for r in rows)
     total_share = laptop_total / workshop_total
     rows.append(("**the workshop, every notebook above**", f"{workshop_total:.0f}", f"{laptop_total:.0f}",
                  f"**{total_share:.2f}**", "yes" if total_share <= LAPTOP_SHARE else "**no**"))
