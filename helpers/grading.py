@@ -25,7 +25,7 @@ from helpers.course import (
     run_converter,
     tools_on_path,
 )
-from helpers import grading_steps, sandbox, tamper
+from helpers import deadlines, grading_steps, regrading, sandbox, tamper
 from helpers.files import atomic_path, atomic_write, swap_folder
 from helpers.release import generate_into
 
@@ -62,6 +62,7 @@ class SubmissionScore:
         notes: What the grading report says: sandboxed or not, and what happened
             (a kernel that died, output cut).
         flags: The static tamper check's findings, for a person to look at.
+        late_penalty: Points the late policy takes off (:mod:`helpers.deadlines`); ``score`` is before it.
     """
 
     student: str
@@ -71,6 +72,12 @@ class SubmissionScore:
     cells: dict[str, CellScore]
     notes: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
+    late_penalty: float = 0.0
+
+    @property
+    def final_score(self) -> float:
+        """The score after the late penalty."""
+        return max(0.0, self.score - self.late_penalty)
 
     @property
     def needs_manual_grade(self) -> list[str]:
@@ -226,6 +233,8 @@ def autograde(
     jobs: int = 1,
     limits: "sandbox.Limits | None" = None,
     sandboxing: str = "auto",
+    regrade: bool = False,
+    reset_manual: bool = False,
 ) -> list[SubmissionScore]:
     """Autograde submissions in ``<root>/submitted/<student>/<assignment>/`` in the grading profile.
 
@@ -256,6 +265,13 @@ def autograde(
         sandboxing: ``"auto"`` (sandbox where bubblewrap works, else grade unsandboxed
             with a :class:`UnsandboxedWarning`), ``"require"`` (refuse without a sandbox)
             or ``"off"``.
+        regrade: Grade ``students`` again (after a fix to the tests, or an extension) keeping
+            the manual scores and comments a person gave them (:mod:`helpers.regrading`); what
+            changed is in :attr:`SubmissionScore.notes`. Nobody else is touched.
+        reset_manual: With ``regrade``, clear those manual scores and comments instead.
+
+    The course config's due dates, extensions and late policy (:mod:`helpers.deadlines`) are
+    applied to the graded submissions afterwards, as :attr:`SubmissionScore.late_penalty`.
 
     Returns:
         Every graded submission's scores, read back from the gradebook.
@@ -271,6 +287,11 @@ def autograde(
         raise ValueError("jobs must be at least 1.")
     if sandboxing not in SANDBOXING:
         raise ValueError(f"sandboxing must be one of {SANDBOXING}, not {sandboxing!r}.")
+    if regrade and not students:
+        raise ValueError("regrade needs the students to grade again (--student NAME); it never regrades a whole class.")
+    if reset_manual and not regrade:
+        raise ValueError("reset_manual (--reset-manual) only goes with regrade (--regrade).")
+    course_deadlines = deadlines.load_deadlines(root)  # a bad config fails before any grading
     limits = limits or sandbox.Limits()
     found = sandbox.probe()
     use_sandbox = sandboxing != "off" and found.available
@@ -293,6 +314,8 @@ def autograde(
     if bad:
         raise ValueError(f"student ids {bad} are not plain names (letters, digits, _ . @ + -); rename their folders.")
     register_assignment(assignment, root, db_url)
+    course = str(config.CourseDirectory.course_id)
+    kept = {s: regrading.before(db_url, course, assignment, s, reset=reset_manual) for s in students} if regrade else {}
     env = dict(environment or {}) | {"KIT_PROFILE": GRADING_PROFILE}
     failures: dict[str, str] = {}
     arguments = (timeout, db_url, limits, use_sandbox)
@@ -317,11 +340,18 @@ def autograde(
             error = _grade_one(str(root), assignment, student, *arguments)
             if error is not None:
                 failures[student] = error
+    changes = {s: regrading.after(db_url, course, assignment, s, work) for s, work in kept.items()}
+    deadlines.record_penalties(db_url, course, course_deadlines, assignment, [s for s in students if s not in failures])
     graded = [
         s for s in submission_scores(assignment, root=root, db_url=db_url) if s.student in set(students) - set(failures)
     ]
     if failures:
         raise GradingError(graded, failures)
+    if changes:
+        graded = [
+            dataclasses.replace(s, notes=s.notes + tuple(f"regraded: {line}" for line in changes.get(s.student, [])))
+            for s in graded
+        ]
     return graded
 
 
@@ -376,6 +406,7 @@ def submission_scores(
                         dict(sorted(cells.items())),
                         tuple(str(n) for n in report.get("notes", [])),
                         tuple(str(f) for f in report.get("flags", [])),
+                        float(submission.late_submission_penalty or 0.0),
                     )
                 )
     return sorted(scores, key=lambda s: (s.assignment, s.student))
@@ -389,7 +420,7 @@ def grades_table(
     per_cell: bool = False,
 ) -> "pd.DataFrame":
     """Grades as a table: one row per submission (student, assignment, score, max_score,
-    needs_manual_grade, flags: the tamper check's findings, notes: the grading report),
+    late_penalty and final_score (:mod:`helpers.deadlines`), needs_manual_grade, flags: the tamper check's findings, notes: the grading report),
     or with ``per_cell`` one row per graded cell."""
     import pandas as pd
 
@@ -407,6 +438,8 @@ def grades_table(
                     "assignment": submission.assignment,
                     "score": submission.score,
                     "max_score": submission.max_score,
+                    "late_penalty": submission.late_penalty,
+                    "final_score": submission.final_score,
                     "needs_manual_grade": ", ".join(submission.needs_manual_grade),
                     "flags": "; ".join(submission.flags),
                     "notes": "; ".join(submission.notes),
@@ -415,7 +448,10 @@ def grades_table(
     columns = (
         ["student", "assignment", "grade_id", "score", "max_score", "auto_score", "needs_manual_grade"]
         if per_cell
-        else ["student", "assignment", "score", "max_score", "needs_manual_grade", "flags", "notes"]
+        else [
+            "student", "assignment", "score", "max_score", "late_penalty", "final_score", "needs_manual_grade", "flags",
+            "notes",
+        ]
     )
     return pd.DataFrame(rows, columns=columns)
 
