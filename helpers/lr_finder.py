@@ -63,11 +63,11 @@ def suggest(learning_rates: Any, smoothed: Any) -> tuple[float, float]:
     the rate at the lowest smoothed loss. With too short a falling stretch (fewer than
     3 points) ``steepest`` falls back to ``minimum / 10``.
 
-    >>> rates = np.logspace(-4, 0, 5)          # 1e-4 ... 1
-    >>> loss = np.array([1.0, 0.98, 0.6, 0.5, 3.0])
+    >>> rates = np.logspace(-5, 0, 6)          # 1e-5 ... 1
+    >>> loss = np.array([1.0, 0.98, 0.6, 0.55, 0.5, 3.0])
     >>> steepest, tenth = suggest(rates, loss)
-    >>> float(steepest), round(float(tenth), 6)
-    (0.01, 0.001)
+    >>> round(float(steepest), 6), round(float(tenth), 6)
+    (0.001, 0.01)
     """
     rates = np.asarray(learning_rates, dtype=np.float64)
     values = np.asarray(smoothed, dtype=np.float64)
