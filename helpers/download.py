@@ -131,8 +131,7 @@ def _download_once(url: str, part: Path, timeout: float, progress_bar) -> None:
         length = response.headers.get("Content-Length")
         expected = int(length) if length is not None and length.isdigit() else None
         if progress_bar.total is None and expected is not None:
-            progress_bar.total = have + expected
-            progress_bar.refresh()
+            progress_bar.reset(total=have + expected)  # through reset, the notebook widget learns its length too
         progress_bar.update(have - progress_bar.n)
         received = 0
         with part.open(mode) as handle:
@@ -196,11 +195,11 @@ def fetch(
     if _from_mirror(url, destination, sha256, mirror_dirs) is not None:
         return destination
 
-    from tqdm.auto import tqdm
+    from helpers.progress import bar
 
     last_error: BaseException | None = None
     with atomic_path(destination) as part:  # renamed into place only if nothing below raises
-        with tqdm(
+        with bar(
             total=None, unit="B", unit_scale=True, unit_divisor=1024, desc=destination.name, disable=not progress, leave=False
         ) as progress_bar:
             for attempt in range(retries + 1):

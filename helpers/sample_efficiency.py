@@ -195,9 +195,9 @@ def sample_efficiency(
         )
     runs = [(size, seed, name) for size in usable for seed in seed_list for name in learners]
     if progress:
-        from tqdm.auto import tqdm
+        from helpers import progress as progress_bars
 
-        runs = tqdm(runs, desc="sample efficiency", unit="fit")
+        runs = progress_bars.bar(runs, desc="sample efficiency", unit="fit")
     rows = []
     for size, seed, name in runs:
         learner = learners[name]

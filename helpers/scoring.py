@@ -244,11 +244,11 @@ def predict_files(
     probabilities = np.full((len(paths), len(names)), np.nan, dtype=np.float32)
     usable, errors = scan.usable_rows(paths, settings=settings)
     if usable:
-        from tqdm.auto import tqdm
+        from helpers import progress as progress_bars
 
         batch_size = int(batch_size or settings.batch_size)
         dataset = pipeline.make_dataset([paths[row] for row in usable], settings=settings, batch_size=batch_size)
-        batches = tqdm(dataset, total=math.ceil(len(usable) / batch_size), desc="scoring", unit="batch", disable=not progress)
+        batches = progress_bars.bar(dataset, total=math.ceil(len(usable) / batch_size), desc="scoring", unit="batch", disable=not progress)
         output = np.concatenate([np.asarray(device.predict_batch(model, batch)) for batch in batches])
         if output.ndim != 2 or output.shape[1] != len(names):
             raise ValueError(
