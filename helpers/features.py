@@ -346,7 +346,7 @@ def _compute(
     dtype: str,
     progress: bool,
 ) -> np.ndarray:
-    from tqdm.auto import tqdm
+    from helpers.progress import bar as progress_bar
 
     dataset = pipeline.make_dataset(
         paths, settings=settings, size=size, batch_size=batch_size, preprocess=True, shuffle=False
@@ -355,7 +355,7 @@ def _compute(
     result = np.empty((len(paths), *output_shape), dtype=dtype)
     done = 0
     description = f"features {describe_extractor(model)['layer']}"
-    with tqdm(total=len(paths), unit="img", desc=description, disable=not progress) as bar:
+    with progress_bar(total=len(paths), unit="img", desc=description, disable=not progress) as bar:
         for images in dataset:  # no labels given: the dataset yields image batches only
             # Keras's own compiled predict step (inference mode, traced once per model).
             values = np.asarray(device.predict_batch(model, images))
