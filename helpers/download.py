@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 from helpers.files import atomic_copy, atomic_path
+from helpers import progress as progress_bars
 
 # Plain http is only allowed to this machine (the tests' throw-away servers).
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -195,11 +196,9 @@ def fetch(
     if _from_mirror(url, destination, sha256, mirror_dirs) is not None:
         return destination
 
-    from helpers.progress import bar
-
     last_error: BaseException | None = None
     with atomic_path(destination) as part:  # renamed into place only if nothing below raises
-        with bar(
+        with progress_bars.bar(
             total=None, unit="B", unit_scale=True, unit_divisor=1024, desc=destination.name, disable=not progress, leave=False
         ) as progress_bar:
             for attempt in range(retries + 1):

@@ -19,6 +19,7 @@ import pandas as pd
 
 from helpers import classic, compiling, evaluation
 from helpers.approaches import RAW_PIXEL_MODELS, SharedSplit
+from helpers import progress as progress_bars
 from helpers.scratch_models import build_small_cnn
 from helpers.settings import Settings
 
@@ -195,8 +196,6 @@ def sample_efficiency(
         )
     runs = [(size, seed, name) for size in usable for seed in seed_list for name in learners]
     if progress:
-        from helpers import progress as progress_bars
-
         runs = progress_bars.bar(runs, desc="sample efficiency", unit="fit")
     rows = []
     for size, seed, name in runs:

@@ -25,6 +25,7 @@ import pandas as pd
 
 from helpers import device, pipeline, scan
 from helpers.explore import imagenet_class_names
+from helpers import progress as progress_bars
 from helpers.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -244,8 +245,6 @@ def predict_files(
     probabilities = np.full((len(paths), len(names)), np.nan, dtype=np.float32)
     usable, errors = scan.usable_rows(paths, settings=settings)
     if usable:
-        from helpers import progress as progress_bars
-
         batch_size = int(batch_size or settings.batch_size)
         dataset = pipeline.make_dataset([paths[row] for row in usable], settings=settings, batch_size=batch_size)
         batches = progress_bars.bar(dataset, total=math.ceil(len(usable) / batch_size), desc="scoring", unit="batch", disable=not progress)
