@@ -31,6 +31,7 @@ import pandas as pd
 
 from helpers import backbones, device, pipeline
 from helpers.files import atomic_path
+from helpers import progress as progress_bars
 from helpers.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -346,8 +347,6 @@ def _compute(
     dtype: str,
     progress: bool,
 ) -> np.ndarray:
-    from helpers.progress import bar as progress_bar
-
     dataset = pipeline.make_dataset(
         paths, settings=settings, size=size, batch_size=batch_size, preprocess=True, shuffle=False
     )
@@ -355,7 +354,7 @@ def _compute(
     result = np.empty((len(paths), *output_shape), dtype=dtype)
     done = 0
     description = f"features {describe_extractor(model)['layer']}"
-    with progress_bar(total=len(paths), unit="img", desc=description, disable=not progress) as bar:
+    with progress_bars.bar(total=len(paths), unit="img", desc=description, disable=not progress) as bar:
         for images in dataset:  # no labels given: the dataset yields image batches only
             # Keras's own compiled predict step (inference mode, traced once per model).
             values = np.asarray(device.predict_batch(model, images))
