@@ -27,6 +27,7 @@ import os
 from helpers.course import sanitize_preprocessors
 from helpers.grading_steps import feedback_steps
 from helpers.release import keep_release_on_failure
+from helpers.servers import list_graded_assignments_only
 from helpers.settings import load_settings
 
 c = get_config()  # noqa: F821 - injected by nbgrader's (traitlets') config loader
@@ -43,6 +44,14 @@ keep_release_on_failure()
 c.CourseDirectory.submitted_directory = "submitted"
 c.CourseDirectory.autograded_directory = "autograded"
 c.CourseDirectory.feedback_directory = "feedback"
+# The formgrader lists the assignments with something to grade: notebooks 00 and 05 (ungraded)
+# are released to the students from solutions/ like the others, but are no assignments.
+list_graded_assignments_only()
+
+# A single laptop's exchange (release, fetch, submit, collect): inside the course folder,
+# git-ignored, created by `python -m helpers instructor`. The classroom hub sets its own
+# (classroom/jupyter/instructor/nbgrader_config.py).
+c.Exchange.root = os.path.join(ROOT, "exchange")
 
 # "Restart the kernel and run all cells" + NAME/COLLABORATORS, prepended to every student notebook.
 c.IncludeHeaderFooter.header = os.path.join(ROOT, "solutions", "header.ipynb")

@@ -25,7 +25,7 @@ from typing import Iterator
 import nbformat
 import pytest
 
-from helpers import bundle, servers, tensorboard_proxy
+from helpers import bundle, kernel, servers, tensorboard_proxy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,12 +53,56 @@ def test_culling_options_and_server_environments():
         with pytest.raises(ValueError, match="cull_idle_minutes"):
             servers.culling_options(bad)
     student = servers.student_environment({"PATH": "/usr/bin", "JUPYTER_CONFIG_PATH": "/elsewhere"})
-    assert student["JUPYTER_CONFIG_PATH"].split(os.pathsep) == [str(servers.STUDENT_CONFIG_DIR), "/elsewhere"]
+    assert student["JUPYTER_CONFIG_PATH"].split(os.pathsep) == [
+        str(servers.STUDENT_CONFIG_DIR), str(servers.COMMON_CONFIG_DIR), "/elsewhere"]
     instructor = servers.instructor_environment({"PATH": "/usr/bin", "JUPYTER_CONFIG_PATH": str(servers.STUDENT_CONFIG_DIR)})
     assert instructor["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent), "alembic must be found"
-    assert "JUPYTER_CONFIG_PATH" not in instructor
+    assert instructor["JUPYTER_CONFIG_PATH"] == str(servers.COMMON_CONFIG_DIR), "no student config on the instructor's"
     command = servers.student_command(9999, True, ROOT / "notebooks", 20)
     assert "--ServerApp.ip=127.0.0.1" in command and "--MappingKernelManager.cull_idle_timeout=1200" in command
+
+
+@pytest.mark.parametrize("folder", [
+    servers.COMMON_CONFIG_DIR, ROOT / "classroom" / "jupyter" / "student", ROOT / "classroom" / "jupyter" / "instructor",
+], ids=["laptop", "hub-student", "hub-instructor"])
+def test_every_server_offers_the_kits_kernel_only_and_no_news_popup(folder):
+    server = json.loads((folder / "jupyter_server_config.json").read_text())
+    assert server["KernelSpecManager"] == {"allowed_kernelspecs": [kernel.KERNEL_NAME], "ensure_native_kernel": False}
+    assert server["MappingKernelManager"]["default_kernel_name"] == kernel.KERNEL_NAME
+    assert server["LabApp"]["news_url"] is None
+    page = json.loads((folder / "labconfig" / "page_config.json").read_text())
+    assert page["disabledExtensions"][servers.NEWS_PLUGIN] is True
+
+
+def test_only_graded_assignments_are_assignments(tmp_path):
+    """Notebooks 00 and 05 are released to students but have nothing to grade: no gradebook entry, not in the
+    formgrader."""
+    assert servers.graded_assignments(ROOT) == [
+        "01_pretrained_scoring", "02_retrain_simpsons", "03_features_classic_ml", "04_photo_vs_drawing"]
+    root = _toy_course(tmp_path)
+    assert servers.is_graded(root / "solutions" / "toy") and not servers.is_graded(root / "solutions" / "extra")
+    assert servers.graded_assignments(root) == ["toy"]
+
+    from nbgrader.apps.api import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+
+    servers.list_graded_assignments_only()
+    servers.list_graded_assignments_only()  # idempotent: nbgrader_config.py runs it on every formgrader request
+    config = servers.course.load_config(root)
+    api = NbGraderAPI(CourseDirectory(config=config), config=config)
+    assert api.get_source_assignments() == {"toy"}
+
+
+def test_prepare_exchange_creates_the_course_exchange(tmp_path):
+    root = _toy_course(tmp_path)
+    folder = servers.prepare_exchange(root)
+    assert folder == root / "exchange" and folder.is_dir()
+    assert folder.stat().st_mode & 0o777 == 0o777, "students submit into it, as nbgrader's release sets it"
+    assert servers.prepare_exchange(root) == folder, "a second call finds it"
+    (root / "nbgrader_config.py").write_text((root / "nbgrader_config.py").read_text()
+                                             + "\nc.Exchange.root = '/proc/no-exchange-here'\n")
+    with pytest.raises(OSError):
+        servers.prepare_exchange(root)
 
 
 def test_tensorboard_is_registered_with_jupyter_server_proxy():
@@ -184,7 +228,10 @@ def test_student_server_has_no_instructor_tools_and_culls_idle_kernels(tmp_path)
         disabled = json.loads(re.search(r'id="jupyter-config-data"[^>]*>(.*?)</script>', page, re.S).group(1))["disabledExtensions"]
         assert set(servers.INSTRUCTOR_PLUGINS) <= set(disabled)
         assert "@jupyter/nbgrader:validate-assignment" not in disabled
+        assert servers.NEWS_PLUGIN in disabled, "no 'official Jupyter news?' pop-up in a classroom"
         assert http(f"{base}/formgrader", token)[0] == 404, "the student's server must not serve the formgrader"
+        specs = json.loads(http(f"{base}/api/kernelspecs", token)[1])
+        assert (specs["default"], list(specs["kernelspecs"])) == (kernel.KERNEL_NAME, [kernel.KERNEL_NAME]), specs
 
         # a released notebook is served with its kernel's full language_info (JupyterLab then leaves it unmodified)
         from helpers.contents import kernel_language_info
@@ -198,11 +245,11 @@ def test_student_server_has_no_instructor_tools_and_culls_idle_kernels(tmp_path)
         # an idle kernel with no tab open is shut down
         status, body = http(f"{base}/api/kernels", token, "POST", b"{}")
         assert status == 201, body
-        kernel = json.loads(body)["id"]
+        kernel_id = json.loads(body)["id"]
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and any(k["id"] == kernel for k in json.loads(http(f"{base}/api/kernels", token)[1])):
+        while time.monotonic() < deadline and any(k["id"] == kernel_id for k in json.loads(http(f"{base}/api/kernels", token)[1])):
             time.sleep(2)
-        assert all(k["id"] != kernel for k in json.loads(http(f"{base}/api/kernels", token)[1])), "idle kernel not culled"
+        assert all(k["id"] != kernel_id for k in json.loads(http(f"{base}/api/kernels", token)[1])), "idle kernel not culled"
 
         text = Path(log).read_text()
     assert "The exchange directory does not exist" not in text and "Error fetching courses" not in text, text[-2000:]
@@ -222,6 +269,11 @@ def _toy_course(tmp_path: Path) -> Path:
                                  "schema_version": 3}
     notebook.cells = [nbformat.v4.new_markdown_cell("# Toy"), answer, test]
     nbformat.write(notebook, root / "solutions" / "toy" / "toy.ipynb")
+    # an ungraded notebook released from solutions/ (like notebook 05): no assignment
+    (root / "solutions" / "extra").mkdir()
+    extra = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Explore"), nbformat.v4.new_code_cell("x = 1")])
+    extra.metadata = notebook.metadata
+    nbformat.write(extra, root / "solutions" / "extra" / "extra.ipynb")
     return root
 
 
@@ -237,14 +289,18 @@ def test_instructor_server_formgrader_works_on_a_fresh_course_without_tools_on_p
     assert process.returncode == 0, process.stderr[-2000:]
     assert "['toy']" in process.stdout and (root / "gradebook.db").is_file()
     assert not (root / "notebooks").exists(), "recording the assignment must not write a release"
+    servers.prepare_exchange(root)
     port = _free_port()
     with running_server(servers.instructor_command(port, True, root), servers.instructor_environment(bare), root, tmp_path) as server:
         base, token, log = server.split("|")
         status, page = http(f"{base}/formgrader", token)
         assert status == 200 and "formgrader" in page.lower()
+        assert 'id="warning-exchange"' not in page, "the formgrader warns that the exchange folder is missing"
         status, body = http(f"{base}/formgrader/api/assignments", token)
         assert status == 200, body
         assert [a["name"] for a in json.loads(body)] == ["toy"], Path(log).read_text()[-3000:]
+        specs = json.loads(http(f"{base}/api/kernelspecs", token)[1])
+        assert (specs["default"], list(specs["kernelspecs"])) == (kernel.KERNEL_NAME, [kernel.KERNEL_NAME])
 
 
 @pytest.mark.slow
