@@ -9,6 +9,7 @@ progress bars on the terminal, writes its result atomically and returns an exit 
 2  bad input: a missing folder or file, a labels table without its columns, an
    unknown layer, an output that already exists, too few images or classes
 3  the pretrained weights are missing and cannot be downloaded (offline)
+4  ``export-model``: an export's predictions differ from the Keras model's beyond its tolerance
 == ==================================================================================
 """
 
@@ -20,7 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from helpers import backbones, device, recipes, sources, weights
+from helpers import backbones, device, export, recipes, sources, weights
 from helpers.download import UnsafeArchiveError
 from helpers.settings import load_settings
 
@@ -206,9 +207,87 @@ def retrain_main(argv: Sequence[str]) -> int:
     return _run(args, work)
 
 
+EXIT_EXPORT_MISMATCH = 4
+
+
+def export_folder(
+    folder: str | Path,
+    *,
+    output: str | Path | None = None,
+    formats: Sequence[str] | None = None,
+    quantisation: str = "float16",
+    quiet: bool = False,
+) -> int:
+    """Export a model folder written by ``retrain`` (SavedModel, TFLite, ONNX), checked on its own test split.
+
+    What ``export-model`` runs, and what ``retrain --export`` can call once the model is saved. The
+    export goes to ``<folder>/export`` unless ``output`` is given; the test split comes from the
+    folder's ``split.csv`` (without one, the check runs on generated images). Prints the report.
+
+    Returns:
+        ``EXIT_OK``, or ``EXIT_EXPORT_MISMATCH`` when an export differs beyond its tolerance.
+    """
+    import pandas as pd
+
+    folder = Path(folder).expanduser().resolve()
+    if export.is_saved_model(folder):
+        raise ValueError(f"{folder} is already an export; give the model folder written by `retrain`.")
+    model, info = recipes.load_model(folder)
+    settings = recipes.model_settings(info, load_settings())
+    device.setup(settings)
+    test_paths = test_labels = None
+    split_file = folder / "split.csv"
+    if split_file.is_file():
+        split = pd.read_csv(split_file)
+        test = split.loc[split["split"] == "test"]
+        if len(test):
+            test_paths, test_labels = test["path"].astype(str).tolist(), [str(v) for v in test["label"]]
+    report = export.export_model(
+        model, Path(output).expanduser() if output else folder / "export", info["class_names"], settings,
+        test_paths=test_paths, test_labels=test_labels, formats=formats, quantisation=quantisation,
+    )
+    print(report)
+    if not quiet:
+        print(f"score with the export: python -m helpers score FOLDER --model {report.folder}", file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_EXPORT_MISMATCH
+
+
+def export_model_parser() -> argparse.ArgumentParser:
+    """The options of ``export-model``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers export-model",
+        description="Export a retrained model for use elsewhere: a TensorFlow SavedModel (its serving signature takes "
+        "RGB pixels and answers probabilities, the label and the class names), a LiteRT/TFLite file (float16 or "
+        "dynamic-range quantised) and ONNX (when tf2onnx and onnxruntime are installed). Each export is reloaded "
+        "and checked against the Keras model on the folder's test split: export.csv gives sizes, test accuracy, "
+        "agreement and the largest probability difference.",
+    )
+    parser.add_argument("model", help="a model folder written by `retrain` (model.keras, model.json, split.csv)")
+    parser.add_argument("-o", "--output", help="the export folder (default: MODEL/export)")
+    parser.add_argument("--formats", help=f"comma-separated, some of {','.join(export.FORMATS)} (default: all, onnx "
+                        "when installed)")
+    parser.add_argument("--quantisation", choices=export.QUANTISATIONS, default="float16",
+                        help="the TFLite file's weights: float16 (default) or dynamic (8-bit)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no notes")
+    return parser
+
+
+def export_model_main(argv: Sequence[str]) -> int:
+    """``export-model MODEL``: SavedModel, TFLite and ONNX exports of a retrained model, each checked."""
+    args = export_model_parser().parse_args(argv)
+
+    def work() -> int:
+        formats = [f.strip() for f in args.formats.split(",") if f.strip()] if args.formats else None
+        return export_folder(args.model, output=args.output, formats=formats, quantisation=args.quantisation,
+                             quiet=args.quiet)
+
+    return _run(args, work)
+
+
 # Each command's option parser, by name (the README's examples are checked against them).
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "score": score_parser,
     "extract": extract_parser,
     "retrain": retrain_parser,
+    "export-model": export_model_parser,
 }

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import pandas as pd
 
-from helpers import backbones, device, evaluation, features, files, heads, pipeline, retraining, scan, scoring, sources, splits
+from helpers import backbones, device, evaluation, export, features, files, heads, pipeline, retraining, scan, scoring, sources, splits
 from helpers.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -191,7 +191,8 @@ def _model_files(location: str | os.PathLike) -> tuple[Path, Path]:
 def load_model(location: str | os.PathLike) -> tuple["keras.Model", dict[str, Any]]:
     """Reload a model saved by :func:`save_model` (its folder, or the ``.keras`` file with its ``.json`` beside it).
 
-    Also reads models saved by notebook 02 in the kit's cache (``<name>.keras`` + ``<name>.json``).
+    Also reads models saved by notebook 02 in the kit's cache (``<name>.keras`` + ``<name>.json``), and export
+    folders written by :func:`helpers.export.export_model` (their SavedModel, see :func:`helpers.export.load_saved_model`).
 
     Returns:
         The model and its metadata (``backbone``, ``alpha``, ``image_size``, ``class_names``...).
@@ -202,6 +203,8 @@ def load_model(location: str | os.PathLike) -> tuple["keras.Model", dict[str, An
     """
     import keras
 
+    if export.is_saved_model(location):  # an exported SavedModel: scored through its serve_preprocessed endpoint
+        return export.load_saved_model(location)
     model_path, info_path = _model_files(location)
     if not model_path.is_file():
         raise FileNotFoundError(

@@ -121,7 +121,7 @@ TEACHING_MODULES = (
     "heads", "freezing", "compiling", "callbacks", "retraining", "saved_models", "scratch_models", "approaches",
     "sample_efficiency", "backbones", "classic", "datasets", "evaluation", "explore", "features", "gradcam",
     "pipeline", "plots", "recipes", "scan", "scoring", "session", "sources", "splits", "uploads",
-    "lr_finder", "top_losses",
+    "lr_finder", "top_losses", "export",
 )
 # The instructor's and the kit's own tooling: outside that rule.
 TOOLING_MODULES = (
