@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("helpers.recipe_commands:score_main", "Label every image of a folder (ImageNet or a retrained model) into a CSV."),
     "extract": ("helpers.recipe_commands:extract_main", "Extract one layer's features for every image of a folder (CSV or Parquet)."),
     "retrain": ("helpers.recipe_commands:retrain_main", "Retrain the backbone on your own labelled images; save the model."),
+    "export-model": ("helpers.recipe_commands:export_model_main", "Export a retrained model as SavedModel, TFLite and ONNX, each checked."),
+    "demo": ("helpers.demo:main", "Serve a demo page on 127.0.0.1 for a saved model: upload an image, see its labels and Grad-CAM."),
 }
 
 

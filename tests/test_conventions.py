@@ -128,7 +128,7 @@ TOOLING_MODULES = (
     "course", "release", "validation", "submissions", "grading", "grading_steps", "sandbox", "cgroups", "tamper",
     "checks", "timing", "course_commands", "hub", "exchange", "servers", "bundle", "kernel", "contents", "workshop",
     "cli", "files", "output_noise", "tensorboard_proxy", "weights", "download", "device", "settings", "prepare",
-    "recipe_commands", "progress",
+    "recipe_commands", "progress", "demo",
 )
 
 
