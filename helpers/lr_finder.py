@@ -186,6 +186,7 @@ def find_learning_rate(
     diverge: float = 4.0,
     loss: Any = None,
     optimizer: Any = None,
+    rows: Any = None,
     seed: int = 0,
 ) -> LRFinderResult:
     """Sweep the learning rate from ``start`` to ``stop`` on a copy of ``model``; suggest a rate.
@@ -210,6 +211,8 @@ def find_learning_rate(
         diverge: Stop when the smoothed loss exceeds this many times its minimum (> 1).
         loss: The loss; the model's compiled loss by default.
         optimizer: An optimizer (or its name); a fresh copy of the model's by default.
+        rows: The rows of ``x`` and ``y`` to sweep on (``train_rows``); all by default. Batches
+            are taken from the arrays row by row, so the cached arrays are never copied whole.
         seed: Seed of the batch order.
 
     Returns:
@@ -226,16 +229,22 @@ def find_learning_rate(
         raise ValueError(f"batch_size must be a positive whole number, not {batch_size!r}.")
     if not diverge > 1:
         raise ValueError(f"diverge must be above 1 (a factor over the lowest loss), not {diverge!r}.")
-    rows = _length(x)
-    if rows != _length(y):
-        raise ValueError(f"x has {rows} rows but y has {_length(y)}; give one target per example.")
-    if rows == 0:
-        raise ValueError("x is empty; give the training arrays (cached features or block inputs).")
+    length = _length(x)
+    if length != _length(y):
+        raise ValueError(f"x has {length} rows but y has {_length(y)}; give one target per example.")
+    usable = np.arange(length) if rows is None else np.asarray(rows)
+    if usable.ndim != 1 or (len(usable) and (not np.issubdtype(usable.dtype, np.integer) or usable.min() < 0
+                                             or usable.max() >= length)):
+        raise ValueError(f"rows must be whole-number positions between 0 and {length - 1} (train_rows).")
+    if len(usable) == 0:
+        raise ValueError("no rows to sweep on; give the training arrays (cached features or block inputs).")
 
     copy = _copy(model, loss, optimizer, float(start))
     rates = start * (stop / start) ** (np.arange(int(steps)) / (int(steps) - 1))
     rng = np.random.default_rng(seed)
-    order = np.concatenate([rng.permutation(rows) for _ in range(math.ceil(steps * batch_size / rows) + 1)])
+    order = np.concatenate(
+        [rng.permutation(usable) for _ in range(math.ceil(steps * batch_size / len(usable)) + 1)]
+    )
     losses: list[float] = []
     stopped = "end"
     for step, rate in enumerate(rates):

@@ -71,9 +71,12 @@ def test_logistic_head_with_adam_and_a_frozen_layer_as_in_phase_2():
     model = keras.Model(inputs, outputs)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     before = model.get_weights()
-    result = lr_finder.find_learning_rate(model, x, labels, steps=60, batch_size=32)
+    train_rows = np.arange(0, 300, 2)  # the sweep sees these rows only: the others are poisoned
+    x[1::2] = 1e6
+    result = lr_finder.find_learning_rate(model, x, labels, steps=60, batch_size=32, rows=train_rows)
     assert 1e-4 <= result.suggestion <= 1.0
     assert result.losses[0] > min(result.smoothed)  # the loss fell somewhere in the sweep
+    assert result.losses[:20].max() < 20, "a poisoned row (not in rows) was trained on"
     for old, new in zip(before, model.get_weights()):
         np.testing.assert_array_equal(old, new)
     assert [w.name for w in model.trainable_weights] == ["kernel", "bias"] and not frozen.trainable
@@ -100,5 +103,7 @@ def test_bad_arguments_are_refused_with_advice():
         lr_finder.find_learning_rate(model, x, y, steps=3)
     with pytest.raises(ValueError, match="one target per example"):
         lr_finder.find_learning_rate(model, x, y[:5])
+    with pytest.raises(ValueError, match="rows must be"):
+        lr_finder.find_learning_rate(model, x, y, rows=[0, 8])
     with pytest.raises(ValueError, match="beta"):
         lr_finder.smooth([1.0], beta=1.0)
