@@ -11,8 +11,9 @@ Four families of approaches are trained and scored on *one* shared stratified sp
     scikit-learn model;
 (d) deep features: the backbone's features (:mod:`helpers.features`) into logistic regression.
 
-:func:`shared_split` makes the one split; ``run_*`` train each approach on it (or
-:func:`run_comparison` all of them) and give :class:`ApproachResult` objects, which
+:func:`shared_split` makes the one split. Notebook 04 defines, compiles and fits its Keras models
+itself and scores them with :func:`keras_result`; ``run_*`` repeat those recipes for the slides
+and tests (:func:`run_comparison` all of them). Every approach gives an :class:`ApproachResult`, which
 :func:`comparison_table` ranks (accuracy, balanced accuracy, training time, trained
 parameters); :func:`helpers.plots.comparison` draws the table. How each approach fares
 with fewer labelled images is :mod:`helpers.sample_efficiency`.
@@ -294,6 +295,113 @@ def _sklearn_result(
     return ApproachResult(
         name, family, split.labels("test"), predicted, split.class_names, seconds,
         freezing.count_trainable_parameters(estimator), probabilities, list(split.test["path"]), notes,
+    )
+
+
+def use_answer(exercise: str, function: Callable[..., Any], *args: Any, instead: str,
+               check: Callable[[Any], None] | None = None, **kwargs: Any) -> Any:
+    """Call a student's function for the rest of the notebook; if it fails, say which exercise to fix and go on.
+
+    Used by notebook 04, sections 3 and 4 (the answers of exercises 1 and 2 train and score the
+    approaches that follow): a mistake in one exercise must not stop every later cell, and
+    must not hide which exercise caused it.
+
+    Args:
+        exercise: What the student sees, for example ``"Exercise 1 (build_small_cnn)"``.
+        function: The student's function.
+        *args: Its arguments.
+        instead: What the notebook does without it, for example ``"the small CNN is left out"``.
+        check: Raises ValueError (with what to fix) when the returned value cannot be used.
+        **kwargs: Its keyword arguments.
+
+    Returns:
+        The function's value, or None (after printing why) when it raised or failed ``check``.
+
+    >>> use_answer("Exercise 9 (half)", lambda x: x / 2, 3, instead="nothing")
+    1.5
+    >>> use_answer("Exercise 9 (half)", lambda x: x / 0, 3, instead="this step is skipped")
+    Exercise 9 (half) does not work yet (ZeroDivisionError: division by zero), so this step is skipped. Fix it until its test cell passes, then run this cell again.
+    """
+    try:
+        value = function(*args, **kwargs)
+        if check is not None:
+            check(value)
+    except Exception as problem:  # a student's answer may raise anything: report it, never stop here
+        reason = f"{type(problem).__name__}: {problem}".strip().rstrip(":")
+        print(f"{exercise} does not work yet ({reason}), so {instead}. "
+              "Fix it until its test cell passes, then run this cell again.")
+        return None
+    return value
+
+
+def classifier_check(input_shape: Sequence[int], num_classes: int) -> Callable[[Any], None]:
+    """A ``check`` for :func:`use_answer`: the value is a Keras model from ``input_shape`` to ``num_classes`` values.
+
+    Used by notebook 04, section 3 (the small CNN of exercise 1).
+    """
+    import keras
+
+    def check(model: Any) -> None:
+        if not isinstance(model, keras.Model):
+            raise ValueError(f"it returned a {type(model).__name__}, not a keras.Model")
+        if tuple(model.input_shape[1:]) != tuple(input_shape) or tuple(model.output_shape[1:]) != (num_classes,):
+            raise ValueError(
+                f"the model maps {tuple(model.input_shape[1:])} to {tuple(model.output_shape[1:])}; expected "
+                f"{tuple(input_shape)} images to {num_classes} class probabilities"
+            )
+
+    return check
+
+
+def keras_result(
+    approach: str,
+    family: str,
+    model: "keras.Model",
+    x_test: Any,
+    split: SharedSplit,
+    *,
+    seconds: float,
+    history: Any = None,
+    phase: str = "training",
+    trained_parameters: int | None = None,
+    notes: str = "",
+) -> ApproachResult:
+    """Score a Keras model the notebook trained on the shared split's test images.
+
+    Taught in notebook 04, sections 2 and 3: the notebook defines, compiles and fits each
+    model; this only predicts ``x_test`` (the test images, or what the model takes for
+    them: cached features, block inputs) and records the result for the comparison.
+
+    Args:
+        approach: Display name.
+        family: One of :data:`FAMILIES`.
+        model: The trained model, its output a softmax over ``split.class_names``.
+        x_test: Its inputs for ``split.test``, in that order.
+        split: The shared split.
+        seconds: Wall time of the ``fit`` call(s).
+        history: The ``History`` that ``fit`` returned (or its ``.history`` dict, or a table).
+        phase: Phase name of the history rows.
+        trained_parameters: Parameters training changed; the model's trainable ones by default.
+        notes: A sentence on what was trained.
+
+    Raises:
+        ValueError: The model's outputs do not match the test images or the classes.
+    """
+    probabilities = np.asarray(model.predict(x_test, batch_size=64, verbose=0))
+    expected = (len(split.test), len(split.class_names))
+    if probabilities.shape != expected:
+        raise ValueError(
+            f"{approach}: the model gave outputs of shape {probabilities.shape} for the test images; expected "
+            f"{expected} (one softmax row per test image, one column per class)."
+        )
+    if isinstance(history, pd.DataFrame) or history is None:
+        table = history
+    else:
+        table = callbacks.history_frame(history, phase)
+    count = freezing.count_trainable_parameters(model) if trained_parameters is None else int(trained_parameters)
+    return ApproachResult(
+        approach, family, split.labels("test"), np.argmax(probabilities, axis=1), split.class_names, float(seconds),
+        count, probabilities, list(split.test["path"]), notes, table,
     )
 
 

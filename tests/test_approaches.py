@@ -162,6 +162,74 @@ def test_majority_baseline():
     assert result.accuracy == 0.75 and result.balanced_accuracy == 0.5
 
 
+# --------------------------------------------------------------------------- the notebook's own models and answers
+
+
+def _toy_split() -> approaches.SharedSplit:
+    frame = pd.DataFrame({
+        "path": [f"/img/{i}.png" for i in range(8)],
+        "label": ["drawing", "photo"] * 4,
+        "split": ["train", "train", "train", "train", "validation", "validation", "test", "test"],
+    })
+    return approaches.SharedSplit(frame, ["drawing", "photo"])
+
+
+def test_keras_result_scores_a_model_the_notebook_trained():
+    import keras
+
+    split = _toy_split()
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+    model.layers[-1].set_weights([np.array([[5.0, -5.0], [-5.0, 5.0]]), np.zeros(2)])  # class = larger input
+    history = {"loss": [0.9, 0.5], "accuracy": [0.5, 1.0], "val_loss": [0.8, 0.6], "val_accuracy": [0.5, 1.0]}
+    result = approaches.keras_result(
+        "toy", "transfer learning", model, np.array([[1.0, 0.0], [0.0, 1.0]]), split, seconds=1.5, history=history,
+        phase="phase 1: head",
+    )
+    np.testing.assert_array_equal(result.y_true, [0, 1])
+    np.testing.assert_array_equal(result.y_pred, [0, 1])
+    assert result.accuracy == 1.0 and result.train_seconds == 1.5 and result.trained_parameters == 6
+    assert result.test_paths == ["/img/6.png", "/img/7.png"] and result.probabilities.shape == (2, 2)
+    assert list(result.history["phase"]) == ["phase 1: head"] * 2 and list(result.history["epoch"]) == [1, 2]
+    assert approaches.keras_result("toy", "transfer learning", model, np.eye(2), split, seconds=0,
+                                   trained_parameters=3).trained_parameters == 3
+    with pytest.raises(ValueError, match="one softmax row per test image"):
+        approaches.keras_result("toy", "transfer learning", model, np.eye(2)[:1], split, seconds=0)
+
+
+def test_use_answer_returns_the_value_or_says_which_exercise_to_fix(capsys):
+    assert approaches.use_answer("Exercise 1 (double)", lambda x: 2 * x, 4, instead="nothing") == 8
+    assert capsys.readouterr().out == ""
+
+    def unfinished(x):
+        raise NotImplementedError()
+
+    assert approaches.use_answer("Exercise 2 (raw_pixels)", unfinished, 1, instead="the raw pixels are left out") is None
+    said = capsys.readouterr().out
+    assert said.startswith("Exercise 2 (raw_pixels) does not work yet (NotImplementedError)")
+    assert "the raw pixels are left out" in said and "test cell passes" in said
+
+    def refuse(value):
+        raise ValueError("it returned 3 rows, not 4")
+
+    assert approaches.use_answer("Exercise 3", lambda: 3, instead="skipped", check=refuse) is None
+    assert "it returned 3 rows, not 4" in capsys.readouterr().out
+
+
+def test_classifier_check_names_what_is_wrong():
+    import keras
+
+    check = approaches.classifier_check((8, 8, 3), 2)
+    inputs = keras.Input((8, 8, 3))
+    good = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
+    check(good)
+    with pytest.raises(ValueError, match="not a keras.Model"):
+        check("a model")
+    wrong = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
+    with pytest.raises(ValueError, match=r"expected \(8, 8, 3\) images to 2 class probabilities"):
+        check(wrong)
+
+
 # --------------------------------------------------------------------------- integration (real PACS images)
 
 

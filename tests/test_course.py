@@ -23,6 +23,8 @@ import pytest
 from helpers import course, course_commands, grading, kernel, output_noise, release, submissions, timing, validation
 from helpers.settings import PROFILES
 
+import alternative_answers  # tests/alternative_answers.py, beside this file
+
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = course.list_assignments(ROOT)
 
@@ -447,6 +449,7 @@ def executed_notebooks(monkeypatch) -> list:
 def test_solutions_notebook_runs_and_passes_every_test(assignment, kernel_env, tmp_path, executed_notebooks):
     """Every solutions notebook runs top to bottom (smoke), passes its tests, and shows no warning or stderr."""
     notebook = _copy_for_run(course.source_notebook(assignment, ROOT), tmp_path)
+    _use_alternative_answers(notebook, assignment)
     result = validation.validate(notebook, profile="smoke", environment=kernel_env)
     assert result.profile == "smoke"
     assert not result.errors, f"{assignment} raised in the smoke profile:\n" + "\n".join(result.errors)
@@ -455,6 +458,38 @@ def test_solutions_notebook_runs_and_passes_every_test(assignment, kernel_env, t
     assert len(executed_notebooks) == 1, "the validator executed the notebook once"
     noise = output_noise.noise(executed_notebooks[0])
     assert noise == [], f"{assignment} shows warnings or stderr a student would see:\n" + "\n".join(noise)
+    for name in alternative_answers.USED_DOWNSTREAM.get(assignment, []):
+        assert name in _answers_used_downstream(executed_notebooks[0]), (
+            f"{assignment}: no cell after the exercises calls the student's {name}; the notebook must use the "
+            "student's answer where it needs it, not the kit's"
+        )
+
+
+def _use_alternative_answers(path: Path, assignment: str) -> None:
+    """Put tests/alternative_answers.py's answers in place of the reference solutions (cheap: same run)."""
+    answers = alternative_answers.ANSWERS.get(assignment, {})
+    notebook = nbformat.read(path, as_version=4)
+    replaced = set()
+    for cell in notebook.cells:
+        grade_id = _nbgrader(cell).get("grade_id")
+        if grade_id in answers:
+            cell.source = answers[grade_id].strip("\n")
+            replaced.add(grade_id)
+    assert replaced == set(answers), f"{assignment}: no answer cell for {sorted(set(answers) - replaced)}"
+    nbformat.write(notebook, path)
+
+
+def _answers_used_downstream(notebook: nbformat.NotebookNode) -> set[str]:
+    """Names of the alternative answers called by a cell that is neither an answer cell nor a test cell."""
+    used: set[str] = set()
+    for cell in notebook.cells:
+        if cell.cell_type != "code" or _nbgrader(cell).get("solution") or _nbgrader(cell).get("grade"):
+            continue
+        for output in cell.get("outputs", []):
+            for line in str(output.get("text", "")).splitlines():
+                if line.startswith(alternative_answers.MARKER + " "):
+                    used.add(line.split()[1])
+    return used
 
 
 @pytest.mark.slow
