@@ -10,8 +10,16 @@ from pathlib import Path
 from typing import Sequence
 
 from helpers.course import list_assignments, release_notebook, resolve_root, source_notebook
-from helpers import sandbox
-from helpers.grading import DEFAULT_JOBS, GradingError, UnsandboxedWarning, autograde, export, feedback
+from helpers import deadlines, lms_export, sandbox, similarity
+from helpers.grading import (
+    DEFAULT_JOBS,
+    GradingError,
+    UnsandboxedWarning,
+    autograde,
+    export,
+    feedback,
+    submission_scores,
+)
 from helpers.release import generate, release_drift
 from helpers.settings import PROFILES
 from helpers.submissions import collect_submissions
@@ -80,6 +88,13 @@ def autograde_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--assignment", help="grade only this assignment")
     parser.add_argument("--student", action="append", dest="students", help="grade only this student (repeatable)")
+    parser.add_argument(
+        "--regrade", action="store_true",
+        help="grade --student again (after a fix to the tests or an extension), keeping their manual grades and comments",
+    )
+    parser.add_argument(
+        "--reset-manual", action="store_true", help="with --regrade: clear that student's manual grades and comments"
+    )
     parser.add_argument("--timeout", type=int, help="seconds per cell (default: the grading profile's)")
     parser.add_argument(
         "--jobs", type=int, default=DEFAULT_JOBS, help=f"submissions graded at once (default {DEFAULT_JOBS})"
@@ -94,6 +109,10 @@ def autograde_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--disk", type=int, default=defaults.disk_mb, help=f"MB of private disk per kernel (default {defaults.disk_mb})")
     args = parser.parse_args(list(argv))
+    if args.regrade and not args.students:
+        parser.error("--regrade needs --student NAME (it regrades named students only, never the whole class)")
+    if args.reset_manual and not args.regrade:
+        parser.error("--reset-manual goes with --regrade")
     try:
         limits = sandbox.Limits(
             memory_mb=args.memory, processes=args.processes, disk_mb=args.disk,
@@ -129,15 +148,19 @@ def autograde_main(argv: Sequence[str]) -> int:
         if not names:
             print(f"error: nothing to grade in {submitted}", file=sys.stderr)
             return 1
+        if args.regrade and len(names) > 1:
+            print("error: --regrade needs the assignment (--assignment A) when several were submitted", file=sys.stderr)
+            return 1
         for name in names:
             began = time.perf_counter()
             failed: list[str] = []
+            earlier = {s.student: s for s in submission_scores(name, root=root)} if args.regrade else {}
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UnsandboxedWarning)  # said in the banner above
                     scores = autograde(
                         name, root=root, students=args.students, timeout=args.timeout, jobs=args.jobs,
-                        limits=limits, sandboxing=sandboxing,
+                        limits=limits, sandboxing=sandboxing, regrade=args.regrade, reset_manual=args.reset_manual,
                     )
             except GradingError as error:
                 print(f"error: {error}", file=sys.stderr)
@@ -145,7 +168,11 @@ def autograde_main(argv: Sequence[str]) -> int:
             print(f"{name}: {len(scores)} submission(s) graded in {time.perf_counter() - began:.0f} s")
             for score in scores:
                 manual = f"  (to grade by hand: {', '.join(score.needs_manual_grade)})" if score.needs_manual_grade else ""
-                print(f"  {score.student:<24} {score.score:g} / {score.max_score:g}{manual}")
+                before = earlier.get(score.student)
+                was = f"  (was {before.score:g})" if before is not None else ""
+                print(f"  {score.student:<24} {score.score:g} / {score.max_score:g}{was}{manual}")
+                if score.late_penalty:
+                    print(f"      late: -{score.late_penalty:g} point(s) by the late policy (final {score.final_score:g})")
                 for note in score.notes[1:]:  # the first says sandboxed or not: printed above
                     print(f"      note: {note}")
                 for flag in score.flags:
@@ -168,18 +195,64 @@ def _banner(text: str) -> str:
 
 
 def export_main(argv: Sequence[str]) -> int:
-    """``python -m helpers export [--output grades.csv] [--assignment A] [--cells]``."""
-    parser = _parser("export", "Export grades from the gradebook to CSV.")
+    """``python -m helpers export [--output grades.csv] [--assignment A] [--cells] [--roster roster.csv]``."""
+    parser = _parser("export", "Export grades from the gradebook to CSV (and Canvas and Moodle sheets with --roster).")
     parser.add_argument("--output", type=Path, default=Path("grades.csv"), help="CSV file (default grades.csv)")
     parser.add_argument("--assignment", help="only this assignment")
     parser.add_argument("--cells", action="store_true", help="one row per graded cell instead of per submission")
+    parser.add_argument(
+        "--roster", type=Path,
+        help="roster CSV mapping user names to the school's ids (username, sis_user_id, ...): also write "
+        "<output>-canvas.csv, <output>-moodle.csv and <output>-roster-problems.csv",
+    )
     args = parser.parse_args(list(argv))
     try:
-        path = export(args.output, assignment=args.assignment, root=args.root, per_cell=args.cells)
+        roster = lms_export.read_roster(args.roster) if args.roster else None  # a bad roster: nothing written
+        root = resolve_root(args.root)
+        deadlines.refresh_penalties(root, args.assignment)  # from today's scores: manual grades count
+        path = export(args.output, assignment=args.assignment, root=root, per_cell=args.cells)
+        print(f"wrote {path}")
+        if roster is not None:
+            names = [args.assignment] if args.assignment else None
+            sheets = lms_export.build(submission_scores(args.assignment, root=root), roster, names)
+            for written in lms_export.write(sheets, args.output).values():
+                print(f"wrote {written}")
+            for problem, student, assignment, what in sheets.problems:
+                print(f"  {problem}: {student}{' / ' + assignment if assignment else ''}: {what}")
+            if sheets.problems:
+                print(f"  {len(sheets.problems)} line(s) to look at before importing (also in the roster-problems file).")
+    except (FileNotFoundError, ValueError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def similarity_main(argv: Sequence[str]) -> int:
+    """``python -m helpers similarity ASSIGNMENT [--output look-alike] [--min-similarity 0.7]``."""
+    parser = _parser("similarity", "Report pairs of submissions whose answer cells look alike (HTML and CSV).")
+    parser.add_argument("assignment", help="the assignment whose submissions (submitted/) are compared")
+    parser.add_argument(
+        "--output", type=Path, help="report path without extension (default: look-alike-<assignment>, here)"
+    )
+    parser.add_argument("--min-similarity", type=float, default=0.7, help="flag pairs from this similarity (0-1; default 0.7)")
+    parser.add_argument("--min-shared-lines", type=int, default=2, help="lines a flagged pair must share (default 2)")
+    args = parser.parse_args(list(argv))
+    try:
+        root = resolve_root(args.root)
+        report = similarity.class_report(
+            args.assignment, root=root, min_similarity=args.min_similarity, min_shared_lines=args.min_shared_lines
+        )
+        paths = similarity.write_report(report, args.output or Path(f"look-alike-{args.assignment}"))
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"wrote {path}")
+    for student, why in report.skipped.items():
+        print(f"not compared: {student}: {why}", file=sys.stderr)
+    print(f"{args.assignment}: {len(report.students)} submissions, {len(report.flagged)} pair(s) flagged for a person to look at")
+    for pair in report.flagged:
+        print(f"  {pair.student_a} / {pair.student_b}: similarity {pair.similarity:.2f}, {len(pair.shared)} shared line(s)")
+    for path in paths.values():
+        print(f"wrote {path}")
     return 0
 
 
@@ -193,6 +266,7 @@ def feedback_main(argv: Sequence[str]) -> int:
     )
     args = parser.parse_args(list(argv))
     try:
+        deadlines.refresh_penalties(resolve_root(args.root), args.assignment)  # the feedback shows the late penalty
         paths = feedback(args.assignment, root=args.root, students=args.students, show_tests=args.show_tests)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)

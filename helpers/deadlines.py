@@ -33,6 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from helpers.course import load_config, resolve_root
 from helpers.settings import find_config_file
 
 if sys.version_info >= (3, 11):
@@ -332,3 +333,14 @@ def record_penalties(
                 found.append(Lateness(student, entry.name, submitted, due, late, float(submission.score), total))
             gradebook.db.commit()
     return sorted(found, key=lambda x: (x.assignment, x.student))
+
+
+def refresh_penalties(root: Path | str | None = None, assignment: str | None = None) -> list[Lateness]:
+    """:func:`record_penalties` for a course folder, with its config and gradebook (``export`` and
+    ``feedback`` run it first, so a manual grade given since autograding is penalised as it is now)."""
+    root = resolve_root(root)
+    config = load_config(root)
+    db_url = str(config.CourseDirectory.db_url)
+    if db_url.startswith("sqlite:///") and not Path(db_url.removeprefix("sqlite:///")).is_file():
+        return []  # nothing graded yet: leave no empty gradebook behind
+    return record_penalties(db_url, str(config.CourseDirectory.course_id), load_deadlines(root), assignment)
