@@ -138,7 +138,7 @@ def _grade_one(
     timeout: int | None,
     db_url: str,
     limits: "sandbox.Limits",
-    use_sandbox: bool,
+    found: "sandbox.Probe",
 ) -> str | None:
     """Autograde one submission from a private copy, its kernel sandboxed; None, or why it was not graded.
 
@@ -175,10 +175,11 @@ def _grade_one(
                 for base in (private / str(folders.source_directory) / assignment, work):
                     (base / path.relative_to(extra)).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(path, base / path.relative_to(extra))
-        box = sandbox.prepare(work, limits=limits, use_sandbox=use_sandbox)
+        box = sandbox.prepare(work, limits=limits, use_sandbox=found.available, found=found)
         key = box.scratch.name
         sandbox.ACTIVE[key] = box
-        grading_steps.EVENTS.pop(key, None)
+        for events in (grading_steps.EVENTS, grading_steps.FLAGS, grading_steps.NOT_STARTED):
+            events.pop(key, None)
         try:
             config.CourseDirectory.root = str(private)
             config.CourseDirectory.assignment_id = assignment
@@ -206,6 +207,14 @@ def _grade_one(
             if error is None and built.is_dir():
                 _publish(built, course_root / str(folders.autograded_directory) / student / assignment)
             notes = [sandbox.describe(box.probe, limits)] + grading_steps.EVENTS.pop(key, [])
+            findings += grading_steps.FLAGS.pop(key, [])
+            not_started = grading_steps.NOT_STARTED.pop(key, None)
+            if not_started:
+                # Never the student's fault: say what happened and what to do, not nbgrader's traceback.
+                error = (
+                    f"{not_started}. Nothing was scored for {student}; fix the grading setup, then grade this "
+                    f"student again (python -m helpers autograde --assignment {assignment} --student {student})"
+                )
             peak = box.peak_memory_mb()
         finally:
             sandbox.ACTIVE.pop(key, None)
@@ -214,7 +223,10 @@ def _grade_one(
         course_root,
         assignment,
         student,
-        {"sandboxed": box.sandboxed, "notes": notes, "flags": findings, "graded": error is None, "peak_memory_mb": peak},
+        {
+            "sandboxed": box.sandboxed, "notes": notes, "flags": findings, "graded": error is None,
+            "not_graded_because": error and ("grader" if not_started else "nbgrader"), "peak_memory_mb": peak,
+        },
     )
     return error
 
@@ -280,6 +292,8 @@ def autograde(
         GradingError: nbgrader could not grade some submissions (a file that is not a
             notebook...); the others are graded first and listed in the error.
         helpers.sandbox.SandboxUnavailable: ``sandboxing="require"`` and no sandbox works here.
+        helpers.sandbox.KernelCannotStart: The course's kernel does not start for grading
+            (checked once, before any submission is touched).
     """
     root = resolve_root(root)
     check_assignments(root, [assignment])
@@ -293,17 +307,21 @@ def autograde(
         raise ValueError("reset_manual (--reset-manual) only goes with regrade (--regrade).")
     course_deadlines = deadlines.load_deadlines(root)  # a bad config fails before any grading
     limits = limits or sandbox.Limits()
-    found = sandbox.probe()
-    use_sandbox = sandboxing != "off" and found.available
+    found = sandbox.probe() if sandboxing != "off" else sandbox.Probe(False, "sandbox turned off", None, "rlimit")
     if sandboxing == "require" and not found.available:
         raise sandbox.SandboxUnavailable(f"no sandbox for the submissions' kernels: {found.reason}.")
-    if not use_sandbox:
+    if not found.available:
         warnings.warn(
-            f"grading UNSANDBOXED ({found.reason if sandboxing != 'off' else 'sandbox turned off'}): submissions run "
-            "with the grader's rights (each in its own temporary folder); grade only a class you trust.",
+            f"grading UNSANDBOXED ({found.reason}): submissions run with the grader's rights (each in its own "
+            "temporary folder); grade only a class you trust.",
             UnsandboxedWarning,
             stacklevel=2,
         )
+        # The sandboxed probe started the real kernel already; without it, check once here,
+        # before any submission is touched, that the kernel starts at all.
+        problem = sandbox.check_kernel(found)
+        if problem:
+            raise sandbox.KernelCannotStart(problem)
     config = load_config(root, profile=GRADING_PROFILE, timeout=timeout, db_url=db_url)
     db_url = str(config.CourseDirectory.db_url)
     submitted = root / str(config.CourseDirectory.submitted_directory)
@@ -318,7 +336,7 @@ def autograde(
     kept = {s: regrading.before(db_url, course, assignment, s, reset=reset_manual) for s in students} if regrade else {}
     env = dict(environment or {}) | {"KIT_PROFILE": GRADING_PROFILE}
     failures: dict[str, str] = {}
-    arguments = (timeout, db_url, limits, use_sandbox)
+    arguments = (timeout, db_url, limits, found)
     with kernel_environment(env | tools_on_path()):
         pending = students
         if jobs > 1 and len(students) > 1:

@@ -1,10 +1,13 @@
 """The nbgrader steps the kit adds to grading: execution that survives a dying kernel, and feedback
 without the hidden tests.
 
-- :func:`guarded_execute` is nbgrader's ``Execute`` step with two changes. A kernel that
-  dies (``os._exit``, a crash, the memory limit) costs only the cells that had not run:
-  the cell it died in and every later code cell get an error output saying why, and
-  grading goes on, so the tests that had passed keep their points. And each cell keeps
+- :func:`guarded_execute` is nbgrader's ``Execute`` step with three changes. A kernel that
+  dies (``os._exit``, a crash, the memory limit) or stops answering (its own machinery
+  broken from an answer cell, interrupts ignored) costs only the cells that had not run:
+  the cell it died or hung in and every later code cell get an error output saying why,
+  grading goes on, so the tests that had passed keep their points, and the submission is
+  flagged for a person. A kernel that never starts is the grader's problem: it raises
+  :class:`helpers.sandbox.KernelCannotStart` and nothing is scored. And each cell keeps
   at most :attr:`helpers.sandbox.Limits.output_kb` of output, so a cell that prints
   megabytes cannot fill the grader's memory.
 - :func:`hide_tests` is a feedback step: every autograded test cell shows its first
@@ -25,15 +28,30 @@ from helpers import sandbox
 
 # sandbox id -> what happened while its kernel ran (read by helpers.grading after each submission).
 EVENTS: dict[str, list[str]] = {}
+# sandbox id -> what a person should look at (a kernel that died or stopped answering).
+FLAGS: dict[str, list[str]] = {}
+# sandbox id -> why its kernel never started (the grader's problem: nothing is scored).
+NOT_STARTED: dict[str, str] = {}
 KERNEL_DIED = "KernelDied"
+KERNEL_HUNG = "KernelStoppedAnswering"
+KERNEL_NOT_STARTED = "the kernel could not start (the grader's setup, not the submission)"
 NOT_RUN = "NotRun"
 HIDDEN_SOURCE = "# The test's code is not shown in the feedback; its result and message are below."
+
+
+class _StoppedAnswering(Exception):
+    """The kernel stopped answering in cell ``cell`` (raised between cells, caught by the execute step)."""
+
+    def __init__(self, cell: int, why: str) -> None:
+        super().__init__(why)
+        self.cell = cell
 
 
 @functools.cache
 def guarded_execute() -> type:
     """nbgrader's ``Execute`` step that grades on when the kernel dies and caps each cell's output."""
-    from nbclient.exceptions import DeadKernelError
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from nbclient.util import run_sync
     from nbformat.notebooknode import NotebookNode
     from nbgrader.preprocessors import Execute
     from traitlets import Integer, Unicode
@@ -44,31 +62,100 @@ def guarded_execute() -> type:
         sandbox_id = Unicode("", config=True, help="Key of this submission's sandbox in helpers.sandbox.ACTIVE.")
         max_output_bytes = Integer(1024 * 1024, config=True, help="Output kept per cell, in bytes.")
 
+        answer_timeout = Integer(15, config=True, help="Seconds a kernel has to answer an empty cell after a timeout.")
+
         def preprocess(self, nb: Any, resources: Any = None, km: Any = None) -> Any:
             self._current = -1
+            self._started = False
+            self._timed_out: int | None = None
             self._output_bytes: dict[int, int] = {}
             try:
                 return super().preprocess(nb, resources, km)
             except DeadKernelError:
-                why = self._why_dead()
-                EVENTS.setdefault(self.sandbox_id, []).append(
-                    f"the kernel died in cell {self._current} ({why}); that cell and the {self._later(nb)} code "
-                    "cell(s) after it score 0"
-                )
-                for index, cell in enumerate(nb.cells):
-                    if cell.cell_type != "code" or index < self._current:
-                        continue
-                    error = NotebookNode(output_type="error")
-                    if index == self._current:
-                        error.ename, error.evalue = KERNEL_DIED, f"the kernel died while running this cell: {why}"
-                    else:
-                        error.ename, error.evalue = NOT_RUN, "not run: the kernel died in an earlier cell"
-                    error.traceback = [f"{error.ename}: {error.evalue}"]
-                    cell.outputs.append(error)
-                return nb, resources
+                return self._score_from_here(nb, resources, self._why_dead(), died=True)
+            except _StoppedAnswering as stopped:
+                self._current = stopped.cell
+                return self._score_from_here(nb, resources, str(stopped), died=False)
+            except (CellTimeoutError, TimeoutError) as error:
+                if not self._started:
+                    raise self._cannot_start(error) from error
+                # The kernel is alive but answers nothing, even to the interrupt: its own
+                # machinery was broken from inside (or it ignores interrupts). Graded as a
+                # dead kernel from this cell on, and flagged for a person.
+                why = f"no reply at the cell's time limit, and nothing in the {self.iopub_timeout} s after the interrupt"
+                return self._score_from_here(nb, resources, why, died=False)
+            except RuntimeError as error:
+                if not self._started:
+                    raise self._cannot_start(error) from error
+                raise
+
+        async def _async_handle_timeout(self, timeout: int, cell: Any = None) -> Any:
+            self._timed_out = self._current
+            return await super()._async_handle_timeout(timeout, cell)
+
+        async def _answers(self) -> bool:
+            """Whether the kernel runs an empty cell and replies within :attr:`answer_timeout`."""
+            import time
+
+            msg_id = self.kc.execute("", silent=True, store_history=False)
+            deadline = time.monotonic() + self.answer_timeout
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    reply = await self.kc.get_shell_msg(timeout=left)
+                except Exception:  # noqa: BLE001 - queue.Empty or a closed channel: no answer
+                    return False
+                if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                    return True
+            return False
+
+        def _cannot_start(self, error: BaseException) -> sandbox.KernelCannotStart:
+            """The grader's problem, never the student's: the kernel did not start for this submission."""
+            box = sandbox.ACTIVE.get(self.sandbox_id)
+            said = sandbox.reason_from_output(box.output.text(wait=2)) if box is not None else "nothing"
+            message = (
+                f"{KERNEL_NOT_STARTED}: {str(error).splitlines()[0] if str(error) else type(error).__name__}; "
+                f"it said: {said}"
+            )
+            NOT_STARTED[self.sandbox_id] = message
+            return sandbox.KernelCannotStart(message)
+
+        def _score_from_here(self, nb: Any, resources: Any, why: str, *, died: bool) -> Any:
+            """Every code cell from the current one on fails with ``why``; the earlier ones keep their results."""
+            what = "died" if died else "stopped answering"
+            message = (
+                f"the kernel {what} in cell {self._current} ({why}); that cell and the {self._later(nb)} code "
+                "cell(s) after it score 0"
+            )
+            EVENTS.setdefault(self.sandbox_id, []).append(message)
+            FLAGS.setdefault(self.sandbox_id, []).append(message)
+            for index, cell in enumerate(nb.cells):
+                if cell.cell_type != "code" or index < self._current:
+                    continue
+                error = NotebookNode(output_type="error")
+                if index == self._current:
+                    error.ename = KERNEL_DIED if died else KERNEL_HUNG
+                    error.evalue = f"the kernel {what} while running this cell: {why}"
+                else:
+                    error.ename, error.evalue = NOT_RUN, f"not run: the kernel {what} in an earlier cell"
+                error.traceback = [f"{error.ename}: {error.evalue}"]
+                cell.outputs = [o for o in cell.outputs if o.get("output_type") != "error"] + [error]
+            return nb, resources
 
         def preprocess_cell(self, cell: Any, resources: Any, index: int) -> Any:
+            if self._timed_out is not None and cell.cell_type == "code":
+                # The last cell was interrupted at its time limit: before going on, the kernel
+                # must answer an empty cell, else it stopped answering in that cell (its
+                # handlers replaced, interrupts ignored...), and every cell from there scores 0.
+                timed_out, self._timed_out = self._timed_out, None
+                if not run_sync(self._answers)():
+                    run_sync(self._async_check_alive)()  # a kernel that died meanwhile is reported as dead
+                    raise _StoppedAnswering(
+                        timed_out,
+                        f"interrupted at the cell's time limit, it then did not run an empty cell within "
+                        f"{self.answer_timeout} s",
+                    )
             self._current = index
+            self._started = True  # cells run only once the kernel has answered kernel_info
             return super().preprocess_cell(cell, resources, index)
 
         def output(self, outs: list, msg: dict, display_id: str | None, cell_index: int) -> Any:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import shlex
 import shutil
@@ -37,6 +38,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
+from helpers.kernel import KERNEL_NAME
 from helpers.settings import load_settings
 from helpers.weights import models_dir
 
@@ -46,6 +48,8 @@ HOME = "/home/student"
 WORK = f"{HOME}/work"
 SUBMISSION = "/srv/submission"
 COURSE_FILES = "/srv/course"
+# Private, size-limited folders (tmpfs) that replace the grader's.
+PRIVATE = (HOME, "/tmp")
 CGROUP_PREFIX = "tl-kit-grading"
 # Environment variables that reach a sandboxed kernel (everything else is cleared:
 # the grader's environment may hold tokens and paths that are none of the student's business).
@@ -57,6 +61,10 @@ DATA_SETTINGS = ("weights_mirror", "data_mirror", "data_dir")
 
 class SandboxUnavailable(RuntimeError):
     """No sandbox can be used here (with the reason); see :func:`probe`."""
+
+
+class KernelCannotStart(RuntimeError):
+    """The course's kernel does not start for grading (the grader's setup, not a submission); see :func:`check_kernel`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,8 +130,23 @@ def _cgroup_mode() -> str:
 
 
 @functools.cache
-def probe() -> Probe:
-    """Check once per process that bubblewrap runs a sandbox like the grader's (no network, new PIDs)."""
+def probe(kernel_name: str = KERNEL_NAME) -> Probe:
+    """Check once per process that grading can run here: bubblewrap builds a sandbox like the grader's
+    (no network, new PIDs), and the real kernel command starts inside one and answers.
+
+    The kernel is the course's (``kernel_name``), started exactly as grading starts it
+    (:func:`kernel_manager_class`, the same binds and environment) on an empty
+    submission; it must reply and import ``helpers``. A layout the sandbox cannot
+    show (a Python under a folder it replaces, a kernel spec pointing at a missing
+    program) is reported here, with the kernel's own words, before any submission
+    is touched.
+
+    Args:
+        kernel_name: The Jupyter kernel the notebooks are graded with.
+
+    Returns:
+        A :class:`Probe`; ``available`` False with the ``reason`` when grading cannot be sandboxed.
+    """
     if not sys.platform.startswith("linux"):
         return Probe(False, f"bubblewrap needs Linux (this is {sys.platform})", None, "rlimit")
     bwrap = shutil.which("bwrap")
@@ -143,38 +166,122 @@ def probe() -> Probe:
             bwrap,
             "rlimit",
         )
-    return Probe(True, "", bwrap, _cgroup_mode())
+    found = Probe(True, "", bwrap, _cgroup_mode())
+    failure = check_kernel(found, kernel_name)
+    if failure:
+        return Probe(False, failure, bwrap, found.cgroup)
+    return found
 
 
-def _system_binds() -> list[str]:
-    """Read-only binds of the operating system: programs, libraries and the few ``/etc`` files they read."""
-    args: list[str] = []
+def _system_mounts() -> list[tuple[str, list[str]]]:
+    """Read-only mounts of the operating system: programs, libraries and the few ``/etc`` files they read."""
+    mounts: list[tuple[str, list[str]]] = []
     for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         path = Path(top)
         if path.is_symlink():
-            args += ["--symlink", os.readlink(path), top]
+            mounts.append((top, ["--symlink", os.readlink(path), top]))
         elif path.is_dir():
-            args += ["--ro-bind", top, top]
+            mounts.append((top, ["--ro-bind", top, top]))
     for name in (
         "passwd", "group", "hosts", "nsswitch.conf", "localtime", "ld.so.cache", "ld.so.conf", "ld.so.conf.d",
         "alternatives", "fonts", "mime.types", "ssl/certs",
     ):
-        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    return args
+        mounts.append((f"/etc/{name}", ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]))
+    return mounts
 
 
-def _python_paths() -> list[Path]:
-    """What the kernel's Python needs: the installation, the environment and the ``helpers`` package."""
-    package = Path(__file__).resolve().parent  # helpers/ itself (an editable install points here)
-    paths = [Path(sys.base_prefix), Path(sys.prefix), package]
-    executable = Path(sys.executable)
-    paths.append(executable.resolve().parent.parent)  # a venv's python links into the installation
+def _system_binds() -> list[str]:
+    """The system's mounts as bubblewrap arguments (what :func:`probe` starts ``true`` with)."""
+    return [word for _, args in _system_mounts() for word in args]
+
+
+def _ordered_mounts(mounts: list[tuple[str, list[str]]]) -> list[str]:
+    """bubblewrap arguments that mount from the root down, so that no mount hides another.
+
+    bubblewrap mounts in the order it is given: a private ``/tmp`` mounted after a
+    read-only bind of ``/tmp/course/.venv`` would hide the environment (the kernel then
+    fails with "exec: .../python: not found"). Mounting parents before children lets
+    every bind show through the private folders above it, wherever the course, the
+    environment and the Python installation live.
+
+    Raises:
+        SandboxUnavailable: A bind would cover one of the sandbox's own folders (its
+            private home, the submission, the course files), which would hide them.
+    """
+    own = [HOME, WORK, SUBMISSION, COURSE_FILES]
+    for target, args in mounts:
+        if args[0] not in {"--ro-bind", "--ro-bind-try", "--bind"}:
+            continue
+        covered = [inside for inside in own if inside == target or Path(target) in Path(inside).parents]
+        if covered and not (target.startswith(COURSE_FILES + "/") or target == SUBMISSION):
+            raise SandboxUnavailable(
+                f"{args[1]} would be mounted at {target}, over the sandbox's own {covered[0]}; move it (for example "
+                "the virtual environment or Python installation) to another folder, then grade again"
+            )
+    ordered = sorted(mounts, key=lambda mount: len(Path(mount[0]).parts))  # stable: same depth keeps its order
+    return [word for _, args in ordered for word in args]
+
+
+# Asked of the kernel's Python (isolated mode, as the sandboxed kernel sees it): its
+# installation folders, its package folders (a ``.pth`` file may add one from elsewhere) and
+# where it finds the two packages a course kernel needs.
+_WHERE_SCRIPT = (
+    "import importlib.util, json, sys\n"
+    "found = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]\n"
+    "for name in ('helpers', 'ipykernel'):\n"
+    "    spec = importlib.util.find_spec(name)\n"
+    "    found += list(spec.submodule_search_locations or []) if spec else []\n"
+    "found += [p for p in sys.path if p.endswith(('site-packages', 'dist-packages'))]\n"
+    "print(json.dumps(found))\n"
+)
+
+
+@functools.cache
+def _python_paths(executable: str | None = None) -> tuple[Path, ...]:
+    """What a kernel's Python needs, read-only: its installation, its environment and the ``helpers`` package.
+
+    ``executable`` is the kernel command's program (the grader's Python by default).
+    A virtual environment's ``python`` links into a base installation that may live
+    anywhere (``/usr``, ``/opt/conda``, pyenv under a home): both are bound. The
+    ``helpers`` package is bound on its own, never the project folder around it
+    (``solutions/`` and the gradebook stay out of reach).
+    """
+    program = Path(executable or sys.executable)
+    paths = [program.parent.parent, program.resolve().parent.parent]
+    if executable is None or program.resolve() == Path(sys.executable).resolve():
+        paths += [Path(sys.base_prefix), Path(sys.prefix), Path(__file__).resolve().parent]
+    try:
+        answer = subprocess.run([str(program), "-I", "-c", _WHERE_SCRIPT], capture_output=True, text=True, timeout=60)
+        paths += [Path(p) for p in json.loads(answer.stdout)] if answer.returncode == 0 else []
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        pass  # a Python that cannot answer fails the kernel check, with its own words
+    paths += _linked_library_folders(program.resolve())
     unique: list[Path] = []
     for path in paths:
         path = path.resolve()
+        if path == Path("/") or not path.exists():
+            continue
         if not any(path == kept or kept in path.parents for kept in unique):
             unique = [kept for kept in unique if path not in kept.parents] + [path]
-    return unique
+    return tuple(unique)
+
+
+def _linked_library_folders(program: Path) -> list[Path]:
+    """Folders outside the system's of the shared libraries ``program`` loads (a ``libpython`` that a
+    build's run path finds in another installation)."""
+    ldd = shutil.which("ldd")
+    if ldd is None or not program.is_file():
+        return []
+    try:
+        listing = subprocess.run([ldd, str(program)], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    folders = []
+    for line in listing.splitlines():
+        library = line.partition("=>")[2].split("(")[0].strip()
+        if library.startswith("/") and not library.startswith(("/usr/", "/lib", "/bin/", "/sbin/")):
+            folders.append(Path(library).resolve().parent)
+    return folders
 
 
 def data_paths(environment: Mapping[str, str | None]) -> dict[str, Path]:
@@ -305,6 +412,9 @@ class Sandbox:
         ipc: Folder of the kernel's connection file and Unix sockets.
         environment: The environment the kernel gets (``KIT_*`` and the like).
         binds: Read-only folders of course data, by setting name.
+        output: What the kernel process (and the sandbox around it) wrote to its
+            standard output and error: the sandbox's own errors ("exec: ... not
+            found"), Python's fatal errors. Kept bounded; read with ``output.text()``.
     """
 
     probe: Probe
@@ -315,6 +425,7 @@ class Sandbox:
     environment: dict[str, str]
     binds: dict[str, Path]
     cgroup: Cgroup | None = None
+    output: "OutputTail" = dataclasses.field(default_factory=lambda: OutputTail())
 
     @property
     def sandboxed(self) -> bool:
@@ -335,16 +446,7 @@ class Sandbox:
             return [shutil.which("env") or "/usr/bin/env", "-u", "KERAS_HOME", *env, *kernel_command]
         assert self.probe.bwrap is not None
         args = [self.probe.bwrap, "--unshare-all", "--die-with-parent", "--cap-drop", "ALL"]
-        args += _system_binds()
-        for path in _python_paths():
-            args += ["--ro-bind", str(path), str(path)]
-        args += ["--proc", "/proc", "--dev", "/dev"]
-        size = str(self.limits.disk_mb * 1024 * 1024)
-        args += ["--size", size, "--tmpfs", HOME, "--size", size, "--tmpfs", "/tmp"]
-        args += ["--ro-bind", str(self.submission), SUBMISSION]
-        args += ["--bind", str(self.ipc), str(self.ipc)]
-        for name, path in self.binds.items():
-            args += ["--ro-bind", str(path), f"{COURSE_FILES}/{name}"]
+        args += _ordered_mounts(self._mounts(kernel_command[0] if kernel_command else None))
         args += ["--clearenv"]
         for name, value in sorted(self._inside_environment().items()):
             args += ["--setenv", name, value]
@@ -353,6 +455,23 @@ class Sandbox:
         start = f"mkdir -p {WORK} && cp -R {SUBMISSION}/. {WORK}/ && cd {WORK} && exec \"$@\""
         command = ["/bin/sh", "-c", start, "kernel", *kernel_command]
         return self._limited(args + command)
+
+    def _mounts(self, program: str | None) -> list[tuple[str, list[str]]]:
+        """Every mount of the sandbox as ``(target inside, bubblewrap arguments)``, in no particular order."""
+        mounts = _system_mounts()
+        if program and not os.path.isabs(program):
+            program = shutil.which(program) or program
+        for path in _python_paths(program if program and os.path.isabs(program) else None):
+            mounts.append((str(path), ["--ro-bind", str(path), str(path)]))
+        mounts += [("/proc", ["--proc", "/proc"]), ("/dev", ["--dev", "/dev"])]
+        size = str(self.limits.disk_mb * 1024 * 1024)
+        for private in PRIVATE:
+            mounts.append((private, ["--size", size, "--tmpfs", private]))
+        mounts.append((SUBMISSION, ["--ro-bind", str(self.submission), SUBMISSION]))
+        mounts.append((str(self.ipc), ["--bind", str(self.ipc), str(self.ipc)]))
+        for name, path in self.binds.items():
+            mounts.append((f"{COURSE_FILES}/{name}", ["--ro-bind", str(path), f"{COURSE_FILES}/{name}"]))
+        return mounts
 
     def _inside_environment(self) -> dict[str, str]:
         env = {
@@ -444,6 +563,7 @@ def prepare(
     environment: Mapping[str, str | None] | None = None,
     limits: Limits | None = None,
     use_sandbox: bool = True,
+    found: Probe | None = None,
 ) -> Sandbox:
     """A private folder with a copy of ``submission`` and, where available, a sandbox around it.
 
@@ -452,6 +572,8 @@ def prepare(
         environment: Environment of the kernel (``KIT_*`` settings); ``None`` values unset.
         limits: :class:`Limits`; the defaults when None.
         use_sandbox: False runs the kernel unsandboxed (still in the private copy).
+        found: What :func:`probe` found, when the caller already knows (a grading
+            worker process need not start the probe's kernel again).
 
     Returns:
         A :class:`Sandbox`; its :meth:`Sandbox.close` removes everything it made.
@@ -462,7 +584,10 @@ def prepare(
     if not source.is_dir():
         raise FileNotFoundError(f"submission folder {source} does not exist.")
     limits = limits or Limits()
-    found = probe() if use_sandbox else Probe(False, "sandbox turned off", None, "rlimit")
+    if not use_sandbox:
+        found = Probe(False, "sandbox turned off", None, "rlimit")
+    elif found is None:
+        found = probe()
     scratch = Path(tempfile.mkdtemp(prefix="kit-grade-"))
     scratch.chmod(0o700)
     try:
@@ -512,7 +637,160 @@ def kernel_manager_class() -> type:
                 self.kernel_spec.interrupt_mode = "message"
             return box.wrap(command)
 
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            box = ACTIVE.get(self.sandbox_id)
+            if box is not None:
+                # Into a pipe the grader drains (bounded), not the grader's terminal: the
+                # sandbox's own errors then reach the report, and a student's prints do not.
+                kw["stdout"], kw["stderr"] = subprocess.PIPE, subprocess.STDOUT
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            process = getattr(self.provisioner, "process", None)
+            if box is not None and process is not None and process.stdout is not None:
+                box.output.follow(process.stdout)
+
     return SandboxedKernelManager
+
+
+class OutputTail:
+    """The first and last few KB of a stream, drained by a thread so that the writer never blocks."""
+
+    def __init__(self, head: int = 16384, tail: int = 16384) -> None:
+        self._head = bytearray()
+        self._tail = bytearray()
+        self._limits = (head, tail)
+        self._dropped = 0
+        self._threads: list[Any] = []
+
+    def follow(self, stream: Any) -> None:
+        """Read ``stream`` until it ends, in a daemon thread."""
+        import threading
+
+        def drain() -> None:
+            for chunk in iter(lambda: stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536), b""):
+                self.add(chunk)
+            stream.close()
+
+        thread = threading.Thread(target=drain, name="kit-kernel-output", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def add(self, chunk: bytes) -> None:
+        head, tail = self._limits
+        room = head - len(self._head)
+        self._head += chunk[:room]
+        rest = chunk[max(room, 0):]
+        self._tail += rest
+        if len(self._tail) > tail:
+            self._dropped += len(self._tail) - tail
+            del self._tail[: len(self._tail) - tail]
+
+    def text(self, wait: float = 0.0) -> str:
+        """What was kept, as text (``wait``: seconds to let the thread finish reading first)."""
+        for thread in self._threads:
+            thread.join(wait)
+        middle = f"\n[... {self._dropped} bytes left out ...]\n" if self._dropped else ""
+        return (bytes(self._head).decode(errors="replace") + middle + bytes(self._tail).decode(errors="replace"))
+
+
+def reason_from_output(output: str) -> str:
+    """The line of a kernel's output that says why it could not start, or its last line.
+
+    >>> reason_from_output("kernel: 1: exec: /tmp/c/.venv/bin/python: not found\\n")
+    'kernel: 1: exec: /tmp/c/.venv/bin/python: not found'
+    >>> reason_from_output("noise\\nbwrap: Can't find source path /x: No such file or directory\\nmore")
+    "bwrap: Can't find source path /x: No such file or directory"
+    >>> reason_from_output("")
+    'the kernel wrote nothing'
+    """
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for marker in ("bwrap:", "exec:", "not found", "No such file", "Fatal Python error", "Error", "Permission denied"):
+        for line in lines:
+            if marker in line:
+                return line
+    return lines[-1] if lines else "the kernel wrote nothing"
+
+
+def _run_coroutine(coroutine: Any) -> Any:
+    """Run a coroutine to its end, also from inside a running event loop (in a thread of its own)."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def check_kernel(found: Probe, kernel_name: str = KERNEL_NAME, timeout: float = 90) -> str:
+    """Start the course's kernel in a sandbox once, exactly as grading does; "" when it answers, else why not.
+
+    The kernel runs on an empty submission with the grader's environment, must reply
+    to ``kernel_info`` and import ``helpers``. The answer quotes the sandbox or the
+    kernel ("exec: .../python: not found") and says what to do.
+
+    Args:
+        found: A probe whose bubblewrap works (``available``), or an unsandboxed one.
+        kernel_name: The Jupyter kernel to start.
+        timeout: Seconds the kernel has to start and answer.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="kit-probe-") as folder:
+        try:
+            box = prepare(folder, use_sandbox=found.available, found=found)
+        except SandboxUnavailable as error:
+            return str(error)
+        ACTIVE[box.scratch.name] = box
+        try:
+            problem = _run_coroutine(_ask_kernel(box, kernel_name, timeout))
+        finally:
+            ACTIVE.pop(box.scratch.name, None)
+            box.close()
+    if not problem:
+        return ""
+    where = "inside the grading sandbox" if found.available else "for grading"
+    said = reason_from_output(box.output.text(wait=2))
+    return (
+        f"the kernel {kernel_name!r} does not start {where}: {problem}; it said: {said}. Check that the kernel's "
+        "Python has the kit installed (make setup, then python -m helpers kernel) and that every folder it needs "
+        "exists, then grade again (this check runs before any submission is touched)"
+    )
+
+
+async def _ask_kernel(box: Sandbox, kernel_name: str, timeout: float) -> str:
+    """Start a kernel in ``box``, ask it to import ``helpers``; "" or what went wrong."""
+    import asyncio
+
+    from jupyter_client.kernelspec import NoSuchKernel
+
+    manager = kernel_manager_class()(kernel_name=kernel_name, sandbox_id=box.scratch.name, **box.kernel_config())
+    try:
+        await manager.start_kernel()
+    except NoSuchKernel:
+        return f"no kernel spec named {kernel_name!r} is installed"
+    except Exception as error:  # noqa: BLE001 - any start failure is reported with its words
+        return f"it could not be launched ({type(error).__name__}: {error})"
+    client = manager.client()
+    client.start_channels()
+    try:
+        try:
+            await client.wait_for_ready(timeout=timeout)
+        except (RuntimeError, TimeoutError, asyncio.TimeoutError) as error:
+            return "it died before replying" if "died" in str(error) else f"no reply within {timeout:.0f} s"
+        reply = await client.execute_interactive(
+            "import helpers", timeout=timeout, store_history=False, output_hook=lambda message: None
+        )
+        if reply["content"]["status"] != "ok":
+            return f"it cannot import the kit ({reply['content'].get('ename')}: {reply['content'].get('evalue')})"
+        return ""
+    except (TimeoutError, asyncio.TimeoutError):
+        return f"it did not answer within {timeout:.0f} s"
+    finally:
+        client.stop_channels()
+        await manager.shutdown_kernel(now=True)
 
 
 # sandbox id -> Sandbox, for the kernel managers nbclient creates from a config.

@@ -1,13 +1,14 @@
 """A hostile class: submissions that attack the grader, graded together with honest ones.
 
 The tests write their own course (three small exercises on numpy, no TensorFlow, so a
-class of fifteen grades in about a minute) and their own hostile submissions: read the
+class of nineteen grades in about two minutes) and their own hostile submissions: read the
 solutions and another student's work, rewrite the gradebook, overwrite other
 submissions, patch numpy or IPython to pass, kill the kernel, exceed the memory limit,
 fork many processes, fill the disk, connect to a server the test starts on 127.0.0.1,
-sleep forever, print megabytes. Every honest score must be exact, the whole class
-graded, every attack checked *from outside* to have failed, and each hostile submission
-scored only for what its honest part deserves, or flagged for a person.
+sleep forever, print megabytes, break the kernel so that it never answers again. Every
+honest score must be exact, the whole class graded, every attack checked *from outside*
+to have failed, and each hostile submission scored only for what its honest part
+deserves, or flagged for a person.
 
 With bubblewrap (``apt-get install bubblewrap``) the class is graded sandboxed; the
 same course graded without a sandbox checks the loud warning and that each submission
@@ -246,6 +247,21 @@ def _hostile_class(root: Path, server_port: int, secret_leaks: list[Path]) -> di
             "mean": "import time\ntime.sleep(10 ** 6)\n" + mean_answer,
         }),
         "print_megabytes": _with_extra_cell(solution, "add", "print('x' * (30 * 2 ** 20))"),
+        # Four ways to break the kernel's own machinery after test_add has passed: the kernel
+        # stays alive but never answers again (graded like a dead kernel, and flagged).
+        "break_replies": _with_extra_cell(solution, "test_add", (
+            "import json\njson.dumps = lambda *args, **kwargs: 1 / 0  # every reply the kernel serialises fails"
+        )),
+        "drop_requests": _with_extra_cell(solution, "test_add", (
+            "kernel = get_ipython().kernel\n"
+            "kernel.shell_handlers['execute_request'] = lambda *args, **kwargs: None"
+        )),
+        "stop_itself": _with_extra_cell(solution, "test_add", (
+            "import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)"
+        )),
+        "ignore_interrupts": _with_extra_cell(solution, "test_add", (
+            "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"
+        )),
     }
 
 
@@ -267,7 +283,13 @@ EXPECTED = {
     "network": FULL,
     "sleep_forever": FULL | {"test_mean": 0.0},
     "print_megabytes": FULL,
+    "break_replies": {"test_add": 2.0, "test_scale": 0.0, "test_mean": 0.0},
+    "drop_requests": {"test_add": 2.0, "test_scale": 0.0, "test_mean": 0.0},
+    "stop_itself": {"test_add": 2.0, "test_scale": 0.0, "test_mean": 0.0},
+    "ignore_interrupts": {"test_add": 2.0, "test_scale": 0.0, "test_mean": 0.0},
 }
+# The submissions whose kernel stops answering: graded like a dead kernel, flagged with the reason.
+HUNG = ("break_replies", "drop_requests", "stop_itself", "ignore_interrupts")
 FLAGGED = {
     "read_secrets": "outside", "rewrite_gradebook": "outside", "overwrite_others": "outside",
     "patch_numpy": "patches", "hide_errors": "patches", "kill_kernel": "exits", "fork_bomb": "exits",
@@ -383,6 +405,19 @@ def test_a_dying_kernel_is_reported_and_costs_only_the_cells_left(sandboxed_clas
     scores = sandboxed_class["scores"]
     assert any("kernel died" in note for note in scores["kill_kernel"].notes), scores["kill_kernel"].notes
     assert any("memory limit of 512 MB" in note for note in scores["exceed_memory"].notes), scores["exceed_memory"].notes
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("student", HUNG)
+def test_a_kernel_that_stops_answering_is_graded_and_flagged(sandboxed_class, student):
+    """The cells before the break keep their marks, the rest score 0, and a person is told why."""
+    score = sandboxed_class["scores"][student]
+    assert any("stopped answering" in flag for flag in score.flags), f"{student} must be flagged: {score.flags}"
+    assert any("stopped answering" in note and "score 0" in note for note in score.notes), score.notes
+    graded = sandboxed_class["root"] / "autograded" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    errors = [o for c in nbformat.read(graded, as_version=4).cells for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert any(o.get("ename") == "KernelStoppedAnswering" for o in errors), "the cell it hung in says so"
 
 
 @pytest.mark.timeout(600)

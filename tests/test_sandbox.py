@@ -99,9 +99,12 @@ def test_the_probe_runs_bubblewrap_for_real():
     found = sandbox.probe()
     if not found.available:
         pytest.skip(f"no sandbox here: {found.reason}")
-    result = subprocess.run(
-        [found.bwrap, "--unshare-all", "--die-with-parent", *sandbox._system_binds(), "--proc", "/proc",
-         "--dev", "/dev", "cat", str(ROOT / "README.md")],
-        capture_output=True, text=True,
+    base = [found.bwrap, "--unshare-all", "--die-with-parent", *sandbox._system_binds(), "--proc", "/proc",
+            "--dev", "/dev"]
+    works = subprocess.run([*base, "cat", "/etc/passwd"], capture_output=True, text=True)
+    assert works.returncode == 0, f"the same sandbox runs a program and reads the system: {works.stderr}"
+    hidden = subprocess.run([*base, "cat", str(ROOT / "README.md")], capture_output=True, text=True)
+    assert hidden.returncode == 1 and "No such file or directory" in hidden.stderr, (
+        "the project folder is not visible inside the sandbox (cat fails to find it, not bubblewrap to start): "
+        f"{hidden.returncode} {hidden.stderr}"
     )
-    assert result.returncode != 0, "the project folder is not visible inside the sandbox"
