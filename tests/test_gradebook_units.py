@@ -231,3 +231,20 @@ def test_a_submission_that_is_not_a_notebook_is_listed_not_compared(tmp_path):
     shutil.copy(ROOT / "solutions" / "header.ipynb", root / "solutions")
     report = similarity.class_report("sums", root=root)
     assert report.students == ["ann"] and list(report.skipped) == ["bob"]
+
+
+def test_the_examples_shipped_with_the_kit_read_as_they_say():
+    """kit.toml.example's grading tables, uncommented, parse; the example roster serves the hub and the sheets."""
+    import tomllib
+
+    from helpers import hub
+
+    lines = (ROOT / "kit.toml.example").read_text().splitlines()
+    start = lines.index("# [deadlines]")
+    text = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in lines[start:])
+    found = deadlines.parse_deadlines(tomllib.loads(text))
+    assert found.policy.describe() == "10 % per day late (or part of a day) after 1 h of grace, at most 30 %"
+    assert found.due_for("alice", "01_pretrained_scoring") - found.due["01_pretrained_scoring"] == datetime.timedelta(days=2)
+    roster = ROOT / "classroom" / "roster.example.csv"
+    assert [e.sis_user_id for e in lms_export.read_roster(roster)] == ["S1001", "S1002", "S1003"]
+    assert [m.username for m in hub.read_roster(roster)] == ["teacher", "alice", "bob", "carol"]
