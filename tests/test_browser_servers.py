@@ -3,9 +3,12 @@
 - the student's server (``python -m helpers workshop``): a notebook's widgets render and respond,
   no instructor tool shows (no Nbgrader menu, no formgrader, no Create Assignment), the
   notebook's Validate button is there, a released notebook is not marked modified when it
-  opens, and TensorBoard opens from the Launcher inside JupyterLab;
+  opens, the kit's progress bar, saved with the notebook, reads complete in its plain-text
+  fallback, the Launcher offers one kernel (the kit's), no "Jupyter news" pop-up appears, and
+  TensorBoard opens from the Launcher inside JupyterLab;
 - the instructor's server (``python -m helpers instructor``): the formgrader lists the course's
-  assignments on the first visit to a fresh course folder.
+  graded assignments (not an ungraded notebook such as 05) on the first visit to a fresh course
+  folder, with no missing-exchange banner; its JupyterLab offers one kernel and no news pop-up.
 
 Skipped, with the reason, where Selenium, Chromium or ChromeDriver is missing (see
 tests/test_browser.py, whose browser helpers these tests share).
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +28,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import servers
+from helpers import kernel, servers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import test_browser as browser  # noqa: E402 - the browser helpers live beside this file
@@ -35,19 +39,35 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 WIDGETS_NOTEBOOK = "widgets.ipynb"
 RELEASED = Path("01_pretrained_scoring") / "01_pretrained_scoring.ipynb"
+NEWS_PROMPT = "official Jupyter news"
+BAR_CELL = "from helpers import progress\nfor _ in progress.bar(range(30), desc='frames', unit='img'):\n    pass\n"
+
+# The Launcher's sections and their cards' titles.
+_LAUNCHER = """
+return Array.from(document.querySelectorAll('.lm-Widget:not(.lm-mod-hidden) > .jp-Launcher .jp-Launcher-section')).map(s => [
+  s.querySelector('.jp-Launcher-sectionTitle').innerText,
+  Array.from(s.querySelectorAll('.jp-LauncherCard')).map(c => c.getAttribute('title') || c.innerText)]);
+"""
 
 
 def _lab_settings(work: Path) -> dict[str, str]:
-    """No news prompt, no update check, no autosave (nothing to fetch, nothing written)."""
+    """No autosave (nothing written). The news prompt is left to the kit's server config, which the tests check."""
     settings = work / "lab-settings"
-    for plugin, values in {
-        "docmanager-extension/plugin": {"autosave": False},
-        "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
-    }.items():
-        target = settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(values))
+    target = settings / "@jupyterlab" / "docmanager-extension" / "plugin.jupyterlab-settings"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({"autosave": False}))
     return {"JUPYTERLAB_SETTINGS_DIR": str(settings)}
+
+
+def _launcher_kernels(driver) -> dict[str, list[str]]:
+    """The kernels the Launcher offers for notebooks and consoles, once JupyterLab has restored (and would have
+    asked its news question)."""
+    driver.execute_async_script(
+        "const done = arguments[arguments.length - 1]; window.jupyterapp.restored.then(() => setTimeout(done, 2000));")
+    if not driver.execute_script("return !!document.querySelector('.lm-Widget:not(.lm-mod-hidden) > .jp-Launcher')"):
+        driver.execute_script("window.jupyterapp.commands.execute('launcher:create')")
+    sections = browser._wait(lambda: driver.execute_script(_LAUNCHER), 30, "the Launcher's sections")
+    return {title: cards for title, cards in sections if title in ("Notebook", "Console")}
 
 
 def _student_root(tmp_path: Path) -> Path:
@@ -56,6 +76,7 @@ def _student_root(tmp_path: Path) -> Path:
     notebook = nbformat.v4.new_notebook()
     notebook.metadata = {"kernelspec": {"name": "tl-workshop", "language": "python", "display_name": "Python (tl-workshop)"}}
     notebook.cells = [nbformat.v4.new_code_cell(
+        BAR_CELL +  # the kit's progress bar, then a widget
         "import ipywidgets as widgets\n"
         "widgets.interact(lambda k: print(f'k squared is {k * k}'), k=widgets.IntSlider(value=3, min=0, max=10));"
     )]
@@ -151,12 +172,22 @@ def test_student_server_in_the_browser(tmp_path):
         handle.click()
         ActionChains(driver).send_keys(Keys.ARROW_RIGHT).perform()
         browser._wait(lambda: "k squared is 16" in output(), 30, "the output to follow the slider (k=4)")
+        live_bar = output()
         driver.save_screenshot(str(browser._artifact("student-widgets.png")))
 
-        # 3. TensorBoard from the Launcher, inside JupyterLab
-        driver.execute_script("window.jupyterapp.commands.execute('launcher:create')")
-        card = browser._wait(lambda: driver.find_element(By.CSS_SELECTOR, '.jp-LauncherCard[title="TensorBoard"]'), 30,
-                             "a TensorBoard card in the Launcher")
+        # the student saves: the progress bar's saved text is what GitHub, nbviewer and the feedback HTML show
+        driver.execute_script("return window.jupyterapp.commands.execute('docmanager:save')")
+        saved = browser._wait(lambda: [o for o in nbformat.read(root / WIDGETS_NOTEBOOK, as_version=4).cells[0].outputs
+                                       if o.get("output_type") == "display_data"], 30, "the notebook to be saved")
+        saved_bars = [o["data"].get("text/plain", "") for o in saved if "frames" in o["data"].get("text/plain", "")]
+
+        # 3. one kernel in the Launcher, no news pop-up (JupyterLab asks once it has restored, and the question stays)
+        kernels = _launcher_kernels(driver)
+        news = NEWS_PROMPT in driver.execute_script("return document.body.innerText")
+
+        # 4. TensorBoard from the Launcher (the one open now), inside JupyterLab
+        card = browser._wait(lambda: next(c for c in driver.find_elements(By.CSS_SELECTOR, '.jp-LauncherCard[title="TensorBoard"]')
+                                          if c.is_displayed()), 30, "a TensorBoard card in the Launcher")
         card.click()
         frame = browser._wait(lambda: driver.find_element(By.CSS_SELECTOR, ".lm-Widget:not(.lm-mod-hidden) iframe"), 30,
                               "TensorBoard's tab (an iframe in JupyterLab)")
@@ -177,6 +208,12 @@ def test_student_server_in_the_browser(tmp_path):
     assert "Nbgrader" not in menus, f"the student's menu bar shows nbgrader's instructor menu: {menus}"
     assert "Formgrader" not in page and "Create Assignment" not in page, "an instructor tool shows on the student's server"
     assert "Validate" in toolbar, f"the student's notebook toolbar lacks nbgrader's Validate button: {toolbar!r}"
+    assert re.search(r"frames:\W*100%.*30/30", live_bar, re.S), f"the live progress bar does not show its end: {live_bar!r}"
+    assert len(saved_bars) == 1 and re.match(r"frames: 100%\|#+\| 30/30 \[", saved_bars[0]), (
+        f"the saved progress bar's plain text does not read complete: {saved_bars}")
+    one_kernel = {"Notebook": [kernel.DISPLAY_NAME], "Console": [kernel.DISPLAY_NAME]}
+    assert kernels == one_kernel, f"the student's Launcher offers {kernels}, not the kit's kernel alone"
+    assert not news, "JupyterLab's 'get notified about official Jupyter news?' pop-up shows on the student's server"
     assert src.rstrip("/").endswith("/tensorboard"), f"TensorBoard is not served through the Jupyter server: {src}"
     assert outside == [], f"the page requested other hosts: {outside}"
     assert (root / RELEASED).read_bytes() == released_before, "opening a notebook must not write it"
@@ -192,16 +229,33 @@ def test_instructor_formgrader_loads_on_a_fresh_course_in_the_browser(tmp_path):
     prepared = subprocess.run([sys.executable, "-m", "helpers", "instructor", "--help"], env=bare, capture_output=True,
                               text=True, timeout=60)
     assert prepared.returncode == 0 and "--port" in prepared.stdout
-    assert servers.prepare_gradebook(root) == ["toy"]
+    assert servers.prepare_gradebook(root) == ["toy"], "the ungraded 'extra' is no assignment"
+    servers.prepare_exchange(root)  # as `python -m helpers instructor` does
     env = servers.instructor_environment(bare) | _lab_settings(tmp_path)
-    with serving.running_server(servers.instructor_command(serving._free_port(), True, root), env, root, tmp_path) as server, \
+    command = servers.instructor_command(serving._free_port(), True, root) + ["--LabApp.expose_app_in_browser=True"]
+    with serving.running_server(command, env, root, tmp_path) as server, \
             browser.chromium_session(tmp_path / "chromium") as driver:
         base, token, _ = server.split("|")
         driver.get(f"{base}/formgrader?token={token}")
         rows = browser._wait(
             lambda: [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#main-table tr") if "toy" in r.text], 90,
             "the formgrader to list the assignment 'toy'")
+        time.sleep(1)  # every row of the table, not the first one only
+        rows = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#main-table tr")]
         driver.save_screenshot(str(browser._artifact("instructor-formgrader.png")))
         page = driver.execute_script("return document.body.innerText")
-    print(f"\ninstructor formgrader in the browser: {time.monotonic() - began:.0f} s")
+        banners = [b.text for b in driver.find_elements(By.CSS_SELECTOR, ".alert-warning")]
+
+        # the instructor's JupyterLab: one kernel, no news pop-up
+        driver.get(f"{base}/lab?reset&token={token}")
+        browser._wait(lambda: driver.execute_script("return !!window.jupyterapp"), 90, "the instructor's JupyterLab")
+        kernels = _launcher_kernels(driver)
+        news = NEWS_PROMPT in driver.execute_script("return document.body.innerText")
+        driver.save_screenshot(str(browser._artifact("instructor-launcher.png")))
+    print(f"\ninstructor formgrader and JupyterLab in the browser: {time.monotonic() - began:.0f} s")
     assert rows and "Loading, please wait" not in page
+    assert [row.split()[0] for row in rows if row.strip()] == ["toy"], f"the formgrader lists more than the graded assignment: {rows}"
+    assert banners == [] and "exchange directory" not in page, f"the formgrader shows a warning banner: {banners}"
+    one_kernel = {"Notebook": [kernel.DISPLAY_NAME], "Console": [kernel.DISPLAY_NAME]}
+    assert kernels == one_kernel, f"the instructor's Launcher offers {kernels}, not the kit's kernel alone"
+    assert not news, "JupyterLab's 'get notified about official Jupyter news?' pop-up shows on the instructor's server"

@@ -170,7 +170,7 @@ def running_server(command: list[str], env: dict[str, str], cwd: Path, work: Pat
     }
     log_path = work / "server.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command + ["--ServerApp.port_retries=0", "--LabApp.news_url=None"],
+        process = subprocess.Popen(command + ["--ServerApp.port_retries=0"],
                                    cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
