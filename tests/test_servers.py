@@ -74,6 +74,12 @@ def test_every_server_offers_the_kits_kernel_only_and_no_news_popup(folder):
     assert page["disabledExtensions"][servers.NEWS_PLUGIN] is True
 
 
+def test_binder_serves_the_student_config_and_the_common_one():
+    start = (ROOT / "binder" / "start").read_text()
+    for folder in (servers.STUDENT_CONFIG_DIR, servers.COMMON_CONFIG_DIR):
+        assert f"${{REPO_DIR:-$PWD}}/{folder.relative_to(ROOT).as_posix()}" in start, f"binder/start misses {folder}"
+
+
 def test_only_graded_assignments_are_assignments(tmp_path):
     """Notebooks 00 and 05 are released to students but have nothing to grade: no gradebook entry, not in the
     formgrader."""
