@@ -73,7 +73,7 @@ REPORT_COLUMNS = ["format", "file", "size_mb", "test_accuracy", "agreement", "ma
 def onnx_available() -> bool:
     """Whether the ONNX converter and runtime (``tf2onnx``, ``onnxruntime``) are installed.
 
-    Used by :func:`export_model` (notebook 05, section 8: ship the model).
+    Used by :func:`export_model` (notebook 05, section 7: ship the model).
     """
     import importlib.util
 
@@ -84,7 +84,7 @@ def onnx_available() -> bool:
 class ExportReport:
     """What :func:`export_model` wrote and how each export compares with the Keras model.
 
-    Returned by :func:`export_model` (notebook 05, section 8).
+    Returned by :func:`export_model` (notebook 05, section 7).
 
     Attributes:
         folder: The export folder.
@@ -230,7 +230,7 @@ def export_model(
 ) -> ExportReport:
     """Export a trained classifier as SavedModel, TFLite and ONNX; reload each and check it on the test images.
 
-    Taught in notebook 05, section 8 (ship the model); the ``python -m helpers export-model`` command
+    Taught in notebook 05, section 7 (ship the model); the ``python -m helpers export-model`` command
     (and ``retrain --export``) runs it on a saved model folder.
 
     Args:
@@ -287,6 +287,7 @@ def export_model(
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".exporting", dir=folder.parent))
     try:
+        staging.chmod(0o755)  # mkdtemp's folder is private; an export is meant to be copied and shared
         saved = staging / SAVED_MODEL_DIR
         _write_saved_model(tf, model, saved, size, preprocess, names)
         info = {
@@ -367,7 +368,7 @@ def _saved_model_dir(location: str | os.PathLike) -> Path | None:
 def is_saved_model(location: str | os.PathLike) -> bool:
     """Whether ``location`` is an export folder of :func:`export_model` or its ``saved_model`` folder.
 
-    Used by ``recipes.load_model``, so that ``python -m helpers score --model`` (notebook 05, section 8) reads exports.
+    Used by ``recipes.load_model``, so that ``python -m helpers score --model`` (notebook 05, section 7) reads exports.
     """
     return _saved_model_dir(location) is not None
 
@@ -375,7 +376,7 @@ def is_saved_model(location: str | os.PathLike) -> bool:
 class SavedModelClassifier:
     """An exported SavedModel used where the kit expects a Keras classifier (``predict_on_batch``, shapes).
 
-    Returned by :func:`load_saved_model` (notebook 05, section 8: score with the exported model). It takes
+    Returned by :func:`load_saved_model` (notebook 05, section 7: score with the exported model). It takes
     images preprocessed for the backbone, as the kit's pipeline gives them (the ``serve_preprocessed`` endpoint).
     """
 
@@ -404,7 +405,7 @@ class SavedModelClassifier:
 def load_saved_model(location: str | os.PathLike) -> tuple[SavedModelClassifier, dict[str, Any]]:
     """Reload an export folder (or its ``saved_model`` folder) as a classifier, with its metadata.
 
-    Used by ``recipes.load_model`` for ``python -m helpers score --model`` (notebook 05, section 8).
+    Used by ``recipes.load_model`` for ``python -m helpers score --model`` (notebook 05, section 7).
 
     Raises:
         FileNotFoundError: No SavedModel there, or no ``assets.extra/model.json`` in it.

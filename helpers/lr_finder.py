@@ -35,7 +35,7 @@ __all__ = ["LRFinderResult", "find_learning_rate", "smooth", "suggest"]
 def smooth(losses: Any, beta: float = 0.9) -> np.ndarray:
     """Exponential moving average of a loss curve, bias-corrected (the first values are not pulled to 0).
 
-    Used by :func:`find_learning_rate` (notebook 02, section 4: the learning-rate finder).
+    Used by :func:`find_learning_rate` (notebook 02, section 5: the learning-rate finder).
 
     >>> smooth([1.0, 1.0, 1.0]).round(6).tolist()
     [1.0, 1.0, 1.0]
@@ -56,7 +56,7 @@ def smooth(losses: Any, beta: float = 0.9) -> np.ndarray:
 def suggest(learning_rates: Any, smoothed: Any) -> tuple[float, float]:
     """The suggested rates of a sweep: ``(steepest descent, minimum / 10)``.
 
-    Used by :func:`find_learning_rate` (notebook 02, section 4: the learning-rate finder).
+    Used by :func:`find_learning_rate` (notebook 02, section 5: the learning-rate finder).
 
     ``steepest`` is where the smoothed loss falls fastest per decade of learning rate,
     searched before the minimum (past it the loss rises); ``minimum / 10`` is a tenth of
@@ -85,7 +85,7 @@ def suggest(learning_rates: Any, smoothed: Any) -> tuple[float, float]:
 class LRFinderResult:
     """A learning-rate sweep: the rates tried, the losses, the suggestion.
 
-    Returned by :func:`find_learning_rate` (notebook 02, section 4).
+    Returned by :func:`find_learning_rate` (notebook 02, section 5).
 
     Attributes:
         learning_rates: The rate of each batch.
@@ -191,7 +191,7 @@ def find_learning_rate(
 ) -> LRFinderResult:
     """Sweep the learning rate from ``start`` to ``stop`` on a copy of ``model``; suggest a rate.
 
-    Taught in notebook 02, section 4 (before the first ``fit``: which learning rate?).
+    Taught in notebook 02, section 5 (before the first ``fit``: which learning rate?).
 
     Each of ``steps`` batches (drawn in a shuffled order, wrapping around) trains the copy
     one step at a learning rate ``start * (stop / start) ** (i / (steps - 1))``. The sweep
