@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("helpers.course_commands:validate_main", "Validate notebooks with nbgrader (fails when a test fails)."),
     "autograde": ("helpers.course_commands:autograde_main", "Autograde a folder of submissions in the grading profile."),
     "export": ("helpers.course_commands:export_main", "Export grades to CSV (Canvas and Moodle sheets with --roster)."),
+    "deadlines": ("helpers.course_commands:deadlines_main", "List an assignment's submissions against their due dates."),
     "similarity": ("helpers.course_commands:similarity_main", "Report look-alike submissions of an assignment (HTML and CSV)."),
     "feedback": ("helpers.course_commands:feedback_main", "Generate feedback HTML for graded submissions."),
     "score": ("helpers.recipe_commands:score_main", "Label every image of a folder (ImageNet or a retrained model) into a CSV."),

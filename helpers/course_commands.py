@@ -227,6 +227,27 @@ def export_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def deadlines_main(argv: Sequence[str]) -> int:
+    """``python -m helpers deadlines ASSIGNMENT``: who handed in when, against their due date."""
+    parser = _parser("deadlines", "List an assignment's submissions against their due dates and the late policy.")
+    parser.add_argument("assignment", help="the assignment whose submissions (submitted/) are listed")
+    args = parser.parse_args(list(argv))
+    try:
+        root = resolve_root(args.root)
+        policy = deadlines.load_deadlines(root).policy
+        rows = deadlines.handed_in(args.assignment, root)
+    except (FileNotFoundError, ValueError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.assignment}: {len(rows)} submission(s); late policy: {policy.describe()}")
+    for row in rows:
+        when = row.submitted.strftime("%Y-%m-%d %H:%M UTC") if row.submitted else "no timestamp"
+        due = row.due.strftime("%Y-%m-%d %H:%M UTC") if row.due else "no due date"
+        late = f"late by {row.seconds_late / 3600:.1f} h, -{row.percent:g} %" if row.seconds_late else "on time"
+        print(f"  {row.student:<24} {when:<22} due {due:<22} {late}{'  ' + row.problem if row.problem else ''}")
+    return 1 if any(row.problem for row in rows) else 0
+
+
 def similarity_main(argv: Sequence[str]) -> int:
     """``python -m helpers similarity ASSIGNMENT [--output look-alike] [--min-similarity 0.7]``."""
     parser = _parser("similarity", "Report pairs of submissions whose answer cells look alike (HTML and CSV).")

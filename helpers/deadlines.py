@@ -125,11 +125,17 @@ class LatePolicy:
 
 @dataclasses.dataclass(frozen=True)
 class Deadlines:
-    """The course's due dates (aware datetimes), extensions and late policy."""
+    """The course's due dates (aware datetimes), extensions and late policy.
+
+    Attributes:
+        configured: The course config has any of the three tables; without them the kit
+            leaves the gradebook's due dates and penalties (nbgrader's own) alone.
+    """
 
     due: Mapping[str, datetime.datetime] = dataclasses.field(default_factory=dict)
     extensions: Mapping[tuple[str, str], datetime.datetime] = dataclasses.field(default_factory=dict)
     policy: LatePolicy = LatePolicy()
+    configured: bool = False
 
     def due_for(self, student: str, assignment: str) -> datetime.datetime | None:
         """The student's due date: their extension, else the assignment's (None: no due date)."""
@@ -225,7 +231,8 @@ def parse_deadlines(data: Mapping[str, Any], origin: str = "the course config") 
                 extensions[(str(student), str(assignment))] = _moment(value, where)
                 if extensions[(str(student), str(assignment))] < due[assignment]:
                     raise ValueError(f"{where}: an extension cannot end before the due date {due[assignment]}.")
-    return Deadlines(due, extensions, policy)
+    configured = any(name in data for name in ("deadlines", "late_policy", "extensions"))
+    return Deadlines(due, extensions, policy, configured)
 
 
 def load_deadlines(root: Path | str | None = None, config_file: Path | str | None = None) -> Deadlines:
@@ -289,7 +296,8 @@ def record_penalties(
 
     The penalty is computed from the submission's score as it is now (manual grades
     included) and replaces the one stored before, so running this again never
-    penalises twice. nbgrader's own late-penalty step (off by default) is left alone.
+    penalises twice. A course config without deadline tables changes nothing (a
+    penalty from nbgrader's own late-submission plugin stands).
 
     Args:
         db_url: The gradebook.
@@ -303,6 +311,8 @@ def record_penalties(
     """
     from nbgrader.api import Gradebook
 
+    if not deadlines.configured:
+        return []
     found: list[Lateness] = []
     wanted = None if students is None else set(students)
     with Gradebook(db_url, course_id) as gradebook:
@@ -344,3 +354,42 @@ def refresh_penalties(root: Path | str | None = None, assignment: str | None = N
     if db_url.startswith("sqlite:///") and not Path(db_url.removeprefix("sqlite:///")).is_file():
         return []  # nothing graded yet: leave no empty gradebook behind
     return record_penalties(db_url, str(config.CourseDirectory.course_id), load_deadlines(root), assignment)
+
+
+@dataclasses.dataclass(frozen=True)
+class HandedIn:
+    """One submission in ``submitted/`` against its due date, before grading."""
+
+    student: str
+    submitted: datetime.datetime | None
+    due: datetime.datetime | None
+    seconds_late: float
+    percent: float
+    problem: str = ""
+
+
+def handed_in(assignment: str, root: Path | str | None = None) -> list[HandedIn]:
+    """Every submission of an assignment in ``submitted/``, dated by its ``timestamp.txt``, against
+    the student's due date, with the percent the late policy will take off (``python -m helpers
+    deadlines``: check the late list and grant extensions before grading).
+
+    A missing timestamp is never late; an unreadable one is reported in ``problem``.
+    """
+    root = resolve_root(root)
+    config = load_config(root)
+    course_deadlines = load_deadlines(root)
+    submitted = root / str(config.CourseDirectory.submitted_directory)
+    rows = []
+    for folder in sorted(p for p in submitted.glob(f"*/{assignment}") if p.is_dir()):
+        student = folder.parent.name
+        problem = ""
+        try:
+            moment = read_timestamp(folder)
+        except ValueError as error:
+            moment, problem = None, str(error)
+        late = course_deadlines.seconds_late(student, assignment, moment)
+        rows.append(
+            HandedIn(student, moment, course_deadlines.due_for(student, assignment), late,
+                     course_deadlines.policy.percent(late), problem)
+        )
+    return rows

@@ -266,6 +266,9 @@ def test_a_class_of_30_goes_from_release_to_the_schools_grade_sheets(tmp_path, c
     (root / "kit.toml").write_text(KIT_TOML.format(extensions="s06 = { quiz = 2 }\n"))
     students = [_student(i) for i in range(1, 31)]
     hand_in(root, students)
+    assert course_commands.deadlines_main([ASSIGNMENT, "--root", str(root)]) == 0
+    late_list = capsys.readouterr().out
+    assert "late by 130.0 h, -30 %" in late_list and "late by 36.0 h, -20 %" in late_list
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", grading.UnsandboxedWarning)  # where bubblewrap is missing
         scores = {s.student: s for s in grading.autograde(ASSIGNMENT, root=root, jobs=2, timeout=TIMEOUT, limits=LIMITS)}

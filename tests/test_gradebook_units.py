@@ -248,3 +248,32 @@ def test_the_examples_shipped_with_the_kit_read_as_they_say():
     roster = ROOT / "classroom" / "roster.example.csv"
     assert [e.sis_user_id for e in lms_export.read_roster(roster)] == ["S1001", "S1002", "S1003"]
     assert [m.username for m in hub.read_roster(roster)] == ["teacher", "alice", "bob", "carol"]
+
+
+def test_the_late_list_before_grading_dates_each_submission(tmp_path, capsys):
+    """``python -m helpers deadlines quiz``: timestamps against due dates and extensions; a broken one is named."""
+    root = tmp_path / "course"
+    (root / "solutions").mkdir(parents=True)
+    shutil.copy(ROOT / "nbgrader_config.py", root)
+    shutil.copy(ROOT / "solutions" / "header.ipynb", root / "solutions")
+    (root / "kit.toml").write_text(
+        '[deadlines]\nquiz = 2026-12-01T16:00:00Z\n[late_policy]\nmethod = "percent_per_day"\npercent_per_day = 25\n'
+        "[extensions]\nbob = { quiz = 1 }\n"
+    )
+    times = {"ann": "2026-12-01 15:00:00.000000 UTC", "bob": "2026-12-02 10:00:00.000000 UTC",
+             "cy": "2026-12-03 10:00:00.000000 UTC", "dee": None, "eve": "soon"}
+    for student, stamp in times.items():
+        folder = root / "submitted" / student / "quiz"
+        folder.mkdir(parents=True)
+        if stamp:
+            (folder / "timestamp.txt").write_text(stamp)
+    rows = {row.student: row for row in deadlines.handed_in("quiz", root)}
+    assert {s: (r.seconds_late / 3600, r.percent) for s, r in rows.items()} == {
+        "ann": (0, 0), "bob": (0, 0), "cy": (42, 50), "dee": (0, 0), "eve": (0, 0),
+    }
+    assert "not a time" in rows["eve"].problem and rows["dee"].submitted is None
+    assert course_commands.deadlines_main(["quiz", "--root", str(root)]) == 1, "a broken timestamp is an error"
+    printed = capsys.readouterr().out
+    assert "late policy: 25 % per day late" in printed and "cy" in printed and "late by 42.0 h, -50 %" in printed
+    assert deadlines.parse_deadlines({}).configured is False
+    assert deadlines.parse_deadlines({"late_policy": {"method": "none"}}).configured is True
