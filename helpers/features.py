@@ -17,8 +17,11 @@ temporary name and renamed, so an interrupted run never leaves a half-written ca
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
+import mmap
 import os
 import re
 import time
@@ -489,3 +492,238 @@ def feature_matrix(table: pd.DataFrame) -> np.ndarray:
         return np.empty((0, 0), dtype=np.float32)
     return np.stack(table["features"].to_numpy())
 
+
+
+# --------------------------------------------------------------------------- memory-mapped arrays for training
+
+# Cached training arrays are half precision on disk and read through a memory map: a kernel
+# then holds no second copy of them, only the pages a batch touches (notebook 02's peak memory).
+ARRAY_DTYPE = "float16"
+ARRAY_FORMAT = 1
+
+
+def _array_identity(model: "keras.Model", settings: Settings, size: int, paths: Sequence[str]) -> dict[str, Any]:
+    """What identifies cached arrays: the backbone, the model's structure and weights, the input files."""
+    backbone = backbones.get_backbone(settings=settings)
+    return {
+        "format": ARRAY_FORMAT,
+        "backbone": backbone.key,
+        "alpha": backbone.resolve_alpha(settings.alpha),
+        "preprocessing": backbone.module,
+        "image_size": size,
+        "dtype": ARRAY_DTYPE,
+        "architecture": architecture_fingerprint(model),
+        "weights": weights_fingerprint(model),
+        "files": files_fingerprint(paths),
+        "rows": len(paths),
+    }
+
+
+def _output_shapes(model: "keras.Model") -> list[tuple[int, ...]]:
+    shapes = model.output_shape if isinstance(model.output_shape, list) else [model.output_shape]
+    if any(d is None for shape in shapes for d in shape[1:]):
+        raise ValueError("cached_arrays needs outputs of a fixed shape; give the model a fixed input size.")
+    return [tuple(int(d) for d in shape[1:]) for shape in shapes]
+
+
+def _write_header(stream: Any, shape: tuple[int, ...]) -> None:
+    np.lib.format.write_array_header_1_0(
+        stream, {"descr": np.lib.format.dtype_to_descr(np.dtype(ARRAY_DTYPE)), "fortran_order": False, "shape": shape}
+    )
+
+
+def cached_arrays(
+    model: "keras.Model",
+    frame: pd.DataFrame,
+    settings: Settings | None = None,
+    *,
+    name: str = "images",
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> list[np.ndarray]:
+    """Run every image of ``frame`` through ``model`` once; keep each output in float16 on disk, memory-mapped.
+
+    Taught in notebook 02, section 4 (what the frozen layers compute, computed once); used again in sections 5 to 7.
+
+    One pass over the images fills one ``.npy`` file per output of ``model``, batch
+    by batch (never the whole array in memory), under ``<cache_dir>/features``. The
+    files are reused when the backbone, the model's structure and weights, the image
+    size and the input files (paths, sizes, modification times) all match; otherwise
+    they are computed again. They are written under temporary names and renamed, so an
+    interrupted run leaves no half-written array.
+
+    Args:
+        model: A Keras model from images to one or several outputs of fixed shape.
+        frame: DataFrame with a ``path`` column; rows come back in its order.
+        settings: Course settings (backbone, cache folder, batch size); loaded when omitted.
+        name: What the pass computes, for its progress bar (``"frames and their flips"``).
+        batch_size: Images per batch; ``settings.batch_size`` by default.
+        progress: Show a progress bar (and say when the cache was used).
+
+    Returns:
+        One read-only float16 memory map per output of ``model``, each of shape
+        ``(len(frame), *output_shape)``. Feed them to Keras with :func:`batches`.
+
+    Raises:
+        TypeError: ``frame`` is not a DataFrame.
+        ValueError: No ``path`` column, no rows, empty paths, or a ``batch_size`` under 1.
+        FileNotFoundError: An image file does not exist.
+    """
+    settings = settings or load_settings()
+    batch_size = settings.batch_size if batch_size is None else int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}.")
+    paths = _check_frame(frame)
+    if not paths:
+        raise ValueError("frame has no rows: there are no images to run through the model.")
+    shapes = _output_shapes(model)
+    size = _model_input_size(model, settings)
+    identity = _array_identity(model, settings, size, paths)
+    key = hashlib.sha256(json.dumps([identity, paths, shapes]).encode()).hexdigest()[:16]
+    stem = f"{_slug(identity['backbone'])}-{len(paths)}img-{len(shapes)}out-{key}"
+    targets = [cache_dir(settings) / f"{stem}-{index}.npy" for index in range(len(shapes))]
+    sidecar = cache_dir(settings) / f"{stem}.json"
+    try:
+        stored = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        stored = None
+    if stored == identity:
+        try:
+            arrays = [np.load(target, mmap_mode="r") for target in targets]
+        except (OSError, ValueError):
+            arrays = []
+        if [a.shape for a in arrays] == [(len(paths), *s) for s in shapes]:
+            if progress:
+                print(f"{name}: read from the cache ({stem}).")
+            return arrays
+
+    sidecar.unlink(missing_ok=True)  # the arrays are about to change: the old description no longer holds
+    began = time.perf_counter()
+    dataset = pipeline.make_dataset(paths, settings=settings, size=size, batch_size=batch_size, preprocess=True)
+    with contextlib.ExitStack() as stack:
+        streams = []
+        for target, shape in zip(targets, shapes):
+            temporary = stack.enter_context(atomic_path(target))
+            stream = stack.enter_context(temporary.open("wb"))
+            _write_header(stream, (len(paths), *shape))
+            streams.append(stream)
+        done = 0
+        with progress_bars.bar(total=len(paths), unit="img", desc=name, disable=not progress) as bar:
+            for images in dataset:
+                values = device.predict_batch(model, images)
+                values = values if isinstance(values, (list, tuple)) else [values]
+                for stream, value in zip(streams, values):
+                    stream.write(np.ascontiguousarray(np.asarray(value), dtype=ARRAY_DTYPE).tobytes())
+                done += len(values[0])
+                bar.update(len(values[0]))
+        if done != len(paths):
+            raise RuntimeError(f"the image pipeline yielded {done} images for {len(paths)} paths; check the image files.")
+        for stream in streams:
+            stream.flush()
+            os.fsync(stream.fileno())
+    with atomic_path(sidecar) as temporary:
+        temporary.write_text(json.dumps(identity, sort_keys=True))
+    if progress:
+        seconds = time.perf_counter() - began
+        megabytes = sum(target.stat().st_size for target in targets) / 1e6
+        print(f"{name}: {len(paths)} images in {seconds:.1f} s, {megabytes:.0f} MB on disk (float16).")
+    return [np.load(target, mmap_mode="r") for target in targets]
+
+
+def _release_pages(array: Any) -> None:
+    """Unmap the pages of a memory-mapped array that were read (they stay in the OS's file cache).
+
+    Read pages of a file mapping count in the process's resident memory until they are
+    unmapped: without this, an epoch over a cached array would count it all, once.
+    """
+    mapped = getattr(array, "_mmap", None)
+    if mapped is not None and hasattr(mapped, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mapped.madvise(mmap.MADV_DONTNEED)
+
+
+@functools.cache
+def _batches_class() -> type:
+    import keras
+
+    class ArrayBatches(keras.utils.PyDataset):
+        """Batches of float32 rows read from (memory-mapped) arrays, reshuffled every epoch."""
+
+        def __init__(self, views, labels, rows, batch_size, shuffle, seed):
+            super().__init__()
+            self.views, self.labels, self.rows = views, labels, rows
+            self.batch_size, self.shuffle = batch_size, shuffle
+            self.rng = np.random.default_rng(seed)
+            self.order = np.arange(len(rows) * len(views))
+            self.on_epoch_end()
+
+        def __len__(self) -> int:
+            return int(np.ceil(len(self.order) / self.batch_size))
+
+        def __getitem__(self, index: int) -> Any:
+            items = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+            x = np.empty((len(items), *self.views[0].shape[1:]), dtype=np.float32)
+            rows = self.rows[items % len(self.rows)]
+            for view_index, view in enumerate(self.views):
+                mine = items // len(self.rows) == view_index
+                if mine.any():
+                    wanted = rows[mine]
+                    ahead = np.argsort(wanted, kind="stable")  # a memory map reads sorted rows front to back
+                    part = np.empty((len(wanted), *view.shape[1:]), dtype=np.float32)
+                    part[ahead] = view[wanted[ahead]]
+                    x[mine] = part
+                _release_pages(view)
+            return x if self.labels is None else (x, self.labels[rows])
+
+        def on_epoch_end(self) -> None:
+            if self.shuffle:
+                self.rng.shuffle(self.order)
+
+    return ArrayBatches
+
+
+def batches(
+    arrays: np.ndarray | Sequence[np.ndarray],
+    labels: Any = None,
+    *,
+    rows: Sequence[int] | np.ndarray | None = None,
+    batch_size: int = 32,
+    shuffle: bool = False,
+    seed: int | None = None,
+) -> Any:
+    """Feed cached arrays to Keras's ``fit``, ``evaluate`` or ``predict`` in float32 batches, without copying them.
+
+    Taught in notebook 02, sections 5 and 6 (``model.fit(batches(...), validation_data=batches(...))``).
+
+    Args:
+        arrays: One array (a memory map from :func:`cached_arrays`), or several with
+            the same rows, each another view of the same images (the images and their
+            flipped copies): every epoch then sees each chosen row once in every view.
+        labels: One label per row of the arrays (class ids or one-hot rows); None for ``predict``.
+        rows: The rows to use (a split's positions); all by default.
+        batch_size: Rows per batch.
+        shuffle: Draw the rows in a new random order every epoch (training).
+        seed: Seed of that order.
+
+    Returns:
+        A ``keras.utils.PyDataset`` yielding ``(x, y)`` batches (``x`` alone without labels),
+        with the views of a row in the same order as ``rows``, view after view, when not shuffled.
+
+    Raises:
+        ValueError: Arrays of different lengths, labels of another length, rows out of range, or a bad batch size.
+    """
+    views = list(arrays) if isinstance(arrays, (list, tuple)) else [arrays]
+    if not views or any(not hasattr(view, "shape") or len(view.shape) < 2 for view in views):
+        raise ValueError("arrays must be one array (rows first) or a list of arrays with the same rows.")
+    count = len(views[0])
+    if any(view.shape != views[0].shape for view in views):
+        raise ValueError(f"every view must have the same rows and shape: shapes {[v.shape for v in views]}.")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if len(labels) != count:
+            raise ValueError(f"{len(labels)} labels for {count} rows: give one label per row of the arrays.")
+    rows = np.arange(count) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+    if len(rows) == 0 or rows.min() < 0 or rows.max() >= count:
+        raise ValueError(f"rows must be positions between 0 and {count - 1}, and at least one.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number of at least 1, not {batch_size!r}.")
+    return _batches_class()(views, labels, rows, int(batch_size), bool(shuffle), seed)

@@ -217,7 +217,7 @@ def tail_model(
 ) -> "keras.Model":
     """The sub-model phase 2 trains: block-input activations -> last block(s) -> head.
 
-    Used by the Retrainer's phase 2 (notebook 02, section 6).
+    Taught in notebook 02, section 6 (the model phase 2 fits on the cached block inputs).
 
     It shares every layer with ``base`` and ``head`` (and so with the model of
     :func:`assemble_model`); its blocks are called with ``training=False`` like the base.
@@ -248,7 +248,7 @@ def flipped(model: "keras.Model") -> "keras.Model":
 def flip_averaged(model: "keras.Model") -> "keras.Model":
     """``model`` with test-time flip averaging: the mean of its outputs on the image and on its left-right flip.
 
-    Used by the Retrainer with ``flip_test=True`` (notebook 02, sections 2 and 7).
+    Used in notebook 02, section 7 (the final model, averaged with the flipped image).
 
     An ordinary Keras model sharing ``model``'s layers (it saves and reloads like it),
     named ``<model>_flip_averaged``.
@@ -258,3 +258,27 @@ def flip_averaged(model: "keras.Model") -> "keras.Model":
     inputs = keras.Input(shape=model.input_shape[1:], name="image")
     outputs = keras.layers.Average(name="flip_average")([model(inputs), model(keras.ops.flip(inputs, axis=2))])
     return keras.Model(inputs, outputs, name=f"{model.name}_flip_averaged")
+
+
+@device.under_strategy
+def cached_outputs_model(
+    base: "keras.Model", backbone: backbones.Backbone, n_blocks: int = 1, *, flips: bool = False
+) -> "keras.Model":
+    """The one pass over the images that both phases need: the last block(s)' input and the base's output.
+
+    Taught in notebook 02, section 4 (what the frozen layers compute, computed once).
+
+    The outputs are, in order: the input of the last ``n_blocks`` blocks (phase 2 trains
+    from it) and the base's feature map (phase 1 trains the head on it); with ``flips``,
+    the same two for the left-right flipped image follow. The base is called with
+    ``training=False``. Feed the model to :func:`helpers.features.cached_arrays`.
+    """
+    import keras
+
+    layer = backbones.block_input_layer(base, backbone, n_blocks)
+    both = keras.Model(base.input, [base.get_layer(layer).output, base.output], name=f"{backbone.key}_{layer}_and_output")
+    inputs = keras.Input(shape=base.input_shape[1:], name="image")
+    outputs = list(both(inputs, training=False))
+    if flips:
+        outputs += list(both(keras.ops.flip(inputs, axis=2), training=False))
+    return keras.Model(inputs, outputs, name=f"{both.name}{'_and_flips' if flips else ''}")

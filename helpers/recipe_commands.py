@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from helpers import backbones, device, export, recipes, sources, weights
+from helpers import backbones, device, export, recipes, retraining, sources, weights
 from helpers.download import UnsafeArchiveError
 from helpers.settings import load_settings
 
@@ -182,9 +182,13 @@ def retrain_parser() -> argparse.ArgumentParser:
     parser.add_argument("--path-column", default="path", help="the table's image path column (default path)")
     parser.add_argument("--label-column", default="target", help="the table's label column (default target)")
     parser.add_argument("-o", "--output", default="retrained-model", help="model folder (default retrained-model)")
-    parser.add_argument("--blocks", type=int, default=1, help="blocks retrained in phase 2 (default 1)")
     parser.add_argument(
-        "--no-flip-copies", action="store_true", help="do not add left-right flipped copies of the training images"
+        "--blocks", type=int, default=None,
+        help=f"blocks retrained in phase 2 (default {retraining.DEFAULT_RECIPE['n_blocks']}, notebook 02's recipe)",
+    )
+    parser.add_argument(
+        "--no-flip-copies", action="store_true",
+        help="do not train (and predict) on left-right flipped copies of the images as well",
     )
     _settings_options(parser)
     return parser
@@ -197,8 +201,10 @@ def retrain_main(argv: Sequence[str]) -> int:
     def work() -> int:
         result = recipes.run_retrain(
             args.images, args.output, _settings(args), labels=args.labels, path_column=args.path_column,
-            label_column=args.label_column, n_blocks=args.blocks, flip_copies=not args.no_flip_copies,
-            progress=not args.quiet,
+            label_column=args.label_column, n_blocks=args.blocks, flips=not args.no_flip_copies,
+            # Bars only on a terminal: a redirected log gets one plain line per epoch, no escape codes.
+            progress=not args.quiet, bars=not args.quiet and sys.stderr.isatty(),
+            epoch_lines=None if args.quiet else sys.stdout,
         )
         print(result.report)
         print(f"model saved in {result.folder} (score with: python -m helpers score FOLDER --model {result.folder})")

@@ -56,7 +56,6 @@ __all__ = [
     "list_images",
     "load_model",
     "model_settings",
-    "retrain",
     "retrain_report",
     "run_retrain",
     "save_model",
@@ -510,51 +509,6 @@ def duplicate_groups(frame: pd.DataFrame, values: Any, *, threshold: float | Non
     return pd.Series([relative[int(g)] for g in groups], index=frame.index, name=splits.GROUP_COLUMN, dtype=object)
 
 
-def retrain(
-    frame: pd.DataFrame,
-    settings: Settings | None = None,
-    *,
-    n_blocks: int = 1,
-    flip_copies: bool = True,
-    run_dir: str | os.PathLike | None = None,
-    tensorboard: bool = True,
-    progress: bool = True,
-    verbose: int = 0,
-) -> "retraining.Retrainer":
-    """The kit's retraining recipe on a split dataset: a new head (phase 1), then the last block(s) (phase 2).
-
-    Epochs come from the profile, learning rate and batch size from the settings, as
-    in notebook 02 (:class:`helpers.retraining.Retrainer`).
-
-    Args:
-        frame: ``path``, ``label`` and ``split`` with train and validation rows.
-        settings: Course settings.
-        n_blocks: Blocks retrained in phase 2.
-        flip_copies: Also train on left-right flipped copies of the training images (computed once).
-        run_dir: Checkpoints and logs; the kit's runs folder by default.
-        tensorboard: Write TensorBoard logs in the run folder.
-        progress: Print what happens, with progress bars.
-        verbose: 1 or 2 = one line per epoch.
-
-    Returns:
-        The trained :class:`helpers.retraining.Retrainer` (``model``, ``report()``, ``history()``...).
-    """
-    import keras
-
-    settings = settings or load_settings()
-    keras.utils.set_random_seed(settings.seed)
-    base = backbones.load_base(settings)
-    class_names = sorted(set(frame["label"]), key=lambda v: (isinstance(v, str), v))
-    head = heads.build_head(base.output_shape[1:], len(class_names), seed=settings.seed)
-    retrainer = retraining.Retrainer(
-        settings, frame, base, head, n_blocks=n_blocks, flip_copies=flip_copies, run_dir=run_dir,
-        tensorboard=tensorboard, progress=progress, verbose=verbose,
-    )
-    retrainer.fit_head()
-    retrainer.fit_last_blocks()
-    return retrainer
-
-
 @dataclasses.dataclass
 class RetrainResult:
     """What the ``retrain`` command did.
@@ -578,7 +532,8 @@ class RetrainResult:
 
 
 def retrain_report(
-    retrainer: "retraining.Retrainer",
+    result: "retraining.TwoPhaseResult",
+    settings: Settings,
     frame: pd.DataFrame,
     problems: pd.DataFrame,
     *,
@@ -591,17 +546,22 @@ def retrain_report(
     Not called in a notebook: :func:`run_retrain` writes it for the ``python -m helpers retrain`` command (named in
     notebook 05's summary).
     """
-    backbone = backbones.get_backbone(settings=retrainer.settings)
+    backbone = backbones.get_backbone(settings=settings)
     counts = frame.groupby(["label", "split"]).size().unstack(fill_value=0)
     groups = frame["group"].nunique() if "group" in frame.columns else len(frame)
+    own_test = " (the test split is the dataset's own held-out folder)" if frame.attrs.get("own_test") else ""
     lines = [
         "# Retrained model",
         "",
         f"- images: {source}; {len(frame)} used, {len(problems)} left out (see problems.csv)",
-        f"- classes: {', '.join(map(str, retrainer.class_names))}",
-        f"- backbone: {backbone.title} (alpha {retrainer.settings.alpha}), input {backbones.input_size(retrainer.settings)} px,"
-        f" profile {retrainer.settings.profile}, seed {retrainer.settings.seed}",
-        f"- split without leakage: {groups} groups of near-duplicates for {len(frame)} images, each group in one split",
+        f"- classes: {', '.join(map(str, result.class_names))}",
+        f"- backbone: {backbone.title} (alpha {settings.alpha}), input {backbones.input_size(settings)} px,"
+        f" profile {settings.profile}, seed {settings.seed}",
+        f"- split without leakage: {groups} groups of near-duplicates for {len(frame)} images, each group in one split"
+        + own_test,
+        "- recipe: notebook 02's default ("
+        + ", ".join(f"{key} {value}" for key, value in retraining.DEFAULT_RECIPE.items())
+        + ")",
         "",
         "## Images per class and split",
         "",
@@ -609,7 +569,7 @@ def retrain_report(
         "",
         "## Training",
         "",
-        retrainer.report().to_string(),
+        result.phases.round(3).to_string(),
         "",
         "## Test",
         "",
@@ -629,14 +589,34 @@ def run_retrain(
     labels: str | os.PathLike | None = None,
     path_column: str = "path",
     label_column: str = "target",
-    n_blocks: int = 1,
-    flip_copies: bool = True,
+    n_blocks: int | None = None,
+    flips: bool = True,
     progress: bool = True,
+    bars: bool | None = None,
+    epoch_lines: Any = None,
 ) -> RetrainResult:
     """The whole retraining recipe, as the ``retrain`` command runs it: load, scan, split, train, test, save.
 
-    Not called in a notebook: the ``python -m helpers retrain`` command (named in notebook 05's summary) does sections 1
-    to 7 of notebook 05 with it, in one call.
+    Not called in a notebook: the ``python -m helpers retrain`` command (named in notebook 05's summary) runs
+    notebook 02's default recipe (:data:`helpers.retraining.DEFAULT_RECIPE`) on the user's images, in one call.
+
+    The images go through the network once (:func:`helpers.features.cached_arrays`, with
+    their flips): the same pass gives the features that group near-duplicates and the
+    arrays both phases train on. A dataset's own held-out folder (``train/`` + ``val/``)
+    stays the test split.
+
+    Args:
+        images: The image folder.
+        output: The model folder to write.
+        settings: Course settings (backbone, profile, seed, batch size).
+        labels: A labels table (default: the folders are the classes).
+        path_column: The table's path column.
+        label_column: The table's label column.
+        n_blocks: Blocks retrained in phase 2; the default recipe's by default.
+        flips: Also train (and predict) on left-right flipped images.
+        progress: Print notes (what was left out, the split's warnings).
+        bars: Show the extraction's progress bar; ``progress`` by default.
+        epoch_lines: A stream for one plain line per epoch (None: silent).
 
     Raises:
         FileNotFoundError: The images or the labels table do not exist.
@@ -645,6 +625,7 @@ def run_retrain(
         ValueError: A labels table without the named columns.
     """
     settings = settings or load_settings()
+    n_blocks = retraining.DEFAULT_RECIPE["n_blocks"] if n_blocks is None else n_blocks
     output = Path(output).expanduser().resolve()
     if output.exists() and not (output / INFO_FILE).is_file() and (not output.is_dir() or any(output.iterdir())):
         raise FileExistsError(f"{output} exists and is not a saved model; choose a new folder for the model.")
@@ -659,10 +640,26 @@ def run_retrain(
     problems = pd.concat([dropped, scanned.problems], ignore_index=True)
     if progress:
         print(f"{scanned.summary()}.")
-    usable = scanned.good[["path", "label"]]
+    # A held-out folder (train/ + val/) comes marked split == "test": keep the mark, it stays the test split.
+    usable = scanned.good[[c for c in ("path", "label", "split") if c in scanned.good.columns]].reset_index(drop=True)
+    own_test = "split" in usable.columns and bool((usable["split"] == "test").any())
+
+    base = backbones.load_base(settings)
+    backbone = backbones.get_backbone(settings=settings)
+    extractor = heads.cached_outputs_model(base, backbone, n_blocks, flips=flips)
+    arrays = features.cached_arrays(
+        extractor, usable, settings, name="images, as they are and flipped" if flips else "images",
+        progress=progress if bars is None else bars,
+    )
+    # The same pass gives the grouping features: the base's feature maps, average-pooled.
+    pooled = np.concatenate([np.asarray(arrays[1][i : i + 256], dtype=np.float32).mean(axis=(1, 2))
+                             for i in range(0, len(usable), 256)])
+    grouped = usable.copy()
+    grouped[splits.GROUP_COLUMN] = duplicate_groups(grouped, pooled).to_numpy()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        frame, _ = split_without_leakage(usable, settings, progress=progress)
+        frame = splits.split_dataset(grouped, seed=settings.seed)
+    frame.attrs["own_test"] = own_test
     for warning in caught:
         if progress and "class" in str(warning.message):
             print(f"note: {warning.message}")
@@ -670,35 +667,43 @@ def run_retrain(
         raise sources.DatasetError(
             "too few images for a validation split (it decides when to stop): give each class at least 3 images."
         )
+    class_names = pipeline.class_names(frame)
+    import keras
+
+    keras.utils.set_random_seed(settings.seed)
+    head = heads.build_head(base.output_shape[1:], len(class_names), seed=settings.seed)
     run_dir = output.parent / f".{output.name}.run-{os.getpid()}"
-    retrainer = retrain(frame, settings, n_blocks=n_blocks, flip_copies=flip_copies, run_dir=run_dir, tensorboard=False,
-                        progress=progress, verbose=1 if progress else 0)
-    class_names = list(retrainer.class_names)
+    try:
+        result = retraining.fit_two_phases(
+            settings, frame, base, head, arrays if flips else arrays[:2], n_blocks=n_blocks, run_dir=run_dir,
+            epoch_lines=epoch_lines,
+        )
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)  # the best epochs are restored; checkpoints served their purpose
     test = frame.loc[frame["split"] == "test"]
     table, test_accuracy = None, float("nan")
-    extra: dict[str, Any] = {"split.csv": frame[["path", "label", "group", "split"]], "history.csv": retrainer.history()}
-    if len(test):
-        probabilities = retrainer.predict("test")
+    extra: dict[str, Any] = {"split.csv": frame[["path", "label", "group", "split"]], "history.csv": result.history}
+    if result.test_probabilities is not None:
+        probabilities = result.test_probabilities
         y_true = pipeline.encode_labels(test["label"], class_names)
         y_pred = evaluation.predicted_ids(probabilities)
         test_accuracy = evaluation.accuracy(y_true, y_pred)
         table = evaluation.classification_table(y_true, y_pred, class_names)
-        predictions = test[["path", "label"]].assign(
+        extra["test_predictions.csv"] = test[["path", "label"]].assign(
             predicted=[class_names[i] for i in y_pred], probability=probabilities.max(axis=1)
         )
-        extra["test_predictions.csv"] = predictions
     if len(problems):
         extra["problems.csv"] = problems
     source = f"{images}" + (f" labelled by {labels}" if labels is not None else " (one folder per class)")
-    report = retrain_report(retrainer, frame, problems, source=source, test_accuracy=test_accuracy, table=table)
+    report = retrain_report(result, settings, frame, problems, source=source, test_accuracy=test_accuracy, table=table)
     extra["report.md"] = report
     results = {
         "test accuracy": test_accuracy if np.isfinite(test_accuracy) else None,
-        "validation accuracy": retrainer.accuracy("validation"),
+        "validation accuracy": result.validation_accuracy,
         "images": len(frame),
-        "training seconds": sum(r.seconds for r in retrainer.reports),
+        "training seconds": float(result.phases["seconds"].sum()),
         "source": source,
+        "recipe": dict(retraining.DEFAULT_RECIPE, n_blocks=n_blocks, flips=flips),
     }
-    folder = save_model(retrainer.model, output, settings, class_names, results=results, extra=extra)
-    shutil.rmtree(retrainer.run_dir, ignore_errors=True)  # checkpoints served their purpose
+    folder = save_model(result.model, output, settings, class_names, results=results, extra=extra)
     return RetrainResult(folder, frame, problems, test_accuracy, report)

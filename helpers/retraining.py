@@ -1,5 +1,11 @@
 """Retraining a pretrained backbone in two phases: a new head (phase 1), then the last block(s) too (phase 2).
 
+Notebook 02 teaches these steps one by one, in Keras: the student's head, freezing function,
+compile function and callbacks, ``fit`` on cached feature maps, then on cached block inputs.
+:func:`fit_two_phases` is the same steps in one call (notebook 02's default recipe,
+:data:`DEFAULT_RECIPE`), for the ``retrain`` command. :class:`Retrainer`, below, is the older
+all-in-one class, still used by notebook 04's approaches and the benchmarks.
+
 The Dataiku lab's retraining recipe, in Keras (:class:`Retrainer`):
 
 * the backbone without its ImageNet classifier (``include_top=False``) plus a new
@@ -151,7 +157,7 @@ def _fit(
 class PhaseReport:
     """What one phase did.
 
-    Taught in notebook 02, section 6 (``retrainer.report()``).
+    What :meth:`Retrainer.report` lists (notebook 04's approaches).
 
     Attributes:
         phase: Phase name.
@@ -180,7 +186,9 @@ class PhaseReport:
 class Retrainer:
     """The lab's two-phase retraining of a base + head on a split dataset, fast on a CPU.
 
-    Taught in notebook 02, sections 4 to 9; notebooks 03, 04 and 05 reuse it.
+    Used by notebook 04's approaches (:mod:`helpers.approaches`), the benchmarks and the slides' figures.
+    Notebook 02 now shows the same steps one by one in Keras, and the ``retrain`` command runs them
+    through :func:`fit_two_phases`.
 
     Typical use (notebook 02)::
 
@@ -672,3 +680,189 @@ class Retrainer:
         """Accuracy on one split (via :meth:`predict`)."""
         rows = self.rows(split)
         return float(np.mean(np.argmax(self.predict(split), axis=1) == self.labels[rows]))
+
+
+# ---------------------------------------------------------------------------- notebook 02's steps, as one call
+
+# Notebook 02's default recipe (section 2 writes each value as a visible constant; tests/test_training.py
+# checks that they agree). Chosen on the validation frames of the Simpsons group split (benchmarks section 8).
+DEFAULT_RECIPE: dict[str, Any] = {
+    "n_blocks": 3, "phase2_learning_rate": 3e-4, "label_smoothing": 0.1, "flips": True, "class_weights": True,
+}
+
+
+@dataclasses.dataclass
+class TwoPhaseResult:
+    """What :func:`fit_two_phases` trained.
+
+    Not called in a notebook: what the ``retrain`` command (notebook 05's summary names it) gets back.
+
+    Attributes:
+        model: Images in, probabilities out: the base and the head, averaged with the flipped
+            image when the recipe trains on flips (:func:`helpers.heads.flip_averaged`).
+        class_names: Class ``i`` is ``class_names[i]``.
+        history: Both phases' epochs (:func:`helpers.callbacks.merge_histories`).
+        phases: One row per phase: epochs, seconds, trained parameters, validation accuracy, kept.
+        validation_accuracy: The kept model's validation accuracy.
+        test_probabilities: Probabilities of the test rows (fast path), or None without test rows.
+    """
+
+    model: Any
+    class_names: list[Any]
+    history: pd.DataFrame
+    phases: pd.DataFrame
+    validation_accuracy: float
+    test_probabilities: np.ndarray | None
+
+
+class _EpochLines:
+    """Keras callback printing one plain line per epoch (for logs: no bar, no escape codes)."""
+
+    def __new__(cls, phase: str, epochs: int, stream: Any) -> Any:
+        import keras
+
+        class EpochLine(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+                values = " ".join(f"{key} {value:.4f}" for key, value in (logs or {}).items() if "learning" not in key)
+                print(f"{phase}: epoch {epoch + 1}/{epochs}: {values}", file=stream, flush=True)
+
+        return EpochLine()
+
+
+def _both_views(model: "keras.Model", views: Sequence[np.ndarray], rows: np.ndarray, batch_size: int) -> np.ndarray:
+    """Mean probabilities over the views (the images, and their flips) of some rows."""
+    return np.mean(
+        [model.predict(features.batches(view, rows=rows, batch_size=batch_size), verbose=0) for view in views], axis=0
+    )
+
+
+def fit_two_phases(
+    settings: Settings,
+    frame: pd.DataFrame,
+    base: "keras.Model",
+    head: "keras.Model",
+    arrays: Sequence[np.ndarray],
+    *,
+    n_blocks: int = DEFAULT_RECIPE["n_blocks"],
+    phase2_learning_rate: float = DEFAULT_RECIPE["phase2_learning_rate"],
+    label_smoothing: float = DEFAULT_RECIPE["label_smoothing"],
+    class_weights: bool = DEFAULT_RECIPE["class_weights"],
+    run_dir: str | Path,
+    epoch_lines: Any = None,
+) -> TwoPhaseResult:
+    """Notebook 02's two phases on cached arrays, in one call: the steps sections 5 to 7 show one by one.
+
+    Not called in a notebook: the ``retrain`` command runs it (notebook 05's summary names it).
+
+    Phase 1 freezes the base and fits the head on the cached feature maps; phase 2
+    unfreezes the last ``n_blocks`` blocks (BatchNormalization stays frozen), recompiles
+    with a cosine decay from ``phase2_learning_rate`` and fits the tail (the blocks' input
+    to the output) on the cached block inputs, from the epoch where phase 1 stopped.
+    Both use early stopping that restores the best epoch; phase 2 is kept only when it
+    beats phase 1 on validation.
+
+    Args:
+        settings: Course settings (batch size, learning rate, epochs, seed).
+        frame: ``path``, ``label`` and ``split`` (train and validation rows needed), in the arrays' row order.
+        base: The pretrained base.
+        head: A new head for the base (:func:`helpers.heads.build_head`).
+        arrays: From :func:`helpers.features.cached_arrays` of
+            :func:`helpers.heads.cached_outputs_model` with the same ``n_blocks``: block
+            inputs and feature maps, then the same for the flipped images (4 arrays) or not (2).
+        n_blocks: Blocks retrained in phase 2.
+        phase2_learning_rate: Phase 2's starting learning rate (cosine decay to 0).
+        label_smoothing: Label smoothing of the categorical loss.
+        class_weights: Weigh each class by the inverse of its share of the training images.
+        run_dir: Folder for the phases' best checkpoints.
+        epoch_lines: A stream for one plain line per epoch (None: silent).
+
+    Raises:
+        ValueError: Arrays that do not match the frame, a frame without train or validation rows.
+    """
+    import keras
+
+    backbone = backbones.get_backbone(settings=settings)
+    if len(arrays) not in (2, 4) or any(len(a) != len(frame) for a in arrays):
+        raise ValueError("arrays must be the 2 or 4 outputs of heads.cached_outputs_model for these rows of frame.")
+    splits_present = set(frame["split"])
+    if not {"train", "validation"} <= splits_present:
+        raise ValueError(f"the frame needs train and validation rows (it has {sorted(splits_present)}).")
+    block_views, map_views = list(arrays[0::2]), list(arrays[1::2])
+    names = pipeline.class_names(frame)
+    ids = pipeline.encode_labels(frame["label"], names)
+    targets = one_hot_labels(ids, len(names))
+    rows = {name: np.flatnonzero(frame["split"].to_numpy() == name) for name in ("train", "validation", "test")}
+    weights = None
+    if class_weights:
+        counts = np.bincount(ids[rows["train"]], minlength=len(names))
+        weights = {k: len(rows["train"]) / (len(names) * max(int(n), 1)) for k, n in enumerate(counts)}
+    batch, patience, seed = settings.batch_size, settings.run.early_stopping_patience, settings.seed
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    def callbacks(phase: str, epochs: int) -> list[Any]:
+        chosen = [
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
+            keras.callbacks.ModelCheckpoint(str(run_dir / f"{phase}.keras"), monitor="val_loss", save_best_only=True),
+        ]
+        return chosen + ([_EpochLines(phase, epochs, epoch_lines)] if epoch_lines is not None else [])
+
+    def validation_accuracy(model: "keras.Model", views: list[np.ndarray]) -> float:
+        predicted = _both_views(model, views, rows["validation"], 2 * batch)
+        return float(np.mean(predicted.argmax(axis=1) == ids[rows["validation"]]))
+
+    # Phase 1: the head on the frozen base's feature maps.
+    freeze_for_phase(base, backbone, 1)
+    compile_model(head, settings.learning_rate, label_smoothing=label_smoothing)
+    keras.utils.set_random_seed(seed)
+    began = time.perf_counter()
+    history1 = head.fit(
+        features.batches(map_views, targets, rows=rows["train"], batch_size=batch, shuffle=True, seed=seed),
+        validation_data=features.batches(map_views[0], targets, rows=rows["validation"], batch_size=batch),
+        epochs=settings.run.head_epochs, class_weight=weights, verbose=0,
+        callbacks=callbacks("phase 1", settings.run.head_epochs),
+    )
+    seconds1 = time.perf_counter() - began
+    accuracy1 = validation_accuracy(head, map_views)
+    test1 = _both_views(head, map_views, rows["test"], 2 * batch) if len(rows["test"]) else None
+
+    # Phase 2: the last blocks and the head, on the cached block inputs.
+    tail = tail_model(base, head, backbone, n_blocks)
+    phase1_weights = tail.get_weights()
+    freeze_for_phase(base, backbone, 2, n_blocks)
+    train = features.batches(block_views, targets, rows=rows["train"], batch_size=batch, shuffle=True, seed=seed)
+    epochs2 = settings.run.finetune_epochs
+    compile_model(tail, cosine_schedule(phase2_learning_rate, epochs2 * len(train)), label_smoothing=label_smoothing)
+    began = time.perf_counter()
+    history2 = tail.fit(
+        train, validation_data=features.batches(block_views[0], targets, rows=rows["validation"], batch_size=batch),
+        initial_epoch=len(history1.epoch), epochs=len(history1.epoch) + epochs2, class_weight=weights, verbose=0,
+        callbacks=callbacks("phase 2", len(history1.epoch) + epochs2),
+    )
+    seconds2 = time.perf_counter() - began
+    accuracy2 = validation_accuracy(tail, block_views)
+    kept = accuracy2 >= accuracy1
+    if not kept:
+        tail.set_weights(phase1_weights)
+    test = None
+    if len(rows["test"]):
+        test = _both_views(tail, block_views, rows["test"], 2 * batch) if kept else test1
+    phases = pd.DataFrame(
+        {
+            "epochs": [len(history1.epoch), len(history2.epoch)],
+            "seconds": [round(seconds1, 1), round(seconds2, 1)],
+            "trained parameters": [count_trainable_parameters(head), count_trainable_parameters(tail)],
+            "validation accuracy": [accuracy1, accuracy2],
+            "kept": [not kept, kept],
+        },
+        index=pd.Index(["phase 1: the head", f"phase 2: the last {n_blocks} block(s) and the head"], name="phase"),
+    )
+    model = assemble_model(base, head)
+    return TwoPhaseResult(
+        model=flip_averaged(model) if len(arrays) == 4 else model,
+        class_names=list(names),
+        history=merge_histories({PHASE_HEAD: history1.history, PHASE_BLOCKS: history2.history}),
+        phases=phases,
+        validation_accuracy=accuracy2 if kept else accuracy1,
+        test_probabilities=test,
+    )

@@ -288,3 +288,112 @@ def test_real_mobilenet_features_on_simpsons_images(real_weights, shared_data):
     alone = np.asarray(extractor(backbones.get_backbone(settings=real_weights).preprocess(image), training=False))
     np.testing.assert_allclose(result[3], alone[0], atol=1e-4)
     assert features.cache_table(real_weights)["layer"].eq("conv_pw_13_relu").any()
+
+
+# --------------------------------------------------------------------------- memory-mapped arrays for training
+
+
+def _two_output_model():
+    """Images -> (mean colour, mean colour of the flipped image x 2): two outputs with known values."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    mean = keras.layers.GlobalAveragePooling2D(name="mean")(inputs)
+    doubled = keras.layers.Rescaling(2.0, name="doubled")(mean)
+    return keras.Model(inputs, [mean, keras.layers.Reshape((1, 3), name="as_map")(doubled)], name="two_outputs")
+
+
+def test_cached_arrays_are_float16_memory_maps_in_frame_order_and_reused(colour_frame, tiny_settings, monkeypatch):
+    model = _two_output_model()
+    means, doubled = features.cached_arrays(model, colour_frame, tiny_settings, progress=False)
+    assert isinstance(means, np.memmap) and means.dtype == np.float16 and not means.flags.writeable
+    assert means.shape == (7, 3) and doubled.shape == (7, 1, 3)
+    np.testing.assert_allclose(means, _expected(COLOURS), atol=2e-3)
+    np.testing.assert_allclose(doubled[:, 0], 2 * _expected(COLOURS), atol=4e-3)
+    files = sorted(p.name for p in features.cache_dir(tiny_settings).iterdir())
+    assert len(files) == 3 and not [name for name in files if name.startswith(".")], "two arrays and their description"
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the cached arrays must be read, not computed again")
+
+    monkeypatch.setattr(features.pipeline, "make_dataset", no_work)
+    again = features.cached_arrays(model, colour_frame, tiny_settings, progress=False)
+    np.testing.assert_array_equal(again[0], means)
+
+
+def test_cached_arrays_are_computed_again_when_a_file_changes(colour_frame, tiny_settings, capsys):
+    model = _two_output_model()
+    features.cached_arrays(model, colour_frame, tiny_settings, name="colours", progress=True)
+    assert "colours: 7 images in" in capsys.readouterr().out
+    Image.new("RGB", (40, 36), (0, 0, 0)).save(colour_frame.loc[0, "path"])
+    os.utime(colour_frame.loc[0, "path"], (time.time() + 9, time.time() + 9))
+    means, _ = features.cached_arrays(model, colour_frame, tiny_settings, name="colours", progress=True)
+    assert "read from the cache" not in capsys.readouterr().out
+    np.testing.assert_allclose(means[0], [-1, -1, -1], atol=2e-3)
+
+
+def test_an_interrupted_extraction_leaves_no_array(colour_frame, tiny_settings, monkeypatch):
+    model = _two_output_model()
+
+    def failing(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(features.device, "predict_batch", failing)
+    with pytest.raises(OSError, match="disk full"):
+        features.cached_arrays(model, colour_frame, tiny_settings, progress=False)
+    assert not list(features.cache_dir(tiny_settings).glob("*")), "no array, no description, no temporary file"
+
+
+def test_batches_feed_rows_and_views_as_float32_without_copying_the_arrays():
+    values = np.arange(10, dtype=np.float16).reshape(5, 2)
+    flipped = -values
+    labels = np.array([0, 1, 2, 0, 1])
+    ordered = features.batches([values, flipped], labels, rows=[4, 1, 3], batch_size=4)
+    assert len(ordered) == 2
+    (x1, y1), (x2, y2) = ordered[0], ordered[1]
+    assert x1.dtype == np.float32
+    np.testing.assert_array_equal(np.concatenate([x1, x2]), np.concatenate([values[[4, 1, 3]], flipped[[4, 1, 3]]]))
+    np.testing.assert_array_equal(np.concatenate([y1, y2]), labels[[4, 1, 3, 4, 1, 3]])
+    shuffled = features.batches([values, flipped], labels, rows=[4, 1, 3], batch_size=2, shuffle=True, seed=0)
+    seen = np.concatenate([shuffled[i][0] for i in range(len(shuffled))])
+    assert sorted(seen[:, 0].tolist()) == sorted([2.0, 6.0, 8.0, -2.0, -6.0, -8.0]), "every row once in every view"
+    for index in range(len(shuffled)):
+        x, y = shuffled[index]
+        np.testing.assert_array_equal(y, labels[(np.abs(x[:, 0]) / 2).astype(int)])  # each label follows its row
+    first_epoch = [shuffled[i][0].tolist() for i in range(len(shuffled))]
+    shuffled.on_epoch_end()
+    assert [shuffled[i][0].tolist() for i in range(len(shuffled))] != first_epoch, "a new order every epoch"
+    only_x = features.batches(values, batch_size=8)[0]
+    assert isinstance(only_x, np.ndarray) and only_x.shape == (5, 2), "without labels a batch is the inputs alone"
+
+
+def test_batches_train_a_keras_model_from_a_memory_map(tmp_path):
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3)).astype(np.float16)
+    y = (x[:, 0] > 0).astype(int)
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+    mapped = np.load(path, mmap_mode="r")
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+    model.compile(optimizer=keras.optimizers.Adam(0.1), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(features.batches(mapped, y, rows=np.arange(48), batch_size=16, shuffle=True, seed=1),
+                        validation_data=features.batches(mapped, y, rows=np.arange(48, 64)), epochs=5, verbose=0)
+    assert history.history["val_accuracy"][-1] > 0.8
+    assert model.predict(features.batches(mapped, rows=np.arange(48, 64)), verbose=0).shape == (16, 2)
+
+
+def test_batches_refuse_bad_input_with_what_to_fix():
+    values = np.zeros((4, 2), dtype=np.float16)
+    with pytest.raises(ValueError, match="same rows and shape"):
+        features.batches([values, values[:3]])
+    with pytest.raises(ValueError, match="one label per row"):
+        features.batches(values, [0, 1])
+    with pytest.raises(ValueError, match="positions between 0 and 3"):
+        features.batches(values, rows=[4])
+    with pytest.raises(ValueError, match="batch_size"):
+        features.batches(values, batch_size=0)
+    with pytest.raises(ValueError, match="rows first"):
+        features.batches(np.zeros(3))

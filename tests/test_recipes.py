@@ -240,7 +240,7 @@ def test_bad_input_gives_a_message_and_an_exit_code(tmp_path, command_env, capsy
 
 
 def test_retrain_trains_on_flipped_copies_unless_told_not_to(tmp_path, command_env, monkeypatch):
-    """The recipe adds left-right flipped copies by default; --no-flip-copies reaches it as flip_copies=False."""
+    """The recipe adds left-right flipped copies by default; --no-flip-copies reaches it as flips=False."""
     from types import SimpleNamespace
 
     calls = []
@@ -252,7 +252,9 @@ def test_retrain_trains_on_flipped_copies_unless_told_not_to(tmp_path, command_e
     monkeypatch.setattr(recipes, "run_retrain", run_retrain)
     for extra in ([], ["--no-flip-copies"]):
         assert cli.main(["retrain", "--images", str(tmp_path), "-q", "-o", str(tmp_path / "m"), *extra]) == 0
-    assert [options["flip_copies"] for options in calls] == [True, False]
+    assert [options["flips"] for options in calls] == [True, False]
+    assert [options["n_blocks"] for options in calls] == [None, None], "the default recipe's blocks unless told"
+    assert calls[0]["epoch_lines"] is None and calls[0]["bars"] is False, "-q: no bars and no epoch lines"
 
 
 @pytest.mark.integration
@@ -337,6 +339,38 @@ def test_retrain_then_score_with_the_saved_model(tmp_path, command_env, capsys):
     assert cli.main(["retrain", "--images", str(folder), "--labels", str(table_path), "-q",
                      "-o", str(tmp_path / "from_table")]) == 0
     assert json.loads((tmp_path / "from_table" / "model.json").read_text())["class_names"] == ["blue", "red"]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_retrain_keeps_a_val_folder_as_the_test_split_extracts_once_and_logs_plain_lines(
+    tmp_path, command_env, capsys, monkeypatch
+):
+    """A train/ + val/ folder (the hymenoptera layout): every val/ image is tested, none trained on; one pass."""
+    from helpers import features
+
+    root = tmp_path / "ants_and_bees"
+    _make_images(root / "train", per_class=6, seed=1)
+    _make_images(root / "val", per_class=3, seed=2)
+    passes = []
+    original = features.cached_arrays
+    monkeypatch.setattr(features, "cached_arrays", lambda *a, **k: passes.append(k.get("name")) or original(*a, **k))
+    monkeypatch.setattr(features, "extract_features", lambda *a, **k: pytest.fail("a second extraction pass"))
+    output = tmp_path / "model"
+    assert cli.main(["retrain", "--images", str(root), "-o", str(output)]) == 0
+    assert passes == ["images, as they are and flipped"], "the images go through the network once"
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out + captured.err and "\r" not in captured.out + captured.err, "no escape codes in a log"
+    epochs = [line for line in captured.out.splitlines() if ": epoch " in line]
+    assert epochs and epochs[0].startswith("phase 1: epoch 1/") and any(e.startswith("phase 2: epoch") for e in epochs)
+    split = pd.read_csv(output / "split.csv")
+    from_val = split["path"].str.contains(f"{os.sep}val{os.sep}", regex=False)
+    assert from_val.sum() == 9 and (split.loc[from_val, "split"] == "test").all(), "every val/ image is a test image"
+    assert (split.loc[~from_val, "split"] != "test").all(), "no train/ image is a test image"
+    info = json.loads((output / "model.json").read_text())
+    assert info["results"]["recipe"]["n_blocks"] == 3 and info["results"]["recipe"]["label_smoothing"] == 0.1
+    assert len(pd.read_csv(output / "test_predictions.csv")) == 9
+    assert "held-out folder" in (output / "report.md").read_text()
 
 
 @pytest.mark.integration

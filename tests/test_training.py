@@ -8,7 +8,9 @@ few real Simpsons frames (skipped where ../shared/data is absent).
 
 from __future__ import annotations
 
+import io
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ import pytest
 from helpers import backbones, callbacks, compiling, features, freezing, heads, pipeline, retraining, saved_models
 
 TOLERANCE = 1e-4
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _weight_paths(weights) -> set[str]:
@@ -693,3 +696,65 @@ def test_cosine_schedule_decays_to_zero_and_optimizers_take_it():
     assert float(schedule(50)) == pytest.approx(1.5e-4, rel=1e-3)
     optimizer = compiling.make_optimizer("adam", schedule)
     assert float(optimizer.learning_rate) == pytest.approx(3e-4)
+
+
+# --------------------------------------------------------------------------- notebook 02's steps in one call
+
+
+def test_notebook_02_writes_the_default_recipe_as_visible_constants():
+    """The retrain command's recipe (retraining.DEFAULT_RECIPE) is the one notebook 02 teaches, value for value."""
+    import nbformat
+
+    book = nbformat.read(ROOT / "solutions" / "02_retrain_simpsons" / "02_retrain_simpsons.ipynb", as_version=4)
+    code = "\n".join(cell.source for cell in book.cells if cell.cell_type == "code")
+    recipe = retraining.DEFAULT_RECIPE
+    for name, key in (("N_BLOCKS", "n_blocks"), ("LABEL_SMOOTHING", "label_smoothing"),
+                      ("PHASE2_LEARNING_RATE", "phase2_learning_rate")):
+        found = re.search(rf"^{name} = ([0-9.e-]+)\s", code, re.MULTILINE)
+        assert found and float(found.group(1)) == recipe[key], f"notebook 02's {name} differs from DEFAULT_RECIPE[{key!r}]"
+    assert "CosineDecay(PHASE2_LEARNING_RATE" in code and "class_weight=class_weight" in code
+    assert "flipped_block_inputs" in code and recipe["flips"] and recipe["class_weights"]
+    assert "initial_epoch=len(history1.epoch)" in code, "phase 2 continues the epoch count (TensorBoard's step axis)"
+    assert "Retrainer" not in code, "notebook 02 shows the steps, in Keras"
+
+
+@pytest.mark.integration
+def test_one_pass_gives_both_phases_arrays_and_the_fast_paths_match_the_model(mobilenet, simpsons_frame, tmp_path):
+    """cached_outputs_model: block inputs and feature maps, as they are and flipped, in one pass; both phases train."""
+    settings, backbone, base = mobilenet
+    base = backbones.load_base(settings)  # a fresh base: training changes it
+    head = heads.build_head(base.output_shape[1:], 3, seed=7)
+    extractor = heads.cached_outputs_model(base, backbone, 2, flips=True)
+    arrays = features.cached_arrays(extractor, simpsons_frame, settings, progress=False)
+    assert [a.shape[1:] for a in arrays] == [(14, 14, 384), (7, 7, 768)] * 2
+    model = heads.assemble_model(base, head)
+    plain = pipeline.predict_images(model, simpsons_frame, settings)
+    on_maps = head.predict(features.batches(arrays[1]), verbose=0)
+    on_blocks = heads.tail_model(base, head, backbone, 2).predict(features.batches(arrays[0]), verbose=0)
+    assert np.abs(on_maps - plain).max() < 0.02 and np.abs(on_blocks - plain).max() < 0.02, "float16 rounding only"
+    flipped = heads.tail_model(base, head, backbone, 2).predict(features.batches(arrays[2]), verbose=0)
+    assert np.abs(flipped - pipeline.predict_images(heads.flipped(model), simpsons_frame, settings)).max() < 0.02
+
+    before = {w.path: w.numpy().copy() for w in base.weights}
+    statistics = _batchnorm_statistics(base)
+    lines = io.StringIO()
+    result = retraining.fit_two_phases(settings, simpsons_frame, base, head, arrays, n_blocks=2, run_dir=tmp_path / "run",
+                                       epoch_lines=lines)
+    after = {w.path: w.numpy() for w in base.weights}
+    moved = {path for path, value in before.items() if not np.array_equal(value, after[path])}
+    allowed = _expected_trainable(base, head, backbone, 2)
+    assert result.phases["kept"].sum() == 1
+    if result.phases["kept"].iloc[1]:
+        assert moved and moved <= allowed, "phase 2 moves the last blocks' weights only"
+    else:
+        assert not moved, "phase 2 not kept: the base is back to phase 1's weights"
+    assert all(np.array_equal(statistics[k], v) for k, v in _batchnorm_statistics(base).items())
+    assert result.test_probabilities.shape == (3, 3) and list(result.history["phase"].unique()) == [
+        "phase 1: head", "phase 2: last block"]
+    assert result.history["epoch"].tolist() == list(range(1, len(result.history) + 1))
+    text = lines.getvalue()
+    assert text.startswith("phase 1: epoch 1/") and "phase 2: epoch" in text and "\r" not in text
+    images = pipeline.predict_images(result.model, simpsons_frame[simpsons_frame["split"] == "test"], settings)
+    assert np.abs(images - result.test_probabilities).max() < 0.02, "the saved model is the trained layers"
+    with pytest.raises(ValueError, match="outputs of heads.cached_outputs_model"):
+        retraining.fit_two_phases(settings, simpsons_frame, base, head, arrays[:3], run_dir=tmp_path / "x")
