@@ -59,9 +59,11 @@ def suggest(learning_rates: Any, smoothed: Any) -> tuple[float, float]:
     Used by :func:`find_learning_rate` (notebook 02, section 5: the learning-rate finder).
 
     ``steepest`` is where the smoothed loss falls fastest per decade of learning rate,
-    searched before the minimum (past it the loss rises); ``minimum / 10`` is a tenth of
-    the rate at the lowest smoothed loss. With too short a falling stretch (fewer than
-    3 points) ``steepest`` falls back to ``minimum / 10``.
+    searched before the minimum (past it the loss rises). The slope at each rate is the
+    least-squares slope over a window of about 0.8 decade around it, so that the noise of
+    single batches (large at the tiny rates of the flat start) does not win over the real
+    descent. ``minimum / 10`` is a tenth of the rate at the lowest smoothed loss. With too
+    short a stretch before the minimum ``steepest`` falls back to ``minimum / 10``.
 
     >>> rates = np.logspace(-5, 0, 6)          # 1e-5 ... 1
     >>> loss = np.array([1.0, 0.98, 0.6, 0.55, 0.5, 3.0])
@@ -75,10 +77,14 @@ def suggest(learning_rates: Any, smoothed: Any) -> tuple[float, float]:
         raise ValueError("give one smoothed loss per learning rate (at least 2 of each).")
     best = int(np.nanargmin(values))
     tenth = float(rates[best] / 10.0)
-    if best < 2:
+    logs = np.log10(rates)
+    per_decade = (len(rates) - 1) / max(float(logs[-1] - logs[0]), 1e-12)
+    half = max(2, int(round(0.4 * per_decade)))  # window half-width in points: about 0.4 decade
+    centres = range(half, best - half + 1)  # whole windows, all before the minimum
+    if not len(centres):
         return tenth, tenth
-    slope = np.gradient(values[: best + 1], np.log10(rates[: best + 1]))
-    return float(rates[int(np.argmin(slope))]), tenth
+    slopes = [np.polyfit(logs[i - half : i + half + 1], values[i - half : i + half + 1], 1)[0] for i in centres]
+    return float(rates[centres[int(np.argmin(slopes))]]), tenth
 
 
 @dataclasses.dataclass

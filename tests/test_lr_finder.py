@@ -107,3 +107,14 @@ def test_bad_arguments_are_refused_with_advice():
         lr_finder.find_learning_rate(model, x, y, rows=[0, 8])
     with pytest.raises(ValueError, match="beta"):
         lr_finder.smooth([1.0], beta=1.0)
+
+
+def test_suggestion_ignores_the_noise_of_the_flat_start():
+    """Batch noise at tiny rates can drop the loss faster from one point to the next than the real descent does."""
+    rates = np.logspace(-7, 0, 90)
+    logs = np.log10(rates)
+    loss = np.where(logs < -3, 2.0, 2.0 - 0.5 * (logs + 3))  # flat, then falls 0.5 per decade from 1e-3...
+    loss = np.where(logs > -1.3, 1.15 + 3 * (logs + 1.3), loss)  # ...to a minimum near 5e-2, then explodes
+    loss[1], loss[2] = 1.85, 2.0  # one noisy batch at the start: a drop of 0.15 in 0.08 decade
+    steepest, tenth = lr_finder.suggest(rates, loss)
+    assert 1e-3 <= steepest <= 5e-2 and 1e-3 <= tenth <= 1e-2
