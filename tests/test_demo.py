@@ -122,6 +122,7 @@ def test_demo_page_in_headless_chromium(model_folder, tmp_path):
         overlay = browser._wait(lambda: driver.find_elements(By.ID, "overlay"), 10, "the Grad-CAM overlay")[0]
         assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay) == 96
         assert driver.find_element(By.ID, "error").text == ""
+        driver.save_screenshot(str(browser._artifact("demo_page_labelled.png")))
 
         driver.find_element(By.ID, "file").send_keys(str(broken))
         driver.find_element(By.ID, "submit").click()
