@@ -280,10 +280,6 @@ class Lateness:
     score: float
     penalty: float
 
-    @property
-    def hours_late(self) -> float:
-        return round(self.seconds_late / 3600.0, 2)
-
 
 def record_penalties(
     db_url: str,

@@ -30,15 +30,6 @@ class ManualWork:
     auto_scores: dict[tuple[str, str], float | None]
     reset: bool = False
 
-    @property
-    def kept(self) -> int:
-        """How many manual scores and comments are kept."""
-        if self.reset:
-            return 0
-        return sum(1 for manual, extra, _ in self.grades.values() if manual is not None or extra is not None) + sum(
-            1 for text in self.comments.values() if text
-        )
-
 
 def _submission(gradebook, assignment: str, student: str):
     from nbgrader.api import MissingEntry
