@@ -91,7 +91,8 @@ class DemoModel:
         self.size = int(info["image_size"])
         self.k = min(int(k), len(self.class_names))
         self.backbone = backbones.get_backbone(settings=self.settings)
-        self.explains = hasattr(self.model, "layers")  # a Keras model (an exported graph has no layers)
+        self._cam_model, self._cam_note = _explainable(self.model, self.backbone)
+        self.explains = self._cam_model is not None
         self._lock = threading.Lock()  # one prediction at a time: TensorFlow's memory, and Grad-CAM's tape
 
     def label(self, data: bytes) -> dict[str, Any]:
@@ -104,19 +105,13 @@ class DemoModel:
 
         picture = decode_upload(data)
         pixels = np.asarray(Image.fromarray(picture).resize((self.size, self.size), Image.BILINEAR))
-        overlay, note = None, ""
+        overlay, probabilities = None, None
         with self._lock:
-            if self.explains:
-                try:
-                    cam = gradcam.compute(self.model, [pixels], self.settings)
+            if self._cam_model is not None:
+                cam = gradcam.compute(self._cam_model, [pixels], self.settings)
+                overlay = _png_data_uri(gradcam.overlay(pixels, cam.heatmaps[0]))
+                if self._cam_model is self.model:
                     probabilities = cam.probabilities[0]
-                    overlay = _png_data_uri(gradcam.overlay(pixels, cam.heatmaps[0]))
-                except ValueError as error:  # a model without the backbone's Grad-CAM layer still labels
-                    note = f"no Grad-CAM for this model ({error})"
-                    probabilities = None
-            else:
-                note = "no Grad-CAM: an exported model has no layers to explain (serve the retrain folder for it)"
-                probabilities = None
             if probabilities is None:
                 batch = self.backbone.preprocess(pixels[None].astype("float32"))
                 probabilities = np.asarray(device.predict_batch(self.model, batch))[0]
@@ -125,8 +120,27 @@ class DemoModel:
             "labels": [{"label": self.class_names[i], "probability": float(probabilities[i])} for i in order],
             "image": _png_data_uri(pixels),
             "overlay": overlay,
-            "note": note,
+            "note": self._cam_note,
         }
+
+
+def _explainable(model: Any, backbone: backbones.Backbone) -> tuple[Any, str]:
+    """The model Grad-CAM can explain, and a note: the model itself, or the one inside a flip-averaging wrapper."""
+    if not hasattr(model, "layers"):
+        return None, "no Grad-CAM: an exported model has no layers to explain (serve the retrain folder for it)"
+    nested = [
+        layer for layer in model.layers
+        if hasattr(layer, "layers") and tuple(layer.output.shape[1:]) == tuple(model.output.shape[1:])
+    ]
+    for candidate in [model, *nested]:
+        try:
+            gradcam.build_gradcam_model(candidate, backbone.cam_layer)
+        except ValueError:
+            continue
+        if candidate is model:
+            return model, ""
+        return candidate, "Grad-CAM of the image as it is (the model also averages its answer with the flipped image)"
+    return None, f"no Grad-CAM: the model has no layer {backbone.cam_layer!r} of its backbone"
 
 
 PAGE = """<!doctype html>

@@ -90,6 +90,17 @@ def test_an_upload_gets_top_k_labels_and_an_overlay_and_broken_files_a_clear_mes
         assert refused.value.code == 403
 
 
+def test_a_flip_averaged_model_is_explained_through_the_model_inside(model_folder, tmp_path):
+    """The retrain command saves the model averaged with its flipped view: Grad-CAM explains the model inside it."""
+    location, settings = model_folder
+    inner, _ = recipes.load_model(location)
+    folder = recipes.save_model(heads.flip_averaged(inner), tmp_path / "averaged", settings, CLASSES)
+    page = demo.DemoModel(str(folder), settings, k=3)
+    answer = page.label(_png())
+    assert page.explains and answer["overlay"] and "flipped" in answer["note"]
+    assert [row["label"] for row in answer["labels"]] and len(answer["labels"]) == 3
+
+
 def test_bad_arguments_and_a_missing_model_are_refused(model_folder, tmp_path, capsys):
     location, settings = model_folder
     with pytest.raises(ValueError, match="positive whole number"):
