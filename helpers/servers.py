@@ -158,8 +158,8 @@ def is_graded(folder: Path | str) -> bool:
     """
     found = False
     for notebook in sorted(Path(folder).glob("*.ipynb")):
-        info = notebook.stat()
         try:
+            info = notebook.stat()
             found = _notebook_is_graded(str(notebook), info.st_mtime_ns, info.st_size)
         except (OSError, ValueError):
             found = True  # a notebook nbgrader cannot read either: listed, so that its error shows
@@ -179,8 +179,9 @@ def list_graded_assignments_only() -> None:
 
     nbgrader lists every folder of ``solutions/`` as an assignment; notebooks 00 and 05
     (ungraded, but released to the students from the same folder) would show as drafts to
-    release and collect. On a hub, release them with ``nbgrader release_assignment``. ``nbgrader_config.py`` calls this, so every nbgrader process of the course
-    (the formgrader included, which reads that file) leaves ungraded folders out. Calling it
+    release and collect. ``nbgrader_config.py`` calls this, so every nbgrader process of the
+    course (the formgrader included, which reads that file) leaves ungraded folders out; on a
+    hub, ``nbgrader release_assignment 05_your_own_images`` still releases one. Calling it
     again does nothing.
     """
     from nbgrader.apps.api import NbGraderAPI
@@ -230,8 +231,8 @@ def prepare_gradebook(root: Path | str | None = None) -> list[str]:
 
     This is what the formgrader needs before its first page: without it, the formgrader
     creates the database itself and fails where ``alembic`` is not on ``PATH``. An ungraded
-    assignment (notebooks 00 and 05) is not recorded, and one an earlier version of the kit recorded
-    is removed from the gradebook while nobody has submitted it.
+    assignment (notebooks 00 and 05) is not recorded, and one that an earlier version of the
+    kit recorded is removed from the gradebook while nobody has submitted it.
 
     Returns:
         The assignments recorded now (empty when the gradebook already had them all).

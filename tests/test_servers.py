@@ -286,7 +286,12 @@ def _toy_course(tmp_path: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_instructor_server_formgrader_works_on_a_fresh_course_without_tools_on_path(tmp_path):
+    from nbgrader.api import Gradebook
+
     root = _toy_course(tmp_path)
+    db_url = f"sqlite:///{root / 'gradebook.db'}"
+    with servers.course.kernel_environment(servers.course.tools_on_path()), Gradebook(db_url, "tl-workshop") as gradebook:
+        gradebook.add_assignment("extra")  # recorded by an earlier kit, before ungraded notebooks were left out
     bare = {k: v for k, v in os.environ.items() if k != "PATH"} | {"PATH": "/usr/bin:/bin"}
     process = subprocess.run(  # as a user would, with the environment not activated
         [sys.executable, "-c", "from helpers import servers; print(servers.prepare_gradebook(%r))" % str(root)],
@@ -294,6 +299,8 @@ def test_instructor_server_formgrader_works_on_a_fresh_course_without_tools_on_p
     )
     assert process.returncode == 0, process.stderr[-2000:]
     assert "['toy']" in process.stdout and (root / "gradebook.db").is_file()
+    with Gradebook(db_url) as gradebook:
+        assert [a.name for a in gradebook.assignments] == ["toy"], "the ungraded 'extra' leaves the gradebook"
     assert not (root / "notebooks").exists(), "recording the assignment must not write a release"
     servers.prepare_exchange(root)
     port = _free_port()
