@@ -176,7 +176,13 @@ def _length(x: Any) -> int:
 
 
 def _take(x: Any, rows: np.ndarray) -> Any:
-    return [np.asarray(a[rows]) for a in x] if isinstance(x, (list, tuple)) else np.asarray(x[rows])
+    """One batch of rows, float32 where the cache is float16 (notebook 02's memory-mapped arrays)."""
+
+    def part(array: Any) -> np.ndarray:
+        batch = np.asarray(array[rows])
+        return batch.astype(np.float32) if batch.dtype == np.float16 else batch
+
+    return [part(a) for a in x] if isinstance(x, (list, tuple)) else part(x)
 
 
 def find_learning_rate(

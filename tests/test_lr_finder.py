@@ -72,8 +72,9 @@ def test_logistic_head_with_adam_and_a_frozen_layer_as_in_phase_2():
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     before = model.get_weights()
     train_rows = np.arange(0, 300, 2)  # the sweep sees these rows only: the others are poisoned
-    x[1::2] = 1e6
-    result = lr_finder.find_learning_rate(model, x, labels, steps=60, batch_size=32, rows=train_rows)
+    x[1::2] = 6e4
+    cached = x.astype("float16")  # notebook 02 caches its arrays in float16
+    result = lr_finder.find_learning_rate(model, cached, labels, steps=60, batch_size=32, rows=train_rows)
     assert 1e-4 <= result.suggestion <= 1.0
     assert result.losses[0] > min(result.smoothed)  # the loss fell somewhere in the sweep
     assert result.losses[:20].max() < 20, "a poisoned row (not in rows) was trained on"
