@@ -148,6 +148,7 @@ def autograde_main(argv: Sequence[str]) -> int:
         if not names:
             print(f"error: nothing to grade in {submitted}", file=sys.stderr)
             return 1
+        course_deadlines = deadlines.load_deadlines(root)
         if args.regrade and len(names) > 1:
             print("error: --regrade needs the assignment (--assignment A) when several were submitted", file=sys.stderr)
             return 1
@@ -166,6 +167,8 @@ def autograde_main(argv: Sequence[str]) -> int:
                 print(f"error: {error}", file=sys.stderr)
                 scores, failed, status = error.graded, list(error.failures), 1
             print(f"{name}: {len(scores)} submission(s) graded in {time.perf_counter() - began:.0f} s")
+            if name in course_deadlines.due:
+                print(f"  due {course_deadlines.due[name]:%Y-%m-%d %H:%M} UTC; {course_deadlines.policy.describe()}")
             for score in scores:
                 manual = f"  (to grade by hand: {', '.join(score.needs_manual_grade)})" if score.needs_manual_grade else ""
                 before = earlier.get(score.student)
@@ -234,12 +237,16 @@ def deadlines_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     try:
         root = resolve_root(args.root)
-        policy = deadlines.load_deadlines(root).policy
+        course_deadlines = deadlines.load_deadlines(root)
         rows = deadlines.handed_in(args.assignment, root)
+        known = list_assignments(root)
     except (FileNotFoundError, ValueError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"{args.assignment}: {len(rows)} submission(s); late policy: {policy.describe()}")
+    for name in sorted(set(course_deadlines.due) - set(known)):
+        print(f"warning: [deadlines] dates {name!r}, which is not an assignment of this course {known}: a typo?",
+              file=sys.stderr)
+    print(f"{args.assignment}: {len(rows)} submission(s); late policy: {course_deadlines.policy.describe()}")
     for row in rows:
         when = row.submitted.strftime("%Y-%m-%d %H:%M UTC") if row.submitted else "no timestamp"
         due = row.due.strftime("%Y-%m-%d %H:%M UTC") if row.due else "no due date"

@@ -382,8 +382,12 @@ def test_a_sandboxed_regrade_after_a_fix_to_the_tests_keeps_what_a_person_graded
         pytest.skip(f"no sandbox here: {found.reason}")
     root = make_course(tmp_path / "course", test_mean=BUGGY_TEST_MEAN)
     hand_in(root, ["s01", "s05"])
+    (root / "kit.toml").write_text(KIT_TOML.format(extensions=""))  # both handed in on time
     common = ["--root", str(root), "--require-sandbox", "--timeout", str(TIMEOUT), "--jobs", "2", "--memory", "512"]
     assert course_commands.autograde_main([ASSIGNMENT, *common]) == 0
+    assert "due 2026-12-01 16:00 UTC; 10 % per day late (or part of a day) after 1 h of grace, at most 30 %" in (
+        capsys.readouterr().out
+    )
     first = {s.student: s for s in grading.submission_scores(ASSIGNMENT, root=root)}
     assert {s: score.score for s, score in first.items()} == {"s01": 2.0, "s05": 0.0}, "the slip fails everyone"
     assert all(score.notes[0].startswith("sandboxed") for score in first.values())

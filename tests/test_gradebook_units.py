@@ -253,11 +253,12 @@ def test_the_examples_shipped_with_the_kit_read_as_they_say():
 def test_the_late_list_before_grading_dates_each_submission(tmp_path, capsys):
     """``python -m helpers deadlines quiz``: timestamps against due dates and extensions; a broken one is named."""
     root = tmp_path / "course"
-    (root / "solutions").mkdir(parents=True)
+    (root / "solutions" / "quiz").mkdir(parents=True)
+    (root / "solutions" / "quiz" / "quiz.ipynb").write_text("{}")
     shutil.copy(ROOT / "nbgrader_config.py", root)
     shutil.copy(ROOT / "solutions" / "header.ipynb", root / "solutions")
     (root / "kit.toml").write_text(
-        '[deadlines]\nquiz = 2026-12-01T16:00:00Z\n[late_policy]\nmethod = "percent_per_day"\npercent_per_day = 25\n'
+        '[deadlines]\nquiz = 2026-12-01T16:00:00Z\nquizz = 2026-12-01T16:00:00Z\n[late_policy]\nmethod = "percent_per_day"\npercent_per_day = 25\n'
         "[extensions]\nbob = { quiz = 1 }\n"
     )
     times = {"ann": "2026-12-01 15:00:00.000000 UTC", "bob": "2026-12-02 10:00:00.000000 UTC",
@@ -273,7 +274,8 @@ def test_the_late_list_before_grading_dates_each_submission(tmp_path, capsys):
     }
     assert "not a time" in rows["eve"].problem and rows["dee"].submitted is None
     assert course_commands.deadlines_main(["quiz", "--root", str(root)]) == 1, "a broken timestamp is an error"
-    printed = capsys.readouterr().out
+    printed, warned = capsys.readouterr()
+    assert "'quizz', which is not an assignment of this course ['quiz']: a typo?" in warned
     assert "late policy: 25 % per day late" in printed and "cy" in printed and "late by 42.0 h, -50 %" in printed
     assert deadlines.parse_deadlines({}).configured is False
     assert deadlines.parse_deadlines({"late_policy": {"method": "none"}}).configured is True
