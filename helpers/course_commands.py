@@ -186,7 +186,7 @@ def autograde_main(argv: Sequence[str]) -> int:
                       f"or the 'flags' column of the export): {', '.join(flagged)}")
             for student in failed:
                 print(f"  {student:<24} NOT GRADED (see the error above)")
-    except (FileNotFoundError, ValueError, sandbox.SandboxUnavailable) as error:
+    except (FileNotFoundError, ValueError, sandbox.SandboxUnavailable, sandbox.KernelCannotStart) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return status
