@@ -23,15 +23,17 @@ The folder is built beside its final place and swapped in when complete.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -112,6 +114,18 @@ class ExportReport:
         return "\n".join(lines + [f"note: {note}" for note in self.notes])
 
 
+@contextlib.contextmanager
+def _quiet_tensorflow_logs() -> Iterator[None]:
+    """TensorFlow's Python log (``INFO:tensorflow:Assets written to...``) held at errors while saving and converting."""
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _signature(tf: Any, size: int, name: str) -> list[Any]:
     return [tf.TensorSpec([None, size, size, 3], tf.float32, name=name)]
 
@@ -145,7 +159,8 @@ def _write_saved_model(tf: Any, model: "keras.Model", target: Path, size: int, p
     archive.add_endpoint("serve", serve)
     archive.add_endpoint("probabilities", probabilities)
     archive.add_endpoint("serve_preprocessed", serve_preprocessed)
-    archive.write_out(str(target), verbose=False)
+    with _quiet_tensorflow_logs():
+        archive.write_out(str(target), verbose=False)
 
 
 def _tflite(tf: Any, saved_model: Path, quantisation: str) -> bytes:
@@ -153,18 +168,22 @@ def _tflite(tf: Any, saved_model: Path, quantisation: str) -> bytes:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantisation == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    return converter.convert()
+    with _quiet_tensorflow_logs():
+        return converter.convert()
 
 
 def _tflite_runner(path: Path) -> Any:
     try:  # LiteRT, TensorFlow Lite's successor (ai-edge-litert); tf.lite's interpreter is deprecated
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:
         tf = import_tensorflow()
-        Interpreter = tf.lite.Interpreter
+        Interpreter, OpResolverType = tf.lite.Interpreter, tf.lite.experimental.OpResolverType
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tf.lite's deprecation notice; the check still runs
-        interpreter = Interpreter(model_path=str(path))
+        # The reference kernels: the XNNPACK delegate announces itself on stderr (noise in a notebook).
+        interpreter = Interpreter(
+            model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
     runner = interpreter.get_signature_runner("probabilities")
     return lambda pixels: runner(pixels=pixels)["probabilities"]
 
@@ -178,9 +197,10 @@ def _onnx(tf: Any, model: "keras.Model", target: Path, size: int, preprocess: An
     def probabilities(pixels: Any) -> Any:
         return model(preprocess(pixels), training=False)
 
-    tf2onnx.convert.from_function(
-        probabilities, input_signature=_signature(tf, size, "pixels"), opset=17, output_path=str(target)
-    )
+    with _quiet_tensorflow_logs():
+        tf2onnx.convert.from_function(
+            probabilities, input_signature=_signature(tf, size, "pixels"), opset=17, output_path=str(target)
+        )
 
 
 def _onnx_runner(path: Path) -> Any:

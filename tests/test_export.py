@@ -53,13 +53,16 @@ def trained(tmp_path_factory):
     return model, frame
 
 
-def test_every_export_is_reloaded_and_agrees_with_the_keras_model(trained, tmp_path):
+def test_every_export_is_reloaded_and_agrees_with_the_keras_model(trained, tmp_path, capfd):
     import tensorflow as tf
 
     model, frame = trained
     settings = _settings(tmp_path)
+    capfd.readouterr()
     report = export.export_model(model, tmp_path / "shipped", CLASSES, settings, test_paths=frame["path"],
                                  test_labels=frame["label"], batch_size=10)
+    stderr = capfd.readouterr().err
+    assert "Created TensorFlow Lite" not in stderr and "INFO:tensorflow" not in stderr, "noise in a notebook's output"
     assert report.ok and report.images == len(frame) and report.on_test_split, str(report)
     table = report.table.set_index("format")
     expected = ["keras", "savedmodel", "tflite float16", *(["onnx"] if export.onnx_available() else [])]
