@@ -82,21 +82,24 @@ def top_losses(
     if k is not None and (int(k) != k or k < 1):
         raise ValueError(f"k must be a positive whole number (or None for all), not {k!r}.")
     ids = pipeline.encode_labels(list(labels), names)
-    label_probability = values[np.arange(len(values)), ids]
-    loss = -np.log(np.clip(label_probability, 1e-12, 1.0))
-    predicted = values.argmax(axis=1)
+    # A file the model could not read has no probabilities (NaN, from scoring.predict_files): ranked last.
+    unscored = np.isnan(values).any(axis=1)
+    label_probability = np.where(unscored, np.nan, values[np.arange(len(values)), ids])
+    with np.errstate(invalid="ignore"):
+        loss = -np.log(np.clip(label_probability, 1e-12, 1.0))
+    predicted = np.where(unscored, -1, np.nan_to_num(values, nan=-1.0).argmax(axis=1))
     table = pd.DataFrame(
         {
             "path": list(map(str, paths)) if paths is not None else [""] * len(values),
             "label": [names[i] for i in ids],
-            "prediction": [names[i] for i in predicted],
-            "probability": values.max(axis=1),
+            "prediction": [names[i] if i >= 0 else "" for i in predicted],
+            "probability": np.where(unscored, np.nan, np.nan_to_num(values, nan=-1.0).max(axis=1)),
             "label_probability": label_probability,
             "loss": loss,
         },
         columns=TOP_COLUMNS,
     )
-    table = table.sort_values("loss", ascending=False, kind="stable")
+    table = table.sort_values("loss", ascending=False, kind="stable", na_position="last")
     return table if k is None else table.head(int(k))
 
 

@@ -57,6 +57,11 @@ def test_corrupted_labels_rank_highest(colour_dataset):
     np.testing.assert_allclose(table["loss"], -np.log(table["label_probability"]))
     whole = top_losses.top_losses(probabilities, frame["label"], classes, frame["path"], k=None)
     assert len(whole) == len(frame) and whole["loss"].iloc[len(corrupted)] < table["loss"].min()
+    unreadable = probabilities.copy()
+    unreadable[0] = np.nan  # a file scoring.predict_files could not read
+    ranked = top_losses.top_losses(unreadable, frame["label"], classes, frame["path"], k=None)
+    assert ranked.index[-1] == 0 and ranked["prediction"].iloc[-1] == "" and np.isnan(ranked["loss"].iloc[-1])
+    assert sorted(ranked.index[: len(corrupted)]) == corrupted
     figure = top_losses.show_top_losses(table, columns=3)
     assert len(figure.axes) == 6 and "label:" in figure.axes[0].get_title()
     import matplotlib.pyplot as plt
