@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from helpers import backbones, files, pipeline
+from helpers import backbones, files, pipeline, scan
 from helpers.device import import_tensorflow
 from helpers.settings import Settings, load_settings
 
@@ -296,6 +296,17 @@ def export_model(
         raise ValueError("give test_labels only with test_paths, one label per image.")
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive whole number, not {batch_size!r}.")
+    if test_paths:
+        usable, errors = scan.usable_rows(test_paths, settings=settings)
+        if len(usable) < len(test_paths):
+            first = next(error for error in errors if error)
+            notes.append(f"{len(test_paths) - len(usable)} test image(s) could not be read and were left out of the "
+                         f"check (e.g. {first}).")
+            test_paths = [test_paths[row] for row in usable]
+            test_labels = None if test_labels is None else [test_labels[row] for row in usable]
+        if not test_paths:
+            raise ValueError("no test image could be read; give readable test images (or none, to check on "
+                             "generated ones).")
     folder = Path(folder).expanduser().resolve()
     if folder.exists() and not (folder / EXPORT_INFO).is_file() and (not folder.is_dir() or any(folder.iterdir())):
         raise FileExistsError(f"{folder} exists and is not an export folder; choose a new folder for the export.")

@@ -98,6 +98,9 @@ def test_export_command_on_a_model_folder_with_dynamic_range_quantisation(traine
     model, frame = trained
     settings = _settings(tmp_path)
     split = frame.assign(group=range(len(frame)), split=["train", "train", "test", "test"] * (len(frame) // 4))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a PNG")  # an unreadable test image is left out of the check, and said so
+    split.loc[len(split)] = [str(broken), "red", 99, "test"]
     folder = recipes.save_model(model, tmp_path / "retrained", settings, CLASSES, extra={"split.csv": split})
     code = recipe_commands.export_model_main([str(folder), "--quantisation", "dynamic", "--formats", "savedmodel,tflite",
                                               "-q"])
@@ -106,7 +109,8 @@ def test_export_command_on_a_model_folder_with_dynamic_range_quantisation(traine
     written = folder / "export"
     assert (written / "model.tflite").is_file() and not (written / "model.onnx").exists()
     info = json.loads((written / "export.json").read_text())
-    assert info["images_checked"] == int((split["split"] == "test").sum()) and info["quantisation"] == "dynamic"
+    assert info["images_checked"] == int((split["split"] == "test").sum()) - 1 and info["quantisation"] == "dynamic"
+    assert "1 test image(s) could not be read" in out
     assert "tflite dynamic" in out and "test_accuracy" in out
     # the export folder is replaced by a new export, never a folder that is something else
     assert recipe_commands.export_model_main([str(folder), "--formats", "savedmodel", "-q"]) == 0
