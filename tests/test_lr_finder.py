@@ -104,6 +104,12 @@ def test_bad_arguments_are_refused_with_advice():
         lr_finder.find_learning_rate(model, x, y, steps=3)
     with pytest.raises(ValueError, match="one target per example"):
         lr_finder.find_learning_rate(model, x, y[:5])
+    # a model compiled with a schedule (notebook 02's phase 2: CosineDecay): the sweep sets plain rates on its copy
+    schedule = keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=100)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="mse")
+    sweep = lr_finder.find_learning_rate(model, np.ones((8, 2), "float32"), np.ones((8, 1), "float32"), steps=10)
+    assert len(sweep.losses) >= 6 and np.isfinite(sweep.suggestion)
+    assert isinstance(model.optimizer.get_config()["learning_rate"], dict), "the model keeps its own schedule"
     with pytest.raises(ValueError, match="rows must be"):
         lr_finder.find_learning_rate(model, x, y, rows=[0, 8])
     with pytest.raises(ValueError, match="beta"):
