@@ -463,6 +463,32 @@ def test_solutions_notebook_runs_and_passes_every_test(assignment, kernel_env, t
             f"{assignment}: no cell after the exercises calls the student's {name}; the notebook must use the "
             "student's answer where it needs it, not the kit's"
         )
+    if assignment == "02_retrain_simpsons":  # TensorBoard's step axis: phase 2 continues where phase 1 stopped
+        runs = sorted((notebook.parent / "logs").glob("simpsons-*"))
+        assert len(runs) == 1, f"notebook 02 logs one TensorBoard run beside itself, not {runs}"
+        phase1, phase2 = (_epoch_steps(runs[0] / phase) for phase in ("phase 1", "phase 2"))
+        assert phase1 == list(range(len(phase1))) and phase2 and phase2[0] == len(phase1), (
+            f"TensorBoard's phase 2 must start at the epoch where phase 1 stopped (fit(..., initial_epoch=...)): "
+            f"phase 1 logged epochs {phase1}, phase 2 {phase2}"
+        )
+
+
+def _epoch_steps(run: Path) -> list[int]:
+    """The epochs of a Keras TensorBoard run's ``epoch_loss`` curve, read from its event files (no TensorFlow)."""
+    import struct
+
+    from tensorboard.compat.proto import event_pb2
+
+    steps = set()
+    for path in (run / "train").glob("events.out.tfevents.*"):
+        data, at = path.read_bytes(), 0
+        while at + 12 <= len(data):  # TFRecords: length (8 bytes), its CRC (4), the event, its CRC (4)
+            (length,) = struct.unpack_from("<Q", data, at)
+            event = event_pb2.Event.FromString(data[at + 12 : at + 12 + length])
+            at += 12 + length + 4
+            if any(value.tag == "epoch_loss" for value in event.summary.value):
+                steps.add(event.step)
+    return sorted(steps)
 
 
 def _use_alternative_answers(path: Path, assignment: str) -> None:
