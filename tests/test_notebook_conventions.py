@@ -1,11 +1,12 @@
-"""Every solutions notebook follows the kit's skeleton and graded-cell conventions (DEVELOPERS.md).
+"""Every solutions notebook follows the kit's skeleton and graded-cell conventions (README.md,
+"Course pipeline (nbgrader)").
 
 Checked on every notebook in ``solutions/<assignment>/<assignment>.ipynb`` (all
 assignments found there, whoever wrote them), without running them:
 
 * skeleton: a ``# `` title first, a "Learning objectives" list, the "Expected time",
   exactly one setup cell (``from helpers import session`` / ``kit = session.start()``)
-  as the first code cell, committed without outputs, the venv's ``python3`` kernel;
+  as the first code cell, committed without outputs, the kit's named kernel (``tl-workshop``);
 * no sizes edited into code: no profile overrides, no ``sys.path`` hacks, no star imports;
 * graded test cells: locked, descriptive ``test_*`` grade_id, points, a docstring
   first, every assert with a message for the student, visible checks then
