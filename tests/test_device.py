@@ -1,7 +1,17 @@
-"""Device setup calls TensorFlow's configuration for real (intercepted here), quietly, before GPUs init."""
+"""Device setup: what TensorFlow reports after the kit configures it, quietly, before its devices start.
+
+On this machine's CPU the checks read TensorFlow itself, in a fresh process (threads,
+visible devices, the mixed-precision policy, the strategy, and the refusal once its devices
+are initialised). GPUs do not exist here: for them a stand-in for ``tf.config`` keeps the
+per-device state the way TensorFlow does (visible devices, memory growth, logical device
+limits, no change after initialisation) and the tests read that state back through
+TensorFlow's own getters, with the report and summary a student sees.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +24,60 @@ from helpers.settings import load_settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _run_python(code: str, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in {"TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS"}}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env | extra_env, cwd=ROOT, timeout=180
+    )
+
+
+# --------------------------------------------------------------------------- real TensorFlow, on the CPU
+
+_REAL_SETUP = """
+import json
+from helpers import device
+from helpers.settings import load_settings
+
+tf = device.import_tensorflow()
+import keras
+
+report = device.setup(load_settings({"gpus": "all", "cpu_threads": 2, "mixed_precision": True}, environ={}))
+seen = {
+    "threads": tf.config.threading.get_intra_op_parallelism_threads(),
+    "visible_gpus": [d.name for d in tf.config.get_visible_devices("GPU")],
+    "policy": keras.mixed_precision.global_policy().name,
+    "default_strategy": device.strategy() is tf.distribute.get_strategy(),
+    "report_gpus": report.gpus, "mixed": report.mixed_precision, "notes": report.notes,
+    "summary": report.summary(),
+}
+tf.reduce_sum(tf.ones([4]))  # the first operation initialises TensorFlow's devices
+late = device.setup(load_settings({"gpus": "all", "cpu_threads": 1}, environ={}))
+seen["late_notes"] = late.notes
+seen["threads_after"] = tf.config.threading.get_intra_op_parallelism_threads()
+print(json.dumps(seen))
+"""
+
+
+def test_setup_configures_tensorflow_on_the_cpu_and_says_when_it_is_too_late():
+    result = _run_python(_REAL_SETUP, CUDA_VISIBLE_DEVICES="")
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["threads"] == 2, "cpu_threads reaches TensorFlow's intra-op thread pool"
+    assert seen["visible_gpus"] == [] and seen["report_gpus"] == []
+    assert "CPU only" in seen["summary"] and "GPU memory" not in seen["summary"]
+    assert seen["policy"] == "float32" and not seen["mixed"], "mixed precision stays off without a GPU"
+    assert any("mixed precision" in note for note in seen["notes"]), "and the student is told why"
+    assert seen["default_strategy"], "one device: TensorFlow's default strategy"
+    assert seen["threads_after"] == 2, "once TensorFlow runs, its settings cannot change"
+    assert any("restart the kernel" in note for note in seen["late_notes"]), (
+        "a setup after TensorFlow started says so and how to fix it"
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+# --------------------------------------------------------------------------- GPUs, through a stand-in
+
+
 class FakeGPU:
     def __init__(self, index: int):
         self.name = f"/physical_device:GPU:{index}"
@@ -23,29 +87,85 @@ class FakeGPU:
         return self.name
 
 
+class FakeDeviceConfig:
+    """``tf.config``'s per-device state on a machine with ``count`` GPUs, with TensorFlow's rules:
+    nothing changes once devices are initialised (RuntimeError), memory growth and a logical
+    device limit exclude each other on one card, unknown devices are refused (ValueError)."""
+
+    def __init__(self, count: int):
+        self.gpus = [FakeGPU(i) for i in range(count)]
+        self.visible = list(self.gpus)
+        self.growth: dict[str, bool] = {}
+        self.logical: dict[str, list] = {}
+        self.threads = 0
+        self.initialized = False
+
+    def _changeable(self, gpu: FakeGPU | None = None) -> None:
+        if self.initialized:
+            raise RuntimeError("Physical devices cannot be modified after being initialized")
+        if gpu is not None and gpu not in self.gpus:
+            raise ValueError(f"Unrecognized device: {gpu}")
+
+    def list_physical_devices(self, kind=None):
+        return list(self.gpus) if kind == "GPU" else []
+
+    def set_visible_devices(self, devices, kind=None):
+        if self.initialized:
+            raise RuntimeError("Visible devices cannot be modified after being initialized")
+        self.visible = list(devices)
+
+    def get_visible_devices(self, kind=None):
+        return list(self.visible)
+
+    def set_memory_growth(self, gpu, flag):
+        self._changeable(gpu)
+        if gpu.name in self.logical:
+            raise ValueError("Cannot set memory growth on device when virtual devices configured")
+        self.growth[gpu.name] = bool(flag)
+
+    def get_memory_growth(self, gpu):
+        return self.growth.get(gpu.name, False)
+
+    def set_logical_device_configuration(self, gpu, configs):
+        self._changeable(gpu)
+        if self.growth.get(gpu.name):
+            raise ValueError("Cannot set virtual devices on a device with memory growth")
+        self.logical[gpu.name] = list(configs)
+
+    def get_logical_device_configuration(self, gpu):
+        return self.logical.get(gpu.name)
+
+    def set_intra_op_parallelism_threads(self, n):
+        self._changeable()
+        self.threads = n
+
+    def get_intra_op_parallelism_threads(self):
+        return self.threads
+
+
+class FakeMirroredStrategy:
+    """What a MirroredStrategy would be built over: the GPUs visible when it is created."""
+
+    def __init__(self, fake: FakeDeviceConfig):
+        self.devices = [gpu.name for gpu in fake.visible]
+
+
 @pytest.fixture
-def tf_calls(monkeypatch):
-    """Intercept every tf.config call device.setup makes; pretend the machine has two GPUs."""
+def gpus(monkeypatch):
+    """A machine with two GPUs as far as ``tf.config`` can tell; the real Keras policy and strategy checks."""
     tf = device.import_tensorflow()
     import keras
 
-    calls: list[tuple] = []
-    gpus = [FakeGPU(0), FakeGPU(1)]
-    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: gpus if kind == "GPU" else [])
-    monkeypatch.setattr(tf.config, "set_visible_devices", lambda devices, kind=None: calls.append(("visible", list(devices), kind)))
-    monkeypatch.setattr(tf.config.experimental, "set_memory_growth", lambda gpu, flag: calls.append(("growth", gpu, flag)))
-    monkeypatch.setattr(
-        tf.config, "set_logical_device_configuration",
-        lambda gpu, configs: calls.append(("limit", gpu, [c.memory_limit for c in configs])),
-    )
-    monkeypatch.setattr(tf.config.threading, "set_intra_op_parallelism_threads", lambda n: calls.append(("threads", n)))
-
-    class FakeMirrored:
-        def __init__(self):
-            calls.append(("mirrored",))
-
-    monkeypatch.setattr(tf.distribute, "MirroredStrategy", FakeMirrored)
-    yield calls, gpus
+    fake = FakeDeviceConfig(2)
+    for name in ("list_physical_devices", "set_visible_devices", "get_visible_devices",
+                 "set_logical_device_configuration", "get_logical_device_configuration"):
+        monkeypatch.setattr(tf.config, name, getattr(fake, name))
+    monkeypatch.setattr(tf.config.experimental, "set_memory_growth", fake.set_memory_growth)
+    monkeypatch.setattr(tf.config.experimental, "get_memory_growth", fake.get_memory_growth)
+    monkeypatch.setattr(tf.config.threading, "set_intra_op_parallelism_threads", fake.set_intra_op_parallelism_threads)
+    monkeypatch.setattr(tf.config.threading, "get_intra_op_parallelism_threads", fake.get_intra_op_parallelism_threads)
+    monkeypatch.setattr(tf.distribute, "MirroredStrategy", lambda: FakeMirroredStrategy(fake))
+    yield fake
     keras.mixed_precision.set_global_policy("float32")
     monkeypatch.undo()
     device.setup(load_settings({"gpus": "none"}, environ={}))  # leave a sane default strategy behind
@@ -55,61 +175,78 @@ def _setup(**overrides):
     return device.setup(load_settings(overrides, environ={}))
 
 
-def test_memory_growth_is_applied_to_every_chosen_gpu(tf_calls):
-    calls, gpus = tf_calls
+def test_memory_growth_on_every_gpu_and_a_strategy_over_both(gpus):
+    tf = device.import_tensorflow()
     report = _setup(gpus="all", gpu_memory="growth")
-    assert ("visible", gpus, "GPU") in calls
-    assert [c for c in calls if c[0] == "growth"] == [("growth", gpus[0], True), ("growth", gpus[1], True)]
-    assert ("mirrored",) in calls and report.strategy == "MirroredStrategy over 2 GPUs"
-    assert report.gpus == [g.name for g in gpus]
+    assert tf.config.get_visible_devices("GPU") == gpus.gpus
+    assert [tf.config.experimental.get_memory_growth(g) for g in gpus.gpus] == [True, True]
+    assert [tf.config.get_logical_device_configuration(g) for g in gpus.gpus] == [None, None]
+    strategy = device.strategy()
+    assert isinstance(strategy, FakeMirroredStrategy) and strategy.devices == [g.name for g in gpus.gpus]
+    assert report.strategy == "MirroredStrategy over 2 GPUs"
+    assert "2 GPU(s): /physical_device:GPU:0, /physical_device:GPU:1" in report.summary()
+    assert "GPU memory: growth" in report.summary()
 
 
-def test_gpu_selection_and_a_limit_in_megabytes(tf_calls):
-    calls, gpus = tf_calls
+def test_one_chosen_gpu_with_a_limit_in_megabytes(gpus):
+    tf = device.import_tensorflow()
     report = _setup(gpus="1", gpu_memory="2048")
-    assert ("visible", [gpus[1]], "GPU") in calls
-    assert ("limit", gpus[1], [2048]) in calls
-    assert not [c for c in calls if c[0] == "growth"]
-    assert ("mirrored",) not in calls and report.strategy == "default (one device)"
-    assert report.memory_mode == "limit=2048 MB"
+    assert tf.config.get_visible_devices("GPU") == [gpus.gpus[1]], "only the chosen card is visible"
+    limits = tf.config.get_logical_device_configuration(gpus.gpus[1])
+    assert [c.memory_limit for c in limits] == [2048]
+    assert not any(tf.config.experimental.get_memory_growth(g) for g in gpus.gpus)
+    assert not isinstance(device.strategy(), FakeMirroredStrategy), "one GPU: the default strategy"
+    assert report.gpus == [gpus.gpus[1].name] and report.all_gpus == [g.name for g in gpus.gpus]
+    assert "GPU memory: limit=2048 MB" in report.summary() and report.strategy == "default (one device)"
 
 
-def test_fraction_of_the_card_uses_its_total_memory(tf_calls, monkeypatch):
-    calls, gpus = tf_calls
-    monkeypatch.setattr(device, "_total_gpu_memory_mb", lambda index: 80_000.0)
-    _setup(gpus="0", gpu_memory="0.25")
-    assert ("limit", gpus[0], [20_000]) in calls
+def test_a_fraction_of_the_card_reads_its_size_from_nvidia_smi(gpus, tmp_path, monkeypatch):
+    tf = device.import_tensorflow()
+    tool = tmp_path / "bin" / "nvidia-smi"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\necho 81559\n")  # what nvidia-smi prints for an 80 GB card, in MiB
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tool.parent}{os.pathsep}{os.environ['PATH']}")
+    report = _setup(gpus="0", gpu_memory="0.25")
+    assert [c.memory_limit for c in tf.config.get_logical_device_configuration(gpus.gpus[0])] == [20389]
+    assert report.memory_mode == "limit=20389 MB"
 
 
-def test_mixed_precision_only_with_a_gpu(tf_calls):
+def test_a_fraction_without_nvidia_smi_says_to_give_megabytes(gpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi anywhere
+    with pytest.raises(ValueError, match="KIT_GPU_MEMORY=4096"):
+        _setup(gpus="0", gpu_memory="0.5")
+
+
+def test_mixed_precision_only_with_a_gpu(gpus):
     import keras
 
     report = _setup(gpus="0", mixed_precision=True)
     assert report.mixed_precision and keras.mixed_precision.global_policy().name == "mixed_float16"
+    assert "mixed precision: on" in report.summary()
     report = _setup(gpus="none", mixed_precision=True)
     assert not report.mixed_precision and keras.mixed_precision.global_policy().name == "float32"
     assert any("mixed precision" in note for note in report.notes)
 
 
-def test_bad_gpu_index_is_a_clear_error(tf_calls):
+def test_bad_gpu_index_is_a_clear_error(gpus):
     with pytest.raises(ValueError, match="2 GPU"):
         _setup(gpus="5")
     with pytest.raises(ValueError, match="indices"):
         _setup(gpus="first")
 
 
-def test_cpu_threads_and_too_late_configuration(tf_calls, monkeypatch):
-    calls, _ = tf_calls
-    _setup(gpus="none", cpu_threads=2)
-    assert ("threads", 2) in calls
+def test_too_late_configuration_changes_nothing_and_says_so(gpus):
     tf = device.import_tensorflow()
+    _setup(gpus="0", gpu_memory="growth")
+    gpus.initialized = True  # a model was built before the setup cell ran again
+    report = _setup(gpus="1", gpu_memory="1024")
+    assert tf.config.get_visible_devices("GPU") == [gpus.gpus[0]], "the first setup's choice still holds"
+    assert tf.config.get_logical_device_configuration(gpus.gpus[1]) is None
+    assert any("restart the kernel" in note for note in report.notes), report.notes
 
-    def too_late(*args, **kwargs):
-        raise RuntimeError("Visible devices cannot be modified after being initialized")
 
-    monkeypatch.setattr(tf.config, "set_visible_devices", too_late)
-    report = _setup(gpus="all")
-    assert any("restart the kernel" in note for note in report.notes)
+# --------------------------------------------------------------------------- the summary and a quiet import
 
 
 def test_cpu_summary_gives_advice_with_expected_times(tmp_path):
@@ -123,11 +260,6 @@ def test_cpu_summary_gives_advice_with_expected_times(tmp_path):
     assert not any("per 1000 images" in tip for tip in device.setup(load_settings({"gpus": "none"}, environ={})).advice), (
         "the device module knows no backbone: speed advice comes from helpers.backbones via the session"
     )
-
-
-def _run_python(code: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in __import__("os").environ.items() if k not in {"TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS"}}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
 
 
 def test_tensorflow_import_is_quiet_without_disabling_onednn():
