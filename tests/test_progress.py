@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -54,11 +56,11 @@ def test_saved_notebook_bars_read_how_they_ended():
     assert streams == [], f"no stray text or stderr around the bars: {streams}"
 
 
-def test_outside_a_notebook_it_is_the_text_bar_on_stderr(capsys):
-    with progress.bar(total=5, desc="files", unit="file") as files:
-        files.update(5)
-    captured = capsys.readouterr()
-    assert captured.out == "" and re.search(r"files: 100%\|\S+\| 5/5", captured.err), captured
+def test_outside_a_notebook_it_is_the_text_bar_on_stderr():
+    # a fresh process, as in a terminal: tqdm.auto decides once per process whether it runs in a notebook
+    script = "from helpers import progress\nwith progress.bar(total=5, desc='files', unit='file') as files:\n    files.update(5)"
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout == "" and re.search(r"files: 100%\|\S+\| 5/5", run.stderr), run
     assert list(progress.bar(iter([1, 2, 3]), disable=True)) == [1, 2, 3]
     with pytest.raises(TypeError, match="desc must be a string"):
         progress.bar(range(3), desc=3)
