@@ -36,7 +36,7 @@ def bar(
     Takes tqdm's arguments and is used like tqdm: iterate over it, or call ``update`` in
     a ``with`` block. In a Jupyter kernel with ipywidgets it is tqdm's widget, re-displayed
     when it closes so that the notebook's plain-text fallback reads the final state; anywhere
-    else it is ``tqdm.auto.tqdm`` itself.
+    else it is tqdm's text bar on stderr.
 
     Args:
         iterable: What to iterate over (``None`` for a bar updated by hand).
@@ -63,16 +63,22 @@ def bar(
         raise TypeError(f"desc must be a string (the text in front of the bar), not {type(desc).__name__}.")
     if not isinstance(unit, str):
         raise TypeError(f"unit must be a string such as 'img' or 'batch', not {type(unit).__name__}.")
-    from tqdm.auto import tqdm as auto_tqdm
+    from tqdm.std import tqdm as text_tqdm
 
-    kind = _notebook_bar_class() if _in_notebook(auto_tqdm) else auto_tqdm
+    kind = _notebook_bar_class() if _in_notebook() else text_tqdm
     return kind(iterable, total=total, desc=desc, unit=unit, disable=bool(disable), leave=leave, **options)
 
 
-def _in_notebook(auto_tqdm: type) -> bool:
-    # tqdm.auto picked its widget bar: a Jupyter kernel with ipywidgets (tqdm.notebook is then imported).
+def _in_notebook() -> bool:
+    from tqdm.auto import tqdm as auto_tqdm
+
+    # tqdm.auto picks its widget bar where ipykernel and ipywidgets are imported (tqdm.notebook then is);
+    # a process that merely imported ipykernel (a Jupyter server, a test) has no kernel to draw it in.
     notebook = sys.modules.get("tqdm.notebook")
-    return notebook is not None and issubclass(auto_tqdm, notebook.tqdm_notebook)
+    if notebook is None or not issubclass(auto_tqdm, notebook.tqdm_notebook):
+        return False
+    ipython = sys.modules.get("IPython")
+    return getattr(ipython.get_ipython() if ipython else None, "kernel", None) is not None
 
 
 @functools.cache

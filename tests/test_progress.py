@@ -57,8 +57,10 @@ def test_saved_notebook_bars_read_how_they_ended():
 
 
 def test_outside_a_notebook_it_is_the_text_bar_on_stderr():
-    # a fresh process, as in a terminal: tqdm.auto decides once per process whether it runs in a notebook
-    script = "from helpers import progress\nwith progress.bar(total=5, desc='files', unit='file') as files:\n    files.update(5)"
+    # a fresh process, as in a terminal: tqdm.auto decides once per process whether it runs in a notebook, and
+    # takes one that merely imported ipykernel (a Jupyter server) for a notebook; there is no kernel to draw in
+    script = ("import ipykernel.zmqshell\nfrom helpers import progress\n"
+              "with progress.bar(total=5, desc='files', unit='file') as files:\n    files.update(5)")
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and run.stdout == "" and re.search(r"files: 100%\|\S+\| 5/5", run.stderr), run
     assert list(progress.bar(iter([1, 2, 3]), disable=True)) == [1, 2, 3]
