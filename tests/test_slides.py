@@ -1,5 +1,6 @@
-"""The workshop deck: its source covers the flow, its numbers and figures come from the figure
-script, and the build makes one self-contained offline HTML file.
+"""The workshop deck: its agenda walks through the kit's notebooks within the three hours, its
+numbers and figures come from one run of the figure script, and the build makes one
+self-contained offline HTML file. No slide's wording is checked.
 
 The browser check of the built deck (every slide rendered, no request to another host)
 is in ``tests/test_browser.py``.
@@ -20,6 +21,7 @@ SLIDES = ROOT / "slides"
 DECK = SLIDES / "deck.md"
 FIGURES = SLIDES / "figures"
 SEPARATOR = re.compile(r"\r?\n---\r?\n")
+NOTEBOOK = re.compile(r"\b(\d\d_[a-z0-9_]+)\b")
 
 
 def _load(name: str) -> ModuleType:
@@ -55,44 +57,59 @@ def _titles(slides: list[str]) -> list[str]:
 # --------------------------------------------------------------------------- the deck's content
 
 
-def test_deck_follows_the_hands_on_flow(slides: list[str]) -> None:
-    """Every topic of the workshop is there, in the order of the day."""
-    titles = _titles(slides)
-    flow = [
-        "architecture + weights",
-        "Convolutional neural networks",
-        "usual obstacles",
-        "Three ways to classify images",
-        "Hands-on 1",
-        "Is deeper always better",
-        "Residual connections",
-        "knobs of retraining",
-        "Hands-on 2",
-        "Feature extraction",
-        "Hands-on 3",
-        "Which approach wins",
-        "When the pretraining does not transfer",
-    ]
-    positions = []
-    for topic in flow:
-        found = [i for i, title in enumerate(titles) if topic.lower() in title.lower()]
-        assert found, f"no slide titled with {topic!r} in slides/deck.md (titles: {titles})"
-        positions.append(found[0])
-    assert positions == sorted(positions), f"the topics are out of order: {dict(zip(flow, positions))}"
+def _plan(slides: list[str]) -> list[tuple[int, str, list[str]]]:
+    """The agenda: (minutes from the start, what, notebooks named) for each row of the table whose
+    first column is a time."""
+    rows = []
+    for slide in slides:
+        for line in slide.splitlines():
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            time = re.fullmatch(r"(\d+):(\d\d)", cells[0]) if len(cells) >= 2 else None
+            if time:
+                rows.append((int(time.group(1)) * 60 + int(time.group(2)), cells[1], NOTEBOOK.findall(line)))
+    return rows
 
 
-def test_deck_explains_every_retraining_parameter(slides: list[str]) -> None:
-    """The two 'knobs' slides name each parameter of the retraining recipe."""
-    knobs = "\n".join(s for s in slides if "knobs of retraining" in s.lower()).lower()
-    for parameter in ("pooling", "image size", "layers to retrain", "dropout", "l1 / l2", "optimizer",
-                      "learning rate", "batch size", "epochs", "augmentation"):
-        assert f"| {parameter}" in knobs, f"the knobs slides have no row for {parameter!r}"
+def _hands_on(slides: list[str]) -> list[tuple[str, int]]:
+    """(notebook, minutes) of every hands-on slide (reveal's ``class="hands-on"``)."""
+    found = []
+    for slide in slides:
+        if 'class="hands-on"' in slide:
+            match = re.search(r"`(\d\d_[a-z0-9_]+)`\s*\((\d+) min\)", slide)
+            assert match, f"a hands-on slide names its notebook and its minutes: {_titles([slide])}"
+            found.append((match.group(1), int(match.group(2))))
+    return found
 
 
-def test_deck_names_domains_far_from_imagenet(slides: list[str]) -> None:
-    limits = next(s for s in slides if "does not transfer" in s).lower()
-    for domain in ("grayscale medical", "seismic", "multi-spectral"):
-        assert domain in limits, f"the limits slide does not mention {domain!r}"
+def test_the_plan_walks_through_existing_notebooks_in_order_within_three_hours(slides: list[str]) -> None:
+    """The agenda's notebooks exist (student and solutions versions), come in their numbered order, and the
+    day ends within the workshop's three hours."""
+    plan = _plan(slides)
+    assert len(plan) >= 5, f"the deck has an agenda table (time | what | where): {plan}"
+    times = [minute for minute, _, _ in plan]
+    assert times == sorted(set(times)) and times[0] == 0, f"the agenda's times run forward from 0:00: {times}"
+    assert times[-1] < 180, "the last block starts before the three hours are over"
+    named = [notebook for _, _, notebooks in plan for notebook in notebooks]
+    assert named == sorted(named) and len(named) == len(set(named)), f"notebooks out of order: {named}"
+    for notebook in named:
+        for folder in ("notebooks", "solutions"):
+            assert (ROOT / folder / notebook / f"{notebook}.ipynb").is_file(), f"the deck plans {notebook}: {folder}/ lacks it"
+    taught = sorted(p.name for p in (ROOT / "solutions").iterdir() if NOTEBOOK.fullmatch(p.name))
+    assert named == taught[: len(named)], f"the day covers the first notebooks in order: planned {named}, kit {taught}"
+
+
+def test_each_hands_on_fits_its_slot_in_the_plan(slides: list[str]) -> None:
+    """A hands-on slide's minutes fit the agenda's slot for its notebook, in the agenda's order."""
+    plan = _plan(slides)
+    hands_on = _hands_on(slides)
+    assert hands_on, "the deck has hands-on slides"
+    assert [n for n, _ in hands_on] == sorted(n for n, _ in hands_on), f"hands-on out of order: {hands_on}"
+    for notebook, minutes in hands_on:
+        slot = [i for i, (_, _, notebooks) in enumerate(plan) if notebook in notebooks]
+        assert slot, f"the hands-on with {notebook} has no slot in the agenda"
+        start = plan[slot[0]][0]
+        end = plan[slot[0] + 1][0] if slot[0] + 1 < len(plan) else 180
+        assert minutes <= end - start, f"{notebook}: {minutes} min of hands-on in a {end - start} min slot"
 
 
 def test_every_slide_has_speaker_notes(slides: list[str]) -> None:
@@ -130,6 +147,38 @@ def test_deck_numbers_and_figures_come_from_the_figure_script(manifest: dict) ->
         assert path.stat().st_size < 400_000, f"{path} is {path.stat().st_size} bytes; keep committed figures small"
         with Image.open(path) as image:
             assert image.format == "PNG" and min(image.size) >= 200, f"{path} is not a usable PNG ({image.size})"
+
+
+def test_a_slide_showing_a_figure_states_what_that_figure_measured(slides: list[str], manifest: dict) -> None:
+    """The numbers next to a figure are the ones recorded by the run that drew it."""
+    made_by = {file: name for name, entry in manifest["figures"].items() for file in entry["files"]}
+    for title, slide in zip(_titles(slides), slides):
+        shown = re.findall(r"\]\(figures/([^)]+)\)", slide)
+        used = set(re.findall(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}", slide))
+        for file in shown:
+            recorded = set(manifest["figures"][made_by[file]]["numbers"])
+            assert used & recorded, (
+                f"slide {title!r} shows {file} but states none of the numbers its run recorded ({sorted(recorded)})"
+            )
+
+
+def test_the_deck_numbers_come_from_one_run(manifest: dict) -> None:
+    """Every figure of the deck comes from the run the title slide names (profile, backbone), and the
+    derived numbers agree with the measured ones."""
+    run, numbers = manifest["run"], manifest["numbers"]
+    profiles = {name: entry["profile"] for name, entry in manifest["figures"].items()}
+    assert set(profiles.values()) == {run["profile"]} == {numbers["profile"]}, f"figures from other runs: {profiles}"
+    script = _load("figures")
+    settings = script.figure_settings(run["profile"], run["backbone"], run["alpha"])
+    assert numbers["backbone"] == script._backbone_label(settings), "the title slide names the run's backbone"
+    recorded = {key for entry in manifest["figures"].values() for key in entry["numbers"]}
+    assert set(numbers) - recorded == {"profile", "backbone"}, "every other number was recorded by a figure's run"
+    if "speedup_vs_resnet50" in numbers:  # "N times faster (A against B images per CPU-second)"
+        fast, slow = float(numbers[f"{run['backbone']}_speed"]), float(numbers["resnet50_speed"])
+        low, high = (fast - 0.5) / (slow + 0.5), (fast + 0.5) / (slow - 0.5)  # the speeds are rounded to units
+        assert low - 0.05 <= float(numbers["speedup_vs_resnet50"]) <= high + 0.05, (
+            f"speedup {numbers['speedup_vs_resnet50']} does not follow from {fast:g} and {slow:g} images per second"
+        )
 
 
 # --------------------------------------------------------------------------- the build
