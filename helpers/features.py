@@ -500,6 +500,7 @@ def feature_matrix(table: pd.DataFrame) -> np.ndarray:
 # then holds no second copy of them, only the pages a batch touches (notebook 02's peak memory).
 ARRAY_DTYPE = "float16"
 ARRAY_FORMAT = 1
+ARRAY_BATCH_SIZE = 16
 
 
 def _array_identity(model: "keras.Model", settings: Settings, size: int, paths: Sequence[str]) -> dict[str, Any]:
@@ -526,6 +527,10 @@ def _output_shapes(model: "keras.Model") -> list[tuple[int, ...]]:
     return [tuple(int(d) for d in shape[1:]) for shape in shapes]
 
 
+def _as_list(values: Any) -> list[Any]:
+    return list(values) if isinstance(values, (list, tuple)) else [values]
+
+
 def _write_header(stream: Any, shape: tuple[int, ...]) -> None:
     np.lib.format.write_array_header_1_0(
         stream, {"descr": np.lib.format.dtype_to_descr(np.dtype(ARRAY_DTYPE)), "fortran_order": False, "shape": shape}
@@ -538,6 +543,7 @@ def cached_arrays(
     settings: Settings | None = None,
     *,
     name: str = "images",
+    flips: bool = False,
     batch_size: int | None = None,
     progress: bool = True,
 ) -> list[np.ndarray]:
@@ -557,12 +563,15 @@ def cached_arrays(
         frame: DataFrame with a ``path`` column; rows come back in its order.
         settings: Course settings (backbone, cache folder, batch size); loaded when omitted.
         name: What the pass computes, for its progress bar (``"frames and their flips"``).
-        batch_size: Images per batch; ``settings.batch_size`` by default.
+        flips: Also run each batch flipped left to right (a fixed augmentation): the
+            outputs for the flipped images follow the others, in the same order.
+        batch_size: Images per batch; ``settings.batch_size`` up to 16 by default.
         progress: Show a progress bar (and say when the cache was used).
 
     Returns:
-        One read-only float16 memory map per output of ``model``, each of shape
-        ``(len(frame), *output_shape)``. Feed them to Keras with :func:`batches`.
+        One read-only float16 memory map per output of ``model`` (then one per output for the
+        flipped images with ``flips``), each of shape ``(len(frame), *output_shape)``. Feed
+        them to Keras with :func:`batches`.
 
     Raises:
         TypeError: ``frame`` is not a DataFrame.
@@ -570,15 +579,16 @@ def cached_arrays(
         FileNotFoundError: An image file does not exist.
     """
     settings = settings or load_settings()
-    batch_size = settings.batch_size if batch_size is None else int(batch_size)
+    # A batch's activations at full image size are the kernel's memory peak: 16 images cost half of 32, as fast on a CPU.
+    batch_size = min(settings.batch_size, ARRAY_BATCH_SIZE) if batch_size is None else int(batch_size)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}.")
     paths = _check_frame(frame)
     if not paths:
         raise ValueError("frame has no rows: there are no images to run through the model.")
-    shapes = _output_shapes(model)
+    shapes = _output_shapes(model) * (2 if flips else 1)
     size = _model_input_size(model, settings)
-    identity = _array_identity(model, settings, size, paths)
+    identity = _array_identity(model, settings, size, paths) | {"flips": bool(flips)}
     key = hashlib.sha256(json.dumps([identity, paths, shapes]).encode()).hexdigest()[:16]
     stem = f"{_slug(identity['backbone'])}-{len(paths)}img-{len(shapes)}out-{key}"
     targets = [cache_dir(settings) / f"{stem}-{index}.npy" for index in range(len(shapes))]
@@ -610,8 +620,9 @@ def cached_arrays(
         done = 0
         with progress_bars.bar(total=len(paths), unit="img", desc=name, disable=not progress) as bar:
             for images in dataset:
-                values = device.predict_batch(model, images)
-                values = values if isinstance(values, (list, tuple)) else [values]
+                values = _as_list(device.predict_batch(model, images))
+                if flips:  # one view after the other: half the memory of both in one graph
+                    values += _as_list(device.predict_batch(model, images[:, :, ::-1, :]))
                 for stream, value in zip(streams, values):
                     stream.write(np.ascontiguousarray(np.asarray(value), dtype=ARRAY_DTYPE).tobytes())
                 done += len(values[0])

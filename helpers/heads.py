@@ -261,24 +261,19 @@ def flip_averaged(model: "keras.Model") -> "keras.Model":
 
 
 @device.under_strategy
-def cached_outputs_model(
-    base: "keras.Model", backbone: backbones.Backbone, n_blocks: int = 1, *, flips: bool = False
-) -> "keras.Model":
+def cached_outputs_model(base: "keras.Model", backbone: backbones.Backbone, n_blocks: int = 1) -> "keras.Model":
     """The one pass over the images that both phases need: the last block(s)' input and the base's output.
 
     Taught in notebook 02, section 4 (what the frozen layers compute, computed once).
 
     The outputs are, in order: the input of the last ``n_blocks`` blocks (phase 2 trains
-    from it) and the base's feature map (phase 1 trains the head on it); with ``flips``,
-    the same two for the left-right flipped image follow. The base is called with
-    ``training=False``. Feed the model to :func:`helpers.features.cached_arrays`.
+    from it) and the base's feature map (phase 1 trains the head on it). The base is
+    called with ``training=False``. Feed the model to :func:`helpers.features.cached_arrays`
+    (``flips=True`` adds the same two for the flipped images).
     """
     import keras
 
     layer = backbones.block_input_layer(base, backbone, n_blocks)
     both = keras.Model(base.input, [base.get_layer(layer).output, base.output], name=f"{backbone.key}_{layer}_and_output")
     inputs = keras.Input(shape=base.input_shape[1:], name="image")
-    outputs = list(both(inputs, training=False))
-    if flips:
-        outputs += list(both(keras.ops.flip(inputs, axis=2), training=False))
-    return keras.Model(inputs, outputs, name=f"{both.name}{'_and_flips' if flips else ''}")
+    return keras.Model(inputs, list(both(inputs, training=False)), name=f"{both.name}_cached")

@@ -646,9 +646,9 @@ def run_retrain(
 
     base = backbones.load_base(settings)
     backbone = backbones.get_backbone(settings=settings)
-    extractor = heads.cached_outputs_model(base, backbone, n_blocks, flips=flips)
+    extractor = heads.cached_outputs_model(base, backbone, n_blocks)
     arrays = features.cached_arrays(
-        extractor, usable, settings, name="images, as they are and flipped" if flips else "images",
+        extractor, usable, settings, name="images, as they are and flipped" if flips else "images", flips=flips,
         progress=progress if bars is None else bars,
     )
     # The same pass gives the grouping features: the base's feature maps, average-pooled.
@@ -675,7 +675,7 @@ def run_retrain(
     run_dir = output.parent / f".{output.name}.run-{os.getpid()}"
     try:
         result = retraining.fit_two_phases(
-            settings, frame, base, head, arrays if flips else arrays[:2], n_blocks=n_blocks, run_dir=run_dir,
+            settings, frame, base, head, arrays, n_blocks=n_blocks, run_dir=run_dir,
             epoch_lines=epoch_lines,
         )
     finally:

@@ -397,3 +397,22 @@ def test_batches_refuse_bad_input_with_what_to_fix():
         features.batches(values, batch_size=0)
     with pytest.raises(ValueError, match="rows first"):
         features.batches(np.zeros(3))
+
+
+def test_cached_arrays_with_flips_add_the_flipped_images_outputs(tmp_path, tiny_settings):
+    """flips=True: each output again for the image flipped left to right, in the same pass."""
+    import keras
+
+    path = tmp_path / "half.png"
+    pixels = np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
+    pixels[:, : SIZE // 2] = (255, 0, 0)  # red on the left, black on the right
+    Image.fromarray(pixels).save(path)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    left_column = keras.layers.Cropping2D(((0, 0), (0, SIZE - 1)))(inputs)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(left_column))
+    plain, flipped = features.cached_arrays(model, pd.DataFrame({"path": [str(path)]}), tiny_settings, flips=True,
+                                            progress=False)
+    np.testing.assert_allclose(plain[0], [1, -1, -1], atol=1e-2)  # red, preprocessed to [-1, 1]
+    np.testing.assert_allclose(flipped[0], [-1, -1, -1], atol=1e-2)  # the flipped image's left column is black
+    (only,) = features.cached_arrays(model, pd.DataFrame({"path": [str(path)]}), tiny_settings, progress=False)
+    np.testing.assert_allclose(only[0], [1, -1, -1], atol=1e-2)

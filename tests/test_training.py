@@ -724,8 +724,8 @@ def test_one_pass_gives_both_phases_arrays_and_the_fast_paths_match_the_model(mo
     settings, backbone, base = mobilenet
     base = backbones.load_base(settings)  # a fresh base: training changes it
     head = heads.build_head(base.output_shape[1:], 3, seed=7)
-    extractor = heads.cached_outputs_model(base, backbone, 2, flips=True)
-    arrays = features.cached_arrays(extractor, simpsons_frame, settings, progress=False)
+    extractor = heads.cached_outputs_model(base, backbone, 2)
+    arrays = features.cached_arrays(extractor, simpsons_frame, settings, flips=True, progress=False)
     assert [a.shape[1:] for a in arrays] == [(14, 14, 384), (7, 7, 768)] * 2
     model = heads.assemble_model(base, head)
     plain = pipeline.predict_images(model, simpsons_frame, settings)
