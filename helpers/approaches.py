@@ -470,7 +470,9 @@ class TransferRun:
 def run_transfer(split: SharedSplit, settings: Settings, *, progress: bool = True, verbose: int = 0) -> TransferRun:
     """Approach (a): the pretrained base plus a new head (phase 1), then its last block (phase 2).
 
-    Taught in notebook 04, section 2 (transfer learning).
+    Repeats what notebook 04, section 2 trains in plain Keras, for the slides' figures
+    (``slides/figures.py``, through :func:`run_comparison`) and the tests; the notebook
+    itself defines, compiles and fits its models.
 
     Notebook 02's recipe from :mod:`helpers.retraining`, fast on a CPU: phase 1 trains on
     cached features, phase 2 on cached block-input activations; epochs, learning rate
@@ -604,7 +606,8 @@ def run_scratch_backbone(
 ) -> ApproachResult:
     """Approach (b), reset: the backbone's architecture with random weights plus the head, all trained.
 
-    Taught in notebook 04, section 3 (training from scratch).
+    Repeats notebook 04, section 3's reset net (which the notebook builds, compiles and
+    fits itself) for the slides' figures and the tests.
 
     Args:
         split: The shared split.
@@ -642,7 +645,8 @@ def run_small_cnn(
 ) -> ApproachResult:
     """Approach (b), small: a small CNN trained from scratch on the split.
 
-    Taught in notebook 04, section 3 (training from scratch).
+    Repeats notebook 04, section 3's fit of the small CNN (the notebook compiles and fits
+    the student's own) for the slides' figures and the tests.
 
     Args:
         split: The shared split.

@@ -100,7 +100,8 @@ def build_scratch_backbone(
 ) -> "keras.Model":
     """The Wolfram example's "reset the net": the backbone's architecture with random weights, plus the head.
 
-    Taught in notebook 04, section 3 (training from scratch).
+    The model notebook 04, section 3 builds in plain Keras, as one call for
+    :func:`helpers.approaches.run_scratch_backbone` (the slides' figures and the tests).
 
     The same layers as the pretrained backbone (``weights=None``) and the same head as
     transfer learning, but nothing is pretrained, so *every* layer is trained,
