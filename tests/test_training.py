@@ -758,3 +758,58 @@ def test_one_pass_gives_both_phases_arrays_and_the_fast_paths_match_the_model(mo
     assert np.abs(images - result.test_probabilities).max() < 0.02, "the saved model is the trained layers"
     with pytest.raises(ValueError, match="outputs of heads.cached_outputs_model"):
         retraining.fit_two_phases(settings, simpsons_frame, base, head, arrays[:3], run_dir=tmp_path / "x")
+
+
+def _names_defined(tree) -> set[str]:
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+    return names
+
+
+def test_notebook_02_graded_tests_never_depend_on_another_exercise():
+    """No cascade: each test cell uses its own exercise's answer and cells that need no student function."""
+    import ast
+    import builtins
+
+    import nbformat
+
+    book = nbformat.read(ROOT / "solutions" / "02_retrain_simpsons" / "02_retrain_simpsons.ipynb", as_version=4)
+    defined_by: dict[str, tuple[int, str]] = {}  # name -> (cell index, what kind of cell defined it last)
+    checked = 0
+    for index, cell in enumerate(book.cells):
+        if cell.cell_type != "code":
+            continue
+        meta = cell.metadata.get("nbgrader", {})
+        source = cell.source.replace("### BEGIN SOLUTION", "").replace("### END SOLUTION", "")
+        source = source.replace("### BEGIN HIDDEN TESTS", "").replace("### END HIDDEN TESTS", "")
+        tree = ast.parse(source)
+        if meta.get("grade") and meta.get("grade_id", "").startswith("test_"):
+            exercise = meta["grade_id"].removeprefix("test_")
+            own = _names_defined(tree)
+            used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+            for name in sorted(used - own - set(dir(builtins))):
+                assert name in defined_by, f"{meta['grade_id']} uses {name!r}, defined nowhere before it"
+                where, kind = defined_by[name]
+                assert kind == "plain" or kind == f"answer {exercise}", (
+                    f"{meta['grade_id']} uses {name!r} from cell {where} ({kind}): a failed exercise there would fail "
+                    "this test too; give the test its own inputs"
+                )
+            checked += 1
+            continue
+        calls_needs = any(isinstance(n, ast.Call) and getattr(n.func, "id", None) == "needs" for n in ast.walk(tree))
+        kind = f"answer {meta['grade_id']}" if meta.get("solution") else ("uses answers" if calls_needs else "plain")
+        for name in _names_defined(tree):
+            defined_by[name] = (index, kind)
+    assert checked == 7, f"expected notebook 02's 7 graded test cells, checked {checked}"
