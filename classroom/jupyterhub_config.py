@@ -81,7 +81,7 @@ class ClassroomSpawner(LocalProcessSpawner):
         self.cpu_limit = limits.cpus
         self._cgroup = None
         if cgroups.detect() is not None:
-            group = cgroups.UserGroup(self.user.name)
+            group = cgroups.ControlGroup(self.user.name)
             group.kill()  # a kernel left from an earlier server must not count against this one
             enforced = group.create(limits)
             self._cgroup = group
@@ -93,7 +93,7 @@ class ClassroomSpawner(LocalProcessSpawner):
     async def stop(self, now=False):
         await super().stop(now=now)
         group = getattr(self, "_cgroup", None) or (
-            cgroups.UserGroup(self.user.name) if cgroups.detect() is not None else None
+            cgroups.ControlGroup(self.user.name) if cgroups.detect() is not None else None
         )
         if group is not None:
             group.remove()  # kernels and terminals the server left behind go with it

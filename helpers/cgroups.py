@@ -1,21 +1,27 @@
-"""Per-user memory, CPU and process limits with Linux control groups (v1 or v2).
+"""Control groups (Linux cgroup v1 or v2): memory, CPU and process limits for the hub and the grader.
 
-The classroom hub (``classroom/jupyterhub_config.py``) puts each user's Jupyter
-server, and so every kernel and terminal it starts, into a control group of its own
-before the server runs: one student's runaway notebook then meets its own memory
-limit (the kernel is killed and restarts, the others keep working), gets at most its
-share of the cores, and cannot fork-bomb the server.
+One implementation, :class:`ControlGroup`, for both places that limit what a process
+tree may use:
+
+- the classroom hub (``classroom/jupyterhub_config.py``) puts each user's Jupyter
+  server, and so every kernel and terminal it starts, into a group of its own under
+  :data:`PARENT` before the server runs: one student's runaway notebook then meets its
+  own memory limit (the kernel is killed and restarts, the others keep working), gets
+  at most its share of the cores, and cannot fork-bomb the server;
+- autograding (:mod:`helpers.sandbox`) puts each submission's kernel into a group under
+  ``tl-kit-grading`` (memory and processes only), removed when the kernel ends.
 
 Both layouts are handled:
 
 - cgroup v2 (a single hierarchy, ``/sys/fs/cgroup/cgroup.controllers`` exists):
-  ``<root>/<parent>/<user>/`` with ``memory.max``, ``cpu.max`` and ``pids.max``;
-- cgroup v1 (one hierarchy per controller): ``<root>/<controller>/<parent>/<user>/``
+  ``<root>/<parent>/<name>/`` with ``memory.max``, ``cpu.max`` and ``pids.max``;
+- cgroup v1 (one hierarchy per controller): ``<root>/<controller>/<parent>/<name>/``
   for ``memory`` (``memory.limit_in_bytes``), ``cpu`` (``cpu.cfs_quota_us``),
   ``pids`` (``pids.max``) and, for accounting only, ``cpuacct``.
 
 Where no controller is writable (an unprivileged container, macOS), :func:`detect`
-says so and the hub runs without enforced limits; it reports that at start.
+says so: the hub runs without enforced limits (it reports that at start) and the
+grader falls back to resource limits (``prlimit``).
 """
 
 from __future__ import annotations
@@ -26,12 +32,15 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: The parent group of every classroom user's group.
 PARENT = "tl-workshop-hub"
 CPU_PERIOD_US = 100_000
 V1_CONTROLLERS = ("memory", "cpu", "pids", "cpuacct")
+#: Fewest processes/threads a group may allow: a Jupyter server or an idle kernel already runs more.
+MIN_TASKS = 8
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -60,99 +69,170 @@ def parse_memory(text: str | int | None) -> int | None:
 
 @dataclass(frozen=True)
 class Limits:
-    """What one user may use: bytes of memory, cores (1.5 = one and a half), processes."""
+    """What a control group enforces: bytes of memory, cores (1.5 = one and a half), processes/threads.
+
+    None leaves that resource unlimited. (A graded kernel's other limits, its private
+    disk, open files and output, are :class:`helpers.sandbox.Limits`.)
+
+    >>> Limits(memory_bytes=parse_memory("6G"), cpus=1.0, tasks=512).tasks
+    512
+    """
 
     memory_bytes: int | None = None
     cpus: float | None = None
     tasks: int | None = None
 
     def __post_init__(self) -> None:
+        if self.memory_bytes is not None and self.memory_bytes <= 0:
+            raise ValueError(f"memory_bytes must be positive, got {self.memory_bytes}.")
         if self.cpus is not None and self.cpus <= 0:
             raise ValueError(f"cpus must be positive, got {self.cpus}.")
-        if self.tasks is not None and self.tasks < 8:
-            raise ValueError(f"a Jupyter server needs more than {self.tasks} processes/threads; allow at least 8.")
+        if self.tasks is not None and self.tasks < MIN_TASKS:
+            raise ValueError(
+                f"a Jupyter server or kernel needs more than {self.tasks} processes/threads; allow at least {MIN_TASKS}."
+            )
 
 
-def detect(root: Path = CGROUP_ROOT) -> str | None:
-    """``"v2"`` or ``"v1"`` when this process can create control groups under ``root``, else None."""
+def detect(root: Path = CGROUP_ROOT, need: Iterable[str] = ()) -> str | None:
+    """``"v2"`` or ``"v1"`` when this process can create control groups under ``root``, else None.
+
+    Args:
+        root: Where the control groups are mounted.
+        need: Controllers that must work (for example ``("memory", "pids")``): on v2
+            available and handed down from ``root`` (``cgroup.subtree_control``), on v1
+            each hierarchy writable. Empty: any writable layout (v1: the memory hierarchy).
+    """
+    root = Path(root)
+    wanted = set(need)
     if (root / "cgroup.controllers").is_file():
-        return "v2" if os.access(root, os.W_OK) else None
-    if (root / "memory").is_dir() and os.access(root / "memory", os.W_OK):
+        if os.access(root, os.W_OK) and all(
+            wanted <= set(_read_words(root / name)) for name in ("cgroup.controllers", "cgroup.subtree_control")
+        ):
+            return "v2"
+        if not wanted:
+            return None
+    if all((root / name).is_dir() and os.access(root / name, os.W_OK) for name in (wanted or {"memory"})):
         return "v1"
     return None
 
 
-class UserGroup:
-    """The control group(s) of one user: create with limits, add processes, read usage, kill, remove."""
+class ControlGroup:
+    """One control group (on v1, one folder per controller): create with limits, add processes,
+    measure, kill, remove.
 
-    def __init__(self, name: str, *, root: Path = CGROUP_ROOT, parent: str = PARENT, version: str | None = None):
-        if not _NAME.match(name):
-            raise ValueError(f"control group names use letters, digits, '.', '_' and '-' only, got {name!r}.")
+    Args:
+        name: The group's own folder name (letters, digits, ``.``, ``_``, ``-``).
+        root: Where the control groups are mounted.
+        parent: The folder that holds the group (created when needed).
+        version: ``"v2"`` or ``"v1"``; detected from ``root`` when None.
+        controllers: Which controllers the group uses (a subset of :data:`V1_CONTROLLERS`;
+            on v2 ``cpuacct`` is part of ``cpu``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        root: Path = CGROUP_ROOT,
+        parent: str = PARENT,
+        version: str | None = None,
+        controllers: Iterable[str] = V1_CONTROLLERS,
+    ):
+        for part in (name, parent):
+            if not _NAME.match(part):
+                raise ValueError(f"control group names use letters, digits, '.', '_' and '-' only, got {part!r}.")
+        if version not in (None, "v1", "v2"):
+            raise ValueError(f"version must be 'v1' or 'v2' (or None to detect it), got {version!r}.")
+        self.controllers = tuple(controllers)
+        unknown = set(self.controllers) - set(V1_CONTROLLERS)
+        if unknown:
+            raise ValueError(f"unknown controllers {sorted(unknown)}: use some of {', '.join(V1_CONTROLLERS)}.")
         self.name = name
         self.root = Path(root)
         self.parent = parent
         self.version = version or detect(self.root)
 
+    def __repr__(self) -> str:
+        return f"ControlGroup({self.parent}/{self.name}, {self.version})"
+
     def paths(self) -> dict[str, Path]:
-        """controller -> folder of this user's group (one folder for every controller on v2)."""
+        """controller -> folder of this group (one folder, ``"unified"``, for every controller on v2)."""
         if self.version == "v2":
             return {"unified": self.root / self.parent / self.name}
         if self.version == "v1":
             return {
                 controller: self.root / controller / self.parent / self.name
                 for controller in V1_CONTROLLERS
-                if (self.root / controller).is_dir() and os.access(self.root / controller, os.W_OK)
+                if controller in self.controllers and (self.root / controller).is_dir() and os.access(self.root / controller, os.W_OK)
             }
         return {}
 
     def create(self, limits: Limits) -> list[str]:
-        """Create the group(s) and write the limits; returns what is enforced, in words."""
-        enforced: list[str] = []
+        """Create the group(s) and write the limits; returns what is enforced, in words.
+
+        Raises:
+            OSError: A limit could not be written (the caller decides whether to go on without it).
+        """
         if self.version == "v2":
-            parent = self.root / self.parent
-            parent.mkdir(exist_ok=True)
-            for folder in (self.root, parent):  # the controllers must be handed down level by level
-                wanted = {"memory", "cpu", "pids"} & set((folder / "cgroup.controllers").read_text().split())
-                _write(folder / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted)), quiet=True)
-            folder = parent / self.name
-            folder.mkdir(exist_ok=True)
-            if limits.memory_bytes and _write(folder / "memory.max", str(limits.memory_bytes)):
-                _write(folder / "memory.swap.max", "0", quiet=True)
-                enforced.append(f"memory {limits.memory_bytes / 2**20:.0f} MiB")
-            if limits.cpus and _write(folder / "cpu.max", f"{int(limits.cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}"):
-                enforced.append(f"{limits.cpus:g} CPU")
-            if limits.tasks and _write(folder / "pids.max", str(limits.tasks)):
-                enforced.append(f"{limits.tasks} tasks")
-            return enforced
+            return self._create_v2(limits)
+        enforced: list[str] = []
         for controller, folder in self.paths().items():
             folder.mkdir(parents=True, exist_ok=True)
             if controller == "memory" and limits.memory_bytes:
-                if _write(folder / "memory.limit_in_bytes", str(limits.memory_bytes)):
-                    # no swapping around the limit where the kernel accounts swap
-                    _write(folder / "memory.memsw.limit_in_bytes", str(limits.memory_bytes), quiet=True)
-                    enforced.append(f"memory {limits.memory_bytes / 2**20:.0f} MiB")
+                _write(folder / "memory.limit_in_bytes", str(limits.memory_bytes))
+                # no swapping around the limit where the kernel accounts swap
+                _write(folder / "memory.memsw.limit_in_bytes", str(limits.memory_bytes), quiet=True)
+                enforced.append(f"memory {limits.memory_bytes / 2**20:.0f} MiB")
             elif controller == "cpu" and limits.cpus:
                 _write(folder / "cpu.cfs_period_us", str(CPU_PERIOD_US))
-                if _write(folder / "cpu.cfs_quota_us", str(int(limits.cpus * CPU_PERIOD_US))):
-                    enforced.append(f"{limits.cpus:g} CPU")
+                _write(folder / "cpu.cfs_quota_us", str(int(limits.cpus * CPU_PERIOD_US)))
+                enforced.append(f"{limits.cpus:g} CPU")
             elif controller == "pids" and limits.tasks:
-                if _write(folder / "pids.max", str(limits.tasks)):
-                    enforced.append(f"{limits.tasks} tasks")
+                _write(folder / "pids.max", str(limits.tasks))
+                enforced.append(f"{limits.tasks} tasks")
         return enforced
+
+    def _create_v2(self, limits: Limits) -> list[str]:
+        parent = self.root / self.parent
+        parent.mkdir(exist_ok=True)
+        for folder in (self.root, parent):  # the controllers must be handed down level by level
+            wanted = set(self._v2_controllers()) & set(_read_words(folder / "cgroup.controllers"))
+            _write(folder / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted)), quiet=True)
+        folder = parent / self.name
+        folder.mkdir(exist_ok=True)
+        enforced: list[str] = []
+        if limits.memory_bytes and "memory" in self.controllers:
+            _write(folder / "memory.max", str(limits.memory_bytes))
+            _write(folder / "memory.swap.max", "0", quiet=True)
+            enforced.append(f"memory {limits.memory_bytes / 2**20:.0f} MiB")
+        if limits.cpus and "cpu" in self.controllers:
+            _write(folder / "cpu.max", f"{int(limits.cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}")
+            enforced.append(f"{limits.cpus:g} CPU")
+        if limits.tasks and "pids" in self.controllers:
+            _write(folder / "pids.max", str(limits.tasks))
+            enforced.append(f"{limits.tasks} tasks")
+        return enforced
+
+    def _v2_controllers(self) -> list[str]:
+        return [c for c in ("memory", "cpu", "pids") if c in self.controllers or (c == "cpu" and "cpuacct" in self.controllers)]
+
+    def procs_files(self) -> list[Path]:
+        """The files a process writes its id to, to join the group (a shell's ``echo $$ > file``)."""
+        return [folder / "cgroup.procs" for folder in self.paths().values()]
 
     def add(self, pid: int) -> None:
         """Move a process (and its future children) into the group(s)."""
-        for folder in self.paths().values():
-            if folder.is_dir():
-                (folder / "cgroup.procs").write_text(str(pid))
+        for path in self.procs_files():
+            if path.parent.is_dir():
+                path.write_text(str(pid))
 
     def processes(self) -> set[int]:
         """Every process in the group(s)."""
         found: set[int] = set()
-        for folder in self.paths().values():
+        for path in self.procs_files():
             try:
-                found |= {int(line) for line in (folder / "cgroup.procs").read_text().split()}
-            except OSError:
+                found |= {int(line) for line in path.read_text().split()}
+            except (OSError, ValueError):
                 continue
         return found
 
@@ -177,10 +257,25 @@ class UserGroup:
             result["cpu_s"] = _read_number(paths["cpuacct"] / "cpuacct.usage", 1e9)
         return result
 
+    def out_of_memory(self) -> bool:
+        """Whether the memory limit was hit: the kernel's OOM killer acted in the group (or, on v1, an
+        allocation failed at the limit)."""
+        for folder in self.paths().values():
+            for name in ("memory.events", "memory.oom_control"):
+                for line in _read_lines(folder / name):
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill" and value.strip() not in {"", "0"}:
+                        return True
+            if (folder / "memory.failcnt").is_file() and "".join(_read_lines(folder / "memory.failcnt")) not in {"", "0"}:
+                return True
+        return False
+
     def kill(self, grace: float = 5.0) -> set[int]:
-        """SIGTERM every process in the group, then SIGKILL what is left after ``grace`` seconds."""
+        """SIGTERM every process in the group, then SIGKILL what is left after ``grace`` seconds
+        (``grace`` 0: SIGKILL at once); returns the processes that were there."""
         victims = self.processes()
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
+        steps = [(signal.SIGKILL, 2.0)] if grace <= 0 else [(signal.SIGTERM, grace), (signal.SIGKILL, 2.0)]
+        for sig, wait in steps:
             for pid in self.processes():
                 try:
                     os.kill(pid, sig)
@@ -188,14 +283,14 @@ class UserGroup:
                     pass
             deadline = time.monotonic() + wait
             while self.processes() and time.monotonic() < deadline:
-                time.sleep(0.1)
+                time.sleep(0.05)
             if not self.processes():
                 break
         return victims
 
-    def remove(self) -> None:
-        """Kill what is left in the group(s) and delete them."""
-        self.kill()
+    def remove(self, grace: float = 5.0) -> None:
+        """Kill what is left in the group(s) (see :meth:`kill`) and delete them."""
+        self.kill(grace)
         for folder in self.paths().values():
             for _ in range(20):  # the kernel refuses rmdir until the last process has been reaped
                 try:
@@ -207,23 +302,23 @@ class UserGroup:
                     time.sleep(0.1)
 
 
-def groups(root: Path = CGROUP_ROOT, parent: str = PARENT) -> list[UserGroup]:
-    """Every user's group under ``parent`` (for stopping and status)."""
+def groups(root: Path = CGROUP_ROOT, parent: str = PARENT) -> list[ControlGroup]:
+    """Every group under ``parent`` (the hub's users, for stopping and status)."""
     version = detect(root)
     base = root / parent if version == "v2" else root / "memory" / parent
     if version is None or not base.is_dir():
         return []
-    return [UserGroup(p.name, root=root, parent=parent, version=version) for p in sorted(base.iterdir()) if p.is_dir()]
+    return [ControlGroup(p.name, root=root, parent=parent, version=version) for p in sorted(base.iterdir()) if p.is_dir()]
 
 
 def remove_parent(root: Path = CGROUP_ROOT, parent: str = PARENT) -> None:
-    """Delete the (empty) parent group(s) once every user's group is gone."""
+    """Delete the (empty) parent group(s) once every group in it is gone; one still in use stays."""
     version = detect(root)
     folders = [root / parent] if version == "v2" else [root / c / parent for c in V1_CONTROLLERS]
     for folder in folders:
         try:
             folder.rmdir()
-        except OSError:  # missing, or a user's group is still inside
+        except OSError:  # missing, or a group is still inside
             pass
 
 
@@ -235,6 +330,20 @@ def _write(path: Path, value: str, quiet: bool = False) -> bool:
         if quiet:
             return False
         raise
+
+
+def _read_words(path: Path) -> list[str]:
+    try:
+        return path.read_text().split()
+    except OSError:
+        return []
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return [line.strip() for line in path.read_text().splitlines()]
+    except OSError:
+        return []
 
 
 def _read_number(path: Path, scale: float) -> float | None:

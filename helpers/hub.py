@@ -415,10 +415,42 @@ def start(
     if os.geteuid() != 0:
         raise HubError("the hub creates Unix accounts and runs servers as their users: run it as root (sudo).")
     members = read_roster(roster)
-    state_dir = Path(state_dir).resolve()
-    hub = Hub(state_dir)
-    if (state_dir / "hub.json").is_file() and hub.pid() is not None:
-        raise HubError(f"a hub is already running from {state_dir} (pid {hub.pid()}): `python -m helpers hub stop` first.")
+    hub = Hub(Path(state_dir).resolve())
+    jupyterhub = _check_can_start(hub)
+    proxy = proxy_command()
+    _prepare_server(members, hub.state_dir, Path(exchange), home_base)
+    settings = {
+        "state_dir": str(hub.state_dir),
+        "ip": ip,
+        "port": port,
+        "hub_port": hub_port or _free_port(),
+        "proxy_api_port": proxy_api_port or _free_port(),
+        "proxy_command": str(proxy),
+        "instructors": [m.username for m in members if m.role == "instructor"],
+        "students": [m.username for m in members if m.role == "student"],
+        "exchange": str(Path(exchange).resolve()),
+        "course_id": COURSE_ID,
+        "course_folder": COURSE_FOLDER,
+        "profile": profile,
+        "kit": dict(kit or {}),
+        "limits": {role: dict(DEFAULT_LIMITS[role]) | dict((limits or {}).get(role, {})) for role in ROLES},
+    }
+    (hub.state_dir / "hub.json").write_text(json.dumps(settings, indent=1) + "\n")
+    _launch(hub, jupyterhub, timeout)
+    return hub
+
+
+def _check_can_start(hub: Hub) -> Path:
+    """The environment's ``jupyterhub`` program, once nothing stands in the way of starting a hub from it.
+
+    Raises:
+        HubError: a hub already runs from this state folder, JupyterHub is not installed, or
+            other users cannot reach the environment their servers run.
+    """
+    if (hub.state_dir / "hub.json").is_file() and hub.pid() is not None:
+        raise HubError(
+            f"a hub is already running from {hub.state_dir} (pid {hub.pid()}): `python -m helpers hub stop` first."
+        )
     jupyterhub = Path(sys.executable).parent / "jupyterhub"
     if not jupyterhub.exists():
         raise HubError("JupyterHub is not installed in this environment: `pip install -e '.[hub]'`.")
@@ -428,50 +460,50 @@ def start(
             f"the users' servers run {sys.executable}, but other users cannot enter {', '.join(map(str, blocked))}: "
             "build the environment from a system-wide Python (not one in root's home), or `chmod o+x` those folders."
         )
-    proxy = proxy_command()
+    return jupyterhub
+
+
+def _prepare_server(members: Sequence[Member], state_dir: Path, exchange: Path, home_base: Path | None) -> None:
+    """Everything the hub's users need before it starts: the state folder, the accounts (new passwords
+    saved for root), the answers closed to students, the exchange, each instructor's course, the kernel
+    and the admin token."""
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)
     if home_base is not None:
         Path(home_base).mkdir(parents=True, exist_ok=True)
     passwords = ensure_accounts(members, home_base)
     if passwords:
-        path = state_dir / "passwords.csv"
-        rows = [line for line in path.read_text().splitlines()[1:] if line.split(",")[0] not in passwords] if path.exists() else []
-        roles = {m.username: m.role for m in members}
-        rows += [f"{user},{roles[user]},{password}" for user, password in passwords.items()]
-        path.write_text("username,role,first-login password\n" + "\n".join(rows) + "\n")
-        os.chmod(path, 0o600)
+        _save_passwords(state_dir / "passwords.csv", members, passwords)
     closed = protect_answers()
     if closed:
         print(f"Closed to the students (answers, hidden tests, grading): {', '.join(str(p) for p in closed)}", file=sys.stderr)
-    ensure_exchange(Path(exchange))
-    instructors = [m.username for m in members if m.role == "instructor"]
-    students = [m.username for m in members if m.role == "student"]
-    for instructor in instructors:
-        ensure_course(instructor)
+    ensure_exchange(exchange)
+    for member in members:
+        if member.role == "instructor":
+            ensure_course(member.username)
     ensure_kernel()
     token_file = state_dir / "admin-token"
     if not token_file.exists():
         token_file.write_text(secrets.token_hex(32))
         os.chmod(token_file, 0o600)
-    merged_limits = {role: dict(DEFAULT_LIMITS[role]) | dict((limits or {}).get(role, {})) for role in ROLES}
-    settings = {
-        "state_dir": str(state_dir),
-        "ip": ip,
-        "port": port,
-        "hub_port": hub_port or _free_port(),
-        "proxy_api_port": proxy_api_port or _free_port(),
-        "proxy_command": str(proxy),
-        "instructors": instructors,
-        "students": students,
-        "exchange": str(Path(exchange).resolve()),
-        "course_id": COURSE_ID,
-        "course_folder": COURSE_FOLDER,
-        "profile": profile,
-        "kit": dict(kit or {}),
-        "limits": merged_limits,
-    }
-    (state_dir / "hub.json").write_text(json.dumps(settings, indent=1) + "\n")
+
+
+def _save_passwords(path: Path, members: Sequence[Member], passwords: dict[str, str]) -> None:
+    """Add the new accounts' first-login passwords to ``passwords.csv`` (root only), replacing older lines."""
+    rows = [line for line in path.read_text().splitlines()[1:] if line.split(",")[0] not in passwords] if path.exists() else []
+    roles = {m.username: m.role for m in members}
+    rows += [f"{user},{roles[user]},{password}" for user, password in passwords.items()]
+    path.write_text("username,role,first-login password\n" + "\n".join(rows) + "\n")
+    os.chmod(path, 0o600)
+
+
+def _launch(hub: Hub, jupyterhub: Path, timeout: float) -> None:
+    """Run JupyterHub on the shipped configuration in the background until its API answers.
+
+    Raises:
+        HubError: it exited or did not answer within ``timeout`` seconds (everything it started is stopped).
+    """
+    state_dir = hub.state_dir
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KIT_", "JUPYTER", "KERAS_"))}
     env |= {"KIT_HUB_SETTINGS": str(state_dir / "hub.json"), "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}"}
     log = (state_dir / "jupyterhub.log").open("ab")
@@ -485,7 +517,7 @@ def start(
     while True:
         try:
             hub.api("")
-            return hub
+            return
         except (urllib.error.URLError, ConnectionError, OSError):
             pass
         if process.poll() is not None or time.monotonic() > deadline:

@@ -16,7 +16,8 @@ package), which builds a private view of the file system from read-only pieces:
 
 Limits per kernel (:class:`Limits`): memory and number of processes/threads through
 a control group where the machine lets the grader create one (cgroup v2, or the v1
-``memory`` and ``pids`` hierarchies), else through resource limits (``prlimit``);
+``memory`` and ``pids`` hierarchies; :class:`helpers.cgroups.ControlGroup`, the hub's
+implementation too), else through resource limits (``prlimit``);
 the size of the private folders; open files; no core dumps. The per-cell time
 limit is nbgrader's (the profile's ``cell_timeout``).
 
@@ -38,6 +39,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
+from helpers import cgroups
 from helpers.kernel import KERNEL_NAME
 from helpers.settings import load_settings
 from helpers.weights import models_dir
@@ -51,6 +53,8 @@ COURSE_FILES = "/srv/course"
 # Private, size-limited folders (tmpfs) that replace the grader's.
 PRIVATE = (HOME, "/tmp")
 CGROUP_PREFIX = "tl-kit-grading"
+# The controllers a kernel's control group uses (no CPU limit: nbgrader's cell timeout bounds time).
+CGROUP_CONTROLLERS = ("memory", "pids")
 # Environment variables that reach a sandboxed kernel (everything else is cleared:
 # the grader's environment may hold tokens and paths that are none of the student's business).
 PASSED_PREFIXES = ("KIT_", "TF_", "OMP_", "MKL_", "OPENBLAS_", "KMP_", "PYDEVD_", "NBGRADER_")
@@ -97,6 +101,15 @@ class Limits:
                 raise TypeError(f"Limits.{field.name} must be an int, not {type(value).__name__}.")
             if value < 1:
                 raise ValueError(f"Limits.{field.name} must be at least 1 (got {value}).")
+        if self.processes < cgroups.MIN_TASKS:
+            raise ValueError(
+                f"Limits.processes must be at least {cgroups.MIN_TASKS} (got {self.processes}): a kernel runs more "
+                "threads than that before any cell."
+            )
+
+    def group_limits(self) -> cgroups.Limits:
+        """The part a control group enforces: memory (private folders included) and processes/threads."""
+        return cgroups.Limits(memory_bytes=self.memory_mb * 2**20, tasks=self.processes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,14 +132,8 @@ class Probe:
 
 def _cgroup_mode() -> str:
     """``cgroup v2`` or ``cgroup v1`` when this process may create limited groups, else ``rlimit``."""
-    v2 = Path("/sys/fs/cgroup")
-    controllers = v2 / "cgroup.controllers"
-    if controllers.is_file() and {"memory", "pids"} <= set(controllers.read_text().split()):
-        if os.access(v2, os.W_OK) and {"memory", "pids"} <= set((v2 / "cgroup.subtree_control").read_text().split()):
-            return "cgroup v2"
-    if all(os.access(v2 / name, os.W_OK) for name in ("memory", "pids")):
-        return "cgroup v1"
-    return "rlimit"
+    version = cgroups.detect(need=CGROUP_CONTROLLERS)
+    return f"cgroup {version}" if version else "rlimit"
 
 
 @functools.cache
@@ -308,95 +315,6 @@ def data_paths(environment: Mapping[str, str | None]) -> dict[str, Path]:
 
 
 @dataclasses.dataclass
-class Cgroup:
-    """A control group for one kernel, created before it starts and removed after it ends."""
-
-    mode: str
-    name: str
-    limits: Limits
-
-    def folders(self) -> list[Path]:
-        if self.mode == "cgroup v2":
-            return [Path("/sys/fs/cgroup") / self.name]
-        if self.mode == "cgroup v1":
-            return [Path("/sys/fs/cgroup") / c / self.name for c in ("memory", "pids")]
-        return []
-
-    def create(self) -> None:
-        memory = str(self.limits.memory_mb * 1024 * 1024)
-        for folder in self.folders():
-            folder.mkdir(parents=True, exist_ok=True)
-            if self.mode == "cgroup v2":
-                (folder / "memory.max").write_text(memory)
-                if (folder / "memory.swap.max").exists():
-                    (folder / "memory.swap.max").write_text("0")
-                (folder / "pids.max").write_text(str(self.limits.processes))
-            elif folder.relative_to("/sys/fs/cgroup").parts[0] == "memory":
-                (folder / "memory.limit_in_bytes").write_text(memory)
-                swap = folder / "memory.memsw.limit_in_bytes"
-                if swap.exists():
-                    swap.write_text(memory)
-            else:
-                (folder / "pids.max").write_text(str(self.limits.processes))
-
-    def procs_files(self) -> list[str]:
-        return [str(folder / "cgroup.procs") for folder in self.folders()]
-
-    def out_of_memory(self) -> bool:
-        """Whether the kernel hit the memory limit (the kernel's OOM killer acted in this group)."""
-        for folder in self.folders():
-            for name in ("memory.events", "memory.oom_control"):
-                path = folder / name
-                if path.is_file():
-                    for line in path.read_text().splitlines():
-                        key, _, value = line.partition(" ")
-                        if key == "oom_kill" and value.strip() not in {"", "0"}:
-                            return True
-            failcnt = folder / "memory.failcnt"
-            if failcnt.is_file() and failcnt.read_text().strip() not in {"", "0"}:
-                return True
-        return False
-
-    def peak_mb(self) -> float | None:
-        """The most memory the group used (kernel, children and private tmpfs), in MB, if the system says."""
-        for folder in self.folders():
-            for name in ("memory.peak", "memory.max_usage_in_bytes"):
-                path = folder / name
-                if path.is_file():
-                    try:
-                        return round(int(path.read_text().split()[0]) / 2**20, 1)
-                    except (OSError, ValueError, IndexError):
-                        return None
-        return None
-
-    def remove(self) -> None:
-        """Kill whatever is left in the group, then remove it."""
-        import signal
-        import time
-
-        for folder in self.folders():
-            procs = folder / "cgroup.procs"
-            for _ in range(50):
-                try:
-                    pids = [int(p) for p in procs.read_text().split()]
-                except OSError:
-                    break
-                if not pids:
-                    break
-                for pid in pids:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
-                time.sleep(0.05)
-            for empty in (folder, folder.parent):  # the group, then the kit's folder of groups if empty
-                try:
-                    empty.rmdir()
-                except OSError:
-                    break
-
-
-@dataclasses.dataclass
 class Sandbox:
     """One submission's sandbox: the command that starts its kernel, and its control group.
 
@@ -424,7 +342,7 @@ class Sandbox:
     ipc: Path
     environment: dict[str, str]
     binds: dict[str, Path]
-    cgroup: Cgroup | None = None
+    cgroup: cgroups.ControlGroup | None = None
     output: "OutputTail" = dataclasses.field(default_factory=lambda: OutputTail())
 
     @property
@@ -519,7 +437,7 @@ class Sandbox:
         command = [prlimit, *limits, *command]
         if self.cgroup is None:
             return command
-        join = " ".join(f'echo $$ > {shlex.quote(p)} || exit 97;' for p in self.cgroup.procs_files())
+        join = " ".join(f'echo $$ > {shlex.quote(str(p))} || exit 97;' for p in self.cgroup.procs_files())
         return ["/bin/sh", "-c", f'{join} exec "$@"', "sandbox", *command]
 
     def out_of_memory(self) -> bool:
@@ -528,12 +446,13 @@ class Sandbox:
 
     def peak_memory_mb(self) -> float | None:
         """Peak memory of the kernel and its private folders, where a control group measured it."""
-        return self.cgroup.peak_mb() if self.cgroup else None
+        return self.cgroup.usage()["peak_mib"] if self.cgroup else None
 
     def close(self) -> None:
         """Stop anything left running and remove the control group and the private folder."""
         if self.cgroup is not None:
-            self.cgroup.remove()
+            self.cgroup.remove(grace=0)  # the kernel was shut down already: what is left is killed at once
+            cgroups.remove_parent(parent=CGROUP_PREFIX)
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
@@ -599,11 +518,14 @@ def prepare(
         binds = data_paths(environment or {})
         box = Sandbox(found, limits, scratch, copy, ipc, env, binds)
         if found.available and found.cgroup != "rlimit":
-            box.cgroup = Cgroup(found.cgroup, f"{CGROUP_PREFIX}/{uuid.uuid4().hex[:12]}", limits)
+            box.cgroup = cgroups.ControlGroup(
+                uuid.uuid4().hex[:12], parent=CGROUP_PREFIX, version=found.cgroup.split()[-1],
+                controllers=CGROUP_CONTROLLERS,
+            )
             try:
-                box.cgroup.create()
-            except OSError:
-                box.cgroup.remove()
+                box.cgroup.create(limits.group_limits())
+            except OSError:  # not allowed after all: resource limits instead
+                box.cgroup.remove(grace=0)
                 box.cgroup = None
         return box
     except BaseException:

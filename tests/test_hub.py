@@ -131,7 +131,7 @@ def test_a_student_over_the_memory_limit_is_stopped_alone():
     """A process in a user's control group meets that group's limit (root, writable cgroups only)."""
     if cgroups.detect() is None:
         pytest.skip("control groups are not writable here (not root, or no cgroup v1/v2 mount): limits cannot be enforced")
-    group = cgroups.UserGroup("kit-test-limit", parent="tl-workshop-hub-test")
+    group = cgroups.ControlGroup("kit-test-limit", parent="tl-workshop-hub-test")
     try:
         assert group.create(cgroups.Limits(memory_bytes=150 * 2**20, cpus=0.5, tasks=64)) == ["memory 150 MiB", "0.5 CPU", "64 tasks"]
         hog = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3); b = bytearray(400 * 2**20); b[::4096] = b'x' * len(b[::4096])"])
