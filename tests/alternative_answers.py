@@ -97,7 +97,7 @@ def comparison_table(results):
 }
 
 USED_DOWNSTREAM: dict[str, list[str]] = {
-    "03_features_classic_ml": ["label_from_name"],
+    "03_features_classic_ml": ["label_from_name", "make_classifier"],
     "04_photo_vs_drawing": ["build_small_cnn", "raw_pixels", "fit_raw_pixel_baseline", "comparison_table"],
 }
 
