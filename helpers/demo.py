@@ -28,7 +28,7 @@ import numpy as np
 from helpers import backbones, device, gradcam, recipes
 from helpers.settings import Settings, load_settings
 
-__all__ = ["BadUpload", "DemoModel", "MAX_UPLOAD_BYTES", "main", "make_server"]
+__all__ = ["BadUpload", "DemoModel", "MAX_UPLOAD_BYTES", "decode_upload", "main", "make_server"]
 
 HOST = "127.0.0.1"  # loopback only: the demo is for this machine (a projector, a student's laptop)
 DEFAULT_PORT = 8765
