@@ -841,7 +841,7 @@ def fit_two_phases(
     )
     seconds2 = time.perf_counter() - began
     accuracy2 = validation_accuracy(tail, block_views)
-    kept = accuracy2 >= accuracy1
+    kept = accuracy2 > accuracy1  # phase 2 must beat phase 1 on validation, not tie
     if not kept:
         tail.set_weights(phase1_weights)
     test = None
