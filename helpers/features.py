@@ -589,7 +589,10 @@ def cached_arrays(
     shapes = _output_shapes(model) * (2 if flips else 1)
     size = _model_input_size(model, settings)
     identity = _array_identity(model, settings, size, paths) | {"flips": bool(flips)}
-    key = hashlib.sha256(json.dumps([identity, paths, shapes]).encode()).hexdigest()[:16]
+    # Weights and the files' sizes and times are checked (in the description), not named: when they
+    # change, the same files are computed again and replaced instead of leaving stale ones behind.
+    named = {k: v for k, v in identity.items() if k not in ("weights", "files")}
+    key = hashlib.sha256(json.dumps([named, paths, shapes]).encode()).hexdigest()[:16]
     stem = f"{_slug(identity['backbone'])}-{len(paths)}img-{len(shapes)}out-{key}"
     targets = [cache_dir(settings) / f"{stem}-{index}.npy" for index in range(len(shapes))]
     sidecar = cache_dir(settings) / f"{stem}.json"

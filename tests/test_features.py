@@ -330,6 +330,7 @@ def test_cached_arrays_are_computed_again_when_a_file_changes(colour_frame, tiny
     means, _ = features.cached_arrays(model, colour_frame, tiny_settings, name="colours", progress=True)
     assert "read from the cache" not in capsys.readouterr().out
     np.testing.assert_allclose(means[0], [-1, -1, -1], atol=2e-3)
+    assert len(list(features.cache_dir(tiny_settings).iterdir())) == 3, "the stale arrays are replaced, not kept"
 
 
 def test_an_interrupted_extraction_leaves_no_array(colour_frame, tiny_settings, monkeypatch):
