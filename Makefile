@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 # TensorFlow flavour: the gpu extra when an NVIDIA driver answers, else cpu (see pyproject.toml).
 TF_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 PORT ?= 8888
+# Test workers: one more than the cores (2 here), since many tests wait on kernels, servers and browsers.
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 INSTRUCTOR_PORT ?= 8889
 STAMP := $(VENV)/.installed-$(TF_EXTRA)
 # `tensorflow` and `tensorflow-cpu` install the same import package: switching an existing
@@ -14,7 +16,7 @@ STAMP := $(VENV)/.installed-$(TF_EXTRA)
 # is `tensorflow-cpu` only on Linux x86_64 (plain `tensorflow` elsewhere, nothing to remove).
 TF_UNWANTED := $(if $(filter gpu,$(TF_EXTRA)),tensorflow-cpu,$(if $(filter Linux-x86_64,$(shell uname -s)-$(shell uname -m)),tensorflow,))
 
-.PHONY: workshop instructor bundle test lint setup prepare check lab generate validate autograde export feedback slides figures benchmarks clean help
+.PHONY: workshop instructor bundle test lint setup prepare check generate validate autograde export feedback slides figures benchmarks clean help
 
 help:
 	@echo "make workshop   set up, prepare, check, then launch JupyterLab on notebooks/ (PORT=$(PORT))"
@@ -53,7 +55,7 @@ bundle: setup
 	$(BIN)/python -m helpers bundle
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lint: setup
 	$(BIN)/ruff check .
@@ -63,9 +65,6 @@ prepare: setup
 
 check: setup
 	$(BIN)/python -m helpers check
-
-lab: setup
-	$(BIN)/jupyter lab --notebook-dir notebooks --ServerApp.ip 127.0.0.1 --ServerApp.port $(PORT)
 
 generate: setup
 	$(BIN)/python -m helpers generate
