@@ -50,6 +50,10 @@ return Array.from(document.querySelectorAll('.lm-Widget:not(.lm-mod-hidden) > .j
 """
 
 
+# Epochs of the two phases in the TensorBoard run the student test writes (as notebook 02 logs them).
+PHASE_1_EPOCHS, PHASE_2_EPOCHS = 3, 2
+
+
 def _lab_settings(work: Path) -> dict[str, str]:
     """No autosave (nothing written). The news prompt is left to the kit's server config, which the tests check."""
     settings = work / "lab-settings"
@@ -81,17 +85,23 @@ def _student_root(tmp_path: Path) -> Path:
         "widgets.interact(lambda k: print(f'k squared is {k * k}'), k=widgets.IntSlider(value=3, min=0, max=10));"
     )]
     nbformat.write(notebook, root / WIDGETS_NOTEBOOK)
-    # a run's TensorBoard logs, where notebook 02 writes them (beside the notebook)
+    # a run's TensorBoard logs, where notebook 02 writes them (beside the notebook) and as it writes them:
+    # phase 1's fit, then phase 2's fit continuing from phase 1's last epoch (initial_epoch), one log folder
     logs = root / RELEASED.parent / "logs" / "run-1"
     logs.mkdir(parents=True)
     subprocess.run(
         [sys.executable, "-c", (
-            "import tensorflow as tf\n"
-            f"w = tf.summary.create_file_writer({str(logs)!r})\n"
-            "with w.as_default():\n"
-            "    [tf.summary.scalar('epoch_loss', 1 / (s + 1), step=s) for s in range(3)]\n"
-            "w.flush()\n")],
-        check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, timeout=120,
+            "import numpy as np, keras\n"
+            "x = np.random.default_rng(0).normal(size=(32, 4)).astype('float32')\n"
+            "y = (x[:, 0] > 0).astype('int32')\n"
+            "model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation='softmax')])\n"
+            "model.compile(keras.optimizers.Adam(1e-2), 'sparse_categorical_crossentropy')\n"
+            f"board = lambda: keras.callbacks.TensorBoard({str(logs)!r})\n"
+            f"first = model.fit(x, y, epochs={PHASE_1_EPOCHS}, validation_data=(x, y), callbacks=[board()], verbose=0)\n"
+            "model.compile(keras.optimizers.Adam(1e-3), 'sparse_categorical_crossentropy')\n"
+            f"model.fit(x, y, epochs={PHASE_1_EPOCHS + PHASE_2_EPOCHS}, initial_epoch=len(first.epoch),\n"
+            "          validation_data=(x, y), callbacks=[board()], verbose=0)\n")],
+        check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, timeout=180,
     )
     return root
 
@@ -198,6 +208,17 @@ def test_student_server_in_the_browser(tmp_path):
             150, "TensorBoard to load in its JupyterLab tab")
         browser._wait(lambda: "run-1" in driver.execute_script("return document.body.innerText"), 60,
                       "TensorBoard to list the notebook's run")
+        # The steps TensorBoard plots for the training loss, asked of TensorBoard itself through the proxy.
+        steps = driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "const base = location.pathname.replace(/\\/?$/, '/');"
+            "fetch(base + 'data/runs').then(r => r.json()).then(runs => {"
+            "  const run = runs.find(name => name.endsWith('run-1/train'));"
+            "  if (!run) { done('no run-1/train run among ' + JSON.stringify(runs)); return; }"
+            "  return fetch(base + 'data/plugin/scalars/scalars?run=' + encodeURIComponent(run) + '&tag=epoch_loss')"
+            "    .then(r => r.ok ? r.json() : r.text()).then(d => done(Array.isArray(d) ? d.map(p => p[1]) : d));"
+            "}).catch(e => done(String(e)));"
+        )
         driver.switch_to.default_content()
         driver.save_screenshot(str(browser._artifact("student-tensorboard.png")))
         outside = requests.outside()
@@ -215,6 +236,8 @@ def test_student_server_in_the_browser(tmp_path):
     assert kernels == one_kernel, f"the student's Launcher offers {kernels}, not the kit's kernel alone"
     assert not news, "JupyterLab's 'get notified about official Jupyter news?' pop-up shows on the student's server"
     assert src.rstrip("/").endswith("/tensorboard"), f"TensorBoard is not served through the Jupyter server: {src}"
+    assert steps == list(range(PHASE_1_EPOCHS + PHASE_2_EPOCHS)), (
+        f"TensorBoard's step axis is not continuous across the two phases (phase 2 from initial_epoch): {steps}")
     assert outside == [], f"the page requested other hosts: {outside}"
     assert (root / RELEASED).read_bytes() == released_before, "opening a notebook must not write it"
 
