@@ -9,7 +9,7 @@ progress bars on the terminal, writes its result atomically and returns an exit 
 2  bad input: a missing folder or file, a labels table without its columns, an
    unknown layer, an output that already exists, too few images or classes
 3  the pretrained weights are missing and cannot be downloaded (offline)
-4  ``export-model``: an export's predictions differ from the Keras model's beyond its tolerance
+4  ``export-model`` (or ``retrain --export``): an export's predictions differ from the Keras model's beyond its tolerance
 == ==================================================================================
 """
 
@@ -190,6 +190,11 @@ def retrain_parser() -> argparse.ArgumentParser:
         "--no-flip-copies", action="store_true",
         help="do not train (and predict) on left-right flipped copies of the images as well",
     )
+    parser.add_argument(
+        "--export", action="store_true",
+        help="then export the model to OUTPUT/export, as export-model does: SavedModel, TFLite (float16) and ONNX "
+        "(when installed), each checked against the Keras model on the test split (exit 4 if one disagrees)",
+    )
     _settings_options(parser)
     return parser
 
@@ -208,6 +213,8 @@ def retrain_main(argv: Sequence[str]) -> int:
         )
         print(result.report)
         print(f"model saved in {result.folder} (score with: python -m helpers score FOLDER --model {result.folder})")
+        if args.export:  # the saved folder, reloaded: what is exported is what was saved
+            return export_folder(result.folder, quiet=args.quiet)
         return EXIT_OK
 
     return _run(args, work)

@@ -310,11 +310,19 @@ def test_retrain_then_score_with_the_saved_model(tmp_path, command_env, capsys):
     shutil.copy(original, folder / "red" / "red_00_copy.jpg")  # the same picture twice, as photo folders often have
     (folder / "blue" / "broken.jpg").write_bytes(b"GIF89a truncated")
     output = tmp_path / "model"
-    assert cli.main(["retrain", "--images", str(folder), "-o", str(output)]) == 0
+    assert cli.main(["retrain", "--images", str(folder), "-o", str(output), "--export"]) == 0
     out = capsys.readouterr().out
     assert "# Retrained model" in out and "phase 1" in out and f"score FOLDER --model {output}" in out
     names = sorted(p.name for p in output.iterdir())
-    assert {"model.keras", "model.json", "report.md", "split.csv", "history.csv", "problems.csv"} <= set(names)
+    assert {"model.keras", "model.json", "report.md", "split.csv", "history.csv", "problems.csv", "export"} <= set(names)
+    # --export: the saved folder exported as export-model does, checked on the folder's own test split
+    exported = json.loads((output / "export" / "export.json").read_text())
+    test_images = int((pd.read_csv(output / "split.csv")["split"] == "test").sum())
+    assert exported["on_test_split"] and exported["images_checked"] == test_images > 0, exported
+    assert exported["class_names"] == ["blue", "green", "red"] and "tflite float16" in exported["formats"]
+    assert (output / "export" / "saved_model").is_dir() and (output / "export" / "model.tflite").is_file()
+    report = pd.read_csv(output / "export" / "export.csv")
+    assert report["agrees"].all() and f"exported to {output / 'export'}" in out, report
     info = json.loads((output / "model.json").read_text())
     assert info["class_names"] == ["blue", "green", "red"] and info["backbone"] == "mobilenet"
     assert info["image_size"] == 224 and info["results"]["images"] == 25
