@@ -15,9 +15,10 @@ from pathlib import Path
 
 import nbformat
 import numpy as np
+import pandas as pd
 import pytest
 
-from helpers import course, output_noise
+from helpers import course, output_noise, sources
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "solutions" / "05_your_own_images" / "05_your_own_images.ipynb"
@@ -111,6 +112,10 @@ def test_notebook_05_runs_on_a_users_zip_and_folders(own_images, tmp_path, kit_s
         "KIT_PROFILE": "smoke", "KIT_BACKBONE": "mobilenet", "KIT_ALPHA": "0.75", "KIT_CACHE_DIR": str(cache),
         "KIT_WEIGHTS_MIRROR": str(shared_data / "keras_home" / "models"), "KIT_DATA_DIR": str(shared_data / "datasets"),
     }
+    # What a student does with the label form: mark one image unusable, press Save.
+    notebook.cells.append(nbformat.v4.new_code_cell(
+        "marker.menus[next(iter(marker.menus))].value = top_losses.UNUSABLE\nprint('saved', marker.save())"
+    ))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     with course.kernel_environment(environment):
@@ -129,6 +134,19 @@ def test_notebook_05_runs_on_a_users_zip_and_folders(own_images, tmp_path, kit_s
     info = json.loads((model_folder / "model.json").read_text())
     assert info["class_names"] == list(SHAPES) and info["results"]["images"] == 31
     assert "No new images given" not in by_id["score-new"]
+    # The worst mistakes' form saves a labels table of every usable image that the kit's sources read back.
+    marks = cache / "uploads" / "labels_marked.csv"
+    assert f"--labels {marks}" in by_id["label-marker"] and f"saved {marks}" in _outputs(notebook.cells[-1])
+    table = pd.read_csv(marks, keep_default_na=False)
+    assert len(table) == 31 and (table["mark"] == "unusable").sum() == 1 and (table["target"] == "").sum() == 1
+    with pytest.warns(sources.DroppedRowsWarning, match="1 x missing label"):  # the unusable image, listed
+        relabelled = sources.from_table(marks)
+    assert len(relabelled) == 30 and len(sources.dropped(relabelled)) == 1, "retraining on the table leaves it out"
+    # The export: every format reloaded and checked against the Keras model on the test images.
+    exported = json.loads((model_folder / "export" / "export.json").read_text())
+    assert exported["on_test_split"] and exported["class_names"] == list(SHAPES), exported
+    assert {"savedmodel", "tflite float16"} <= set(exported["formats"]) and "exported to" in by_id["export"]
+    assert pd.read_csv(model_folder / "export" / "export.csv")["agrees"].all()
     assert all(f"new_{shape}.png" in by_id["lab-table-code"] for shape in SHAPES)
     assert "12 images in" in by_id["unlabelled"] and "(1 other files)" in by_id["unlabelled"]
     assert "4 of 12 images have a near-duplicate in the folder (2 groups)" in by_id["near-duplicates"]
