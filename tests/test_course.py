@@ -14,6 +14,7 @@ import csv
 import filecmp
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -471,6 +472,32 @@ def test_solutions_notebook_runs_and_passes_every_test(assignment, kernel_env, t
             f"TensorBoard's phase 2 must start at the epoch where phase 1 stopped (fit(..., initial_epoch=...)): "
             f"phase 1 logged epochs {phase1}, phase 2 {phase2}"
         )
+    for needle, expected in EXPECTED_OUTPUTS.get(assignment, []):
+        text = _printed(executed_notebooks[0], needle)
+        assert expected.search(text), f"{assignment}: the cell with {needle!r} printed {text!r}, expected {expected.pattern!r}"
+
+
+# Outputs the smoke run must show: (text of the cell's source, a pattern its printed output matches).
+EXPECTED_OUTPUTS = {
+    "02_retrain_simpsons": [  # the learning-rate finder before phase 1; the label form's retrain command
+        ("lr_finder.find_learning_rate(", re.compile(r"Suggested: \d\.\de[-+]\d\d \(steepest descent\), .*phase 1 uses 0\.001")),
+        ("top_losses.LabelMarker(", re.compile(r"retrain --images \S+ --labels simpsons_labels_marked\.csv")),
+    ],
+    "04_photo_vs_drawing": [  # leave one drawing style out: one head per style, each a line
+        ("for style in datasets.PACS_DRAWING_DOMAINS", re.compile(r"art_painting left out.*\n.*cartoon left out.*\n.*sketch left out")),
+        ("top_losses.top_losses(", re.compile(r"Hardest style when left out: (art_painting|cartoon|sketch), ")),
+    ],
+    "05_your_own_images": [  # the export, checked on the test split
+        ("export.export_model(", re.compile(r"exported to \S+; checked on \d+ images of the test split")),
+    ],
+}
+
+
+def _printed(notebook: nbformat.NotebookNode, needle: str) -> str:
+    """The printed output (stdout) of the one code cell whose source contains ``needle``."""
+    cells = [c for c in notebook.cells if c.cell_type == "code" and needle in c.source]
+    assert len(cells) == 1, f"expected one cell with {needle!r}, found {len(cells)}"
+    return "".join(o.get("text", "") for o in cells[0].get("outputs", []) if o.get("output_type") == "stream")
 
 
 def _epoch_steps(run: Path) -> list[int]:
