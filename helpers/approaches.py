@@ -449,14 +449,14 @@ class TransferRun:
     Taught in notebook 04, section 2 (transfer learning).
 
     Attributes:
-        retrainer: The :class:`helpers.retraining.Retrainer` (model, histories, phase reports).
+        result: What :func:`helpers.retraining.fit_two_phases` trained (model, history, phase table).
         head_only: Scored after phase 1 (new head on the frozen pretrained base).
         fine_tuned: Scored after phase 2 (head + last block); its time and parameters count both phases.
         features: Pooled features of the frozen *pretrained* base for every image of the split
-            (phase 1's inputs): the deep features of approach (d).
+            (phase 1's inputs, average-pooled): the deep features of approach (d).
     """
 
-    retrainer: Any
+    result: Any
     head_only: ApproachResult
     fine_tuned: ApproachResult
     features: np.ndarray
@@ -467,61 +467,75 @@ class TransferRun:
         return [self.head_only, self.fine_tuned]
 
 
-def run_transfer(split: SharedSplit, settings: Settings, *, progress: bool = True, verbose: int = 0) -> TransferRun:
+def run_transfer(split: SharedSplit, settings: Settings, *, progress: bool = True) -> TransferRun:
     """Approach (a): the pretrained base plus a new head (phase 1), then its last block (phase 2).
 
     Repeats what notebook 04, section 2 trains in plain Keras, for the slides' figures
     (``slides/figures.py``, through :func:`run_comparison`) and the tests; the notebook
     itself defines, compiles and fits its models.
 
-    Notebook 02's recipe from :mod:`helpers.retraining`, fast on a CPU: phase 1 trains on
-    cached features, phase 2 on cached block-input activations; epochs, learning rate
-    and early stopping come from the settings. Training times are the two phases' fits
-    (the one-off activation pass is in the notes).
+    The same visible steps as notebook 02 (:func:`helpers.retraining.fit_two_phases`) with
+    notebook 04's plain recipe: one pass over the images caches the last block's input and
+    the base's feature maps; phase 1 fits the head on the feature maps, phase 2 the last
+    block and the head on the block inputs at a tenth of the learning rate (constant, no
+    label smoothing, no class weights, no flips); epochs and early stopping come from the
+    settings. Training times are the two phases' fits (the one-off pass is in the notes).
 
     Args:
         split: The shared split.
         settings: Course settings (backbone, profile, seed, caches).
-        progress: Print what each phase does.
-        verbose: Keras ``fit`` verbosity.
+        progress: Show the extraction's progress bar and one plain line per epoch.
     """
+    import sys
+    import tempfile
+
     import keras
 
     keras.utils.set_random_seed(settings.seed)
     base = backbones.load_base(settings)
+    backbone = backbones.get_backbone(settings=settings)
     head = heads.build_head(base.output_shape[1:], len(split.class_names), seed=settings.seed)
-    retrainer = retraining.Retrainer(settings, split.frame, base, head, tensorboard=False, progress=progress, verbose=verbose)
-    if list(retrainer.class_names) != list(split.class_names):  # both sort the same labels; a guard, not a case
-        raise ValueError(f"class order differs: {retrainer.class_names} vs {split.class_names}.")
-    title = backbones.get_backbone(settings=settings).title
+    if list(pipeline.class_names(split.frame)) != list(split.class_names):  # both sort the same labels; a guard
+        raise ValueError(f"class order differs: {pipeline.class_names(split.frame)} vs {split.class_names}.")
+    began = time.perf_counter()
+    arrays = features.cached_arrays(
+        heads.cached_outputs_model(base, backbone, 1), split.frame, settings, name="images", progress=progress
+    )
+    extraction = time.perf_counter() - began
+    # The pretrained base's feature maps, average-pooled: approach (d)'s features, from the same pass.
+    pooled = np.concatenate(
+        [np.asarray(arrays[1][i : i + 256], dtype=np.float32).mean(axis=(1, 2)) for i in range(0, len(split.frame), 256)]
+    )
+    with tempfile.TemporaryDirectory(prefix="kit-transfer-run-") as run_dir:
+        result = retraining.fit_two_phases(
+            settings, split.frame, base, head, arrays, n_blocks=1, label_smoothing=0.0, class_weights=False,
+            phase2_learning_rate=settings.learning_rate * retraining.FINETUNE_LEARNING_RATE_FACTOR,
+            phase2_schedule="constant", run_dir=run_dir, epoch_lines=sys.stdout if progress else None,
+        )
+    title = backbone.title
     y_test, paths = split.labels("test"), list(split.test["path"])
-
-    retrainer.fit_head()
-    probabilities = retrainer.predict("test")
-    features = np.array(retrainer.features(), copy=True)  # the pretrained base's features, before phase 2 changes it
-    head_report = retrainer.reports[-1]
+    phases, history = result.phases, result.history
+    head_epochs, block_epochs = (int(n) for n in phases["epochs"])
+    head_seconds, block_seconds = (float(n) for n in phases["seconds"])
+    head_parameters, block_parameters = (int(n) for n in phases["trained parameters"])
     head_only = ApproachResult(
-        f"transfer: {title} + new head", "transfer learning", y_test, np.argmax(probabilities, axis=1),
-        split.class_names, head_report.seconds, head_report.trainable, probabilities, paths,
-        f"phase 1 only: head on cached features, {head_report.epochs} epochs",
-        callbacks.history_frame(retrainer.histories[callbacks.PHASE_HEAD], callbacks.PHASE_HEAD),
+        f"transfer: {title} + new head", "transfer learning", y_test, np.argmax(result.head_test_probabilities, axis=1),
+        split.class_names, head_seconds, head_parameters, result.head_test_probabilities, paths,
+        f"phase 1 only: head on cached features, {head_epochs} epochs",
+        history[history["phase"] == callbacks.PHASE_HEAD].reset_index(drop=True),
     )
-
-    retrainer.fit_last_blocks()
-    probabilities = retrainer.predict("test")
-    block_report = retrainer.reports[-1]
-    extraction = sum(retrainer.timings.get(key, 0.0) for key in ("activations", "features"))
+    kept = bool(phases["kept"].iloc[1])
     fine_tuned = ApproachResult(
-        f"transfer: {title} + head + last block", "transfer learning", y_test, np.argmax(probabilities, axis=1),
-        split.class_names, head_report.seconds + block_report.seconds,
-        block_report.trainable,  # phase 2 trains the head again, plus the block
-        probabilities, paths,
-        f"phase 1 ({head_report.epochs} epochs) then phase 2 on {block_report.path} ({block_report.epochs} epochs"
-        + ("" if block_report.kept else "; not kept: it did not beat phase 1 on validation, so this is phase 1's model")
-        + f"); one-off activation pass {extraction:.0f} s",
-        retrainer.history(),
+        f"transfer: {title} + head + last block", "transfer learning", y_test, np.argmax(result.test_probabilities, axis=1),
+        split.class_names, head_seconds + block_seconds,
+        block_parameters,  # phase 2 trains the head again, plus the block
+        result.test_probabilities, paths,
+        f"phase 1 ({head_epochs} epochs) then phase 2 on cached block inputs ({block_epochs} epochs"
+        + ("" if kept else "; not kept: it did not beat phase 1 on validation, so this is phase 1's model")
+        + f"); one-off pass over the images {extraction:.0f} s",
+        history,
     )
-    return TransferRun(retrainer, head_only, fine_tuned, features)
+    return TransferRun(result, head_only, fine_tuned, pooled)
 
 
 def deep_features(split: SharedSplit, settings: Settings, *, progress: bool = True) -> np.ndarray:

@@ -3,8 +3,11 @@
 Notebook 02 teaches these steps one by one, in Keras: the student's head, freezing function,
 compile function and callbacks, ``fit`` on cached feature maps, then on cached block inputs.
 :func:`fit_two_phases` is the same steps in one call (notebook 02's default recipe,
-:data:`DEFAULT_RECIPE`), for the ``retrain`` command. :class:`Retrainer`, below, is the older
-all-in-one class, still used by notebook 04's approaches and the benchmarks.
+:data:`DEFAULT_RECIPE`), for the ``retrain`` command, notebook 04's approaches
+(:func:`helpers.approaches.run_transfer`) and the slides' learning-curve figure.
+:class:`Retrainer`, below, is the older all-in-one class, kept only for the benchmarks
+(sections 2, 3 and 8 measure its options) and their unit tests; nothing a student or the
+command line runs uses it.
 
 The Dataiku lab's retraining recipe, in Keras (:class:`Retrainer`):
 
@@ -186,9 +189,9 @@ class PhaseReport:
 class Retrainer:
     """The lab's two-phase retraining of a base + head on a split dataset, fast on a CPU.
 
-    Used by notebook 04's approaches (:mod:`helpers.approaches`), the benchmarks and the slides' figures.
-    Notebook 02 now shows the same steps one by one in Keras, and the ``retrain`` command runs them
-    through :func:`fit_two_phases`.
+    Used only by the benchmarks (``benchmarks/``) and their unit tests. Notebook 02 shows the same
+    steps one by one in Keras; the ``retrain`` command, notebook 04's approaches and the slides run
+    them through :func:`fit_two_phases`.
 
     Typical use (notebook 02)::
 
@@ -705,6 +708,7 @@ class TwoPhaseResult:
         phases: One row per phase: epochs, seconds, trained parameters, validation accuracy, kept.
         validation_accuracy: The kept model's validation accuracy.
         test_probabilities: Probabilities of the test rows (fast path), or None without test rows.
+        head_test_probabilities: The same after phase 1 alone (the head on the frozen base), or None.
     """
 
     model: Any
@@ -713,6 +717,7 @@ class TwoPhaseResult:
     phases: pd.DataFrame
     validation_accuracy: float
     test_probabilities: np.ndarray | None
+    head_test_probabilities: np.ndarray | None = None
 
 
 class _EpochLines:
@@ -747,6 +752,8 @@ def fit_two_phases(
     phase2_learning_rate: float = DEFAULT_RECIPE["phase2_learning_rate"],
     label_smoothing: float = DEFAULT_RECIPE["label_smoothing"],
     class_weights: bool = DEFAULT_RECIPE["class_weights"],
+    phase2_schedule: str = "cosine",
+    keep_better: bool = True,
     run_dir: str | Path,
     epoch_lines: Any = None,
 ) -> TwoPhaseResult:
@@ -771,15 +778,23 @@ def fit_two_phases(
             inputs and feature maps, then the same for the flipped images (4 arrays) or not (2).
         n_blocks: Blocks retrained in phase 2.
         phase2_learning_rate: Phase 2's starting learning rate (cosine decay to 0).
+        phase2_schedule: ``cosine`` (notebook 02's default) or ``constant`` (notebook 04's plain
+            recipe: the same rate every step).
+        keep_better: Keep phase 2 only when it beats phase 1 on validation (the lesson's rule);
+            False keeps it whatever (tests that must see phase 2's weights).
         label_smoothing: Label smoothing of the categorical loss.
         class_weights: Weigh each class by the inverse of its share of the training images.
         run_dir: Folder for the phases' best checkpoints.
         epoch_lines: A stream for one plain line per epoch (None: silent).
 
     Raises:
-        ValueError: Arrays that do not match the frame, a frame without train or validation rows.
+        ValueError: Arrays that do not match the frame, a frame without train or validation rows,
+            an unknown schedule.
     """
     import keras
+
+    if phase2_schedule not in ("cosine", "constant"):
+        raise ValueError(f"phase2_schedule must be 'cosine' or 'constant', not {phase2_schedule!r}.")
 
     backbone = backbones.get_backbone(settings=settings)
     if len(arrays) not in (2, 4) or any(len(a) != len(frame) for a in arrays):
@@ -790,7 +805,8 @@ def fit_two_phases(
     block_views, map_views = list(arrays[0::2]), list(arrays[1::2])
     names = pipeline.class_names(frame)
     ids = pipeline.encode_labels(frame["label"], names)
-    targets = one_hot_labels(ids, len(names))
+    # compile_model takes one-hot targets with label smoothing (the categorical loss), class ids without.
+    targets = one_hot_labels(ids, len(names)) if label_smoothing else ids
     rows = {name: np.flatnonzero(frame["split"].to_numpy() == name) for name in ("train", "validation", "test")}
     weights = None
     if class_weights:
@@ -832,7 +848,8 @@ def fit_two_phases(
     freeze_for_phase(base, backbone, 2, n_blocks)
     train = features.batches(block_views, targets, rows=rows["train"], batch_size=batch, shuffle=True, seed=seed)
     epochs2 = settings.run.finetune_epochs
-    compile_model(tail, cosine_schedule(phase2_learning_rate, epochs2 * len(train)), label_smoothing=label_smoothing)
+    rate = cosine_schedule(phase2_learning_rate, epochs2 * len(train)) if phase2_schedule == "cosine" else phase2_learning_rate
+    compile_model(tail, rate, label_smoothing=label_smoothing)
     began = time.perf_counter()
     history2 = tail.fit(
         train, validation_data=features.batches(block_views[0], targets, rows=rows["validation"], batch_size=batch),
@@ -841,7 +858,7 @@ def fit_two_phases(
     )
     seconds2 = time.perf_counter() - began
     accuracy2 = validation_accuracy(tail, block_views)
-    kept = accuracy2 > accuracy1  # phase 2 must beat phase 1 on validation, not tie
+    kept = accuracy2 > accuracy1 or not keep_better  # phase 2 must beat phase 1 on validation, not tie
     if not kept:
         tail.set_weights(phase1_weights)
     test = None
@@ -865,4 +882,5 @@ def fit_two_phases(
         phases=phases,
         validation_accuracy=accuracy2 if kept else accuracy1,
         test_probabilities=test,
+        head_test_probabilities=test1,
     )

@@ -193,23 +193,28 @@ def figure_topk(settings, output: Path, *, per_source: int = 3) -> dict[str, str
 
 def figure_learning_curve(settings, output: Path) -> dict[str, str]:
     """Notebook 02: the two-phase retraining on the Simpsons frames, and its learning curves."""
-    from helpers import backbones, heads, pipeline, plots, retraining, splits, weights
+    import numpy as np
+
+    from helpers import backbones, features, heads, pipeline, plots, retraining, splits, weights
 
     weights.configure_keras_home(settings)
     weights.seed_cache(settings, known_md5=backbones.known_md5s())
     frame = splits.split_dataset(_dataset("simpsons", settings), seed=settings.seed)
     base = backbones.load_base(settings)
+    backbone = backbones.get_backbone(settings=settings)
+    recipe = retraining.DEFAULT_RECIPE  # notebook 02's default, step for step (fit_two_phases)
     head = heads.build_head(base.output_shape[1:], len(pipeline.class_names(frame)), seed=settings.seed)
+    arrays = features.cached_arrays(
+        heads.cached_outputs_model(base, backbone, recipe["n_blocks"]), frame, settings,
+        name="frames and their flips", flips=recipe["flips"], progress=False,
+    )
     with tempfile.TemporaryDirectory(prefix="kit-figures-run-") as run_dir:
-        retrainer = retraining.Retrainer(
-            settings, frame, base, head, flip_copies=True, tensorboard=False, run_dir=run_dir, progress=False
-        )  # notebook 02's recipe: flipped copies of the training frames
-        retrainer.fit_head()
-        head_accuracy = retrainer.accuracy("validation")
-        retrainer.fit_last_blocks()
-        finetune_accuracy = retrainer.accuracy("validation")
-        test_accuracy = retrainer.accuracy("test")
-        figure = plots.learning_curves(retrainer.history())
+        result = retraining.fit_two_phases(settings, frame, base, head, arrays, run_dir=run_dir)
+    head_accuracy = float(result.phases["validation accuracy"].iloc[0])
+    finetune_accuracy = result.validation_accuracy  # the kept model's (phase 2 only when it beat phase 1)
+    truth = pipeline.encode_labels(frame.loc[frame["split"] == "test", "label"], result.class_names)
+    test_accuracy = float(np.mean(result.test_probabilities.argmax(axis=1) == truth))
+    figure = plots.learning_curves(result.history)
     save_figure(figure, output / "learning_curve.png")
     return {
         "head_val_accuracy": _percent(head_accuracy),

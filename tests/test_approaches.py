@@ -259,10 +259,11 @@ def test_comparison_on_pacs_images(real_weights, shared_data):
     table = comparison.table()
     assert len(table) == len(comparison.results) and table["accuracy"].between(0, 1).all()
     assert comparison.result("majority class").accuracy == pytest.approx(0.5)  # the split is balanced
-    # The transfer run's features are the deep features: the pretrained base, avg-pooled, any route.
+    # The transfer run's features are the deep features: the pretrained base, avg-pooled, any route
+    # (the transfer run pools feature maps cached in float16: about 3 significant digits).
     assert comparison.features.shape == (len(split.frame), 768)
     direct = approaches.deep_features(split, settings, progress=False)
-    np.testing.assert_allclose(comparison.features, direct, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(comparison.features, direct, rtol=1e-2, atol=2e-3)
     # Phase 2 trains the head again plus the last block: more parameters than phase 1.
     head_only, fine_tuned = comparison.results[:2]
     assert fine_tuned.trained_parameters > head_only.trained_parameters > 0

@@ -760,6 +760,28 @@ def test_one_pass_gives_both_phases_arrays_and_the_fast_paths_match_the_model(mo
         retraining.fit_two_phases(settings, simpsons_frame, base, head, arrays[:3], run_dir=tmp_path / "x")
 
 
+
+def test_two_phases_with_notebook_04s_plain_recipe(mobilenet, simpsons_frame, tmp_path):
+    """fit_two_phases as notebook 04 trains: class ids (no smoothing), constant phase-2 rate, no flips, phase 2 kept."""
+    settings, backbone, base = mobilenet
+    base = backbones.load_base(settings)  # a fresh base: training changes it
+    head = heads.build_head(base.output_shape[1:], 3, seed=7)
+    arrays = features.cached_arrays(heads.cached_outputs_model(base, backbone, 1), simpsons_frame, settings, progress=False)
+    assert len(arrays) == 2
+    result = retraining.fit_two_phases(
+        settings, simpsons_frame, base, head, arrays, n_blocks=1, label_smoothing=0.0, class_weights=False,
+        phase2_learning_rate=1e-3, phase2_schedule="constant", keep_better=False, run_dir=tmp_path / "run",
+    )
+    assert result.phases["kept"].tolist() == [False, True], "keep_better=False keeps phase 2 whatever it scores"
+    assert result.head_test_probabilities.shape == result.test_probabilities.shape == (3, 3)
+    np.testing.assert_allclose(result.head_test_probabilities.sum(axis=1), 1.0, rtol=1e-4)
+    assert np.abs(result.head_test_probabilities - result.test_probabilities).max() > 1e-5, "phase 2 changed the model"
+    images = pipeline.predict_images(result.model, simpsons_frame[simpsons_frame["split"] == "test"], settings)
+    assert np.abs(images - result.test_probabilities).max() < 0.02, "the returned model is phase 2's, unflipped"
+    with pytest.raises(ValueError, match="phase2_schedule must be 'cosine' or 'constant'"):
+        retraining.fit_two_phases(settings, simpsons_frame, base, head, arrays, phase2_schedule="linear",
+                                  run_dir=tmp_path / "x")
+
 def _names_defined(tree) -> set[str]:
     import ast
 
