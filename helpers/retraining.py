@@ -6,7 +6,7 @@ compile function and callbacks, ``fit`` on cached feature maps, then on cached b
 :data:`DEFAULT_RECIPE`), for the ``retrain`` command, notebook 04's approaches
 (:func:`helpers.approaches.run_transfer`) and the slides' learning-curve figure.
 :class:`Retrainer`, below, is the older all-in-one class, kept only for the benchmarks
-(sections 2, 3 and 8 measure its options) and their unit tests; nothing a student or the
+(sections 2, 3 and 6 time its epochs, section 8 compares its options) and their unit tests; nothing a student or the
 command line runs uses it.
 
 The Dataiku lab's retraining recipe, in Keras (:class:`Retrainer`):
