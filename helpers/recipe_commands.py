@@ -258,6 +258,7 @@ def export_folder(
     report = export.export_model(
         model, Path(output).expanduser() if output else folder / "export", info["class_names"], settings,
         test_paths=test_paths, test_labels=test_labels, formats=formats, quantisation=quantisation,
+        batch_size=8,  # the check's batches: 32 images at once cost the process about 1.5 GB more
     )
     print(report)
     if not quiet:
