@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 # TensorFlow flavour: the gpu extra when an NVIDIA driver answers, else cpu (see pyproject.toml).
 TF_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 PORT ?= 8888
-# Test workers: one more than the cores (2 here), since many tests wait on kernels, servers and browsers.
+# Test workers: one more than the cores (2 here), since many tests wait on kernels, servers and browsers;
+# each test file stays on one worker (its module fixtures, a graded class or a hub, are built once).
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 INSTRUCTOR_PORT ?= 8889
 STAMP := $(VENV)/.installed-$(TF_EXTRA)
@@ -55,7 +56,7 @@ bundle: setup
 	$(BIN)/python -m helpers bundle
 
 test: setup
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check .

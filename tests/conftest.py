@@ -39,17 +39,6 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["KIT_PROFILE"] = "smoke"
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``make test`` spreads the suite over the cores with ``--dist loadgroup``), tests
-    that share a module- or class-scoped fixture (a graded class, a running server, a benchmark run) stay
-    on one worker, so that fixture is built once; every other test goes wherever a worker is free."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        definitions = info.name2fixturedefs.values() if info is not None else []
-        if any(chain and chain[-1].scope in ("module", "class", "package") for chain in definitions):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-
-
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _SESSION_CACHE is not None:
         shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
