@@ -54,6 +54,7 @@ __all__ = [
     "is_saved_model",
     "load_saved_model",
     "onnx_available",
+    "read_model_info",
 ]
 
 SAVED_MODEL_DIR = "saved_model"
@@ -433,6 +434,28 @@ class SavedModelClassifier:
         return np.concatenate([self.predict_on_batch(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
+def read_model_info(info_path: Path, remedy: str) -> dict[str, Any]:
+    """A saved or exported model's metadata (``model.json``), checked for what scoring needs.
+
+    Used by :func:`load_saved_model` and ``recipes.load_model`` (notebook 05, section 7; the score command).
+
+    Args:
+        info_path: The metadata file (it must exist).
+        remedy: What the user should do when it is damaged ("save the model again ...").
+
+    Raises:
+        ValueError: Not valid JSON, or no ``backbone``, ``image_size`` or ``class_names``.
+    """
+    try:
+        info = json.loads(info_path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{info_path} is not valid JSON ({error}); {remedy}.") from None
+    missing = [key for key in ("backbone", "image_size", "class_names") if key not in info]
+    if missing:
+        raise ValueError(f"{info_path} lacks {missing}; {remedy}.")
+    return info
+
+
 def load_saved_model(location: str | os.PathLike) -> tuple[SavedModelClassifier, dict[str, Any]]:
     """Reload an export folder (or its ``saved_model`` folder) as a classifier, with its metadata.
 
@@ -451,11 +474,5 @@ def load_saved_model(location: str | os.PathLike) -> tuple[SavedModelClassifier,
             f"{path} has no assets.extra/{INFO_FILE}: without it the class names and the preprocessing are unknown; "
             "export the model with helpers.export.export_model."
         )
-    try:
-        info = json.loads(info_path.read_text())
-    except ValueError as error:
-        raise ValueError(f"{info_path} is not valid JSON ({error}); export the model again.") from None
-    missing = [key for key in ("backbone", "image_size", "class_names") if key not in info]
-    if missing:
-        raise ValueError(f"{info_path} lacks {missing}; export the model again with helpers.export.export_model.")
+    info = read_model_info(info_path, "export the model again with helpers.export.export_model")
     return SavedModelClassifier(path, int(info["image_size"]), len(info["class_names"])), info

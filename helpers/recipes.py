@@ -214,13 +214,7 @@ def load_model(location: str | os.PathLike) -> tuple["keras.Model", dict[str, An
             f"{model_path} has no {info_path.name} beside it: without it the class names and the preprocessing are "
             "unknown. Save models with helpers.recipes.save_model (or the retrain command)."
         )
-    try:
-        info = json.loads(info_path.read_text())
-    except ValueError as error:
-        raise ValueError(f"{info_path} is not valid JSON ({error}); save the model again.") from None
-    missing = [key for key in ("backbone", "image_size", "class_names") if key not in info]
-    if missing:
-        raise ValueError(f"{info_path} lacks {missing}; save the model again with helpers.recipes.save_model.")
+    info = export.read_model_info(info_path, "save the model again with helpers.recipes.save_model")
     model = keras.models.load_model(model_path)
     if model.output_shape[-1] != len(info["class_names"]):
         raise ValueError(
