@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(if $(TF_UNWANTED),$(BIN)/python -m pip uninstall --quiet --yes $(TF_UNWANTED) 2>&1 | grep -v "^WARNING: Skipping" || true,)
-	$(BIN)/python -m pip install --quiet -e ".[$(TF_EXTRA),dev]"
+	$(BIN)/python -m pip install --quiet -e ".[$(TF_EXTRA),dev,instructor]"
 	$(BIN)/python -m helpers kernel
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -50,10 +50,10 @@ workshop: setup
 	$(BIN)/python -m helpers workshop --port $(PORT)
 
 instructor: setup
-	$(BIN)/python -m helpers instructor --port $(INSTRUCTOR_PORT)
+	$(BIN)/python -m instructor_tools instructor --port $(INSTRUCTOR_PORT)
 
 bundle: setup
-	$(BIN)/python -m helpers bundle
+	$(BIN)/python -m instructor_tools bundle
 
 test: setup
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
@@ -68,19 +68,19 @@ check: setup
 	$(BIN)/python -m helpers check
 
 generate: setup
-	$(BIN)/python -m helpers generate
+	$(BIN)/python -m instructor_tools generate
 
 validate: setup
-	$(BIN)/python -m helpers validate
+	$(BIN)/python -m instructor_tools validate
 
 autograde: setup
-	$(BIN)/python -m helpers autograde $(SUBMISSIONS)
+	$(BIN)/python -m instructor_tools autograde $(SUBMISSIONS)
 
 export: setup
-	$(BIN)/python -m helpers export
+	$(BIN)/python -m instructor_tools export
 
 feedback: setup
-	$(BIN)/python -m helpers feedback
+	$(BIN)/python -m instructor_tools feedback
 
 slides: setup
 	$(BIN)/python slides/build.py

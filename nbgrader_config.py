@@ -2,7 +2,7 @@
 
 nbgrader reads this file from the current directory only, so plain ``nbgrader ...``
 commands must run from the project root. The kit's own commands
-(``python -m helpers generate|validate|autograde|export|feedback``, or the Make
+(``python -m instructor_tools generate|validate|autograde|export|feedback``, or the Make
 targets) load this file from the project root wherever they are started, then
 set the course root, the gradebook and the per-cell timeout of the profile they
 run in (autograde always runs the ``grading`` profile).
@@ -24,11 +24,11 @@ Python, installed by ``make setup`` through ``python -m helpers kernel``; see
 
 import os
 
-from helpers.course import sanitize_preprocessors
-from helpers.grading_steps import feedback_steps
-from helpers.release import keep_release_on_failure
-from helpers.servers import list_graded_assignments_only
 from helpers.settings import load_settings
+from instructor_tools.course.course_folder import sanitize_preprocessors
+from instructor_tools.course.release import keep_release_on_failure
+from instructor_tools.grading.preprocessors import feedback_steps
+from instructor_tools.serving.instructor_lab import list_graded_assignments_only
 
 c = get_config()  # noqa: F821 - injected by nbgrader's (traitlets') config loader
 
@@ -49,7 +49,7 @@ c.CourseDirectory.feedback_directory = "feedback"
 list_graded_assignments_only()
 
 # A single laptop's exchange (release, fetch, submit, collect): inside the course folder,
-# git-ignored, created by `python -m helpers instructor`. The classroom hub sets its own
+# git-ignored, created by `python -m instructor_tools instructor`. The classroom hub sets its own
 # (classroom/jupyter/instructor/nbgrader_config.py).
 c.Exchange.root = os.path.join(ROOT, "exchange")
 

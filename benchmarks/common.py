@@ -48,7 +48,7 @@ class Size:
         toy_notebooks: Time two generated toy notebooks and grade a toy assignment
             instead of the course's (keeps the tiny run within seconds).
         grading_jobs: Submissions graded at the same time; None: as the ``autograde``
-            command does (``helpers.grading.DEFAULT_JOBS``). The tiny run grades one at a
+            command does (``instructor_tools.grading.grader.DEFAULT_JOBS``). The tiny run grades one at a
             time: starting a process pool costs more than its two submissions.
     """
 

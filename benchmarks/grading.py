@@ -7,8 +7,8 @@ complete, half-right (top-k without the threshold), blank, a duplicated test cel
 deleted test cell and an infinite loop. Other assignments get :data:`GENERIC_MIX`,
 and the tiny run a toy assignment without TensorFlow and :data:`TOY_MIX`.
 
-The timer covers :func:`helpers.grading.autograde` as the ``autograde`` command runs
-it (``jobs=helpers.grading.DEFAULT_JOBS``; the tiny run grades one at a time), recording
+The timer covers :func:`instructor_tools.grading.grader.autograde` as the ``autograde`` command runs
+it (``jobs=instructor_tools.grading.grader.DEFAULT_JOBS``; the tiny run grades one at a time), recording
 the assignment in the gradebook included. Every autograded cell of every submission is then checked against what
 its kind must score; any other score is listed as unexpected, and the budget then
 counts as not met. With N submissions other than 30 the kinds are shared out in
@@ -81,7 +81,7 @@ class Kind:
 
 
 def _edit(material: Material, source: Any = None, **changes: Any) -> Any:
-    from helpers import submissions
+    from instructor_tools.course import submissions
 
     return submissions.edit_submission(material.solution if source is None else source, **changes)
 
@@ -173,7 +173,7 @@ def unexpected_scores(
     """Every autograded cell whose score differs from what its submission's kind must get.
 
     Args:
-        scores: :class:`helpers.grading.SubmissionScore` of each graded submission.
+        scores: :class:`instructor_tools.grading.grader.SubmissionScore` of each graded submission.
         expected: student -> grade_ids that student must fail (None: every one).
         points: grade_id -> points of each autograded test cell.
 
@@ -234,10 +234,10 @@ def _course(folder: Path, assignment: str, toy: bool) -> Path:
 def _material(assignment: str, root: Path) -> Material:
     import nbformat
 
-    from helpers import course, submissions
+    from instructor_tools.course import course_folder, submissions
 
     solution = submissions.solution_submission(assignment, root)
-    source = nbformat.read(course.source_notebook(assignment, root), as_version=4)
+    source = nbformat.read(course_folder.source_notebook(assignment, root), as_version=4)
     answers = {
         cell.metadata["nbgrader"]["grade_id"]: cell.source
         for cell in solution.cells
@@ -245,7 +245,7 @@ def _material(assignment: str, root: Path) -> Material:
     }
     return Material(
         solution=solution,
-        blank=nbformat.read(course.release_notebook(assignment, root), as_version=4),
+        blank=nbformat.read(course_folder.release_notebook(assignment, root), as_version=4),
         answers=answers,
         points=graded_points(source),
     )
@@ -269,8 +269,10 @@ def run(
     """
     import nbformat
 
-    from helpers import course, grading, release, sandbox
     from helpers.settings import PROFILES
+    from instructor_tools.course import course_folder, release
+    from instructor_tools.grading import grader
+    from instructor_tools.isolation import sandbox
 
     if submissions < 1:
         raise ValueError("submissions must be at least 1.")
@@ -297,12 +299,12 @@ def run(
             target.parent.mkdir(parents=True)
             nbformat.write(notebook, target)
             expected[student] = fails_of[kind.name]
-    environment = context.kernel_environment(course.GRADING_PROFILE, folder / "cache")
-    jobs = context.size.grading_jobs or grading.DEFAULT_JOBS
+    environment = context.kernel_environment(course_folder.GRADING_PROFILE, folder / "cache")
+    jobs = context.size.grading_jobs or grader.DEFAULT_JOBS
     mix_text = ", ".join(f"{count} {name}" for name, count in counts.items() if count)
     print(f"  autograding {submissions} submissions of {assignment} ({mix_text}; jobs={jobs}) ...", flush=True)
     began = time.perf_counter()
-    scores = grading.autograde(assignment, root=root, environment=environment, jobs=jobs)
+    scores = grader.autograde(assignment, root=root, environment=environment, jobs=jobs)
     seconds = time.perf_counter() - began
     unexpected = unexpected_scores(scores, expected, points)
     totals = {s.student: sum(float(s.cells[g].score) for g in points if g in s.cells) for s in scores}
@@ -327,7 +329,7 @@ def run(
         "sandbox": sandbox.describe(sandbox.probe(), sandbox.Limits()),
         "submissions": submissions,
         "jobs": jobs,
-        "cell_timeout_s": PROFILES[course.GRADING_PROFILE].cell_timeout,
+        "cell_timeout_s": PROFILES[course_folder.GRADING_PROFILE].cell_timeout,
         "max_points": sum(points.values()),
         "kinds": kinds,
         "seconds": round(seconds, 2),
@@ -345,13 +347,13 @@ def _graded_assignments(context: Context) -> list[str | None]:
     """Every assignment with autograded tests (the toy one in the tiny run)."""
     import nbformat
 
-    from helpers import course
+    from instructor_tools.course import course_folder
 
     if context.size.toy_notebooks:
         return [None]
     return [
-        name for name in course.list_assignments(ROOT)
-        if graded_points(nbformat.read(course.source_notebook(name, ROOT), as_version=4))
+        name for name in course_folder.list_assignments(ROOT)
+        if graded_points(nbformat.read(course_folder.source_notebook(name, ROOT), as_version=4))
     ]
 
 
@@ -366,7 +368,10 @@ def sandbox_overhead(context: Context, submissions: int, repetitions: int) -> di
 
     import nbformat
 
-    from helpers import course, grading, release, sandbox, submissions as rehearsal
+    from instructor_tools.course import course_folder, release
+    from instructor_tools.course import submissions as rehearsal
+    from instructor_tools.grading import grader
+    from instructor_tools.isolation import sandbox
 
     found = sandbox.probe()
     if not found.available:
@@ -382,7 +387,7 @@ def sandbox_overhead(context: Context, submissions: int, repetitions: int) -> di
         target = root / "submitted" / student / assignment / f"{assignment}.ipynb"
         target.parent.mkdir(parents=True)
         nbformat.write(solution, target)
-    environment = context.kernel_environment(course.GRADING_PROFILE, folder / "cache")
+    environment = context.kernel_environment(course_folder.GRADING_PROFILE, folder / "cache")
     times: dict[str, list[float]] = {"sandboxed": [], "unsandboxed": []}
     print(f"  sandbox overhead: {submissions} solutions of {assignment}, {repetitions} repetitions per side ...", flush=True)
     import warnings
@@ -390,8 +395,8 @@ def sandbox_overhead(context: Context, submissions: int, repetitions: int) -> di
     def grade(mode: str, who: list[str]) -> float:
         began = time.perf_counter()
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", grading.UnsandboxedWarning)
-            grading.autograde(assignment, root=root, students=who, environment=environment, jobs=1, sandboxing=mode)
+            warnings.simplefilter("ignore", grader.UnsandboxedWarning)
+            grader.autograde(assignment, root=root, students=who, environment=environment, jobs=1, sandboxing=mode)
         return time.perf_counter() - began
 
     for mode in ("require", "off"):  # untimed warm-up of each side: imports, the gradebook, the probe

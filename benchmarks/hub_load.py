@@ -1,7 +1,7 @@
 """Load test of the classroom hub: several simulated students working at once (as root, loopback only).
 
 ``python -m benchmarks.hub_load --students 4`` starts the classroom hub
-(``python -m helpers hub``'s configuration, ``classroom/``) on 127.0.0.1 with throw-away
+(``python -m instructor_tools hub``'s configuration, ``classroom/``) on 127.0.0.1 with throw-away
 accounts, starts every student's server at the same time, then has each student run
 notebook 01 (the solutions, as a student who has done it) top to bottom in their own
 ``tl-workshop`` kernel through the hub, all at once, each inside the per-student limits.
@@ -111,7 +111,9 @@ def measure(students: int, profile: str, deadline_s: float, shared: Path) -> dic
     """Start the hub, run the class, measure; always clean up. Returns the results."""
     import psutil
 
-    from helpers import cgroups, hub, submissions
+    from instructor_tools.course import submissions
+    from instructor_tools.isolation import cgroups
+    from instructor_tools.serving import hub
 
     if os.geteuid() != 0:
         raise SystemExit("the load test creates Unix accounts and runs servers as them: run it as root")

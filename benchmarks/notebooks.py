@@ -67,9 +67,9 @@ _kit_benchmark_results(set(%%r))
 
 def course_notebooks(root: Path = ROOT) -> list[Path]:
     """The source notebook of every assignment, in course order."""
-    from helpers import course
+    from instructor_tools.course import course_folder
 
-    return [course.source_notebook(name, root) for name in course.list_assignments(root)]
+    return [course_folder.source_notebook(name, root) for name in course_folder.list_assignments(root)]
 
 
 def toy_notebooks(folder: Path) -> list[Path]:
@@ -217,7 +217,7 @@ def execute(path: Path, workdir: Path, environment: dict[str, str | None], timeo
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-    from helpers import course
+    from instructor_tools.course import course_folder
 
     folder = workdir / path.parent.name
     shutil.copytree(path.parent, folder, dirs_exist_ok=True)
@@ -226,7 +226,7 @@ def execute(path: Path, workdir: Path, environment: dict[str, str | None], timeo
         notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
     )
     status, error, results = "ok", "", {}
-    with course.kernel_environment(environment):
+    with course_folder.kernel_environment(environment):
         began = time.perf_counter()
         with client.setup_kernel():
             try:

@@ -578,7 +578,7 @@ def _scaling(section: dict[str, Any]) -> list[str]:
 def _grading(section: dict[str, Any]) -> list[str]:
     lines = [
         f"A simulated class of {section['submissions']} submissions of `{section['assignment']}`, graded with "
-        f"`helpers.grading.autograde` in the grading profile ({section.get('cell_timeout_s', '?')} s per cell), "
+        f"`instructor_tools.grading.grader.autograde` in the grading profile ({section.get('cell_timeout_s', '?')} s per cell), "
         f"{section['jobs']} at a time: **{section['seconds']:.0f} s** ({section['seconds_per_submission']:.1f} s each). "
         f"Projected class of {section['class_size']}: **{section['projected_class_s']:.0f} s** "
         f"(goal ≤ {section['budget_s']:.0f} s, every score as expected; "
@@ -615,8 +615,8 @@ def _grading(section: dict[str, Any]) -> list[str]:
 def _sandbox(section: dict[str, Any]) -> list[str]:
     classes = section.get("classes", [])
     lines = [
-        "Each graded notebook's simulated class, graded with `helpers.grading.autograde` as "
-        "`python -m helpers autograde` runs it (sandboxed where bubblewrap works; the grading profile):",
+        "Each graded notebook's simulated class, graded with `instructor_tools.grading.grader.autograde` as "
+        "`python -m instructor_tools autograde` runs it (sandboxed where bubblewrap works; the grading profile):",
         "",
     ]
     lines += _table(
@@ -727,7 +727,7 @@ METHOD = [
     "- Plain Keras baselines are written in `benchmarks/core.py` (keras-io style: Functional API, the frozen base called "
     "with `training=False`, `validation_data`) and get the best case: images decoded, resized and preprocessed in memory.",
     "- The kit's side calls the same helpers functions the notebooks call (`helpers.features.extract_features`, "
-    "`helpers.retraining.Retrainer` built as notebook 02 builds it, `helpers.grading.autograde`).",
+    "`helpers.retraining.Retrainer` built as notebook 02 builds it, `instructor_tools.grading.grader.autograde`).",
     "- An epoch is timed by a Keras callback from its start to its end (validation, checkpoints and logs included); "
     "for the kit the callback is added to the ones `helpers.callbacks.make_callbacks` returns, nothing else changed. "
     "The kit's figure is the median of the epochs after the first of each call (the first traces the training step); "
@@ -742,7 +742,7 @@ METHOD = [
     "set, MobileNet alpha 0.75 and the course data; one fresh kit cache per profile, shared by the notebooks in course "
     "order as a student's is.",
     "- Autograding grades a simulated class (of notebook 01 by default: solutions, half-right answers, blank notebooks, a "
-    "duplicated and a deleted test cell, an infinite loop; `benchmarks/grading.py`) as `python -m helpers autograde` "
+    "duplicated and a deleted test cell, an infinite loop; `benchmarks/grading.py`) as `python -m instructor_tools autograde` "
     "does, and checks every autograded cell's score against what its kind must get: a grading time only counts when "
     "the grades are right.",
     "- Re-run one part: `python -m benchmarks --only notebooks` (sections: extraction, head, block, scaling, notebooks, "

@@ -1,6 +1,6 @@
 """JupyterHub configuration of the kit's classroom: one Linux server, one instructor, the students.
 
-Started by ``python -m helpers hub start --roster roster.csv`` (see ``helpers/hub.py``),
+Started by ``python -m instructor_tools hub start --roster roster.csv`` (see ``instructor_tools/serving/hub.py``),
 which creates the Unix accounts, the exchange, the instructor's course folder and the
 ``tl-workshop`` kernel, writes the settings this file reads (``hub.json`` in the hub's
 state folder, named by ``KIT_HUB_SETTINGS``) and runs ``jupyterhub -f`` on this file.
@@ -15,7 +15,7 @@ What it sets up, and why:
 - **Servers**: JupyterLab (``jupyterhub-singleuser`` of the kit's environment) running as
   the user, in their home folder, opening on ``/lab``. Every server and everything it
   starts lives in a control group of its own with the memory, CPU and process limits of
-  the roster's role (:mod:`helpers.cgroups`; cgroup v1 or v2). Where control groups are
+  the roster's role (:mod:`instructor_tools.isolation.cgroups`; cgroup v1 or v2). Where control groups are
   not writable the limits are only advertised (``MEM_LIMIT``/``CPU_LIMIT``) and ``hub
   start`` says so; on a systemd host ``jupyterhub-systemdspawner`` enforces the same
   limits (see docs/instructor-guide.md).
@@ -25,7 +25,7 @@ What it sets up, and why:
   keeps a private cache (``~/.cache/tl-workshop-kit``).
 - **nbgrader**: the exchange is a shared folder; students' servers have the Assignments
   tab and nothing of the instructor's tools (``classroom/jupyter/student``); submissions
-  are private to their student and the instructor (:mod:`helpers.exchange`). The
+  are private to their student and the instructor (:mod:`instructor_tools.serving.exchange`). The
   instructor's server has the formgrader on the course folder ``~/tl-workshop``
   (``classroom/jupyter/instructor``), which no student can read.
 - **TensorBoard**: through jupyter-server-proxy at ``/user/<name>/tensorboard/`` (the kit's
@@ -40,7 +40,7 @@ from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner
 
-from helpers import cgroups
+from instructor_tools.isolation import cgroups
 
 c = get_config()  # noqa: F821 - injected by JupyterHub's (traitlets') config loader
 

@@ -1,4 +1,9 @@
-"""Command line: ``python -m helpers <command>`` (also installed as ``tlkit``)."""
+"""The students' command line: ``python -m helpers <command>`` (also installed as ``tlkit``).
+
+The setup check, the caches, the student's JupyterLab and the lab's recipes on your own
+images. The instructor's commands (course pipeline, grading, hub, bundle) are
+``python -m instructor_tools <command>``, which reuses :func:`run_command`.
+"""
 
 from __future__ import annotations
 
@@ -19,16 +24,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("helpers.prepare:main", "Seed the weights cache and make every course dataset available."),
     "kernel": ("helpers.kernel:main", "Install the Jupyter kernel 'tl-workshop' (this environment) that every notebook uses."),
     "workshop": ("helpers.workshop:main", "Prepare, check, then launch the student's JupyterLab on notebooks/."),
-    "instructor": ("helpers.servers:instructor_main", "Launch the instructor's JupyterLab on the course folder (formgrader ready)."),
-    "bundle": ("helpers.bundle:main", "Build the zip students receive (notebooks, helpers, environment; no solutions)."),
-    "hub": ("helpers.hub:main", "The classroom JupyterHub: hub start --roster roster.csv | hub stop | hub status (as root)."),
-    "generate": ("helpers.course_commands:generate_main", "Generate notebooks/ (student versions) from solutions/."),
-    "validate": ("helpers.course_commands:validate_main", "Validate notebooks with nbgrader (fails when a test fails)."),
-    "autograde": ("helpers.course_commands:autograde_main", "Autograde a folder of submissions in the grading profile."),
-    "export": ("helpers.course_commands:export_main", "Export grades to CSV (Canvas and Moodle sheets with --roster)."),
-    "deadlines": ("helpers.course_commands:deadlines_main", "List an assignment's submissions against their due dates."),
-    "similarity": ("helpers.course_commands:similarity_main", "Report look-alike submissions of an assignment (HTML and CSV)."),
-    "feedback": ("helpers.course_commands:feedback_main", "Generate feedback HTML for graded submissions."),
     "score": ("helpers.recipe_commands:score_main", "Label every image of a folder (ImageNet or a retrained model) into a CSV."),
     "extract": ("helpers.recipe_commands:extract_main", "Extract one layer's features for every image of a folder (CSV or Parquet)."),
     "retrain": ("helpers.recipe_commands:retrain_main", "Retrain the backbone on your own labelled images; save the model."),
@@ -59,16 +54,32 @@ def show_settings(argv: Sequence[str]) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
-        width = max(map(len, COMMANDS))
-        print("usage: python -m helpers <command> [options]\n\ncommands:")
-        for name, (_, text) in COMMANDS.items():
+def run_command(commands: dict[str, tuple[str, str]], argv: Sequence[str], program: str) -> int:
+    """Run ``argv[0]`` of ``commands`` with the rest of ``argv``; list the commands on ``--help`` or none.
+
+    Args:
+        commands: Command name -> (``module:function``, one-line help). The function takes
+            the leftover arguments and returns an exit code; its module is imported only
+            when its command runs, so ``--help`` stays fast.
+        argv: The command line after the program's name.
+        program: How the user runs it (``python -m helpers``), for the usage line.
+
+    Returns:
+        The command's exit code; 2 for an unknown command.
+    """
+    argv = list(argv)
+    if not argv or argv[0] in {"-h", "--help"} or argv[0] not in commands:
+        width = max(map(len, commands))
+        print(f"usage: {program} <command> [options]\n\ncommands:")
+        for name, (_, text) in commands.items():
             print(f"  {name:<{width}}  {text}")
         if argv and argv[0] not in {"-h", "--help"}:
             print(f"\nunknown command {argv[0]!r}", file=sys.stderr)
             return 2
         return 0
-    return int(_resolve(COMMANDS[argv[0]][0])(argv[1:]) or 0)
+    return int(_resolve(commands[argv[0]][0])(argv[1:]) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    return run_command(COMMANDS, sys.argv[1:] if argv is None else argv, "python -m helpers")

@@ -6,7 +6,7 @@ kit commits its notebooks with ``language_info`` reduced to ``{"name": "python"}
 same on every machine, so this manager fills in, when a notebook is opened, the full
 ``language_info`` of the kernel that will run it (ipykernel in this environment, the one
 the ``tl-workshop`` kernel runs). Nothing is written: the file changes only when the user
-saves it. The student's server (:mod:`helpers.servers`), the instructor's and a hub's
+saves it. The student's server (:mod:`helpers.lab_server`), the instructor's and a hub's
 single-user servers use it (``ServerApp.contents_manager_class``).
 """
 

@@ -6,9 +6,7 @@ import dataclasses
 import time
 from typing import Any
 
-# checks keeps numpy's comparisons as they are before any student cell runs (the
-# hidden tests use it): importing it here, in every notebook's first cell, makes that so.
-from helpers import backbones, checks, device  # noqa: F401 - checks: imported for its snapshot
+from helpers import backbones, device
 from helpers import weights as weights_cache
 from helpers.settings import Settings, load_settings
 

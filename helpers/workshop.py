@@ -16,16 +16,16 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from helpers import kernel, prepare, servers, session
+from helpers import kernel, lab_server, prepare, session
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def lab_command(
-    port: int, headless: bool, notebook_dir: Path, cull_idle_minutes: float = servers.DEFAULT_CULL_IDLE_MINUTES
+    port: int, headless: bool, notebook_dir: Path, cull_idle_minutes: float = lab_server.DEFAULT_CULL_IDLE_MINUTES
 ) -> list[str]:
-    """The student's JupyterLab command line the workshop runs (see :mod:`helpers.servers`)."""
-    return servers.student_command(port, headless, notebook_dir, cull_idle_minutes)
+    """The student's JupyterLab command line the workshop runs (see :mod:`helpers.lab_server`)."""
+    return lab_server.student_command(port, headless, notebook_dir, cull_idle_minutes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--offline", action="store_true", help="never download; use caches and mirrors only")
     parser.add_argument("--no-lab", action="store_true", help="prepare and check only")
     parser.add_argument(
-        "--cull-idle-minutes", type=float, default=servers.DEFAULT_CULL_IDLE_MINUTES,
+        "--cull-idle-minutes", type=float, default=lab_server.DEFAULT_CULL_IDLE_MINUTES,
         help="shut down kernels left idle this long with no tab open (default %(default)g; 0 = never)",
     )
     parser.add_argument("--notebook-dir", type=Path, default=ROOT / "notebooks", help="folder to serve (default notebooks/)")
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return subprocess.call(
             lab_command(args.port, headless, notebook_dir, args.cull_idle_minutes),
-            cwd=ROOT, env=servers.student_environment(),
+            cwd=ROOT, env=lab_server.student_environment(),
         )
     except KeyboardInterrupt:
         return 0

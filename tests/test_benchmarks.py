@@ -140,11 +140,11 @@ def test_class_mix_of_thirty_is_the_realistic_class():
 
 
 def _score(student, cells):
-    from helpers import grading
+    from instructor_tools.grading import grader
 
-    return grading.SubmissionScore(
+    return grader.SubmissionScore(
         student, "a", sum(cells.values()), 5.0,
-        {g: grading.CellScore(g, v, {"t1": 2.0, "t2": 3.0}[g], v, False) for g, v in cells.items()},
+        {g: grader.CellScore(g, v, {"t1": 2.0, "t2": 3.0}[g], v, False) for g, v in cells.items()},
     )
 
 

@@ -390,7 +390,7 @@ def test_jupyterlab_runs_notebook_01_setup_cell(tmp_path: Path) -> None:
     _browser_or_skip()
     notebook = ROOT / "notebooks" / NOTEBOOK_01
     if not notebook.is_file():
-        pytest.fail(f"{notebook} is missing: generate the student notebooks with `python -m helpers generate`")
+        pytest.fail(f"{notebook} is missing: generate the student notebooks with `python -m instructor_tools generate`")
     before = notebook.read_bytes()
     cache = tmp_path / "kit-cache"
     began = time.monotonic()

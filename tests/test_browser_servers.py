@@ -6,7 +6,7 @@
   opens, the kit's progress bar, saved with the notebook, reads complete in its plain-text
   fallback, the Launcher offers one kernel (the kit's), no "Jupyter news" pop-up appears, and
   TensorBoard opens from the Launcher inside JupyterLab;
-- the instructor's server (``python -m helpers instructor``): the formgrader lists the course's
+- the instructor's server (``python -m instructor_tools instructor``): the formgrader lists the course's
   graded assignments (not an ungraded notebook such as 05) on the first visit to a fresh course
   folder, with no missing-exchange banner; its JupyterLab offers one kernel and no news pop-up.
 
@@ -28,7 +28,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import kernel, servers
+from helpers import kernel, lab_server
+from instructor_tools.serving import instructor_lab
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import test_browser as browser  # noqa: E402 - the browser helpers live beside this file
@@ -127,8 +128,8 @@ def test_student_server_in_the_browser(tmp_path):
     began = time.monotonic()
     root = _student_root(tmp_path)
     released_before = (root / RELEASED).read_bytes()
-    env = servers.student_environment() | _lab_settings(tmp_path) | {"KIT_PROFILE": "smoke"}
-    command = servers.student_command(serving._free_port(), True, root, cull_idle_minutes=30)
+    env = lab_server.student_environment() | _lab_settings(tmp_path) | {"KIT_PROFILE": "smoke"}
+    command = lab_server.student_command(serving._free_port(), True, root, cull_idle_minutes=30)
     command.append("--LabApp.expose_app_in_browser=True")  # the test drives JupyterLab's own commands
     with serving.running_server(command, env, ROOT, tmp_path) as server, \
             browser.chromium_session(tmp_path / "chromium") as driver:
@@ -249,13 +250,13 @@ def test_instructor_formgrader_loads_on_a_fresh_course_in_the_browser(tmp_path):
     began = time.monotonic()
     root = serving._toy_course(tmp_path)
     bare = {k: v for k, v in os.environ.items() if k != "PATH"} | {"PATH": "/usr/bin:/bin"}
-    prepared = subprocess.run([sys.executable, "-m", "helpers", "instructor", "--help"], env=bare, capture_output=True,
+    prepared = subprocess.run([sys.executable, "-m", "instructor_tools", "instructor", "--help"], env=bare, capture_output=True,
                               text=True, timeout=60)
     assert prepared.returncode == 0 and "--port" in prepared.stdout
-    assert servers.prepare_gradebook(root) == ["toy"], "the ungraded 'extra' is no assignment"
-    servers.prepare_exchange(root)  # as `python -m helpers instructor` does
-    env = servers.instructor_environment(bare) | _lab_settings(tmp_path)
-    command = servers.instructor_command(serving._free_port(), True, root) + ["--LabApp.expose_app_in_browser=True"]
+    assert instructor_lab.prepare_gradebook(root) == ["toy"], "the ungraded 'extra' is no assignment"
+    instructor_lab.prepare_exchange(root)  # as `python -m instructor_tools instructor` does
+    env = instructor_lab.instructor_environment(bare) | _lab_settings(tmp_path)
+    command = instructor_lab.instructor_command(serving._free_port(), True, root) + ["--LabApp.expose_app_in_browser=True"]
     with serving.running_server(command, env, root, tmp_path) as server, \
             browser.chromium_session(tmp_path / "chromium") as driver:
         base, token, _ = server.split("|")

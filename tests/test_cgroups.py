@@ -1,4 +1,4 @@
-"""One control-group implementation for the hub's users and the grader's kernels (helpers.cgroups).
+"""One control-group implementation for the hub's users and the grader's kernels (instructor_tools.isolation.cgroups).
 
 The layouts are checked on a stand-in ``/sys/fs/cgroup`` (a folder tree: what gets written
 where, for cgroup v1 and v2); the limit itself on the real one, where this process may
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cgroups, sandbox
+from instructor_tools.isolation import cgroups, sandbox
 
 
 def _v2_root(tmp_path: Path, enabled: str = "") -> Path:

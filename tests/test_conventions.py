@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = sorted([*(ROOT / "helpers").rglob("*.py"), *(ROOT / "tests").glob("*.py"), *(ROOT / "benchmarks").glob("*.py")])
+SOURCES = sorted([*(ROOT / "helpers").rglob("*.py"), *(ROOT / "instructor_tools").rglob("*.py"), *(ROOT / "tests").glob("*.py"),
+                  *(ROOT / "benchmarks").glob("*.py")])
 
 
 def test_no_source_points_at_the_documents_the_kit_was_modelled_on():
@@ -57,7 +58,7 @@ def _imported_packages(paths) -> dict[str, str]:
             for name in names:
                 top = name.split(".")[0]
                 local = (ROOT / "tests" / f"{top}.py").is_file()  # a support module beside the tests
-                if top not in sys.stdlib_module_names and top not in {"helpers", "benchmarks", "conftest"} and not local:
+                if top not in sys.stdlib_module_names and top not in {"helpers", "instructor_tools", "benchmarks", "conftest"} and not local:
                     found.setdefault(top, f"{path.relative_to(ROOT)}:{node.lineno}")
     return found
 
@@ -72,7 +73,8 @@ def test_every_directly_imported_package_is_declared():
     declared = {Requirement(line).name.lower().replace("_", "-") for line in project["dependencies"]}
     declared |= {Requirement(line).name.lower() for lines in project["optional-dependencies"].values() for line in lines}
     distributions = importlib.metadata.packages_distributions()
-    paths = [*(ROOT / "helpers").rglob("*.py"), ROOT / "nbgrader_config.py", *(ROOT / "tests").glob("*.py")]
+    paths = [*(ROOT / "helpers").rglob("*.py"), *(ROOT / "instructor_tools").rglob("*.py"), ROOT / "nbgrader_config.py",
+             *(ROOT / "tests").glob("*.py")]
     missing = []
     for name, where in sorted(_imported_packages(paths).items()):
         if name in OPTIONAL_IMPORTS or name.startswith("test_"):
@@ -106,7 +108,7 @@ def test_switching_tensorflow_flavour_removes_the_other_one_first(tmp_path):
 
     gpu = planned("gpu")
     uninstall = next(i for i, line in enumerate(gpu) if "pip uninstall" in line)
-    install = next(i for i, line in enumerate(gpu) if 'install --quiet -e ".[gpu,dev]"' in line)
+    install = next(i for i, line in enumerate(gpu) if 'install --quiet -e ".[gpu,dev,instructor]"' in line)
     assert "tensorflow-cpu" in gpu[uninstall] and uninstall < install
     cpu = planned("cpu")
     if (platform.system(), platform.machine()) == ("Linux", "x86_64"):
@@ -124,13 +126,12 @@ TEACHING_MODULES = (
     "pipeline", "plots", "recipes", "scan", "scoring", "session", "sources", "splits", "uploads",
     "lr_finder", "top_losses", "export",
 )
-# The instructor's and the kit's own tooling: outside that rule.
+# The students' library's own plumbing (commands, servers, caches): outside that rule. The instructor's
+# tools are another package, instructor_tools.
 TOOLING_MODULES = (
-    "course", "release", "validation", "submissions", "grading", "grading_steps", "sandbox", "cgroups", "tamper",
-    "checks", "timing", "course_commands", "hub", "exchange", "servers", "bundle", "kernel", "contents", "workshop",
+    "timing", "lab_server", "kernel", "contents", "workshop",
     "cli", "files", "output_noise", "tensorboard_proxy", "weights", "download", "device", "settings", "prepare",
     "recipe_commands", "progress", "demo",
-    "deadlines", "regrading", "lms_export", "similarity",
 )
 
 

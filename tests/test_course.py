@@ -18,16 +18,17 @@ import re
 import shutil
 from pathlib import Path
 
+import alternative_answers  # tests/alternative_answers.py, beside this file
 import nbformat
 import pytest
 
-from helpers import course, course_commands, grading, kernel, output_noise, release, submissions, timing, validation
+from helpers import kernel, output_noise, timing
 from helpers.settings import PROFILES
-
-import alternative_answers  # tests/alternative_answers.py, beside this file
+from instructor_tools.course import commands, course_folder, release, submissions, validation
+from instructor_tools.grading import grader
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSIGNMENTS = course.list_assignments(ROOT)
+ASSIGNMENTS = course_folder.list_assignments(ROOT)
 
 
 def _nbgrader(cell) -> dict:
@@ -50,12 +51,12 @@ def _autograded(path: Path) -> dict[str, float]:
     }
 
 
-GRADED = [a for a in ASSIGNMENTS if _autograded(course.source_notebook(a, ROOT))]
+GRADED = [a for a in ASSIGNMENTS if _autograded(course_folder.source_notebook(a, ROOT))]
 
 
 def _release(assignment: str, root: Path = ROOT) -> Path:
-    path = course.release_notebook(assignment, root)
-    assert path.is_file(), f"{path} is missing: run `python -m helpers generate` after editing solutions/"
+    path = course_folder.release_notebook(assignment, root)
+    assert path.is_file(), f"{path} is missing: run `python -m instructor_tools generate` after editing solutions/"
     return path
 
 
@@ -112,21 +113,21 @@ def toy_course(tmp_path: Path) -> Path:
 
 
 def test_course_config_names_the_kit_layout():
-    config = course.load_config(ROOT)
+    config = course_folder.load_config(ROOT)
     assert config.CourseDirectory.course_id == "tl-workshop"
     assert config.CourseDirectory.source_directory == "solutions"
     assert config.CourseDirectory.release_directory == "notebooks"
     assert config.CourseDirectory.root == str(ROOT)
     assert Path(config.IncludeHeaderFooter.header) == ROOT / "solutions" / "header.ipynb"
-    assert config.Execute.kernel_name == course.KERNEL_NAME == kernel.KERNEL_NAME == "tl-workshop"
+    assert config.Execute.kernel_name == course_folder.KERNEL_NAME == kernel.KERNEL_NAME == "tl-workshop"
     assert config.OverwriteCells.add_missing_cells is True
     assert config.CourseDirectory.db_url == f"sqlite:///{ROOT / 'gradebook.db'}"
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_cell_timeout_comes_from_the_profile(profile):
-    assert course.load_config(ROOT, profile=profile).Execute.timeout == PROFILES[profile].cell_timeout
-    assert course.load_config(ROOT, profile=profile, timeout=7).Execute.timeout == 7
+    assert course_folder.load_config(ROOT, profile=profile).Execute.timeout == PROFILES[profile].cell_timeout
+    assert course_folder.load_config(ROOT, profile=profile, timeout=7).Execute.timeout == 7
 
 
 def test_nbgrader_reads_the_same_config_from_the_project_root(monkeypatch):
@@ -135,24 +136,24 @@ def test_nbgrader_reads_the_same_config_from_the_project_root(monkeypatch):
 
     monkeypatch.setenv("KIT_PROFILE", "grading")
     config = PyFileConfigLoader("nbgrader_config.py", path=str(ROOT)).load_config()
-    assert config.CourseDirectory.course_id == course.course_id(ROOT)
+    assert config.CourseDirectory.course_id == course_folder.course_id(ROOT)
     assert config.CourseDirectory.root == str(ROOT)
     assert config.Execute.timeout == PROFILES["grading"].cell_timeout
     assert config.IncludeHeaderFooter.header == str(ROOT / "solutions" / "header.ipynb")
-    assert len(config.Autograde.sanitize_preprocessors) == len(course.sanitize_preprocessors())
+    assert len(config.Autograde.sanitize_preprocessors) == len(course_folder.sanitize_preprocessors())
 
 
 def test_bad_profile_and_timeout_are_refused():
     with pytest.raises(ValueError, match="unknown profile"):
-        course.load_config(ROOT, profile="huge")
+        course_folder.load_config(ROOT, profile="huge")
     with pytest.raises(ValueError, match="at least 1 second"):
-        course.load_config(ROOT, timeout=0)
+        course_folder.load_config(ROOT, timeout=0)
 
 
 def test_course_root_is_found_from_a_subfolder_and_elsewhere(tmp_path, monkeypatch):
-    assert course.find_course_root(ROOT / "solutions" / "01_pretrained_scoring") == ROOT
+    assert course_folder.find_course_root(ROOT / "solutions" / "01_pretrained_scoring") == ROOT
     monkeypatch.chdir(tmp_path)
-    assert course.find_course_root() == ROOT  # falls back to the project this package belongs to
+    assert course_folder.find_course_root() == ROOT  # falls back to the project this package belongs to
 
 
 def test_assignments_are_the_folders_of_solutions():
@@ -166,7 +167,7 @@ def test_assignments_are_the_folders_of_solutions():
 def test_kernel_environment_is_restored(monkeypatch):
     monkeypatch.setenv("KIT_PROFILE", "smoke")
     monkeypatch.delenv("KIT_TEST_ONLY", raising=False)
-    with course.kernel_environment({"KIT_PROFILE": "grading", "KIT_TEST_ONLY": "1"}):
+    with course_folder.kernel_environment({"KIT_PROFILE": "grading", "KIT_TEST_ONLY": "1"}):
         assert os.environ["KIT_PROFILE"] == "grading" and os.environ["KIT_TEST_ONLY"] == "1"
     assert os.environ["KIT_PROFILE"] == "smoke" and "KIT_TEST_ONLY" not in os.environ
 
@@ -176,7 +177,7 @@ def test_kernel_environment_is_restored(monkeypatch):
 
 def test_notebooks_folder_is_exactly_what_generation_produces():
     problems = release.release_drift(ROOT)
-    assert not problems, "notebooks/ is out of date; run `python -m helpers generate`:\n" + "\n".join(problems)
+    assert not problems, "notebooks/ is out of date; run `python -m instructor_tools generate`:\n" + "\n".join(problems)
 
 
 def test_generation_is_deterministic(tmp_path):
@@ -206,7 +207,7 @@ def _region_lines(text: str, begin: str, end: str) -> tuple[set[str], set[str]]:
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_release_has_no_solution_hidden_test_or_output(assignment):
-    source = nbformat.read(course.source_notebook(assignment, ROOT), as_version=4)
+    source = nbformat.read(course_folder.source_notebook(assignment, ROOT), as_version=4)
     release = nbformat.read(_release(assignment), as_version=4)
     text = json.dumps(release.cells)
     for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "BEGIN MARK SCHEME"):
@@ -232,14 +233,14 @@ def test_release_has_no_solution_hidden_test_or_output(assignment):
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_release_starts_with_the_header_and_locks_tests(assignment):
     header = nbformat.read(ROOT / "solutions" / "header.ipynb", as_version=4)
-    source = nbformat.read(course.source_notebook(assignment, ROOT), as_version=4)
+    source = nbformat.read(course_folder.source_notebook(assignment, ROOT), as_version=4)
     release = nbformat.read(_release(assignment), as_version=4)
     count = len(header.cells)
     assert [c.source for c in release.cells[:count]] == [c.source for c in header.cells]
     assert "restart the kernel and run all cells" in release.cells[0].source.lower()
     assert "NAME" in release.cells[1].source
     assert [c.cell_type for c in release.cells[count:]] == [c.cell_type for c in source.cells]
-    assert release.metadata["kernelspec"]["name"] == course.KERNEL_NAME
+    assert release.metadata["kernelspec"]["name"] == course_folder.KERNEL_NAME
     for cell in release.cells:
         meta = _nbgrader(cell)
         if meta.get("grade") and not meta.get("solution"):
@@ -280,7 +281,7 @@ def test_nbgrader_own_generate_keeps_the_release_when_it_fails(toy_course, how):
         from nbgrader.apps import NbGraderAPI
         from nbgrader.coursedir import CourseDirectory
 
-        config = course.load_config(toy_course)
+        config = course_folder.load_config(toy_course)
         result = NbGraderAPI(CourseDirectory(config=config), config=config).generate_assignment("toy", force=True)
         assert not result["success"], "the formgrader should report the broken source"
     assert released.read_bytes() == before, f"nbgrader's own generate ({how}) deleted or changed the release"
@@ -288,11 +289,11 @@ def test_nbgrader_own_generate_keeps_the_release_when_it_fails(toy_course, how):
 
 
 def test_generate_check_command_reports_drift(toy_course, capsys):
-    assert course_commands.generate_main(["--root", str(toy_course)]) == 0
-    assert course_commands.generate_main(["--root", str(toy_course), "--check"]) == 0
+    assert commands.generate_main(["--root", str(toy_course)]) == 0
+    assert commands.generate_main(["--root", str(toy_course), "--check"]) == 0
     release = toy_course / "notebooks" / "toy" / "toy.ipynb"
     release.write_text(release.read_text().replace("# Toy", "# Edited by hand"))
-    assert course_commands.generate_main(["--root", str(toy_course), "--check"]) == 1
+    assert commands.generate_main(["--root", str(toy_course), "--check"]) == 1
     assert "notebooks/toy/toy.ipynb differs" in capsys.readouterr().out
 
 
@@ -306,7 +307,7 @@ def test_validate_fails_when_a_test_or_a_cell_fails(toy_course, capsys):
     release.generate(root=toy_course)
     good = validation.validate(toy_course / "solutions" / "toy" / "toy.ipynb", profile="smoke")
     assert good.ok and good.graded == {"test_add": (2.0, 2.0)} and not good.errors
-    blank = validation.validate(course.release_notebook("toy", toy_course), invert=True, profile="smoke")
+    blank = validation.validate(course_folder.release_notebook("toy", toy_course), invert=True, profile="smoke")
     assert blank.ok and blank.failed == ["test_add"]
 
     broken = toy_course / "wrong.ipynb"
@@ -314,14 +315,14 @@ def test_validate_fails_when_a_test_or_a_cell_fails(toy_course, capsys):
     result = validation.validate(broken, profile="smoke")
     assert not result.ok and result.failed == ["test_add"]
     assert len(result.errors) == 2 and "ZeroDivisionError" in result.errors[0]
-    assert course_commands.validate_main(["--root", str(toy_course), str(broken)]) == 1
+    assert commands.validate_main(["--root", str(toy_course), str(broken)]) == 1
     assert "fails: test_add" in capsys.readouterr().out
-    assert course_commands.validate_main(["--root", str(toy_course), "toy"]) == 0
+    assert commands.validate_main(["--root", str(toy_course), "toy"]) == 0
 
 
 def test_collect_submissions_accepts_three_layouts(toy_course, tmp_path):
     release.generate(root=toy_course)
-    blank = course.release_notebook("toy", toy_course)
+    blank = course_folder.release_notebook("toy", toy_course)
     inbox = tmp_path / "inbox"
     (inbox / "ana" / "toy").mkdir(parents=True)
     shutil.copy(blank, inbox / "ana" / "toy" / "toy.ipynb")  # nbgrader's layout
@@ -350,33 +351,33 @@ def test_autograde_command_grades_a_folder_then_exports_and_gives_feedback(toy_c
     release.generate(root=toy_course)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    blank = nbformat.read(course.release_notebook("toy", toy_course), as_version=4)
+    blank = nbformat.read(course_folder.release_notebook("toy", toy_course), as_version=4)
     nbformat.write(blank, inbox / "blank.ipynb")
     nbformat.write(submissions.solution_submission("toy", toy_course), inbox / "good.ipynb")
-    assert course_commands.autograde_main([str(inbox), "--root", str(toy_course), "--jobs", "1"]) == 0
+    assert commands.autograde_main([str(inbox), "--root", str(toy_course), "--jobs", "1"]) == 0
     out = capsys.readouterr().out
     assert "toy: 2 submission(s) graded" in out and "blank" in out and "good" in out
-    scores = {s.student: s.score for s in grading.submission_scores("toy", root=toy_course)}
+    scores = {s.student: s.score for s in grader.submission_scores("toy", root=toy_course)}
     assert scores == {"blank": 0.0, "good": 2.0}
 
     # a file nbgrader cannot read: the others are graded, the command exits 1 and says who
     (inbox / "mangled.ipynb").write_text("{ not json")
-    assert course_commands.autograde_main([str(inbox), "--root", str(toy_course), "--assignment", "toy", "--jobs", "2"]) == 1
+    assert commands.autograde_main([str(inbox), "--root", str(toy_course), "--assignment", "toy", "--jobs", "2"]) == 1
     captured = capsys.readouterr()
     assert "could not grade mangled" in captured.err and "NotJSONError" in captured.err
     assert "toy: 2 submission(s) graded" in captured.out and "mangled                  NOT GRADED" in captured.out
-    with pytest.raises(grading.GradingError) as caught:
-        grading.autograde("toy", root=toy_course, students=["good", "mangled"])
+    with pytest.raises(grader.GradingError) as caught:
+        grader.autograde("toy", root=toy_course, students=["good", "mangled"])
     assert [s.student for s in caught.value.graded] == ["good"] and list(caught.value.failures) == ["mangled"]
 
     target = tmp_path / "grades.csv"
-    assert course_commands.export_main(["--root", str(toy_course), "--output", str(target)]) == 0
+    assert commands.export_main(["--root", str(toy_course), "--output", str(target)]) == 0
     with target.open() as handle:
         rows = {row["student"]: row for row in csv.DictReader(handle)}
     assert {name: float(row["score"]) for name, row in rows.items()} == scores | {"mangled": 0.0}
     assert all(float(row["max_score"]) == 2.0 for row in rows.values())
     assert rows["mangled"]["needs_manual_grade"] == "test_add", "an ungradable file stays flagged for a person"
-    assert course_commands.feedback_main(["toy", "--root", str(toy_course), "--student", "blank", "--student", "good"]) == 0
+    assert commands.feedback_main(["toy", "--root", str(toy_course), "--student", "blank", "--student", "good"]) == 0
     for student in scores:
         page = toy_course / "feedback" / student / "toy" / "toy.html"
         assert page.is_file() and "test_add" in page.read_text()
@@ -449,13 +450,13 @@ def executed_notebooks(monkeypatch) -> list:
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_solutions_notebook_runs_and_passes_every_test(assignment, kernel_env, tmp_path, executed_notebooks):
     """Every solutions notebook runs top to bottom (smoke), passes its tests, and shows no warning or stderr."""
-    notebook = _copy_for_run(course.source_notebook(assignment, ROOT), tmp_path)
+    notebook = _copy_for_run(course_folder.source_notebook(assignment, ROOT), tmp_path)
     _use_alternative_answers(notebook, assignment)
     result = validation.validate(notebook, profile="smoke", environment=kernel_env)
     assert result.profile == "smoke"
     assert not result.errors, f"{assignment} raised in the smoke profile:\n" + "\n".join(result.errors)
     assert result.ok, result.summary()
-    assert set(result.graded) == set(_autograded(course.source_notebook(assignment, ROOT)))
+    assert set(result.graded) == set(_autograded(course_folder.source_notebook(assignment, ROOT)))
     assert len(executed_notebooks) == 1, "the validator executed the notebook once"
     noise = output_noise.noise(executed_notebooks[0])
     assert noise == [], f"{assignment} shows warnings or stderr a student would see:\n" + "\n".join(noise)
@@ -555,7 +556,7 @@ def test_release_notebook_fails_every_graded_test(assignment, kernel_env, tmp_pa
     nbformat.write(_without_trailing_code(nbformat.read(_release(assignment), as_version=4)), notebook)
     result = validation.validate(notebook, invert=True, profile="smoke", environment=kernel_env)
     assert result.ok, result.summary()
-    assert sorted(result.failed) == sorted(_autograded(course.source_notebook(assignment, ROOT)))
+    assert sorted(result.failed) == sorted(_autograded(course_folder.source_notebook(assignment, ROOT)))
 
 
 # --------------------------------------------------------------------------- the simulated class
@@ -581,15 +582,15 @@ def graded_class(tmp_path_factory, kernel_env):
     (root / "solutions" / CLASS_ASSIGNMENT).mkdir(parents=True)
     shutil.copy(ROOT / "nbgrader_config.py", root)
     shutil.copy(ROOT / "solutions" / "header.ipynb", root / "solutions")
-    notebook = nbformat.read(course.source_notebook(CLASS_ASSIGNMENT, ROOT), as_version=4)
-    nbformat.write(_without_trailing_code(notebook), course.source_notebook(CLASS_ASSIGNMENT, root))
+    notebook = nbformat.read(course_folder.source_notebook(CLASS_ASSIGNMENT, ROOT), as_version=4)
+    nbformat.write(_without_trailing_code(notebook), course_folder.source_notebook(CLASS_ASSIGNMENT, root))
     release.generate(root=root)
     solution = submissions.solution_submission(CLASS_ASSIGNMENT, root)
     answers = {_nbgrader(c).get("grade_id"): c.source for c in solution.cells}
     wrong = submissions.edit_submission(solution, replace={"top_k_with_threshold": NO_THRESHOLD})
     students = {
         "solution": solution,
-        "blank": nbformat.read(course.release_notebook(CLASS_ASSIGNMENT, root), as_version=4),
+        "blank": nbformat.read(course_folder.release_notebook(CLASS_ASSIGNMENT, root), as_version=4),
         "no_threshold": wrong,
         "deleted_test": submissions.edit_submission(wrong, delete=["test_top_k_threshold"]),
         "duplicated_test": submissions.edit_submission(solution, duplicate=["test_preprocess"]),
@@ -601,7 +602,7 @@ def graded_class(tmp_path_factory, kernel_env):
         target = root / "submitted" / student / CLASS_ASSIGNMENT / f"{CLASS_ASSIGNMENT}.ipynb"
         target.parent.mkdir(parents=True)
         nbformat.write(notebook, target)
-    scores = grading.autograde(CLASS_ASSIGNMENT, root=root, timeout=LOOP_TIMEOUT, environment=kernel_env, jobs=2)
+    scores = grader.autograde(CLASS_ASSIGNMENT, root=root, timeout=LOOP_TIMEOUT, environment=kernel_env, jobs=2)
     return root, {s.student: s for s in scores}
 
 
@@ -610,9 +611,9 @@ def graded_class(tmp_path_factory, kernel_env):
 @pytest.mark.timeout(900)
 def test_simulated_class_scores_exactly(graded_class):
     root, scores = graded_class
-    points = _points(course.source_notebook(CLASS_ASSIGNMENT, root))
-    assert points == _points(course.source_notebook(CLASS_ASSIGNMENT, ROOT)), "the class grades 01's own cells"
-    auto = _autograded(course.source_notebook(CLASS_ASSIGNMENT, root))
+    points = _points(course_folder.source_notebook(CLASS_ASSIGNMENT, root))
+    assert points == _points(course_folder.source_notebook(CLASS_ASSIGNMENT, ROOT)), "the class grades 01's own cells"
+    auto = _autograded(course_folder.source_notebook(CLASS_ASSIGNMENT, root))
     written = sorted(set(points) - set(auto))
     assert written, "assignment 01 has a written answer graded by hand"
 
@@ -650,25 +651,25 @@ def test_simulated_class_manual_grade_export_and_feedback(graded_class, tmp_path
     from nbgrader.api import Gradebook
 
     root, scores = graded_class
-    points = _points(course.source_notebook(CLASS_ASSIGNMENT, root))
+    points = _points(course_folder.source_notebook(CLASS_ASSIGNMENT, root))
     written = scores["solution"].needs_manual_grade
-    config = course.load_config(root)
+    config = course_folder.load_config(root)
     with Gradebook(config.CourseDirectory.db_url, config.CourseDirectory.course_id) as gradebook:
         for grade_id in written:
             grade = gradebook.find_grade(grade_id, CLASS_ASSIGNMENT, CLASS_ASSIGNMENT, "solution")
             grade.manual_score = points[grade_id]
             grade.needs_manual_grade = False
         gradebook.db.commit()
-    after = {s.student: s for s in grading.submission_scores(CLASS_ASSIGNMENT, root=root)}
+    after = {s.student: s for s in grader.submission_scores(CLASS_ASSIGNMENT, root=root)}
     assert after["solution"].score == after["solution"].max_score == sum(points.values())
     assert after["solution"].needs_manual_grade == []
 
-    table = grading.grades_table(CLASS_ASSIGNMENT, root=root, per_cell=True)
+    table = grader.grades_table(CLASS_ASSIGNMENT, root=root, per_cell=True)
     assert len(table) == len(scores) * len(points)
-    exported = grading.export(tmp_path / "grades.csv", root=root)
+    exported = grader.export(tmp_path / "grades.csv", root=root)
     with exported.open() as handle:
         rows = {row["student"]: float(row["score"]) for row in csv.DictReader(handle)}
     assert rows == {student: score.score for student, score in after.items()}
-    pages = grading.feedback(CLASS_ASSIGNMENT, root=root, students=["solution", "blank"])
+    pages = grader.feedback(CLASS_ASSIGNMENT, root=root, students=["solution", "blank"])
     assert [p.parent.parent.name for p in pages] == ["solution", "blank"]
     assert all("test_top_k_threshold" in p.read_text() for p in pages)

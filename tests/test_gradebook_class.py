@@ -24,7 +24,9 @@ import nbformat
 import pandas as pd
 import pytest
 
-from helpers import course, course_commands, grading, release, sandbox, similarity, submissions
+from instructor_tools.course import commands, course_folder, release, submissions
+from instructor_tools.grading import grader, similarity
+from instructor_tools.isolation import sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENT = "quiz"
@@ -90,7 +92,7 @@ def make_course(root: Path, test_mean: str = TEST_MEAN) -> Path:
     (root / "solutions" / ASSIGNMENT).mkdir(parents=True)
     shutil.copy(ROOT / "nbgrader_config.py", root)
     shutil.copy(ROOT / "solutions" / "header.ipynb", root / "solutions")
-    nbformat.write(source_notebook(test_mean), course.source_notebook(ASSIGNMENT, root))
+    nbformat.write(source_notebook(test_mean), course_folder.source_notebook(ASSIGNMENT, root))
     release.generate(root=root)
     return root
 
@@ -195,7 +197,7 @@ def _submission(released: nbformat.NotebookNode, student: str) -> nbformat.Noteb
 
 def hand_in(root: Path, students: list[str]) -> dict[str, Path]:
     """Each student's submission in nbgrader's layout, with the timestamp the exchange writes."""
-    released = nbformat.read(course.release_notebook(ASSIGNMENT, root), as_version=4)
+    released = nbformat.read(course_folder.release_notebook(ASSIGNMENT, root), as_version=4)
     paths = {}
     for student in students:
         folder = root / "submitted" / student / ASSIGNMENT
@@ -217,7 +219,7 @@ def gradebook_cells(root: Path) -> dict[tuple[str, str], tuple]:
     """(student, grade_id) -> every stored value of that cell (scores, flags, comments, late penalty)."""
     from nbgrader.api import Gradebook
 
-    config = course.load_config(root)
+    config = course_folder.load_config(root)
     found = {}
     with Gradebook(str(config.CourseDirectory.db_url), str(config.CourseDirectory.course_id)) as gradebook:
         for submission in gradebook.assignment_submissions(ASSIGNMENT):
@@ -235,7 +237,7 @@ def gradebook_cells(root: Path) -> dict[tuple[str, str], tuple]:
 def give_manual_grade(root: Path, student: str, score: float, comment: str) -> None:
     from nbgrader.api import Gradebook
 
-    config = course.load_config(root)
+    config = course_folder.load_config(root)
     with Gradebook(str(config.CourseDirectory.db_url), str(config.CourseDirectory.course_id)) as gradebook:
         grade = gradebook.find_grade("explain", ASSIGNMENT, ASSIGNMENT, student)
         grade.manual_score = score
@@ -266,12 +268,12 @@ def test_a_class_of_30_goes_from_release_to_the_schools_grade_sheets(tmp_path, c
     (root / "kit.toml").write_text(KIT_TOML.format(extensions="s06 = { quiz = 2 }\n"))
     students = [_student(i) for i in range(1, 31)]
     hand_in(root, students)
-    assert course_commands.deadlines_main([ASSIGNMENT, "--root", str(root)]) == 0
+    assert commands.deadlines_main([ASSIGNMENT, "--root", str(root)]) == 0
     late_list = capsys.readouterr().out
     assert "late by 130.0 h, -30 %" in late_list and "late by 36.0 h, -20 %" in late_list
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", grading.UnsandboxedWarning)  # where bubblewrap is missing
-        scores = {s.student: s for s in grading.autograde(ASSIGNMENT, root=root, jobs=2, timeout=TIMEOUT, limits=LIMITS)}
+        warnings.simplefilter("ignore", grader.UnsandboxedWarning)  # where bubblewrap is missing
+        scores = {s.student: s for s in grader.autograde(ASSIGNMENT, root=root, jobs=2, timeout=TIMEOUT, limits=LIMITS)}
     graded_at = time.perf_counter()
 
     # Every score, before any manual grading; the late policy applied to the score as graded.
@@ -291,8 +293,8 @@ def test_a_class_of_30_goes_from_release_to_the_schools_grade_sheets(tmp_path, c
     reports_before = {s: (root / "grading_reports" / ASSIGNMENT / f"{s}.json").read_bytes() for s in others}
     (root / "kit.toml").write_text(KIT_TOML.format(extensions="s06 = { quiz = 2 }\ns03 = { quiz = 3 }\n"))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", grading.UnsandboxedWarning)
-        regraded = grading.autograde(
+        warnings.simplefilter("ignore", grader.UnsandboxedWarning)
+        regraded = grader.autograde(
             ASSIGNMENT, root=root, students=["s03"], regrade=True, jobs=2, timeout=TIMEOUT, limits=LIMITS
         )
     assert [(s.student, s.score, s.late_penalty, s.needs_manual_grade) for s in regraded] == [("s03", 5.0, 0.0, [])]
@@ -325,10 +327,10 @@ def test_a_class_of_30_goes_from_release_to_the_schools_grade_sheets(tmp_path, c
     arguments = ["--root", str(root), "--output", str(output), "--roster", str(tmp_path / "roster.csv")]
     (tmp_path / "roster.csv").write_text(ROSTER)
     capsys.readouterr()
-    assert course_commands.export_main(arguments) == 0
+    assert commands.export_main(arguments) == 0
     printed = capsys.readouterr().out
     first = {path.name: path.read_bytes() for path in output.parent.glob("grades*.csv")}
-    assert course_commands.export_main(arguments) == 0
+    assert commands.export_main(arguments) == 0
     assert {path.name: path.read_bytes() for path in output.parent.glob("grades*.csv")} == first
     manual = {"s02": 0.5, "s03": 1.0}
     final = {s: expected_auto(s) + manual.get(s, 0.0) - (1.2 if s == "s04" else 0.0) for s in students}
@@ -361,7 +363,7 @@ def test_a_class_of_30_goes_from_release_to_the_schools_grade_sheets(tmp_path, c
     assert "not on the roster: s30 / quiz" in printed and "no submission: s31 / quiz" in printed
 
     # The feedback shows the late penalty.
-    written = grading.feedback(ASSIGNMENT, root=root, students=["s04"])
+    written = grader.feedback(ASSIGNMENT, root=root, students=["s04"])
     assert "Late submission penalty" in written[0].read_text()
     elapsed = time.perf_counter() - began
     print(
@@ -384,11 +386,11 @@ def test_a_sandboxed_regrade_after_a_fix_to_the_tests_keeps_what_a_person_graded
     hand_in(root, ["s01", "s05"])
     (root / "kit.toml").write_text(KIT_TOML.format(extensions=""))  # both handed in on time
     common = ["--root", str(root), "--require-sandbox", "--timeout", str(TIMEOUT), "--jobs", "2", "--memory", "512"]
-    assert course_commands.autograde_main([ASSIGNMENT, *common]) == 0
+    assert commands.autograde_main([ASSIGNMENT, *common]) == 0
     assert "due 2026-12-01 16:00 UTC; 10 % per day late (or part of a day) after 1 h of grace, at most 30 %" in (
         capsys.readouterr().out
     )
-    first = {s.student: s for s in grading.submission_scores(ASSIGNMENT, root=root)}
+    first = {s.student: s for s in grader.submission_scores(ASSIGNMENT, root=root)}
     assert {s: score.score for s, score in first.items()} == {"s01": 2.0, "s05": 0.0}, "the slip fails everyone"
     assert all(score.notes[0].startswith("sandboxed") for score in first.values())
     give_manual_grade(root, "s01", 1.0, "Well put.")
@@ -396,10 +398,10 @@ def test_a_sandboxed_regrade_after_a_fix_to_the_tests_keeps_what_a_person_graded
     before = gradebook_cells(root)
     files = digests(root / "autograded" / "s05")
 
-    nbformat.write(source_notebook(TEST_MEAN), course.source_notebook(ASSIGNMENT, root))  # the fix
+    nbformat.write(source_notebook(TEST_MEAN), course_folder.source_notebook(ASSIGNMENT, root))  # the fix
     release.generate(root=root)
     capsys.readouterr()
-    assert course_commands.autograde_main([ASSIGNMENT, *common, "--student", "s01", "--regrade"]) == 0
+    assert commands.autograde_main([ASSIGNMENT, *common, "--student", "s01", "--regrade"]) == 0
     printed = capsys.readouterr().out
     assert "s01" in printed and "5 / 5  (was 3)" in printed and "test_mean_of: automatic score 0 -> 2" in printed
     after = gradebook_cells(root)
@@ -408,7 +410,7 @@ def test_a_sandboxed_regrade_after_a_fix_to_the_tests_keeps_what_a_person_graded
     assert after[("s01", "explain")][1:5] == (1.0, None, False, (None, "Well put."))
     assert after[("s01", "test_mean_of")][0] == 2.0
 
-    assert course_commands.autograde_main([ASSIGNMENT, *common, "--student", "s05", "--regrade", "--reset-manual"]) == 0
+    assert commands.autograde_main([ASSIGNMENT, *common, "--student", "s05", "--regrade", "--reset-manual"]) == 0
     reset = gradebook_cells(root)
     assert reset[("s05", "explain")][1:5] == (None, None, True, (None, None)), "the manual grade and comment are gone"
     assert reset[("s05", "test_mean_of")][0] == 2.0

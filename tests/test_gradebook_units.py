@@ -10,8 +10,9 @@ import nbformat
 import pandas as pd
 import pytest
 
-from helpers import course_commands, deadlines, lms_export, similarity
-from helpers.grading import SubmissionScore
+from instructor_tools.course import commands
+from instructor_tools.grading import deadlines, lms_export, similarity
+from instructor_tools.grading.grader import SubmissionScore
 
 UTC = datetime.timezone.utc
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +90,7 @@ def test_the_exchanges_timestamp_is_read_and_a_broken_one_is_refused(tmp_path):
 
 
 def _score(student: str, score: float, penalty: float = 0.0, manual: bool = False) -> SubmissionScore:
-    from helpers.grading import CellScore
+    from instructor_tools.grading.grader import CellScore
 
     cells = {"explain": CellScore("explain", 0.0, 1.0, None, manual)}
     return SubmissionScore(student, "quiz", score, 5.0, cells, late_penalty=penalty)
@@ -144,7 +145,7 @@ def test_a_bad_roster_is_refused_and_nothing_is_written(tmp_path, text, message)
         lms_export.read_roster(tmp_path / "roster.csv")
     with pytest.raises(FileNotFoundError, match="roster.example.csv"):
         lms_export.read_roster(tmp_path / "missing.csv")
-    code = course_commands.export_main(
+    code = commands.export_main(
         ["--root", str(tmp_path), "--output", str(tmp_path / "grades.csv"), "--roster", str(tmp_path / "roster.csv")]
     )
     assert code == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["roster.csv"]
@@ -208,10 +209,10 @@ def test_the_thresholds_are_checked():
 
 def test_regrade_needs_a_student_and_reset_needs_regrade(capsys):
     with pytest.raises(SystemExit):
-        course_commands.autograde_main(["quiz", "--regrade"])
+        commands.autograde_main(["quiz", "--regrade"])
     assert "--regrade needs --student" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        course_commands.autograde_main(["quiz", "--student", "ann", "--reset-manual"])
+        commands.autograde_main(["quiz", "--student", "ann", "--reset-manual"])
     assert "--reset-manual goes with --regrade" in capsys.readouterr().err
 
 
@@ -237,7 +238,7 @@ def test_the_examples_shipped_with_the_kit_read_as_they_say():
     """kit.toml.example's grading tables, uncommented, parse; the example roster serves the hub and the sheets."""
     import tomllib
 
-    from helpers import hub
+    from instructor_tools.serving import hub
 
     lines = (ROOT / "kit.toml.example").read_text().splitlines()
     start = lines.index("# [deadlines]")
@@ -251,7 +252,7 @@ def test_the_examples_shipped_with_the_kit_read_as_they_say():
 
 
 def test_the_late_list_before_grading_dates_each_submission(tmp_path, capsys):
-    """``python -m helpers deadlines quiz``: timestamps against due dates and extensions; a broken one is named."""
+    """``python -m instructor_tools deadlines quiz``: timestamps against due dates and extensions; a broken one is named."""
     root = tmp_path / "course"
     (root / "solutions" / "quiz").mkdir(parents=True)
     (root / "solutions" / "quiz" / "quiz.ipynb").write_text("{}")
@@ -273,7 +274,7 @@ def test_the_late_list_before_grading_dates_each_submission(tmp_path, capsys):
         "ann": (0, 0), "bob": (0, 0), "cy": (42, 50), "dee": (0, 0), "eve": (0, 0),
     }
     assert "not a time" in rows["eve"].problem and rows["dee"].submitted is None
-    assert course_commands.deadlines_main(["quiz", "--root", str(root)]) == 1, "a broken timestamp is an error"
+    assert commands.deadlines_main(["quiz", "--root", str(root)]) == 1, "a broken timestamp is an error"
     printed, warned = capsys.readouterr()
     assert "'quizz', which is not an assignment of this course ['quiz']: a typo?" in warned
     assert "late policy: 25 % per day late" in printed and "cy" in printed and "late by 42.0 h, -50 %" in printed

@@ -33,7 +33,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import course, course_commands, grading, release, sandbox, submissions
+from instructor_tools.course import commands, course_folder, release, submissions
+from instructor_tools.grading import grader
+from instructor_tools.isolation import sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENT = "hostile"
@@ -94,7 +96,7 @@ def _make_course(root: Path) -> Path:
     (root / "solutions" / ASSIGNMENT).mkdir(parents=True)
     shutil.copy(ROOT / "nbgrader_config.py", root)
     shutil.copy(ROOT / "solutions" / "header.ipynb", root / "solutions")
-    nbformat.write(_source_notebook(), course.source_notebook(ASSIGNMENT, root))
+    nbformat.write(_source_notebook(), course_folder.source_notebook(ASSIGNMENT, root))
     release.generate(root=root)
     return root
 
@@ -152,9 +154,9 @@ class CountingServer:
 def _hostile_class(root: Path, server_port: int, secret_leaks: list[Path]) -> dict[str, nbformat.NotebookNode]:
     """Honest, half-right and blank submissions, and one of each kind of attack."""
     solution = submissions.solution_submission(ASSIGNMENT, root)
-    blank = nbformat.read(course.release_notebook(ASSIGNMENT, root), as_version=4)
+    blank = nbformat.read(course_folder.release_notebook(ASSIGNMENT, root), as_version=4)
     wrong_scale = submissions.edit_submission(solution, replace={"scale": "def scale(x):\n    return np.asarray(x) * 3"})
-    solutions_file = course.source_notebook(ASSIGNMENT, root)
+    solutions_file = course_folder.source_notebook(ASSIGNMENT, root)
     victim = root / "submitted" / "honest" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
     gradebook = root / "gradebook.db"
     leak_in_course, leak_in_tmp = secret_leaks
@@ -326,7 +328,7 @@ def sandboxed_class(tmp_path_factory):
         paths = {student: _write(root, student, notebook) for student, notebook in students.items()}
         digests = {student: _digest(path) for student, path in paths.items()}
         os.environ["TMPDIR"], tempfile.tempdir = str(scratch), str(scratch)
-        scores = grading.autograde(
+        scores = grader.autograde(
             ASSIGNMENT, root=root, timeout=TIMEOUT, jobs=2, limits=LIMITS, sandboxing="require",
         )
     finally:
@@ -344,7 +346,7 @@ def sandboxed_class(tmp_path_factory):
         leak.unlink(missing_ok=True)
 
 
-def _cells(score: grading.SubmissionScore) -> dict[str, float]:
+def _cells(score: grader.SubmissionScore) -> dict[str, float]:
     return {grade_id: cell.score for grade_id, cell in score.cells.items()}
 
 
@@ -390,7 +392,7 @@ def test_no_submission_was_overwritten(sandboxed_class):
 def test_the_gradebook_still_grades_the_assignment(sandboxed_class):
     """Regrading an honest submission after the class works: the gradebook's cells were not rewritten."""
     root = sandboxed_class["root"]
-    again = grading.autograde(ASSIGNMENT, root=root, students=["honest"], timeout=TIMEOUT, limits=LIMITS)
+    again = grader.autograde(ASSIGNMENT, root=root, students=["honest"], timeout=TIMEOUT, limits=LIMITS)
     assert _cells(again[0]) == FULL
 
 
@@ -438,7 +440,7 @@ def test_limits_held_and_nothing_is_left_behind(sandboxed_class):
 @pytest.mark.timeout(600)
 def test_feedback_shows_results_and_messages_but_not_the_hidden_tests(sandboxed_class):
     root = sandboxed_class["root"]
-    pages = grading.feedback(ASSIGNMENT, root=root, students=["half_right", "patch_numpy", "honest"])
+    pages = grader.feedback(ASSIGNMENT, root=root, students=["half_right", "patch_numpy", "honest"])
     text = {page.parent.parent.name: page.read_text() for page in pages}
     assert "scale should double each value" in text["half_right"], "the failing assertion's message is shown"
     assert HIDDEN_MARK in text["patch_numpy"], "a failing hidden test shows its message, not its code"
@@ -446,7 +448,7 @@ def test_feedback_shows_results_and_messages_but_not_the_hidden_tests(sandboxed_
         seen = _visible(page)
         assert "BEGIN HIDDEN TESTS" not in seen and "[0.5, -3.0]" not in seen, f"{student}'s feedback holds a hidden test"
         assert "add sums two numbers." in seen, "each test's docstring says what it checks"
-    shown = grading.feedback(ASSIGNMENT, root=root, students=["half_right"], show_tests=True)
+    shown = grader.feedback(ASSIGNMENT, root=root, students=["half_right"], show_tests=True)
     assert "[0.5, -3.0]" in _visible(shown[0].read_text()), "the option shows the tests' code"
 
 
@@ -457,7 +459,7 @@ def _visible(page: str) -> str:
 
 @pytest.mark.timeout(600)
 def test_export_lists_each_flagged_submission(sandboxed_class, tmp_path):
-    table = grading.grades_table(ASSIGNMENT, root=sandboxed_class["root"])
+    table = grader.grades_table(ASSIGNMENT, root=sandboxed_class["root"])
     flagged = set(table.loc[table["flags"] != "", "student"])
     assert set(FLAGGED) <= flagged
     assert not {"honest", "half_right", "blank"} & flagged
@@ -489,16 +491,16 @@ def unsandboxed_class(tmp_path_factory):
     ))
     students = {
         "honest": solution,
-        "blank": nbformat.read(course.release_notebook(ASSIGNMENT, root), as_version=4),
+        "blank": nbformat.read(course_folder.release_notebook(ASSIGNMENT, root), as_version=4),
         "relative_paths": relative,
     }
     paths = {student: _write(root, student, notebook) for student, notebook in students.items()}
     digests = {student: _digest(path) for student, path in paths.items()}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        scores = grading.autograde(ASSIGNMENT, root=root, timeout=TIMEOUT, jobs=1, sandboxing="off")
+        scores = grader.autograde(ASSIGNMENT, root=root, timeout=TIMEOUT, jobs=1, sandboxing="off")
     return {"root": root, "scores": {s.student: s for s in scores}, "paths": paths, "digests": digests,
-            "warnings": [w for w in caught if issubclass(w.category, grading.UnsandboxedWarning)]}
+            "warnings": [w for w in caught if issubclass(w.category, grader.UnsandboxedWarning)]}
 
 
 @pytest.mark.timeout(300)
@@ -519,7 +521,7 @@ def test_without_a_sandbox_each_submission_still_has_its_own_folder(unsandboxed_
         assert _digest(path) == unsandboxed_class["digests"][student], f"{student}'s submission was changed"
     text = _printed(unsandboxed_class["root"], "relative_paths")
     assert "overwrote" in text, text  # only its own copies, in its private course folder (the digests above)
-    again = grading.autograde(ASSIGNMENT, root=unsandboxed_class["root"], students=["honest"], sandboxing="off")
+    again = grader.autograde(ASSIGNMENT, root=unsandboxed_class["root"], students=["honest"], sandboxing="off")
     assert _cells(again[0]) == FULL, "the gradebook was not reached"
 
 
@@ -529,8 +531,8 @@ def test_require_sandbox_refuses_where_none_works(monkeypatch, tmp_path, capsys)
     missing = sandbox.Probe(False, "bubblewrap is not installed", None, "rlimit")
     monkeypatch.setattr(sandbox, "probe", lambda: missing)
     with pytest.raises(sandbox.SandboxUnavailable, match="bubblewrap is not installed"):
-        grading.autograde(ASSIGNMENT, root=root, sandboxing="require")
-    assert course_commands.autograde_main([ASSIGNMENT, "--root", str(root), "--require-sandbox"]) == 2
+        grader.autograde(ASSIGNMENT, root=root, sandboxing="require")
+    assert commands.autograde_main([ASSIGNMENT, "--root", str(root), "--require-sandbox"]) == 2
     assert "no sandbox" in capsys.readouterr().err
     assert not (root / "autograded").exists()
 
@@ -545,7 +547,7 @@ def test_limits_are_validated():
 def test_student_ids_that_are_paths_are_refused(tmp_path):
     root = _make_course(tmp_path / "course")
     with pytest.raises(ValueError, match="not plain names"):
-        grading.autograde(ASSIGNMENT, root=root, students=["../honest"])
+        grader.autograde(ASSIGNMENT, root=root, students=["../honest"])
 
 
 def test_sandbox_is_usable_in_ci():

@@ -22,8 +22,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import course, course_commands, grading, release, sandbox, submissions
 from helpers.kernel import KERNEL_NAME
+from instructor_tools.course import commands, course_folder, release, submissions
+from instructor_tools.grading import grader
+from instructor_tools.isolation import sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENT = "layout"
@@ -46,10 +48,10 @@ def _course(root: Path) -> Path:
     (root / "solutions" / ASSIGNMENT).mkdir(parents=True)
     shutil.copy(ROOT / "nbgrader_config.py", root)
     shutil.copy(ROOT / "solutions" / "header.ipynb", root / "solutions")
-    nbformat.write(notebook, course.source_notebook(ASSIGNMENT, root))
+    nbformat.write(notebook, course_folder.source_notebook(ASSIGNMENT, root))
     release.generate(root=root)
     for student, graded in (("honest", submissions.solution_submission(ASSIGNMENT, root)),
-                            ("blank", nbformat.read(course.release_notebook(ASSIGNMENT, root), as_version=4))):
+                            ("blank", nbformat.read(course_folder.release_notebook(ASSIGNMENT, root), as_version=4))):
         target = root / "submitted" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
         target.parent.mkdir(parents=True)
         nbformat.write(graded, target)
@@ -104,7 +106,7 @@ def _needs_bubblewrap() -> None:
 
 
 def _grade_sandboxed(root: Path) -> dict[str, float]:
-    scores = grading.autograde(ASSIGNMENT, root=root, limits=LIMITS, sandboxing="require", timeout=30)
+    scores = grader.autograde(ASSIGNMENT, root=root, limits=LIMITS, sandboxing="require", timeout=30)
     for score in scores:
         assert score.notes[0].startswith("sandboxed"), score.notes
     return {score.student: score.score for score in scores}
@@ -165,10 +167,10 @@ def test_the_probe_says_why_when_the_kernels_python_is_missing(tmp_path, kernel_
     assert "not found" in found.reason or "No such file" in found.reason, f"the failed exec is quoted: {found.reason}"
     assert "then grade again" in found.reason, "the message says what to do"
     root = _course(tmp_path / "course")
-    assert course_commands.autograde_main([ASSIGNMENT, "--root", str(root), "--require-sandbox"]) == 2
+    assert commands.autograde_main([ASSIGNMENT, "--root", str(root), "--require-sandbox"]) == 2
     assert "does not start inside the grading sandbox" in capsys.readouterr().err
     with pytest.raises(sandbox.KernelCannotStart, match="does not start for grading"):
-        grading.autograde(ASSIGNMENT, root=root, sandboxing="off")
+        grader.autograde(ASSIGNMENT, root=root, sandboxing="off")
     assert not (root / "autograded").exists(), "no submission was touched"
 
 

@@ -12,7 +12,7 @@ Assignments tab and the formgrader do:
 3. what students cannot read is checked as those Unix users: another student's home, the
    instructor's course folder, the exchange's inbound folder and another student's submission;
 4. the instructor collects (formgrader API), autogrades with the kit's command in the
-   course folder (``python -m helpers autograde``), grades the written answer by hand
+   course folder (``python -m instructor_tools autograde``), grades the written answer by hand
    (formgrader API) and releases feedback;
 5. each student fetches their feedback, and every score (per cell, in the gradebook and
    in the feedback each student reads) is asserted exactly;
@@ -40,7 +40,9 @@ from typing import Any
 
 import pytest
 
-from helpers import cgroups, hub, kernel
+from helpers import kernel
+from instructor_tools.isolation import cgroups
+from instructor_tools.serving import hub
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -210,7 +212,7 @@ def _skip_reason() -> str | None:
     if shutil.which("useradd") is None or shutil.which("runuser") is None:
         return "useradd/runuser are missing (package `passwd`/`util-linux`)"
     if not (Path(sys.executable).parent / "jupyterhub").exists():
-        return "JupyterHub is not installed in this environment: pip install -e '.[hub]'"
+        return "JupyterHub is not installed in this environment: pip install -e '.[instructor]'"
     if shutil.which("npm") is None and not (hub.CLASSROOM / "node_modules" / ".bin" / "configurable-http-proxy").exists():
         return "configurable-http-proxy is missing and npm is not installed to get it"
     if not SHARED_DATA.is_dir():
@@ -500,7 +502,7 @@ def test_a_class_on_the_hub_end_to_end(classroom: Classroom):
         assert result["success"], result.get("error") or result.get("log")
         assert sorted(p.name for p in (course / "submitted").iterdir()) == sorted(STUDENTS)
 
-    with timer("instructor autogrades 3 submissions (python -m helpers autograde)"):
+    with timer("instructor autogrades 3 submissions (python -m instructor_tools autograde)"):
         home = room.home / INSTRUCTOR
         env = {
             "HOME": str(home), "USER": INSTRUCTOR, "LANG": "C.UTF-8",
@@ -509,7 +511,7 @@ def test_a_class_on_the_hub_end_to_end(classroom: Classroom):
             **room.hub.settings["kit"],
         }
         graded_run = subprocess.run(
-            [RUNUSER, "-u", INSTRUCTOR, "--", sys.executable, "-m", "helpers", "autograde", ASSIGNMENT, "--jobs", "2"],
+            [RUNUSER, "-u", INSTRUCTOR, "--", sys.executable, "-m", "instructor_tools", "autograde", ASSIGNMENT, "--jobs", "2"],
             cwd=course, env=env, capture_output=True, text=True, timeout=600,
         )
         assert graded_run.returncode == 0, graded_run.stdout + graded_run.stderr

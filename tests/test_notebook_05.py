@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import course, output_noise, sources
+from helpers import output_noise, sources
+from instructor_tools.course import course_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "solutions" / "05_your_own_images" / "05_your_own_images.ipynb"
@@ -118,7 +119,7 @@ def test_notebook_05_runs_on_a_users_zip_and_folders(own_images, tmp_path, kit_s
     ))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    with course.kernel_environment(environment):
+    with course_folder.kernel_environment(environment):
         client = NotebookClient(notebook, timeout=600, kernel_name=kernel, resources={"metadata": {"path": str(run_dir)}})
         client.execute()
     by_id = {cell.id: _outputs(cell) for cell in notebook.cells if cell.cell_type == "code"}

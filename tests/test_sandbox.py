@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import sandbox
+from instructor_tools.isolation import sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 

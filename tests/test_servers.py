@@ -25,7 +25,9 @@ from typing import Iterator
 import nbformat
 import pytest
 
-from helpers import bundle, kernel, servers, tensorboard_proxy
+from helpers import kernel, lab_server, tensorboard_proxy
+from instructor_tools.course import bundle, course_folder
+from instructor_tools.serving import instructor_lab
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,36 +36,36 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_student_config_turns_off_exactly_the_instructor_tools():
-    server = json.loads((servers.STUDENT_CONFIG_DIR / "jupyter_server_config.json").read_text())
-    assert server["ServerApp"]["jpserver_extensions"] == {name: False for name in servers.INSTRUCTOR_SERVER_EXTENSIONS}
-    page = json.loads((servers.STUDENT_CONFIG_DIR / "labconfig" / "page_config.json").read_text())
-    assert page["disabledExtensions"] == {name: True for name in servers.INSTRUCTOR_PLUGINS}
+    server = json.loads((lab_server.STUDENT_CONFIG_DIR / "jupyter_server_config.json").read_text())
+    assert server["ServerApp"]["jpserver_extensions"] == {name: False for name in lab_server.INSTRUCTOR_SERVER_EXTENSIONS}
+    page = json.loads((lab_server.STUDENT_CONFIG_DIR / "labconfig" / "page_config.json").read_text())
+    assert page["disabledExtensions"] == {name: True for name in lab_server.INSTRUCTOR_PLUGINS}
     assert "@jupyter/nbgrader:validate-assignment" not in page["disabledExtensions"], "students keep Validate"
     from helpers import contents
 
-    assert server["ServerApp"]["contents_manager_class"] == servers.CONTENTS_MANAGER == contents.CLASS_NAME
-    assert f"--ServerApp.contents_manager_class={servers.CONTENTS_MANAGER}" in servers.instructor_command(1, True, ROOT)
+    assert server["ServerApp"]["contents_manager_class"] == lab_server.CONTENTS_MANAGER == contents.CLASS_NAME
+    assert f"--ServerApp.contents_manager_class={lab_server.CONTENTS_MANAGER}" in instructor_lab.instructor_command(1, True, ROOT)
 
 
 def test_culling_options_and_server_environments():
-    assert servers.culling_options(0) == []
-    assert "--MappingKernelManager.cull_idle_timeout=90" in servers.culling_options(1.5)
-    assert "--MappingKernelManager.cull_connected=False" in servers.culling_options(1.5)
+    assert lab_server.culling_options(0) == []
+    assert "--MappingKernelManager.cull_idle_timeout=90" in lab_server.culling_options(1.5)
+    assert "--MappingKernelManager.cull_connected=False" in lab_server.culling_options(1.5)
     for bad in (-1, "ten", True):
         with pytest.raises(ValueError, match="cull_idle_minutes"):
-            servers.culling_options(bad)
-    student = servers.student_environment({"PATH": "/usr/bin", "JUPYTER_CONFIG_PATH": "/elsewhere"})
+            lab_server.culling_options(bad)
+    student = lab_server.student_environment({"PATH": "/usr/bin", "JUPYTER_CONFIG_PATH": "/elsewhere"})
     assert student["JUPYTER_CONFIG_PATH"].split(os.pathsep) == [
-        str(servers.STUDENT_CONFIG_DIR), str(servers.COMMON_CONFIG_DIR), "/elsewhere"]
-    instructor = servers.instructor_environment({"PATH": "/usr/bin", "JUPYTER_CONFIG_PATH": str(servers.STUDENT_CONFIG_DIR)})
+        str(lab_server.STUDENT_CONFIG_DIR), str(lab_server.COMMON_CONFIG_DIR), "/elsewhere"]
+    instructor = instructor_lab.instructor_environment({"PATH": "/usr/bin", "JUPYTER_CONFIG_PATH": str(lab_server.STUDENT_CONFIG_DIR)})
     assert instructor["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent), "alembic must be found"
-    assert instructor["JUPYTER_CONFIG_PATH"] == str(servers.COMMON_CONFIG_DIR), "no student config on the instructor's"
-    command = servers.student_command(9999, True, ROOT / "notebooks", 20)
+    assert instructor["JUPYTER_CONFIG_PATH"] == str(lab_server.COMMON_CONFIG_DIR), "no student config on the instructor's"
+    command = lab_server.student_command(9999, True, ROOT / "notebooks", 20)
     assert "--ServerApp.ip=127.0.0.1" in command and "--MappingKernelManager.cull_idle_timeout=1200" in command
 
 
 @pytest.mark.parametrize("folder", [
-    servers.COMMON_CONFIG_DIR, ROOT / "classroom" / "jupyter" / "student", ROOT / "classroom" / "jupyter" / "instructor",
+    lab_server.COMMON_CONFIG_DIR, ROOT / "classroom" / "jupyter" / "student", ROOT / "classroom" / "jupyter" / "instructor",
 ], ids=["laptop", "hub-student", "hub-instructor"])
 def test_every_server_offers_the_kits_kernel_only_and_no_news_popup(folder):
     server = json.loads((folder / "jupyter_server_config.json").read_text())
@@ -71,44 +73,44 @@ def test_every_server_offers_the_kits_kernel_only_and_no_news_popup(folder):
     assert server["MappingKernelManager"]["default_kernel_name"] == kernel.KERNEL_NAME
     assert server["LabApp"]["news_url"] is None
     page = json.loads((folder / "labconfig" / "page_config.json").read_text())
-    assert page["disabledExtensions"][servers.NEWS_PLUGIN] is True
+    assert page["disabledExtensions"][lab_server.NEWS_PLUGIN] is True
 
 
 def test_binder_serves_the_student_config_and_the_common_one():
     start = (ROOT / "binder" / "start").read_text()
-    for folder in (servers.STUDENT_CONFIG_DIR, servers.COMMON_CONFIG_DIR):
+    for folder in (lab_server.STUDENT_CONFIG_DIR, lab_server.COMMON_CONFIG_DIR):
         assert f"${{REPO_DIR:-$PWD}}/{folder.relative_to(ROOT).as_posix()}" in start, f"binder/start misses {folder}"
 
 
 def test_only_graded_assignments_are_assignments(tmp_path):
     """Notebooks 00 and 05 are released to students but have nothing to grade: no gradebook entry, not in the
     formgrader."""
-    assert servers.graded_assignments(ROOT) == [
+    assert instructor_lab.graded_assignments(ROOT) == [
         "01_pretrained_scoring", "02_retrain_simpsons", "03_features_classic_ml", "04_photo_vs_drawing"]
     root = _toy_course(tmp_path)
-    assert servers.is_graded(root / "solutions" / "toy") and not servers.is_graded(root / "solutions" / "extra")
-    assert servers.graded_assignments(root) == ["toy"]
+    assert instructor_lab.is_graded(root / "solutions" / "toy") and not instructor_lab.is_graded(root / "solutions" / "extra")
+    assert instructor_lab.graded_assignments(root) == ["toy"]
 
     from nbgrader.apps.api import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
-    servers.list_graded_assignments_only()
-    servers.list_graded_assignments_only()  # idempotent: nbgrader_config.py runs it on every formgrader request
-    config = servers.course.load_config(root)
+    instructor_lab.list_graded_assignments_only()
+    instructor_lab.list_graded_assignments_only()  # idempotent: nbgrader_config.py runs it on every formgrader request
+    config = course_folder.load_config(root)
     api = NbGraderAPI(CourseDirectory(config=config), config=config)
     assert api.get_source_assignments() == {"toy"}
 
 
 def test_prepare_exchange_creates_the_course_exchange(tmp_path):
     root = _toy_course(tmp_path)
-    folder = servers.prepare_exchange(root)
+    folder = instructor_lab.prepare_exchange(root)
     assert folder == root / "exchange" and folder.is_dir()
     assert folder.stat().st_mode & 0o777 == 0o777, "students submit into it, as nbgrader's release sets it"
-    assert servers.prepare_exchange(root) == folder, "a second call finds it"
+    assert instructor_lab.prepare_exchange(root) == folder, "a second call finds it"
     (root / "nbgrader_config.py").write_text((root / "nbgrader_config.py").read_text()
                                              + "\nc.Exchange.root = '/proc/no-exchange-here'\n")
     with pytest.raises(OSError):
-        servers.prepare_exchange(root)
+        instructor_lab.prepare_exchange(root)
 
 
 def test_tensorboard_is_registered_with_jupyter_server_proxy():
@@ -226,15 +228,15 @@ def test_student_server_has_no_instructor_tools_and_culls_idle_kernels(tmp_path)
     """(TensorBoard through this server is opened in the browser check, tests/test_browser_servers.py.)"""
     root = _student_root(tmp_path)
     port = _free_port()
-    command = servers.student_command(port, True, root, cull_idle_minutes=0.1)  # 6 s
-    with running_server(command, servers.student_environment(), ROOT, tmp_path) as server:
+    command = lab_server.student_command(port, True, root, cull_idle_minutes=0.1)  # 6 s
+    with running_server(command, lab_server.student_environment(), ROOT, tmp_path) as server:
         base, token, log = server.split("|")
         status, page = http(f"{base}/lab", token)
         assert status == 200
         disabled = json.loads(re.search(r'id="jupyter-config-data"[^>]*>(.*?)</script>', page, re.S).group(1))["disabledExtensions"]
-        assert set(servers.INSTRUCTOR_PLUGINS) <= set(disabled)
+        assert set(lab_server.INSTRUCTOR_PLUGINS) <= set(disabled)
         assert "@jupyter/nbgrader:validate-assignment" not in disabled
-        assert servers.NEWS_PLUGIN in disabled, "no 'official Jupyter news?' pop-up in a classroom"
+        assert lab_server.NEWS_PLUGIN in disabled, "no 'official Jupyter news?' pop-up in a classroom"
         assert http(f"{base}/formgrader", token)[0] == 404, "the student's server must not serve the formgrader"
         specs = json.loads(http(f"{base}/api/kernelspecs", token)[1])
         assert (specs["default"], list(specs["kernelspecs"])) == (kernel.KERNEL_NAME, [kernel.KERNEL_NAME]), specs
@@ -290,11 +292,11 @@ def test_instructor_server_formgrader_works_on_a_fresh_course_without_tools_on_p
 
     root = _toy_course(tmp_path)
     db_url = f"sqlite:///{root / 'gradebook.db'}"
-    with servers.course.kernel_environment(servers.course.tools_on_path()), Gradebook(db_url, "tl-workshop") as gradebook:
+    with course_folder.kernel_environment(course_folder.tools_on_path()), Gradebook(db_url, "tl-workshop") as gradebook:
         gradebook.add_assignment("extra")  # recorded by an earlier kit, before ungraded notebooks were left out
     bare = {k: v for k, v in os.environ.items() if k != "PATH"} | {"PATH": "/usr/bin:/bin"}
     process = subprocess.run(  # as a user would, with the environment not activated
-        [sys.executable, "-c", "from helpers import servers; print(servers.prepare_gradebook(%r))" % str(root)],
+        [sys.executable, "-c", "from helpers import servers; print(instructor_lab.prepare_gradebook(%r))" % str(root)],
         env=bare, cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert process.returncode == 0, process.stderr[-2000:]
@@ -302,9 +304,9 @@ def test_instructor_server_formgrader_works_on_a_fresh_course_without_tools_on_p
     with Gradebook(db_url) as gradebook:
         assert [a.name for a in gradebook.assignments] == ["toy"], "the ungraded 'extra' leaves the gradebook"
     assert not (root / "notebooks").exists(), "recording the assignment must not write a release"
-    servers.prepare_exchange(root)
+    instructor_lab.prepare_exchange(root)
     port = _free_port()
-    with running_server(servers.instructor_command(port, True, root), servers.instructor_environment(bare), root, tmp_path) as server:
+    with running_server(instructor_lab.instructor_command(port, True, root), instructor_lab.instructor_environment(bare), root, tmp_path) as server:
         base, token, log = server.split("|")
         status, page = http(f"{base}/formgrader", token)
         assert status == 200 and "formgrader" in page.lower()

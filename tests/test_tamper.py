@@ -5,8 +5,9 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from helpers import checks, submissions, tamper
-from helpers.course import source_notebook
+from instructor_tools.course import submissions
+from instructor_tools.course.course_folder import source_notebook
+from instructor_tools.grading import comparisons, tamper
 
 HONEST = [
     "import numpy as np\ndef preprocess(images):\n    x = np.array(images, dtype=np.float32, copy=True)\n    return x / 127.5 - 1",
@@ -94,8 +95,8 @@ def test_checks_keep_numpy_as_it_was():
     try:
         np.allclose = lambda *args, **kwargs: True
         np.array_equal = lambda *args, **kwargs: True
-        assert not checks.allclose([1.0, 2.0], [1.0, 3.0])
-        assert not checks.array_equal([1, 2], [1, 3])
-        assert checks.allclose([1.0], [1.0 + 1e-9])
+        assert not comparisons.allclose([1.0, 2.0], [1.0, 3.0])
+        assert not comparisons.array_equal([1, 2], [1, 3])
+        assert comparisons.allclose([1.0], [1.0 + 1e-9])
     finally:
         np.allclose, np.array_equal = saved

@@ -1,6 +1,6 @@
 """nbgrader settings of the student's server (its notebook toolbar's Validate button).
 
-Found on the Jupyter config path (``helpers.servers.STUDENT_CONFIG_DIR``), so Validate
+Found on the Jupyter config path (``helpers.lab_server.STUDENT_CONFIG_DIR``), so Validate
 gives each cell the time its profile allows (nbgrader's default, 30 s, would stop the
 training cells) wherever the server was started.
 """

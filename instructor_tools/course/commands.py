@@ -1,4 +1,4 @@
-"""The course pipeline's command lines: ``python -m helpers generate|validate|autograde|export|feedback``."""
+"""The course pipeline's command lines: ``python -m instructor_tools generate|validate|autograde|export|feedback``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from helpers.course import list_assignments, release_notebook, resolve_root, source_notebook
-from helpers import deadlines, lms_export, sandbox, similarity
-from helpers.grading import (
+from helpers.settings import PROFILES
+from instructor_tools.course.course_folder import list_assignments, release_notebook, resolve_root, source_notebook
+from instructor_tools.course.release import generate, release_drift
+from instructor_tools.course.submissions import collect_submissions
+from instructor_tools.course.validation import validate
+from instructor_tools.grading import deadlines, lms_export, similarity
+from instructor_tools.grading.grader import (
     DEFAULT_JOBS,
     GradingError,
     UnsandboxedWarning,
@@ -20,10 +24,7 @@ from helpers.grading import (
     feedback,
     submission_scores,
 )
-from helpers.release import generate, release_drift
-from helpers.settings import PROFILES
-from helpers.submissions import collect_submissions
-from helpers.validation import validate
+from instructor_tools.isolation import sandbox
 
 
 def _parser(command: str, description: str) -> argparse.ArgumentParser:
@@ -33,7 +34,7 @@ def _parser(command: str, description: str) -> argparse.ArgumentParser:
 
 
 def generate_main(argv: Sequence[str]) -> int:
-    """``python -m helpers generate [assignment ...] [--check]``."""
+    """``python -m instructor_tools generate [assignment ...] [--check]``."""
     parser = _parser("generate", "Generate notebooks/ (student versions) from solutions/.")
     parser.add_argument("assignments", nargs="*", help="assignment names (default: all)")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if notebooks/ is out of date")
@@ -54,7 +55,7 @@ def generate_main(argv: Sequence[str]) -> int:
 
 
 def validate_main(argv: Sequence[str]) -> int:
-    """``python -m helpers validate [assignment-or-notebook ...] [--release] [--invert] [--profile P]``."""
+    """``python -m instructor_tools validate [assignment-or-notebook ...] [--release] [--invert] [--profile P]``."""
     parser = _parser("validate", "Validate notebooks with nbgrader; exit 1 when any test fails.")
     parser.add_argument("targets", nargs="*", help="assignment names or .ipynb paths (default: every solutions notebook)")
     parser.add_argument("--release", action="store_true", help="validate notebooks/ instead of solutions/")
@@ -79,7 +80,7 @@ def validate_main(argv: Sequence[str]) -> int:
 
 
 def autograde_main(argv: Sequence[str]) -> int:
-    """``python -m helpers autograde [SUBMISSIONS|ASSIGNMENT] [--assignment A] [--student S ...]``."""
+    """``python -m instructor_tools autograde [SUBMISSIONS|ASSIGNMENT] [--assignment A] [--student S ...]``."""
     parser = _parser("autograde", "Autograde submissions in the grading profile and print the scores.")
     parser.add_argument(
         "submissions", nargs="?",
@@ -198,7 +199,7 @@ def _banner(text: str) -> str:
 
 
 def export_main(argv: Sequence[str]) -> int:
-    """``python -m helpers export [--output grades.csv] [--assignment A] [--cells] [--roster roster.csv]``."""
+    """``python -m instructor_tools export [--output grades.csv] [--assignment A] [--cells] [--roster roster.csv]``."""
     parser = _parser("export", "Export grades from the gradebook to CSV (and Canvas and Moodle sheets with --roster).")
     parser.add_argument("--output", type=Path, default=Path("grades.csv"), help="CSV file (default grades.csv)")
     parser.add_argument("--assignment", help="only this assignment")
@@ -231,7 +232,7 @@ def export_main(argv: Sequence[str]) -> int:
 
 
 def deadlines_main(argv: Sequence[str]) -> int:
-    """``python -m helpers deadlines ASSIGNMENT``: who handed in when, against their due date."""
+    """``python -m instructor_tools deadlines ASSIGNMENT``: who handed in when, against their due date."""
     parser = _parser("deadlines", "List an assignment's submissions against their due dates and the late policy.")
     parser.add_argument("assignment", help="the assignment whose submissions (submitted/) are listed")
     args = parser.parse_args(list(argv))
@@ -256,7 +257,7 @@ def deadlines_main(argv: Sequence[str]) -> int:
 
 
 def similarity_main(argv: Sequence[str]) -> int:
-    """``python -m helpers similarity ASSIGNMENT [--output look-alike] [--min-similarity 0.7]``."""
+    """``python -m instructor_tools similarity ASSIGNMENT [--output look-alike] [--min-similarity 0.7]``."""
     parser = _parser("similarity", "Report pairs of submissions whose answer cells look alike (HTML and CSV).")
     parser.add_argument("assignment", help="the assignment whose submissions (submitted/) are compared")
     parser.add_argument(
@@ -285,7 +286,7 @@ def similarity_main(argv: Sequence[str]) -> int:
 
 
 def feedback_main(argv: Sequence[str]) -> int:
-    """``python -m helpers feedback [ASSIGNMENT] [--student S ...]``."""
+    """``python -m instructor_tools feedback [ASSIGNMENT] [--student S ...]``."""
     parser = _parser("feedback", "Generate feedback HTML for autograded submissions.")
     parser.add_argument("assignment", nargs="?", help="assignment (default: every autograded one)")
     parser.add_argument("--student", action="append", dest="students", help="only this student (repeatable)")

@@ -1,6 +1,6 @@
 """The static tamper check: code in a submission that a person should look at before trusting its score.
 
-The sandbox (:mod:`helpers.sandbox`) stops a submission from reaching other files,
+The sandbox (:mod:`instructor_tools.isolation.sandbox`) stops a submission from reaching other files,
 the network or other processes; it cannot stop code from fooling the tests it runs
 beside. This check reads each cell the student could edit (answers and cells they
 added; locked cells are restored from the source before grading) and lists:

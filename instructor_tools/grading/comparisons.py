@@ -5,7 +5,7 @@ keeps numpy's comparison functions as they were then. A submission that rebinds
 ``np.allclose`` or ``np.array_equal`` to always answer True fools a test that calls
 them through ``np``; the hidden tests call :func:`allclose` and :func:`array_equal`
 here instead, so they still see the wrong answer. (Rebinding these functions too is
-possible, and is what the grader's static tamper check flags: :mod:`helpers.tamper`.)
+possible, and is what the grader's static tamper check flags: :mod:`instructor_tools.grading.tamper`.)
 
 Taught nowhere: the hidden tests of notebooks 01-04 use it.
 

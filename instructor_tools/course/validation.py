@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from helpers.course import find_course_root, kernel_environment, load_config
 from helpers.settings import load_settings
+from instructor_tools.course.course_folder import find_course_root, kernel_environment, load_config
 
 
 @dataclasses.dataclass

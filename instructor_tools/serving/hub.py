@@ -1,4 +1,4 @@
-"""``python -m helpers hub start|stop|status``: the classroom JupyterHub on one Linux server.
+"""``python -m instructor_tools hub start|stop|status``: the classroom JupyterHub on one Linux server.
 
 ``start`` (as root) reads a CSV roster, creates the Unix accounts that do not exist yet
 (first-login passwords in ``<state>/passwords.csv``, readable by root only), prepares the
@@ -44,9 +44,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from helpers import cgroups, kernel
+from helpers import kernel
+from instructor_tools.isolation import cgroups
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLASSROOM = ROOT / "classroom"
 CONFIG_FILE = CLASSROOM / "jupyterhub_config.py"
 DEFAULT_STATE = Path("/srv/tl-workshop-hub")
@@ -151,7 +152,7 @@ def ensure_accounts(members: Sequence[Member], home_base: Path | None = None) ->
 
     Every new account gets a private home (0700) and a private group named like the
     user; the instructors join every student's group, which is how they read the
-    students' (private) submissions in the exchange (:mod:`helpers.exchange`).
+    students' (private) submissions in the exchange (:mod:`instructor_tools.serving.exchange`).
     """
     passwords: dict[str, str] = {}
     for member in members:
@@ -301,7 +302,7 @@ def proxy_command(install: bool = True) -> Path:
     if local.exists():
         return local
     if not install:
-        raise HubError("configurable-http-proxy is not installed: run `python -m helpers hub start` (it runs npm ci).")
+        raise HubError("configurable-http-proxy is not installed: run `python -m instructor_tools hub start` (it runs npm ci).")
     npm = shutil.which("npm")
     if npm is None:
         raise HubError(
@@ -449,11 +450,11 @@ def _check_can_start(hub: Hub) -> Path:
     """
     if (hub.state_dir / "hub.json").is_file() and hub.pid() is not None:
         raise HubError(
-            f"a hub is already running from {hub.state_dir} (pid {hub.pid()}): `python -m helpers hub stop` first."
+            f"a hub is already running from {hub.state_dir} (pid {hub.pid()}): `python -m instructor_tools hub stop` first."
         )
     jupyterhub = Path(sys.executable).parent / "jupyterhub"
     if not jupyterhub.exists():
-        raise HubError("JupyterHub is not installed in this environment: `pip install -e '.[hub]'`.")
+        raise HubError("JupyterHub is not installed in this environment: `pip install -e '.[instructor]'`.")
     blocked = unreachable_folders()
     if blocked:
         raise HubError(
@@ -595,8 +596,8 @@ def status(state_dir: Path = DEFAULT_STATE) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m helpers hub start|stop|status``."""
-    parser = argparse.ArgumentParser(prog="python -m helpers hub", description=__doc__.splitlines()[0])
+    """``python -m instructor_tools hub start|stop|status``."""
+    parser = argparse.ArgumentParser(prog="python -m instructor_tools hub", description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--state", type=Path, default=DEFAULT_STATE, help=f"the hub's own folder (default {DEFAULT_STATE})")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -1,27 +1,14 @@
-"""The kit's two JupyterLab servers: the student's and the instructor's.
+"""The instructor's JupyterLab server: the course folder with nbgrader's formgrader ready.
 
-- The **student's server** (``make workshop``, ``python -m helpers workshop``) serves
-  ``notebooks/`` with none of nbgrader's instructor tools: no formgrader, no "Create
-  Assignment" toolbar, no Assignments/Courses tabs (which need an exchange folder a
-  laptop does not have). The notebook's *Validate* button stays: it is the student's
-  own check. Kernels left idle (a closed tab keeps its TensorFlow kernel and its memory)
-  are shut down after ``cull_idle_minutes``.
-- The **instructor's server** (``make instructor``, ``python -m helpers instructor``)
-  serves the course folder with the formgrader working from the first click: the
-  environment's ``bin/`` comes first on ``PATH`` (nbgrader runs ``alembic`` from there),
-  the gradebook exists and lists every graded assignment (an ungraded notebook, the
-  setup check 00 or notebook 05, is no assignment: see :func:`list_graded_assignments_only`), the course's
-  exchange folder exists (release and collect work on a single laptop, no alarm on the
-  formgrader's page), and the server runs in the course folder, where nbgrader reads
-  ``nbgrader_config.py``.
-
-What the student's server turns off lives in :data:`STUDENT_CONFIG_DIR`, a Jupyter
-config folder added to ``JUPYTER_CONFIG_PATH``; a JupyterHub can add the same folder
-for its single-user servers. What both servers share lives in :data:`COMMON_CONFIG_DIR`:
-the Launcher offers one kernel, the kit's ``tl-workshop`` (a notebook cannot start in a
-Python without the kit), and JupyterLab's "get notified about official Jupyter news?"
-pop-up is off (nothing to fetch in a classroom). Both servers open TensorBoard from the
-Launcher (see :mod:`helpers.tensorboard_proxy`).
+``make instructor`` / ``python -m instructor_tools instructor`` serves the course folder
+with the formgrader working from the first click: the environment's ``bin/`` comes first
+on ``PATH`` (nbgrader runs ``alembic`` from there), the gradebook exists and lists every
+graded assignment (an ungraded notebook, the setup check 00 or notebook 05, is no
+assignment: see :func:`list_graded_assignments_only`), the course's exchange folder
+exists (release and collect work on a single laptop, no alarm on the formgrader's page),
+and the server runs in the course folder, where nbgrader reads ``nbgrader_config.py``.
+It shares the student's server's base (:mod:`helpers.lab_server`): one kernel, no news
+pop-up, TensorBoard in the Launcher, notebooks that open unmodified.
 """
 
 from __future__ import annotations
@@ -34,97 +21,15 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from helpers import course, grading, kernel
-
-ROOT = Path(__file__).resolve().parents[1]
-#: Jupyter config folder of the student's server (server extensions and JupyterLab plugins turned off).
-STUDENT_CONFIG_DIR = Path(__file__).resolve().parent / "jupyter" / "student"
-#: Jupyter config folder of both servers: the kit's kernel only, no news pop-up.
-COMMON_CONFIG_DIR = Path(__file__).resolve().parent / "jupyter" / "common"
-#: JupyterLab's plugin that asks "Would you like to get notified about official Jupyter news?".
-NEWS_PLUGIN = "@jupyterlab/apputils-extension:announcements"
-#: nbgrader's JupyterLab plugins that only an instructor (or a course with an exchange) uses.
-INSTRUCTOR_PLUGINS = (
-    "@jupyter/nbgrader:formgrader",
-    "@jupyter/nbgrader:create-assignment",
-    "@jupyter/nbgrader:assignment-list",
-    "@jupyter/nbgrader:course-list",
-    "@jupyter/nbgrader:menu",
-)
-#: nbgrader's server extensions that only an instructor (or a course with an exchange) uses.
-INSTRUCTOR_SERVER_EXTENSIONS = (
-    "nbgrader.server_extensions.formgrader",
-    "nbgrader.server_extensions.assignment_list",
-    "nbgrader.server_extensions.course_list",
-)
-DEFAULT_CULL_IDLE_MINUTES = 30.0
-#: The contents manager of both servers (:mod:`helpers.contents`): notebooks open unmodified.
-CONTENTS_MANAGER = "helpers.contents.KitContentsManager"
-
-
-def _lab_base(port: int, headless: bool, root_dir: Path) -> list[str]:
-    command = [
-        sys.executable, "-m", "jupyter", "lab",
-        f"--ServerApp.root_dir={root_dir}",
-        "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}",
-    ]
-    if headless:
-        command.append("--no-browser")
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        command.append("--allow-root")  # containers and CI run as root; Jupyter refuses otherwise
-    return command
-
-
-def culling_options(cull_idle_minutes: float) -> list[str]:
-    """Command-line options that shut down kernels idle for ``cull_idle_minutes`` (0 = never).
-
-    A kernel is culled only when no browser tab is connected to it, so a student thinking
-    in front of an open notebook keeps theirs.
-
-    >>> culling_options(20)[:1]
-    ['--MappingKernelManager.cull_idle_timeout=1200']
-    >>> culling_options(0)
-    []
-    """
-    if isinstance(cull_idle_minutes, bool) or not isinstance(cull_idle_minutes, (int, float)) or cull_idle_minutes < 0:
-        raise ValueError(f"cull_idle_minutes must be a number of minutes >= 0 (0 = never), not {cull_idle_minutes!r}.")
-    if cull_idle_minutes == 0:
-        return []
-    seconds = max(1, round(cull_idle_minutes * 60))
-    return [
-        f"--MappingKernelManager.cull_idle_timeout={seconds}",
-        f"--MappingKernelManager.cull_interval={max(1, min(60, seconds // 2))}",
-        "--MappingKernelManager.cull_connected=False",
-    ]
-
-
-def student_command(
-    port: int,
-    headless: bool,
-    notebook_dir: Path,
-    cull_idle_minutes: float = DEFAULT_CULL_IDLE_MINUTES,
-) -> list[str]:
-    """The student's JupyterLab command line (run it with :func:`student_environment`)."""
-    return _lab_base(port, headless, notebook_dir) + culling_options(cull_idle_minutes)
-
-
-def _other_config_paths(env: Mapping[str, str]) -> list[str]:
-    kit = {str(STUDENT_CONFIG_DIR), str(COMMON_CONFIG_DIR)}
-    return [p for p in env.get("JUPYTER_CONFIG_PATH", "").split(os.pathsep) if p and p not in kit]
-
-
-def student_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of the student's server: :data:`STUDENT_CONFIG_DIR` and :data:`COMMON_CONFIG_DIR`
-    first on ``JUPYTER_CONFIG_PATH``."""
-    env = dict(os.environ if environ is None else environ)
-    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join([str(STUDENT_CONFIG_DIR), str(COMMON_CONFIG_DIR), *_other_config_paths(env)])
-    return env
+from helpers import kernel
+from helpers.lab_server import COMMON_CONFIG_DIR, CONTENTS_MANAGER, lab_base, other_config_paths
+from instructor_tools.course import course_folder
+from instructor_tools.grading import grader
 
 
 def instructor_command(port: int, headless: bool, course_root: Path) -> list[str]:
     """The instructor's JupyterLab command line (run it in ``course_root`` with :func:`instructor_environment`)."""
-    return _lab_base(port, headless, course_root) + [f"--ServerApp.contents_manager_class={CONTENTS_MANAGER}"]
+    return lab_base(port, headless, course_root) + [f"--ServerApp.contents_manager_class={CONTENTS_MANAGER}"]
 
 
 def instructor_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -133,7 +38,7 @@ def instructor_environment(environ: Mapping[str, str] | None = None) -> dict[str
     env = dict(os.environ if environ is None else environ)
     scripts = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([scripts, *[p for p in env.get("PATH", "").split(os.pathsep) if p and p != scripts]])
-    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join([str(COMMON_CONFIG_DIR), *_other_config_paths(env)])
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join([str(COMMON_CONFIG_DIR), *other_config_paths(env)])
     return env
 
 
@@ -170,8 +75,8 @@ def is_graded(folder: Path | str) -> bool:
 
 def graded_assignments(root: Path | str | None = None) -> list[str]:
     """The course's assignments that have something to grade (all but notebooks 00 and 05), sorted."""
-    root = course.resolve_root(root)
-    return [name for name in course.list_assignments(root) if is_graded(root / "solutions" / name)]
+    root = course_folder.resolve_root(root)
+    return [name for name in course_folder.list_assignments(root) if is_graded(root / "solutions" / name)]
 
 
 def list_graded_assignments_only() -> None:
@@ -215,8 +120,8 @@ def prepare_exchange(root: Path | str | None = None) -> Path:
     Raises:
         OSError: It is missing and cannot be created (a hub's folder needs the hub's setup).
     """
-    root = course.find_course_root(root)
-    config = course.load_config(root)
+    root = course_folder.find_course_root(root)
+    config = course_folder.load_config(root)
     folder = Path(str(config.Exchange.get("root", "") or "/usr/local/share/nbgrader/exchange"))
     folder = folder if folder.is_absolute() else root / folder
     if not folder.is_dir():
@@ -239,12 +144,12 @@ def prepare_gradebook(root: Path | str | None = None) -> list[str]:
     """
     from nbgrader.api import Gradebook
 
-    root = course.find_course_root(root)
-    config = course.load_config(root)
+    root = course_folder.find_course_root(root)
+    config = course_folder.load_config(root)
     db_url = str(config.CourseDirectory.db_url)
     graded = graded_assignments(root)
-    ungraded = set(course.list_assignments(root)) - set(graded)
-    with course.kernel_environment(course.tools_on_path()):
+    ungraded = set(course_folder.list_assignments(root)) - set(graded)
+    with course_folder.kernel_environment(course_folder.tools_on_path()):
         with Gradebook(db_url, config.CourseDirectory.course_id) as gradebook:
             known = {assignment.name for assignment in gradebook.assignments}
             for name in sorted(ungraded & known):
@@ -252,17 +157,17 @@ def prepare_gradebook(root: Path | str | None = None) -> list[str]:
                     gradebook.remove_assignment(name)
         missing = [name for name in graded if name not in known]
         for name in missing:
-            grading.register_assignment(name, root=root, db_url=db_url)
+            grader.register_assignment(name, root=root, db_url=db_url)
     return missing
 
 
 def instructor_main(argv: list[str] | None = None) -> int:
-    """``python -m helpers instructor``: prepare the gradebook, then JupyterLab on the course folder."""
+    """``python -m instructor_tools instructor``: prepare the gradebook, then JupyterLab on the course folder."""
     import argparse
     import subprocess
 
     parser = argparse.ArgumentParser(
-        prog="python -m helpers instructor",
+        prog="python -m instructor_tools instructor",
         description="JupyterLab on the course folder with nbgrader's formgrader ready (gradebook, tools on PATH).",
     )
     parser.add_argument("--port", type=int, default=8889, help="port for JupyterLab (default 8889)")
@@ -270,9 +175,9 @@ def instructor_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=None, help="course folder (default: the one holding nbgrader_config.py)")
     args = parser.parse_args(list(argv or []))
 
-    root = course.find_course_root(args.root)
+    root = course_folder.find_course_root(args.root)
     recorded = prepare_gradebook(root)
-    print(f"== Gradebook {course.load_config(root).CourseDirectory.db_url}: "
+    print(f"== Gradebook {course_folder.load_config(root).CourseDirectory.db_url}: "
           + (f"recorded {', '.join(recorded)}" if recorded else "every assignment already recorded"))
     try:
         print(f"== Exchange {prepare_exchange(root)} (release and collect)")

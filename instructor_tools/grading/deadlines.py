@@ -33,8 +33,8 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from helpers.course import load_config, resolve_root
 from helpers.settings import find_config_file
+from instructor_tools.course.course_folder import load_config, resolve_root
 
 if sys.version_info >= (3, 11):
     import tomllib

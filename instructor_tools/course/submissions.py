@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from helpers.files import atomic_copy
-from helpers.course import check_assignments, list_assignments, release_notebook, resolve_root, source_notebook
+from instructor_tools.course.course_folder import (
+    check_assignments,
+    list_assignments,
+    release_notebook,
+    resolve_root,
+    source_notebook,
+)
 
 
 def _notebook_grade_ids(path: Path) -> set[str]:
@@ -59,7 +65,7 @@ def solution_submission(assignment: str, root: Path | str | None = None) -> Any:
     }
     released = release_notebook(assignment, root)
     if not released.is_file():
-        raise FileNotFoundError(f"{released} is missing; run: python -m helpers generate {assignment}")
+        raise FileNotFoundError(f"{released} is missing; run: python -m instructor_tools generate {assignment}")
     submission = nbformat.read(released, as_version=4)
     for cell in submission.cells:
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")

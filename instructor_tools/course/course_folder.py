@@ -15,11 +15,11 @@ here loads it from the course root explicitly, so the kit's commands work from a
 Notebooks run in the profile of the environment (``KIT_PROFILE``) and that profile's
 per-cell timeout.
 
-The pipeline built on it, one module per step: :mod:`helpers.release` (student
-notebooks from ``solutions/``), :mod:`helpers.validation`, :mod:`helpers.submissions`
-(collecting a class), :mod:`helpers.grading` (autograding, grades, feedback),
-:mod:`helpers.sandbox` (where each submission's kernel runs), :mod:`helpers.tamper`
-(the static check), :mod:`helpers.course_commands` (the command lines).
+The pipeline built on it, one module per step: :mod:`instructor_tools.course.release` (student
+notebooks from ``solutions/``), :mod:`instructor_tools.course.validation`, :mod:`instructor_tools.course.submissions`
+(collecting a class), :mod:`instructor_tools.grading.grader` (autograding, grades, feedback),
+:mod:`instructor_tools.isolation.sandbox` (where each submission's kernel runs), :mod:`instructor_tools.grading.tamper`
+(the static check), :mod:`instructor_tools.course.commands` (the command lines).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ CONFIG_FILE = "nbgrader_config.py"
 HEADER_FILE = "header.ipynb"
 KERNEL_NAME = "tl-workshop"  # helpers.kernel.KERNEL_NAME, installed by `make setup`
 GRADING_PROFILE = "grading"
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------- course folder

@@ -16,7 +16,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
-from helpers.course import (
+from helpers.files import atomic_path, atomic_write, swap_folder
+from instructor_tools.course.course_folder import (
     GRADING_PROFILE,
     check_assignments,
     kernel_environment,
@@ -25,9 +26,9 @@ from helpers.course import (
     run_converter,
     tools_on_path,
 )
-from helpers import deadlines, grading_steps, regrading, sandbox, tamper
-from helpers.files import atomic_path, atomic_write, swap_folder
-from helpers.release import generate_into
+from instructor_tools.course.release import generate_into
+from instructor_tools.grading import deadlines, preprocessors, regrading, tamper
+from instructor_tools.isolation import sandbox
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -62,7 +63,7 @@ class SubmissionScore:
         notes: What the grading report says: sandboxed or not, and what happened
             (a kernel that died, output cut).
         flags: The static tamper check's findings, for a person to look at.
-        late_penalty: Points the late policy takes off (:mod:`helpers.deadlines`); ``score`` is before it.
+        late_penalty: Points the late policy takes off (:mod:`instructor_tools.grading.deadlines`); ``score`` is before it.
     """
 
     student: str
@@ -144,7 +145,7 @@ def _grade_one(
 
     Only this (trusted) process opens the gradebook. The submission is copied into a
     private course folder (mode 700, outside the course) and graded there, its kernel
-    inside :mod:`helpers.sandbox`; the graded notebook is then copied into the
+    inside :mod:`instructor_tools.isolation.sandbox`; the graded notebook is then copied into the
     course's ``autograded/``. Module-level so a process pool can run it; the kernel
     environment (``KIT_PROFILE``) is inherited from the caller.
     """
@@ -178,13 +179,13 @@ def _grade_one(
         box = sandbox.prepare(work, limits=limits, use_sandbox=found.available, found=found)
         key = box.scratch.name
         sandbox.ACTIVE[key] = box
-        for events in (grading_steps.EVENTS, grading_steps.FLAGS, grading_steps.NOT_STARTED):
+        for events in (preprocessors.EVENTS, preprocessors.FLAGS, preprocessors.NOT_STARTED):
             events.pop(key, None)
         try:
             config.CourseDirectory.root = str(private)
             config.CourseDirectory.assignment_id = assignment
             config.CourseDirectory.student_id = student
-            config.Autograde.autograde_preprocessors = grading_steps.autograde_steps()
+            config.Autograde.autograde_preprocessors = preprocessors.autograde_steps()
             config.GuardedExecute.kernel_manager_class = sandbox.kernel_manager_class()
             config.GuardedExecute.sandbox_id = key
             config.GuardedExecute.max_output_bytes = limits.output_kb * 1024
@@ -206,14 +207,14 @@ def _grade_one(
             built = private / str(folders.autograded_directory) / student / assignment
             if error is None and built.is_dir():
                 _publish(built, course_root / str(folders.autograded_directory) / student / assignment)
-            notes = [sandbox.describe(box.probe, limits)] + grading_steps.EVENTS.pop(key, [])
-            findings += grading_steps.FLAGS.pop(key, [])
-            not_started = grading_steps.NOT_STARTED.pop(key, None)
+            notes = [sandbox.describe(box.probe, limits)] + preprocessors.EVENTS.pop(key, [])
+            findings += preprocessors.FLAGS.pop(key, [])
+            not_started = preprocessors.NOT_STARTED.pop(key, None)
             if not_started:
                 # Never the student's fault: say what happened and what to do, not nbgrader's traceback.
                 error = (
                     f"{not_started}. Nothing was scored for {student}; fix the grading setup, then grade this "
-                    f"student again (python -m helpers autograde --assignment {assignment} --student {student})"
+                    f"student again (python -m instructor_tools autograde --assignment {assignment} --student {student})"
                 )
             peak = box.peak_memory_mb()
         finally:
@@ -251,7 +252,7 @@ def autograde(
     """Autograde submissions in ``<root>/submitted/<student>/<assignment>/`` in the grading profile.
 
     The assignment is (re)recorded in the gradebook first. Each submission is graded on
-    its own, from a private copy, its kernel in a sandbox (:mod:`helpers.sandbox`):
+    its own, from a private copy, its kernel in a sandbox (:mod:`instructor_tools.isolation.sandbox`):
     locked and test cells are restored from the source, deleted test cells are put
     back, a duplicated cell counts once, a cell that runs past the timeout is
     interrupted and counts as failed, and a kernel that dies costs only the cells that
@@ -273,16 +274,16 @@ def autograde(
             2-core laptop grades a class about 1.5x faster). A submission that fails in
             parallel (for example on a busy gradebook) is graded again on its own.
         limits: Memory, processes, disk and output of each kernel
-            (:class:`helpers.sandbox.Limits`; defaults fit a 2-core, 8 GB laptop).
+            (:class:`instructor_tools.isolation.sandbox.Limits`; defaults fit a 2-core, 8 GB laptop).
         sandboxing: ``"auto"`` (sandbox where bubblewrap works, else grade unsandboxed
             with a :class:`UnsandboxedWarning`), ``"require"`` (refuse without a sandbox)
             or ``"off"``.
         regrade: Grade ``students`` again (after a fix to the tests, or an extension) keeping
-            the manual scores and comments a person gave them (:mod:`helpers.regrading`); what
+            the manual scores and comments a person gave them (:mod:`instructor_tools.grading.regrading`); what
             changed is in :attr:`SubmissionScore.notes`. Nobody else is touched.
         reset_manual: With ``regrade``, clear those manual scores and comments instead.
 
-    The course config's due dates, extensions and late policy (:mod:`helpers.deadlines`) are
+    The course config's due dates, extensions and late policy (:mod:`instructor_tools.grading.deadlines`) are
     applied to the graded submissions afterwards, as :attr:`SubmissionScore.late_penalty`.
 
     Returns:
@@ -291,8 +292,8 @@ def autograde(
     Raises:
         GradingError: nbgrader could not grade some submissions (a file that is not a
             notebook...); the others are graded first and listed in the error.
-        helpers.sandbox.SandboxUnavailable: ``sandboxing="require"`` and no sandbox works here.
-        helpers.sandbox.KernelCannotStart: The course's kernel does not start for grading
+        instructor_tools.isolation.sandbox.SandboxUnavailable: ``sandboxing="require"`` and no sandbox works here.
+        instructor_tools.isolation.sandbox.KernelCannotStart: The course's kernel does not start for grading
             (checked once, before any submission is touched).
     """
     root = resolve_root(root)
@@ -438,7 +439,7 @@ def grades_table(
     per_cell: bool = False,
 ) -> "pd.DataFrame":
     """Grades as a table: one row per submission (student, assignment, score, max_score,
-    late_penalty and final_score (:mod:`helpers.deadlines`), needs_manual_grade, flags: the tamper check's findings, notes: the grading report),
+    late_penalty and final_score (:mod:`instructor_tools.grading.deadlines`), needs_manual_grade, flags: the tamper check's findings, notes: the grading report),
     or with ``per_cell`` one row per graded cell."""
     import pandas as pd
 
@@ -531,7 +532,7 @@ def feedback(
             student_config.CourseDirectory.assignment_id = name
             student_config.CourseDirectory.student_id = student
             student_config.HTMLExporter.template_name = "feedback"
-            student_config.GenerateFeedback.preprocessors = grading_steps.feedback_steps(show_tests)
+            student_config.GenerateFeedback.preprocessors = preprocessors.feedback_steps(show_tests)
             converter = GenerateFeedback(coursedir=CourseDirectory(config=student_config), config=student_config)
             converter.force = True
             run_converter(converter)

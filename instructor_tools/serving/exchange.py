@@ -4,7 +4,7 @@ nbgrader's own ``submit`` leaves each submission world-readable (files 0644, its
 0777 in the exchange's ``inbound/``) and relies on a random suffix in the folder's name
 to hide it. On the classroom hub every student has a private Unix group of their own
 (the default of ``useradd``) and the instructor is a member of each of those groups
-(``python -m helpers hub start`` adds them), so :class:`PrivateSubmit` can close the
+(``python -m instructor_tools hub start`` adds them), so :class:`PrivateSubmit` can close the
 submission to everyone else: folder 0770 and files 0640, owned by the student and
 their private group. The instructor still collects (reads) and can tidy up (write);
 another student can neither list ``inbound/`` (nbgrader makes it 0733) nor read a
@@ -12,7 +12,7 @@ submission even with its full name.
 
 Enabled for the students' servers by ``classroom/jupyter/student/nbgrader_config.py``::
 
-    c.ExchangeFactory.submit = "helpers.exchange.PrivateSubmit"
+    c.ExchangeFactory.submit = "instructor_tools.serving.exchange.PrivateSubmit"
 """
 
 from __future__ import annotations

@@ -16,12 +16,12 @@ package), which builds a private view of the file system from read-only pieces:
 
 Limits per kernel (:class:`Limits`): memory and number of processes/threads through
 a control group where the machine lets the grader create one (cgroup v2, or the v1
-``memory`` and ``pids`` hierarchies; :class:`helpers.cgroups.ControlGroup`, the hub's
+``memory`` and ``pids`` hierarchies; :class:`instructor_tools.isolation.cgroups.ControlGroup`, the hub's
 implementation too), else through resource limits (``prlimit``);
 the size of the private folders; open files; no core dumps. The per-cell time
 limit is nbgrader's (the profile's ``cell_timeout``).
 
-Taught nowhere: instructor tooling behind ``python -m helpers autograde`` (see the
+Taught nowhere: instructor tooling behind ``python -m instructor_tools autograde`` (see the
 instructor guide, "What a submission can and cannot do").
 """
 
@@ -39,10 +39,11 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
-from helpers import cgroups
+import helpers
 from helpers.kernel import KERNEL_NAME
 from helpers.settings import load_settings
 from helpers.weights import models_dir
+from instructor_tools.isolation import cgroups
 
 # Inside the sandbox: the student's home (a tmpfs), the working copy of the
 # submission folder, and where read-only course files are bound.
@@ -256,7 +257,7 @@ def _python_paths(executable: str | None = None) -> tuple[Path, ...]:
     program = Path(executable or sys.executable)
     paths = [program.parent.parent, program.resolve().parent.parent]
     if executable is None or program.resolve() == Path(sys.executable).resolve():
-        paths += [Path(sys.base_prefix), Path(sys.prefix), Path(__file__).resolve().parent]
+        paths += [Path(sys.base_prefix), Path(sys.prefix), Path(helpers.__file__).resolve().parent]
     try:
         answer = subprocess.run([str(program), "-I", "-c", _WHERE_SCRIPT], capture_output=True, text=True, timeout=60)
         paths += [Path(p) for p in json.loads(answer.stdout)] if answer.returncode == 0 else []
@@ -546,13 +547,13 @@ def kernel_manager_class() -> type:
     class SandboxedKernelManager(AsyncKernelManager):
         """nbclient's kernel manager, its kernel started inside the submission's sandbox."""
 
-        sandbox_id = Unicode("", config=True, help="Key of the active Sandbox in helpers.sandbox.ACTIVE.")
+        sandbox_id = Unicode("", config=True, help="Key of the active Sandbox in instructor_tools.isolation.sandbox.ACTIVE.")
 
         def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
             command = super().format_kernel_cmd(extra_arguments)
             box = ACTIVE.get(self.sandbox_id)
             if box is None:
-                raise RuntimeError("no sandbox is prepared for this kernel; grade through helpers.grading.")
+                raise RuntimeError("no sandbox is prepared for this kernel; grade through instructor_tools.grading.grader.")
             if box.sandboxed:
                 # A SIGINT to the process group would stop bubblewrap itself (and with it the
                 # kernel): interrupt through the kernel's control channel instead.

@@ -8,7 +8,7 @@ the classroom roster (``classroom/roster.example.csv``) with more columns::
     alice,student,Alice Liddell,,S1001,52,aliddell,Group A
 
 Only ``username`` and ``sis_user_id`` are required; instructors are skipped. Each
-assignment's grade is its score after the late penalty (:mod:`helpers.deadlines`).
+assignment's grade is its score after the late penalty (:mod:`instructor_tools.grading.deadlines`).
 
 - Canvas: ``Student, ID, SIS User ID, SIS Login ID, Section``, one column per
   assignment, and the ``Points Possible`` row under the header (the layout of Canvas's own
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Sequence
 from helpers.files import atomic_path
 
 if TYPE_CHECKING:  # pragma: no cover
-    from helpers.grading import SubmissionScore
+    from instructor_tools.grading.grader import SubmissionScore
 
 POINTS_POSSIBLE = "    Points Possible"  # Canvas's label, leading spaces included
 CANVAS_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
@@ -147,7 +147,7 @@ def build(scores: Sequence["SubmissionScore"], roster: Sequence[RosterEntry], as
     """Match the gradebook's submissions to the roster.
 
     Args:
-        scores: Every submission (:func:`helpers.grading.submission_scores`).
+        scores: Every submission (:func:`instructor_tools.grading.grader.submission_scores`).
         roster: From :func:`read_roster`.
         assignments: The columns; the assignments of ``scores`` by default.
 

@@ -36,8 +36,8 @@ import tokenize
 from pathlib import Path
 from typing import Any, Mapping
 
-from helpers.course import load_config, release_notebook, resolve_root
 from helpers.files import atomic_path, atomic_write
+from instructor_tools.course.course_folder import load_config, release_notebook, resolve_root
 
 KEPT_NAMES = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(dir(builtins))
 SKIPPED_TOKENS = {tokenize.COMMENT, tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING, tokenize.ENDMARKER}
@@ -263,7 +263,7 @@ def class_report(
     submitted = root / str(load_config(root).CourseDirectory.submitted_directory)
     release = release_notebook(assignment, root)
     if not release.is_file():
-        raise FileNotFoundError(f"{release} is missing (the template to exclude); run: python -m helpers generate {assignment}")
+        raise FileNotFoundError(f"{release} is missing (the template to exclude); run: python -m instructor_tools generate {assignment}")
     template = nbformat.read(release, as_version=4)
     notebooks: dict[str, Any] = {}
     skipped: dict[str, str] = {}

@@ -1,4 +1,4 @@
-"""``python -m helpers bundle``: the zip students receive.
+"""``python -m instructor_tools bundle``: the zip students receive.
 
 It holds what a student needs and nothing an instructor keeps: the student notebooks
 (``notebooks/``, generated, without outputs), the ``helpers`` package, the environment
@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 
 from helpers.files import atomic_path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BUNDLE_NAME = "tl-workshop-student"
 ENVIRONMENT_FILES = ("pyproject.toml", "environment.yml", "kit.toml.example")
 #: Text that must never reach a student: nbgrader's solution and hidden-test markers.
@@ -74,7 +74,7 @@ def bundle_members(root: Path | str | None = None) -> dict[str, Path]:
     members: dict[str, Path] = {}
     for folder in ("notebooks", "helpers"):
         if not (root / folder).is_dir():
-            raise FileNotFoundError(f"{root / folder} is missing: the bundle needs it (run `python -m helpers generate`).")
+            raise FileNotFoundError(f"{root / folder} is missing: the bundle needs it (run `python -m instructor_tools generate`).")
         for path in _files(root / folder):
             members[f"{BUNDLE_NAME}/{path.relative_to(root).as_posix()}"] = path
     for name in ENVIRONMENT_FILES:
@@ -89,7 +89,7 @@ def bundle_members(root: Path | str | None = None) -> dict[str, Path]:
     ]
     if leaks:
         raise ValueError(
-            "refusing to bundle solutions or hidden tests (regenerate notebooks/ with `python -m helpers generate`): "
+            "refusing to bundle solutions or hidden tests (regenerate notebooks/ with `python -m instructor_tools generate`): "
             + "; ".join(leaks)
         )
     return members
@@ -110,7 +110,7 @@ def build_bundle(output: Path | str | None = None, root: Path | str | None = Non
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Build the bundle and say what is in it."""
-    parser = argparse.ArgumentParser(prog="python -m helpers bundle", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m instructor_tools bundle", description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=None, help=f"zip to write (default dist/{BUNDLE_NAME}.zip)")
     args = parser.parse_args(list(argv or []))
     path = build_bundle(args.output)

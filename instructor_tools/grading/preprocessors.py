@@ -7,8 +7,8 @@ without the hidden tests.
   the cell it died or hung in and every later code cell get an error output saying why,
   grading goes on, so the tests that had passed keep their points, and the submission is
   flagged for a person. A kernel that never starts is the grader's problem: it raises
-  :class:`helpers.sandbox.KernelCannotStart` and nothing is scored. And each cell keeps
-  at most :attr:`helpers.sandbox.Limits.output_kb` of output, so a cell that prints
+  :class:`instructor_tools.isolation.sandbox.KernelCannotStart` and nothing is scored. And each cell keeps
+  at most :attr:`instructor_tools.isolation.sandbox.Limits.output_kb` of output, so a cell that prints
   megabytes cannot fill the grader's memory.
 - :func:`hide_tests` is a feedback step: every autograded test cell shows its first
   docstring line instead of its code, and its error as one line (the exception and the
@@ -24,9 +24,9 @@ import functools
 import json
 from typing import Any
 
-from helpers import sandbox
+from instructor_tools.isolation import sandbox
 
-# sandbox id -> what happened while its kernel ran (read by helpers.grading after each submission).
+# sandbox id -> what happened while its kernel ran (read by instructor_tools.grading.grader after each submission).
 EVENTS: dict[str, list[str]] = {}
 # sandbox id -> what a person should look at (a kernel that died or stopped answering).
 FLAGS: dict[str, list[str]] = {}
@@ -59,7 +59,7 @@ def guarded_execute() -> type:
     class GuardedExecute(Execute):
         """Execute every cell; a dead kernel scores the cells that did not run as failed."""
 
-        sandbox_id = Unicode("", config=True, help="Key of this submission's sandbox in helpers.sandbox.ACTIVE.")
+        sandbox_id = Unicode("", config=True, help="Key of this submission's sandbox in instructor_tools.isolation.sandbox.ACTIVE.")
         max_output_bytes = Integer(1024 * 1024, config=True, help="Output kept per cell, in bytes.")
 
         answer_timeout = Integer(15, config=True, help="Seconds a kernel has to answer an empty cell after a timeout.")

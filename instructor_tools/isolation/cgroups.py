@@ -8,7 +8,7 @@ tree may use:
   :data:`PARENT` before the server runs: one student's runaway notebook then meets its
   own memory limit (the kernel is killed and restarts, the others keep working), gets
   at most its share of the cores, and cannot fork-bomb the server;
-- autograding (:mod:`helpers.sandbox`) puts each submission's kernel into a group under
+- autograding (:mod:`instructor_tools.isolation.sandbox`) puts each submission's kernel into a group under
   ``tl-kit-grading`` (memory and processes only), removed when the kernel ends.
 
 Both layouts are handled:
@@ -72,7 +72,7 @@ class Limits:
     """What a control group enforces: bytes of memory, cores (1.5 = one and a half), processes/threads.
 
     None leaves that resource unlimited. (A graded kernel's other limits, its private
-    disk, open files and output, are :class:`helpers.sandbox.Limits`.)
+    disk, open files and output, are :class:`instructor_tools.isolation.sandbox.Limits`.)
 
     >>> Limits(memory_bytes=parse_memory("6G"), cpus=1.0, tasks=512).tasks
     512
