@@ -64,7 +64,7 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # workshop 300 s, full 3600 s). A timed-out cell is interrupted and marked as an
 # error, so an infinite loop in a submission costs that cell, not the whole class.
 c.Execute.kernel_name = "tl-workshop"  # helpers.kernel.KERNEL_NAME
-c.Execute.timeout = load_settings().run.cell_timeout
+c.Execute.timeout = load_settings().scale.cell_timeout
 c.Execute.interrupt_on_timeout = True
 # Keep the kernels' own start-up notices (TCP without encryption...) out of the grading log.
 c.Execute.extra_arguments = ["--IPKernelApp.log_level=ERROR"]

@@ -29,7 +29,7 @@ What it sets up, and why:
   instructor's server has the formgrader on the course folder ``~/tl-workshop``
   (``classroom/jupyter/instructor``), which no student can read.
 - **TensorBoard**: through jupyter-server-proxy at ``/user/<name>/tensorboard/`` (the kit's
-  ``helpers.tensorboard_proxy``), behind the hub's login like everything else.
+  ``helpers.tensorboard_in_lab``), behind the hub's login like everything else.
 """
 
 import json

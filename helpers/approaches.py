@@ -597,7 +597,7 @@ def _fit_keras(
     batches = -(-len(split.rows("train")) // settings.batch_size)
     datasets["train"] = datasets["train"].apply(tf.data.experimental.assert_cardinality(batches))
     stop = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=settings.run.early_stopping_patience, restore_best_weights=True
+        monitor="val_loss", patience=settings.scale.early_stopping_patience, restore_best_weights=True
     )
     began = time.perf_counter()
     history = model.fit(
@@ -627,13 +627,13 @@ def run_scratch_backbone(
         split: The shared split.
         settings: Course settings (backbone, seed, learning rate, batch size, profile).
         image_size: Input side; :func:`scratch_image_size` by default (small on a CPU).
-        epochs: Epochs; ``settings.run.scratch_epochs`` by default (early stopping on val_loss).
+        epochs: Epochs; ``settings.scale.scratch_epochs`` by default (early stopping on val_loss).
         verbose: Keras ``fit`` verbosity.
     """
     import keras
 
     size = image_size or scratch_image_size(settings)
-    epochs = epochs or settings.run.scratch_epochs
+    epochs = epochs or settings.scale.scratch_epochs
     keras.utils.set_random_seed(settings.seed)
     model = build_scratch_backbone(settings, len(split.class_names), image_size=size)
     compiling.compile_model(model, settings.learning_rate)
@@ -668,13 +668,13 @@ def run_small_cnn(
         build: ``(image_size, num_classes) -> uncompiled model`` taking 0-255 pixels;
             :func:`build_small_cnn` by default.
         image_size: Input side; :func:`scratch_image_size` by default.
-        epochs: Epochs; ``settings.run.scratch_epochs`` by default (early stopping on val_loss).
+        epochs: Epochs; ``settings.scale.scratch_epochs`` by default (early stopping on val_loss).
         verbose: Keras ``fit`` verbosity.
     """
     import keras
 
     size = image_size or scratch_image_size(settings)
-    epochs = epochs or settings.run.scratch_epochs
+    epochs = epochs or settings.scale.scratch_epochs
     keras.utils.set_random_seed(settings.seed)
     model = compiling.compile_model((build or build_small_cnn)(size, len(split.class_names)), settings.learning_rate)
     probabilities, seconds, history = _fit_keras(

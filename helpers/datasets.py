@@ -485,7 +485,7 @@ def select_simpsons(root: Path, settings: Settings) -> pd.DataFrame:
     ``split`` already ``test``: the dataset's own test set is the test split, and
     ``split_dataset`` divides the rest into train and validation.
     """
-    run = settings.run
+    run = settings.scale
     folders = {folder.name: _images_in(folder) for folder in _subdirs(root)}
     folders = {name: files for name, files in folders.items() if files}
     ranked = sorted(folders, key=lambda name: (-len(folders[name]), name))
@@ -518,7 +518,7 @@ def select_photo_vs_drawing(root: Path, settings: Settings) -> pd.DataFrame:
     photo_streams = [_images_in(root / "photo" / c) for c in classes]
     drawing_streams = [_images_in(root / d / c) for c in classes for d in domains]
     available = min(sum(map(len, photo_streams)), sum(map(len, drawing_streams)))
-    per_label = settings.run.pacs_per_class or available
+    per_label = settings.scale.pacs_per_class or available
     picked, problems = _pick_usable({"photo": photo_streams, "drawing": drawing_streams}, min(per_label, available), settings)
     rows = []
     for label, paths in picked.items():
@@ -563,7 +563,7 @@ def select_photos(folder: Path, settings: Settings) -> pd.DataFrame:
 
     Used by ``load_dataset("photos")`` (notebook 01, section 2).
     """
-    count = settings.run.photos or len(PHOTOS)
+    count = settings.scale.photos or len(PHOTOS)
     rows = [
         {"path": str(folder / f"{name}.jpg"), "label": name, "description": description, "licence": licence}
         for name, description, licence in PHOTOS[:count]

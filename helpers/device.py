@@ -18,7 +18,7 @@ import sys
 import tempfile
 from typing import Any, Callable, Iterator, TypeVar
 
-from helpers.output_noise import quiet_tensorflow_retracing
+from helpers.clean_outputs import quiet_tensorflow_retracing
 from helpers.settings import Settings, load_settings
 
 # Lines TensorFlow's C++ runtime prints at import that say nothing to a student.

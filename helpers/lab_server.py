@@ -14,7 +14,7 @@ its single-user servers. What every server of the kit shares (the instructor's, 
 the Launcher offers one kernel, the kit's ``tl-workshop`` (a notebook cannot start in a
 Python without the kit), and JupyterLab's "get notified about official Jupyter news?"
 pop-up is off (nothing to fetch in a classroom). Every server opens TensorBoard from the
-Launcher (see :mod:`helpers.tensorboard_proxy`).
+Launcher (see :mod:`helpers.tensorboard_in_lab`).
 """
 
 
@@ -47,8 +47,8 @@ INSTRUCTOR_SERVER_EXTENSIONS = (
     "nbgrader.server_extensions.course_list",
 )
 DEFAULT_CULL_IDLE_MINUTES = 30.0
-#: The contents manager of both servers (:mod:`helpers.contents`): notebooks open unmodified.
-CONTENTS_MANAGER = "helpers.contents.KitContentsManager"
+#: The contents manager of both servers (:mod:`helpers.unmodified_notebooks`): notebooks open unmodified.
+CONTENTS_MANAGER = "helpers.unmodified_notebooks.KitContentsManager"
 
 
 def lab_base(port: int, headless: bool, root_dir: Path) -> list[str]:

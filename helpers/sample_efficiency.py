@@ -299,7 +299,7 @@ def sample_efficiency_learners(
         learners["small CNN from scratch"] = Learner(
             images[train], images[test],
             keras_learner(
-                lambda: build(size, classes), epochs=settings.run.scratch_epochs,
+                lambda: build(size, classes), epochs=settings.scale.scratch_epochs,
                 batch_size=settings.batch_size, learning_rate=settings.learning_rate,
             ),
         )

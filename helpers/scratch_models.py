@@ -32,7 +32,7 @@ def scratch_image_size(settings: Settings) -> int:
     Taught in notebook 04, section 3 (training from scratch).
     """
     full = backbones.input_size(settings)
-    chosen = settings.run.scratch_image_size
+    chosen = settings.scale.scratch_image_size
     return full if chosen is None else min(chosen, full)
 
 

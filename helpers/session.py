@@ -32,9 +32,9 @@ class Session:
     seconds: float
 
     @property
-    def run(self):
-        """The run profile (sizes and epochs)."""
-        return self.settings.run
+    def scale(self):
+        """How big this run is: the profile's images, epochs and time limits (``Settings.scale``)."""
+        return self.settings.scale
 
     def summary(self) -> str:
         """Human summary: settings that matter, device, weights cache."""

@@ -197,8 +197,12 @@ class Settings:
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
     @property
-    def run(self) -> Profile:
-        """The :class:`Profile` named by ``profile``."""
+    def scale(self) -> Profile:
+        """How big a run is: the numbers (images, epochs, time limits) of the :class:`Profile` named by ``profile``.
+
+        ``profile`` is the name a user chooses (``"workshop"``); ``scale`` is what that name
+        means for every notebook (``settings.scale.head_epochs``).
+        """
         return PROFILES[self.profile]
 
     @property
@@ -341,7 +345,7 @@ def load_settings(
     >>> settings = load_settings({"profile": "smoke"}, environ=environ, config_file=os.devnull)
     >>> settings.batch_size, settings.mixed_precision, settings.alpha, settings.sources["batch_size"]
     (16, True, None, '$KIT_BATCH_SIZE')
-    >>> settings.run.head_epochs
+    >>> settings.scale.head_epochs
     1
     >>> load_settings(environ={"KIT_BATCH_SIZE": "many"}, config_file=os.devnull)
     Traceback (most recent call last):

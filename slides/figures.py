@@ -283,9 +283,9 @@ def figure_photo_vs_drawing(settings, output: Path, *, approaches: Sequence[str]
         split, settings, features=comparison.features, pixels=comparison.pixels, images=images
     )
     train_labels = split.labels("train")
-    sizes = sample_efficiency.usable_sample_sizes(train_labels, settings.run.sample_sizes)
+    sizes = sample_efficiency.usable_sample_sizes(train_labels, settings.scale.sample_sizes)
     runs = sample_efficiency.sample_efficiency(
-        learners, train_labels, split.labels("test"), sizes, settings.run.sample_seeds, base_seed=settings.seed
+        learners, train_labels, split.labels("test"), sizes, settings.scale.sample_seeds, base_seed=settings.seed
     )
     summary = sample_efficiency.summarize_sample_efficiency(runs)
     figure = plots.sample_efficiency(summary, chance=1 / len(split.class_names))

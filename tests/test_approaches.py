@@ -273,7 +273,7 @@ def test_comparison_on_pacs_images(real_weights, shared_data):
 
     learners = sample_efficiency.sample_efficiency_learners(split, settings, features=comparison.features, pixels=comparison.pixels)
     runs = sample_efficiency.sample_efficiency(
-        learners, split.labels("train"), split.labels("test"), settings.run.sample_sizes, 2, base_seed=settings.seed
+        learners, split.labels("train"), split.labels("test"), settings.scale.sample_sizes, 2, base_seed=settings.seed
     )
     assert set(runs["approach"]) == set(learners)
-    assert len(runs) == len(learners) * len(sample_efficiency.usable_sample_sizes(split.labels("train"), settings.run.sample_sizes)) * 2
+    assert len(runs) == len(learners) * len(sample_efficiency.usable_sample_sizes(split.labels("train"), settings.scale.sample_sizes)) * 2

@@ -129,8 +129,8 @@ TEACHING_MODULES = (
 # The students' library's own plumbing (commands, servers, caches): outside that rule. The instructor's
 # tools are another package, instructor_tools.
 TOOLING_MODULES = (
-    "timing", "lab_server", "kernel", "contents", "workshop",
-    "cli", "files", "output_noise", "tensorboard_proxy", "weights", "download", "device", "settings", "prepare",
+    "timing", "lab_server", "kernel", "unmodified_notebooks", "workshop",
+    "cli", "files", "clean_outputs", "tensorboard_in_lab", "weights", "download", "device", "settings", "prepare",
     "recipe_commands", "progress", "demo",
 )
 

@@ -22,7 +22,7 @@ import alternative_answers  # tests/alternative_answers.py, beside this file
 import nbformat
 import pytest
 
-from helpers import kernel, output_noise, timing
+from helpers import kernel, clean_outputs, timing
 from helpers.settings import PROFILES
 from instructor_tools.course import commands, course_folder, release, submissions, validation
 from instructor_tools.grading import grader
@@ -458,7 +458,7 @@ def test_solutions_notebook_runs_and_passes_every_test(assignment, kernel_env, t
     assert result.ok, result.summary()
     assert set(result.graded) == set(_autograded(course_folder.source_notebook(assignment, ROOT)))
     assert len(executed_notebooks) == 1, "the validator executed the notebook once"
-    noise = output_noise.noise(executed_notebooks[0])
+    noise = clean_outputs.noise(executed_notebooks[0])
     assert noise == [], f"{assignment} shows warnings or stderr a student would see:\n" + "\n".join(noise)
     for name in alternative_answers.USED_DOWNSTREAM.get(assignment, []):
         assert name in _answers_used_downstream(executed_notebooks[0]), (

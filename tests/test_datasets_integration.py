@@ -65,12 +65,12 @@ def _batch_check(frame: pd.DataFrame, settings) -> None:
 def test_simpsons_smoke_profile_from_shared_data(real_settings):
     root = REAL_DATASETS / "simpsons" / "simpsons_dataset"
     counts = {folder.name: _count_images(folder) for folder in root.iterdir() if folder.is_dir()}
-    expected = sorted(counts, key=lambda name: (-counts[name], name))[: real_settings.run.simpsons_characters]
+    expected = sorted(counts, key=lambda name: (-counts[name], name))[: real_settings.scale.simpsons_characters]
     before = sorted(os.listdir(REAL_DATASETS))
     frame = datasets.load_dataset("simpsons", real_settings, download_ok=False)
     assert sorted(frame["label"].unique()) == sorted(expected)
     per_class = frame["label"].value_counts()
-    assert all(per_class[name] == min(real_settings.run.simpsons_per_class, counts[name]) for name in expected)
+    assert all(per_class[name] == min(real_settings.scale.simpsons_per_class, counts[name]) for name in expected)
     assert all(Path(p).parent.name == label and Path(p).is_relative_to(root) for p, label in zip(frame["path"], frame["label"]))
     assert frame.equals(datasets.load_dataset("simpsons", real_settings, download_ok=False)), "selection is deterministic"
     assert frame.attrs["root"] == str(root)
@@ -81,7 +81,7 @@ def test_simpsons_smoke_profile_from_shared_data(real_settings):
 @pytest.mark.integration
 def test_photo_vs_drawing_smoke_profile_from_shared_data(real_settings):
     frame = datasets.load_dataset("photo_vs_drawing", real_settings, download_ok=False)
-    per_label = real_settings.run.pacs_per_class
+    per_label = real_settings.scale.pacs_per_class
     assert frame["label"].value_counts().to_dict() == {"photo": per_label, "drawing": per_label}
     assert set(frame.loc[frame["label"] == "photo", "domain"]) == {"photo"}
     drawing = frame.loc[frame["label"] == "drawing"]
@@ -100,18 +100,18 @@ def test_workshop_profile_sizes_from_shared_data(real_settings):
     frame = datasets.load_dataset("simpsons", settings, download_ok=False)
     root = REAL_DATASETS / "simpsons" / "simpsons_dataset"
     for label, count in frame["label"].value_counts().items():
-        assert count == min(settings.run.simpsons_per_class, _count_images(root / label))
+        assert count == min(settings.scale.simpsons_per_class, _count_images(root / label))
     pacs = datasets.load_dataset("photo_vs_drawing", settings, download_ok=False)
     photos = _count_images(REAL_DATASETS / "pacs" / "photo")
     drawings = sum(_count_images(REAL_DATASETS / "pacs" / d) for d in datasets.PACS_DRAWING_DOMAINS)
-    expected = min(settings.run.pacs_per_class or photos, photos, drawings)
+    expected = min(settings.scale.pacs_per_class or photos, photos, drawings)
     assert pacs["label"].value_counts().to_dict() == {"photo": expected, "drawing": expected}
 
 
 def test_photos_are_written_once_into_the_cache(tmp_path):
     settings = load_settings({"profile": "smoke", "cache_dir": tmp_path / "cache", "data_dir": tmp_path / "data"})
     frame = datasets.load_dataset("photos", settings)
-    names = [name for name, *_ in datasets.PHOTOS[: settings.run.photos]]
+    names = [name for name, *_ in datasets.PHOTOS[: settings.scale.photos]]
     assert list(frame["label"]) == names
     assert all(Path(p).parent == tmp_path / "cache" / "photos" for p in frame["path"])
     first = {p: os.stat(p).st_mtime_ns for p in frame["path"]}

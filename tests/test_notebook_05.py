@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import output_noise, sources
+from helpers import clean_outputs, sources
 from instructor_tools.course import course_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def test_notebook_05_runs_on_a_users_zip_and_folders(own_images, tmp_path, kit_s
     by_id = {cell.id: _outputs(cell) for cell in notebook.cells if cell.cell_type == "code"}
     noise = {cid: text for cid, text in by_id.items() if "ERROR" in text}
     assert not noise, noise
-    assert not output_noise.noise(notebook), "stderr or library warnings in the outputs"
+    assert not clean_outputs.noise(notebook), "stderr or library warnings in the outputs"
 
     assert "No images of your own" not in by_id["load-images"] and "32 images of 3 classes" in by_id["load-images"]
     assert "31 usable image(s), 1 problem(s): 1 corrupt" in by_id["scan"] and "IMG_9999.jpg" in by_id["scan"]

@@ -126,7 +126,7 @@ def test_skeleton_title_objectives_time_setup(path):
     source = cells[setup].source
     assert "from helpers import session" in source and SETUP.search(source), (
         f"{path.name}: the setup cell must be `from helpers import session` / `kit = session.start()` "
-        "(no overrides: sizes come from the profile, kit.run)"
+        "(no overrides: sizes come from the profile, kit.scale)"
     )
     assert any(c.cell_type == "markdown" and c.source.startswith("## ") for c in cells[setup:]), (
         f"{path.name}: organise the notebook in '## ' sections after the setup cell"

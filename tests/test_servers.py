@@ -25,7 +25,7 @@ from typing import Iterator
 import nbformat
 import pytest
 
-from helpers import kernel, lab_server, tensorboard_proxy
+from helpers import kernel, lab_server, tensorboard_in_lab
 from instructor_tools.course import bundle, course_folder
 from instructor_tools.serving import instructor_lab
 
@@ -41,9 +41,9 @@ def test_student_config_turns_off_exactly_the_instructor_tools():
     page = json.loads((lab_server.STUDENT_CONFIG_DIR / "labconfig" / "page_config.json").read_text())
     assert page["disabledExtensions"] == {name: True for name in lab_server.INSTRUCTOR_PLUGINS}
     assert "@jupyter/nbgrader:validate-assignment" not in page["disabledExtensions"], "students keep Validate"
-    from helpers import contents
+    from helpers import unmodified_notebooks
 
-    assert server["ServerApp"]["contents_manager_class"] == lab_server.CONTENTS_MANAGER == contents.CLASS_NAME
+    assert server["ServerApp"]["contents_manager_class"] == lab_server.CONTENTS_MANAGER == unmodified_notebooks.CLASS_NAME
     assert f"--ServerApp.contents_manager_class={lab_server.CONTENTS_MANAGER}" in instructor_lab.instructor_command(1, True, ROOT)
 
 
@@ -117,8 +117,8 @@ def test_tensorboard_is_registered_with_jupyter_server_proxy():
     from importlib.metadata import entry_points
 
     found = {e.name: e.value for e in entry_points(group="jupyter_serverproxy_servers")}
-    assert found.get("tensorboard") == "helpers.tensorboard_proxy:server_proxy", "reinstall the kit: pip install -e ."
-    config = tensorboard_proxy.server_proxy()
+    assert found.get("tensorboard") == "helpers.tensorboard_in_lab:server_proxy", "reinstall the kit: pip install -e ."
+    config = tensorboard_in_lab.server_proxy()
     command = config["command"](6123)
     assert command[command.index("--host") + 1] == "127.0.0.1" and command[command.index("--port") + 1] == "6123"
     assert config["launcher_entry"]["title"] == "TensorBoard" and Path(config["launcher_entry"]["icon_path"]).is_file()
@@ -242,7 +242,7 @@ def test_student_server_has_no_instructor_tools_and_culls_idle_kernels(tmp_path)
         assert (specs["default"], list(specs["kernelspecs"])) == (kernel.KERNEL_NAME, [kernel.KERNEL_NAME]), specs
 
         # a released notebook is served with its kernel's full language_info (JupyterLab then leaves it unmodified)
-        from helpers.contents import kernel_language_info
+        from helpers.unmodified_notebooks import kernel_language_info
 
         model = json.loads(http(f"{base}/api/contents/02_retrain_simpsons/02_retrain_simpsons.ipynb", token)[1])
         assert model["content"]["metadata"]["language_info"] == kernel_language_info()

@@ -44,7 +44,7 @@ def test_precedence_file_then_environment_then_overrides(tmp_path):
     assert resolved.sources["backbone"] == str(path)
     assert resolved.sources["batch_size"] == "$KIT_BATCH_SIZE"
     assert resolved.sources["seed"] == "override"
-    assert resolved.run is PROFILES["full"]
+    assert resolved.scale is PROFILES["full"]
 
 
 def test_config_found_in_parent_folder_and_relative_paths(tmp_path, monkeypatch):
@@ -102,7 +102,7 @@ def test_types_are_parsed(tmp_path):
 
 def test_replace_keeps_validation(tmp_path):
     base = load_settings(environ={}, config_file=_config(tmp_path, "[kit]\n"))
-    assert base.replace(profile="smoke").run.name == "smoke"
+    assert base.replace(profile="smoke").scale.name == "smoke"
     with pytest.raises(ValueError):
         base.replace(profile="nope")
 

@@ -275,7 +275,7 @@ def test_figure_script_runs_on_the_course_data(shared_data: Path, session_cache:
             assert (tmp_path / file).stat().st_size > 5_000, f"{name} wrote no usable {file}"
         assert manifest["figures"][name]["numbers"], f"{name} recorded no number"
     numbers = manifest["numbers"]
-    assert numbers["profile"] == "smoke" and numbers["simpsons_classes"] == str(settings.run.simpsons_characters)
+    assert numbers["profile"] == "smoke" and numbers["simpsons_classes"] == str(settings.scale.simpsons_characters)
     for key in ("head_val_accuracy", "finetune_val_accuracy", "test_accuracy", "features_test_accuracy",
                 "pvd_transfer_accuracy", "pvd_features_accuracy", "pvd_pixels_accuracy"):
         assert re.fullmatch(r"\d{1,3}%", numbers[key]), f"{key} = {numbers[key]!r} is not a percentage"

@@ -104,7 +104,7 @@ def load_config(
     if profile is not None and profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}.")
     seconds = timeout if timeout is not None else (
-        PROFILES[profile].cell_timeout if profile else load_settings().run.cell_timeout
+        PROFILES[profile].cell_timeout if profile else load_settings().scale.cell_timeout
     )
     if seconds < 1:
         raise ValueError("the per-cell timeout must be at least 1 second.")

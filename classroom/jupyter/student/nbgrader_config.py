@@ -18,6 +18,6 @@ c.ExchangeFactory.submit = "instructor_tools.serving.exchange.PrivateSubmit"
 
 # The notebook toolbar's Validate button: each cell gets the time its profile allows.
 c.Execute.kernel_name = "tl-workshop"
-c.Execute.timeout = load_settings().run.cell_timeout
+c.Execute.timeout = load_settings().scale.cell_timeout
 c.Execute.interrupt_on_timeout = True
 c.Execute.extra_arguments = ["--IPKernelApp.log_level=ERROR"]

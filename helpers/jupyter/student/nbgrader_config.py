@@ -11,6 +11,6 @@ from helpers.settings import load_settings
 c = get_config()  # noqa: F821 - injected by nbgrader's (traitlets') config loader
 
 c.Execute.kernel_name = KERNEL_NAME
-c.Execute.timeout = load_settings().run.cell_timeout
+c.Execute.timeout = load_settings().scale.cell_timeout
 c.Execute.interrupt_on_timeout = True
 c.Execute.extra_arguments = ["--IPKernelApp.log_level=ERROR"]

@@ -17,7 +17,7 @@ from typing import Any
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
 
 #: The value of ``ServerApp.contents_manager_class`` that selects this manager.
-CLASS_NAME = "helpers.contents.KitContentsManager"
+CLASS_NAME = "helpers.unmodified_notebooks.KitContentsManager"
 
 
 def kernel_language_info() -> dict[str, Any]:
