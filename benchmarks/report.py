@@ -358,11 +358,27 @@ def _epoch(section: dict[str, Any], what: str) -> list[str]:
     return lines + [""] + _equivalence(section)
 
 
+# A student's kernel on a shared server (1-2 GB each) or an 8 GB laptop: the resident high-water mark of
+# every notebook's kernel must stay under its profile's limit.
+MEMORY_LIMIT_MIB = {"workshop": 2048, "laptop": 1536}
+
+
+def _memory_rule(profile: str, entry: dict[str, Any]) -> str:
+    """"memory: ≤ 2048 MiB each kernel — met (peak 1639 MiB)", or "" for a profile without a limit."""
+    limit = MEMORY_LIMIT_MIB.get(profile)
+    peaks = [row["peak_mib"] for row in entry["notebooks"] if row.get("peak_mib") is not None]
+    if limit is None or not peaks:
+        return ""
+    verdict = "met" if max(peaks) <= limit and len(peaks) == len(entry["notebooks"]) else "**not met**"
+    return f"; memory: ≤ {limit} MiB each kernel — {verdict} (highest peak {max(peaks):.0f} MiB)"
+
+
 def _notebooks(section: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for profile, entry in section["profiles"].items():
         budget = entry.get("budget")
         rule = f"budget: ≤ {budget['limit_s']:.0f} s {budget['rule']} — {'met' if budget['met'] else '**not met**'}" if budget else "no budget"
+        rule += _memory_rule(profile, entry)
         lines.append(f"**{profile} profile** ({rule}; {entry['total_s']:.0f} s in all)")
         lines.append("")
         lines += _table(
