@@ -57,10 +57,11 @@ ACCOUNT_MARKER = "tl-workshop classroom"
 COURSE_FOLDER = "tl-workshop"
 COURSE_ID = "tl-workshop"
 ROLES = ("instructor", "student")
-#: Per-role limits. A student's workshop-profile kernel peaks at 4.9 GiB (notebook 02, measured;
-#: docs/instructor-guide.md, "Sizing a hub server"), its JupyterLab server takes 0.13 GiB more.
+#: Per-role limits. A student's workshop-profile kernel peaks at 1.6 GiB (notebook 05, measured;
+#: docs/instructor-guide.md, "Sizing a hub server"), its JupyterLab server takes 0.13 GiB more and
+#: TensorBoard, opened from the Launcher, about 0.5 GiB: 2.5 GiB leaves room for all three.
 DEFAULT_LIMITS: dict[str, dict[str, Any]] = {
-    "student": {"memory": "6G", "cpus": 1.0, "tasks": 512},
+    "student": {"memory": "2.5G", "cpus": 1.0, "tasks": 512},
     "instructor": {"memory": "8G", "cpus": 2.0, "tasks": 1024},
 }
 _USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
