@@ -132,17 +132,72 @@ def test_bundle_holds_what_students_need_and_nothing_else(tmp_path):
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         readme = archive.read(f"{bundle.BUNDLE_NAME}/README.md").decode()
-        notebooks = {n: archive.read(n).decode() for n in names if n.endswith(".ipynb")}
+        texts = {n: archive.read(n).decode(errors="replace") for n in names if n.endswith((".ipynb", ".py", ".toml", ".yml", ".json", ".md"))}
+    assert {n.split("/")[0] for n in names} == {bundle.BUNDLE_NAME}, "one folder, named like the zip"
     top = {n.split("/")[1] for n in names}
-    assert top == {"notebooks", "helpers", "README.md", *bundle.ENVIRONMENT_FILES}, top
+    assert top == {"notebooks", "helpers", "README.md", "LICENSE", *bundle.ENVIRONMENT_FILES}, top
     released = {p.relative_to(ROOT).as_posix() for p in (ROOT / "notebooks").glob("*/*.ipynb")}
-    assert {n.split("/", 1)[1] for n in notebooks} == released
-    for name, text in notebooks.items():
+    assert {n.split("/", 1)[1] for n in names if n.endswith(".ipynb")} == released
+    students_library = {p.relative_to(ROOT).as_posix() for p in (ROOT / "helpers").rglob("*.py") if "__pycache__" not in p.parts}
+    assert students_library <= {n.split("/", 1)[1] for n in names}, "the whole students' library"
+    for name, text in texts.items():
         for marker in bundle.FORBIDDEN_MARKERS:
             assert marker not in text, f"{name} holds {marker!r}"
-    assert not [n for n in names if re.search(r"solutions/|^[^/]*/nbgrader_config|gradebook|submitted/|autograded/|tests/|__pycache__", n)]
+    leaked = [n for n in names if re.search(
+        r"instructor_tools|solutions/|/nbgrader_config\.py$|gradebook|submitted/|autograded/|feedback/|tests/|__pycache__|\.egg-info|"
+        r"^[^/]*/(classroom|benchmarks|slides|docs|Makefile)", n)]
+    # the student's server's own nbgrader config (its Validate button's timeouts) is the one allowed
+    assert leaked == [f"{bundle.BUNDLE_NAME}/helpers/jupyter/student/nbgrader_config.py"], leaked
+    assert not [n for n, text in texts.items() if re.search(r"^\s*(from|import) instructor_tools", text, re.M)], \
+        "nothing in the zip imports the instructor's package"
     assert "python -m helpers workshop" in readme and 'pip install -e ".[cpu]"' in readme
     assert list((tmp_path).iterdir()) == [path], "no temporary file is left beside the zip"
+
+
+def _toml(text: str) -> dict:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    return tomllib.loads(text)
+
+
+def test_the_bundles_environment_files_stay_in_step_with_the_project(tmp_path):
+    """The zip's pyproject.toml is the project's cut to the students' library: same dependencies and
+    cpu/gpu/export extras, helpers only (no instructor's script, extra or package); its environment.yml
+    keeps exactly the pip lines of the dependencies and the cpu extra."""
+    with zipfile.ZipFile(bundle.build_bundle(tmp_path / "student.zip")) as archive:
+        student = _toml(archive.read(f"{bundle.BUNDLE_NAME}/pyproject.toml").decode())
+        environment = archive.read(f"{bundle.BUNDLE_NAME}/environment.yml").decode()
+    project = _toml((ROOT / "pyproject.toml").read_text())
+    mine, theirs = student["project"], project["project"]
+    assert student["build-system"] == project["build-system"]
+    for key in ("name", "version", "requires-python", "dependencies", "readme", "license"):
+        assert mine[key] == theirs[key], key
+    assert mine["optional-dependencies"] == {e: theirs["optional-dependencies"][e] for e in ("cpu", "gpu", "export")}
+    assert mine["scripts"] == {"tlkit": theirs["scripts"]["tlkit"]}, "no tlkit-instructor pointing at a missing module"
+    assert mine["entry-points"] == theirs["entry-points"], "TensorBoard's Launcher tile is the students' library's"
+    assert student["tool"]["setuptools"] == {
+        "packages": {"find": {"include": ["helpers*"]}},
+        "package-data": {"helpers": project["tool"]["setuptools"]["package-data"]["helpers"]},
+    }
+    assert "instructor" not in json.dumps(student), "nothing of the instructor's package or extra"
+
+    import yaml
+    from packaging.requirements import Requirement
+
+    pip = next(item["pip"] for item in yaml.safe_load(environment)["dependencies"] if isinstance(item, dict))
+    wanted = theirs["dependencies"] + theirs["optional-dependencies"]["cpu"]
+    assert sorted(str(Requirement(line)) for line in pip if not line.startswith("-e")) == sorted(str(Requirement(r)) for r in wanted)
+    assert "-e ." in pip and not re.search(r"instructor_tools|jupyterhub|pytest|make setup", environment), environment
+
+
+def test_the_bundle_refuses_a_project_without_the_students_extras(tmp_path):
+    text = (ROOT / "pyproject.toml").read_text().replace("\nexport = [", "\nexported = [")
+    with pytest.raises(ValueError, match=r"lacks the extras \['export'\]"):
+        bundle.student_pyproject(text)
+    with pytest.raises(ValueError, match="no \\[project\\] table"):
+        bundle.student_pyproject("[tool.x]\na = 1\n")
 
 
 def test_bundle_refuses_a_release_with_a_solution(tmp_path):
