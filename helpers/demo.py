@@ -3,7 +3,7 @@
 ``python -m helpers demo MODEL_FOLDER`` serves one small page on http://127.0.0.1:PORT/ (this
 machine only): choose an image, and the page shows the model's top-k labels with their
 probabilities and, for a Keras model, where it looked (Grad-CAM, :mod:`helpers.gradcam`).
-MODEL_FOLDER is a folder written by ``retrain`` (or ``recipes.save_model``), or an export
+MODEL_FOLDER is a folder written by ``retrain`` (or ``saved_models.save_model``), or an export
 folder (:mod:`helpers.export`; labels only: an exported graph has no layers to explain).
 
 Built on the standard library's :mod:`http.server`: nothing to install, no page asset
@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from helpers import backbones, device, gradcam, recipes
+from helpers import backbones, device, gradcam, saved_models
 from helpers.settings import Settings, load_settings
 
 __all__ = ["BadUpload", "DemoModel", "MAX_UPLOAD_BYTES", "decode_upload", "main", "make_server"]
@@ -77,7 +77,7 @@ class DemoModel:
     """A saved model ready to label uploads: top-k labels and, for a Keras model, a Grad-CAM overlay.
 
     Args:
-        location: A model folder (``retrain``, ``recipes.save_model``) or an export folder.
+        location: A model folder (``retrain``, ``saved_models.save_model``) or an export folder.
         settings: Course settings; the model's backbone, alpha and input size replace the settings'.
         k: Labels shown per image.
     """
@@ -85,8 +85,8 @@ class DemoModel:
     def __init__(self, location: str, settings: Settings | None = None, *, k: int = 5) -> None:
         if int(k) != k or k < 1:
             raise ValueError(f"k must be a positive whole number of labels, not {k!r}.")
-        self.model, info = recipes.load_model(location)
-        self.settings = recipes.model_settings(info, settings or load_settings())
+        self.model, info = saved_models.load_model(location)
+        self.settings = saved_models.model_settings(info, settings or load_settings())
         self.class_names = [str(c) for c in info["class_names"]]
         self.size = int(info["image_size"])
         self.k = min(int(k), len(self.class_names))

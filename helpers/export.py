@@ -400,7 +400,7 @@ def _saved_model_dir(location: str | os.PathLike) -> Path | None:
 def is_saved_model(location: str | os.PathLike) -> bool:
     """Whether ``location`` is an export folder of :func:`export_model` or its ``saved_model`` folder.
 
-    Used by ``recipes.load_model``, so that ``python -m helpers score --model`` (notebook 05, section 7) reads exports.
+    Used by ``saved_models.load_model``, so that ``python -m helpers score --model`` (notebook 05, section 7) reads exports.
     """
     return _saved_model_dir(location) is not None
 
@@ -437,7 +437,7 @@ class SavedModelClassifier:
 def read_model_info(info_path: Path, remedy: str) -> dict[str, Any]:
     """A saved or exported model's metadata (``model.json``), checked for what scoring needs.
 
-    Used by :func:`load_saved_model` and ``recipes.load_model`` (notebook 05, section 7; the score command).
+    Used by :func:`load_saved_model` and ``saved_models.load_model`` (notebook 05, section 7; the score command).
 
     Args:
         info_path: The metadata file (it must exist).
@@ -459,7 +459,7 @@ def read_model_info(info_path: Path, remedy: str) -> dict[str, Any]:
 def load_saved_model(location: str | os.PathLike) -> tuple[SavedModelClassifier, dict[str, Any]]:
     """Reload an export folder (or its ``saved_model`` folder) as a classifier, with its metadata.
 
-    Used by ``recipes.load_model`` for ``python -m helpers score --model`` (notebook 05, section 7).
+    Used by ``saved_models.load_model`` for ``python -m helpers score --model`` (notebook 05, section 7).
 
     Raises:
         FileNotFoundError: No SavedModel there, or no ``assets.extra/model.json`` in it.

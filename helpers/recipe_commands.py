@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from helpers import backbones, device, export, recipes, retraining, sources, weights
+from helpers import backbones, device, export, recipes, retraining, saved_models, sources, weights
 from helpers.download import UnsafeArchiveError
 from helpers.settings import load_settings
 
@@ -245,8 +245,8 @@ def export_folder(
     folder = Path(folder).expanduser().resolve()
     if export.is_saved_model(folder):
         raise ValueError(f"{folder} is already an export; give the model folder written by `retrain`.")
-    model, info = recipes.load_model(folder)
-    settings = recipes.model_settings(info, load_settings())
+    model, info = saved_models.load_model(folder)
+    settings = saved_models.model_settings(info, load_settings())
     device.setup(settings)
     test_paths = test_labels = None
     split_file = folder / "split.csv"

@@ -30,8 +30,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -39,11 +37,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import pandas as pd
 
-from helpers import backbones, device, evaluation, export, features, files, heads, pipeline, retraining, scan, scoring, sources, splits
+from helpers import backbones, evaluation, features, files, heads, pipeline, retraining, saved_models, scan, scoring, sources, splits
 from helpers.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # pragma: no cover
-    import keras
+    pass
 
 __all__ = [
     "LAB_COLUMNS",
@@ -54,11 +52,8 @@ __all__ = [
     "labelled_images",
     "limit_per_class",
     "list_images",
-    "load_model",
-    "model_settings",
     "retrain_report",
     "run_retrain",
-    "save_model",
     "score_images",
     "split_without_leakage",
     "write_table",
@@ -66,8 +61,6 @@ __all__ = [
 
 LAB_COLUMNS = ["image", "prediction", "error"]
 FEATURE_COLUMNS = ["image", "features", "error"]
-MODEL_FILE = "model.keras"
-INFO_FILE = "model.json"
 TABLE_FORMATS = (".csv", ".parquet")
 
 
@@ -105,139 +98,11 @@ def list_images(location: str | os.PathLike) -> tuple[list[str], list[str]]:
     return sorted(images), sorted(skipped)
 
 
-# --------------------------------------------------------------------------- saved models
-
-
-def save_model(
-    model: "keras.Model",
-    folder: str | os.PathLike,
-    settings: Settings,
-    class_names: Sequence[Any],
-    *,
-    results: dict[str, Any] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Save a retrained classifier as a model folder: ``model.keras``, ``model.json`` and extra files.
-
-    Taught in notebook 05, section 7 (save the model and label new images).
-
-    ``model.json`` records what the model needs to be used again: backbone, alpha,
-    input size (the preprocessing), class names in output order, and ``results``. The
-    folder is written beside its final place and swapped in at the end, so an
-    interrupted save leaves the previous model (or nothing), never half of one.
-
-    Args:
-        model: Images (preprocessed for the backbone) in, class probabilities out.
-        folder: The model folder (created; replaced if it exists).
-        settings: The settings it was trained with.
-        class_names: Class names in output order.
-        results: Numbers and notes kept in ``model.json`` (test accuracy...).
-        extra: Extra files to write in the folder: name -> text, or a DataFrame (CSV).
-
-    Returns:
-        The folder.
-    """
-    folder = Path(folder).expanduser().resolve()
-    if model.output_shape[-1] != len(class_names):
-        raise ValueError(f"the model has {model.output_shape[-1]} outputs but {len(class_names)} class names were given.")
-    backbone = backbones.get_backbone(settings=settings)
-    info = {
-        "backbone": backbone.key,
-        "alpha": backbone.resolve_alpha(settings.alpha),
-        "image_size": backbones.input_size(settings, backbone),
-        "class_names": [
-            int(c) if isinstance(c, (int, np.integer)) and not isinstance(c, bool) else str(c) for c in class_names
-        ],
-        "results": results or {},
-        "saved": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    if folder.exists() and not (folder / INFO_FILE).is_file() and (not folder.is_dir() or any(folder.iterdir())):
-        # Never replace something that is not a saved model (a typo could name the images folder).
-        raise FileExistsError(f"{folder} exists and is not a saved model; choose a new folder for the model.")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".saving", dir=folder.parent))
-    try:
-        model.save(staging / MODEL_FILE)
-        (staging / INFO_FILE).write_text(json.dumps(info, indent=1, default=str) + "\n")
-        for name, content in (extra or {}).items():
-            if Path(name).name != name or name.startswith("."):
-                raise ValueError(f"extra file names must be plain names, not {name!r}.")
-            if isinstance(content, pd.DataFrame):
-                content.to_csv(staging / name, index=False)
-            else:
-                (staging / name).write_text(str(content))
-        old = None
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, old)
-        os.replace(staging, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return folder
-
-
-def _model_files(location: str | os.PathLike) -> tuple[Path, Path]:
-    path = Path(location).expanduser()
-    if path.is_dir():
-        return path / MODEL_FILE, path / INFO_FILE
-    return path, path.with_suffix(".json")
-
-
-@device.under_strategy  # a model predicts under the strategy it was loaded in (every GPU)
-def load_model(location: str | os.PathLike) -> tuple["keras.Model", dict[str, Any]]:
-    """Reload a model saved by :func:`save_model` (its folder, or the ``.keras`` file with its ``.json`` beside it).
-
-    Also reads models saved by notebook 02 in the kit's cache (``<name>.keras`` + ``<name>.json``), and export
-    folders written by :func:`helpers.export.export_model` (their SavedModel, see :func:`helpers.export.load_saved_model`).
-
-    Returns:
-        The model and its metadata (``backbone``, ``alpha``, ``image_size``, ``class_names``...).
-
-    Raises:
-        FileNotFoundError: No model there, or no metadata beside it.
-        ValueError: The metadata does not match the model.
-    """
-    import keras
-
-    if export.is_saved_model(location):  # an exported SavedModel: scored through its serve_preprocessed endpoint
-        return export.load_saved_model(location)
-    model_path, info_path = _model_files(location)
-    if not model_path.is_file():
-        raise FileNotFoundError(
-            f"no model at {model_path}; give the folder written by `retrain` (it holds {MODEL_FILE} and {INFO_FILE})."
-        )
-    if not info_path.is_file():
-        raise FileNotFoundError(
-            f"{model_path} has no {info_path.name} beside it: without it the class names and the preprocessing are "
-            "unknown. Save models with helpers.recipes.save_model (or the retrain command)."
-        )
-    info = export.read_model_info(info_path, "save the model again with helpers.recipes.save_model")
-    model = keras.models.load_model(model_path)
-    if model.output_shape[-1] != len(info["class_names"]):
-        raise ValueError(
-            f"{model_path} has {model.output_shape[-1]} outputs but {info_path.name} names {len(info['class_names'])} "
-            "classes; they do not belong together."
-        )
-    return model, info
-
-
-def model_settings(info: dict[str, Any], settings: Settings | None = None) -> Settings:
-    """Settings whose backbone, alpha and input size are a saved model's (so images are preprocessed as in training).
-
-    Used by :func:`score_images`, for the ``python -m helpers score`` command (notebook 05, section 7 shows it).
-    """
-    settings = settings or load_settings()
-    return settings.replace(backbone=info["backbone"], alpha=info.get("alpha"), image_size=info["image_size"])
-
-
 # --------------------------------------------------------------------------- tables
 
 
 def lab_table(table: pd.DataFrame) -> pd.DataFrame:
-    """A results table (:func:`helpers.scoring.results_table`) in the lab's CSV form.
+    """A results table (:meth:`helpers.scoring.Scores.table`) in the lab's CSV form.
 
     Used by notebook 05, section 7 (the lab's table form).
 
@@ -331,8 +196,8 @@ def score_images(
     if model is None:
         classifier, class_names = backbones.load_classifier(settings), None
     else:
-        classifier, info = load_model(model)
-        settings, class_names = model_settings(info, settings), [str(c) for c in info["class_names"]]
+        classifier, info = saved_models.load_model(model)
+        settings, class_names = saved_models.model_settings(info, settings), [str(c) for c in info["class_names"]]
     table = scoring.score_files(
         list(paths), classifier, settings, k=k, min_probability=min_probability, class_names=class_names,
         progress=progress,
@@ -621,7 +486,7 @@ def run_retrain(
     settings = settings or load_settings()
     n_blocks = retraining.DEFAULT_RECIPE["n_blocks"] if n_blocks is None else n_blocks
     output = Path(output).expanduser().resolve()
-    if output.exists() and not (output / INFO_FILE).is_file() and (not output.is_dir() or any(output.iterdir())):
+    if output.exists() and not (output / saved_models.INFO_FILE).is_file() and (not output.is_dir() or any(output.iterdir())):
         raise FileExistsError(f"{output} exists and is not a saved model; choose a new folder for the model.")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", sources.DroppedRowsWarning)
@@ -699,5 +564,5 @@ def run_retrain(
         "source": source,
         "recipe": dict(retraining.DEFAULT_RECIPE, n_blocks=n_blocks, flips=flips),
     }
-    folder = save_model(result.model, output, settings, class_names, results=results, extra=extra)
+    folder = saved_models.save_model(result.model, output, settings, class_names, results=results, extra=extra)
     return RetrainResult(folder, frame, problems, test_accuracy, report)

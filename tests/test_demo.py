@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import backbones, demo, heads, recipes
+from helpers import backbones, demo, heads, saved_models
 from helpers.settings import load_settings
 
 CLASSES = ["bart", "homer", "lisa"]
@@ -30,7 +30,7 @@ def model_folder(tmp_path_factory):
     keras.utils.set_random_seed(0)
     base = backbones.load_base(settings, weights=None)
     model = heads.assemble_model(base, heads.build_head(base.output_shape[1:], len(CLASSES), seed=0))
-    return recipes.save_model(model, folder / "model", settings, CLASSES), settings
+    return saved_models.save_model(model, folder / "model", settings, CLASSES), settings
 
 
 @contextlib.contextmanager
@@ -93,8 +93,8 @@ def test_an_upload_gets_top_k_labels_and_an_overlay_and_broken_files_a_clear_mes
 def test_a_flip_averaged_model_is_explained_through_the_model_inside(model_folder, tmp_path):
     """The retrain command saves the model averaged with its flipped view: Grad-CAM explains the model inside it."""
     location, settings = model_folder
-    inner, _ = recipes.load_model(location)
-    folder = recipes.save_model(heads.flip_averaged(inner), tmp_path / "averaged", settings, CLASSES)
+    inner, _ = saved_models.load_model(location)
+    folder = saved_models.save_model(heads.flip_averaged(inner), tmp_path / "averaged", settings, CLASSES)
     page = demo.DemoModel(str(folder), settings, k=3)
     answer = page.label(_png())
     assert page.explains and answer["overlay"] and "flipped" in answer["note"]

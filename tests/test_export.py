@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import export, recipe_commands, recipes
+from helpers import export, recipe_commands, recipes, saved_models
 from helpers.settings import load_settings
 
 SIZE = 32
@@ -84,7 +84,7 @@ def test_every_export_is_reloaded_and_agrees_with_the_keras_model(trained, tmp_p
     np.testing.assert_allclose(answer["probabilities"].numpy(), model.predict(red / 127.5 - 1, verbose=0), atol=1e-5)
 
     # `score --model` reads the export folder: the same answers as the Keras model folder
-    keras_folder = recipes.save_model(model, tmp_path / "model", settings, CLASSES)
+    keras_folder = saved_models.save_model(model, tmp_path / "model", settings, CLASSES)
     from_keras = recipes.score_images(frame["path"], settings, model=keras_folder)
     from_export = recipes.score_images(frame["path"], settings, model=folder)
     assert from_export["prediction"].map(lambda p: next(iter(json.loads(p)))).tolist() == frame["label"].tolist()
@@ -101,7 +101,7 @@ def test_export_command_on_a_model_folder_with_dynamic_range_quantisation(traine
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a PNG")  # an unreadable test image is left out of the check, and said so
     split.loc[len(split)] = [str(broken), "red", 99, "test"]
-    folder = recipes.save_model(model, tmp_path / "retrained", settings, CLASSES, extra={"split.csv": split})
+    folder = saved_models.save_model(model, tmp_path / "retrained", settings, CLASSES, extra={"split.csv": split})
     code = recipe_commands.export_model_main([str(folder), "--quantisation", "dynamic", "--formats", "savedmodel,tflite",
                                               "-q"])
     out = capsys.readouterr().out

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import cli, recipes, sources
+from helpers import cli, recipes, saved_models, sources
 
 from conftest import SHARED_MODELS
 
@@ -134,17 +134,17 @@ def test_save_model_refuses_to_replace_a_folder_that_is_not_a_model(tmp_path, ki
     precious.mkdir()
     (precious / "beach.jpg").write_bytes(b"photo")
     with pytest.raises(FileExistsError, match="not a saved model"):
-        recipes.save_model(model, precious, kit_settings, ["a", "b"])
+        saved_models.save_model(model, precious, kit_settings, ["a", "b"])
     assert (precious / "beach.jpg").read_bytes() == b"photo"
-    folder = recipes.save_model(model, tmp_path / "m", kit_settings, ["a", "b"], results={"x": 1},
+    folder = saved_models.save_model(model, tmp_path / "m", kit_settings, ["a", "b"], results={"x": 1},
                                 extra={"report.md": "hi"})
-    again = recipes.save_model(model, folder, kit_settings, ["a", "b"])  # a model folder is replaced
+    again = saved_models.save_model(model, folder, kit_settings, ["a", "b"])  # a model folder is replaced
     assert sorted(p.name for p in again.iterdir()) == ["model.json", "model.keras"]
-    loaded, info = recipes.load_model(folder)
+    loaded, info = saved_models.load_model(folder)
     assert info["class_names"] == ["a", "b"] and info["backbone"] == "mobilenet" and loaded.output_shape == (None, 2)
     (folder / "model.json").unlink()
     with pytest.raises(FileNotFoundError, match="class names"):
-        recipes.load_model(folder)
+        saved_models.load_model(folder)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging folder left behind"
 
 
@@ -156,12 +156,12 @@ def test_a_loaded_model_lives_under_the_device_strategy(tmp_path, kit_settings, 
 
     tf = device.import_tensorflow()
     inputs = keras.Input((4,))
-    folder = recipes.save_model(keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs)),
+    folder = saved_models.save_model(keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs)),
                                 tmp_path / "m", kit_settings, ["a", "b"])
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0"])  # what several GPUs get, on one CPU device
     monkeypatch.setattr(device, "_STRATEGY", mirrored)
-    loaded, _ = recipes.load_model(folder)
-    assert loaded.distribute_strategy is mirrored, "recipes.load_model must load under device.strategy()"
+    loaded, _ = saved_models.load_model(folder)
+    assert loaded.distribute_strategy is mirrored, "saved_models.load_model must load under device.strategy()"
 
 
 # --------------------------------------------------------------------------- the commands
