@@ -308,17 +308,7 @@ def make_dataset(
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1.")
     seed = settings.seed if seed is None else int(seed)
-    codes = [_PIL if decoder == "pil" else 0 for decoder in scan.decoders_for(files, settings=settings)]
-    mixed, only_pil = 0 < sum(codes) < len(codes), sum(codes) == len(codes)
-
-    tensors: tuple[Any, ...] = (tf.constant(files), tf.constant(codes, dtype=tf.int32))
-    if labels is not None:
-        labels = list(labels)
-        if len(labels) != len(files):
-            raise ValueError(f"{len(labels)} labels for {len(files)} paths; give one label per image.")
-        tensors += (tf.constant(encode_labels(labels, classes if classes is not None else class_names(labels))),)
-
-    dataset = tf.data.Dataset.from_tensor_slices(tensors)
+    dataset, mixed, only_pil = _file_rows(tf, files, labels, classes, settings)
     if shuffle and not cache:
         # Shuffling file names is cheap: the whole list fits in the buffer.
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -329,36 +319,77 @@ def make_dataset(
     # pass over memory); otherwise decoded images are kept as compact uint8 and the
     # rest runs per batch.
     per_image = not cache and augmenter is None
+    finish = _finisher(augmenter, preprocessor)
+    dataset = _decoded(tf, dataset, size, mixed, only_pil, finish if per_image else None, skip_broken=shuffle)
+    return _cached_and_batched(
+        tf, dataset, cache, shuffle, len(files), seed, batch_size, None if per_image else finish
+    ).prefetch(tf.data.AUTOTUNE)
+
+
+def _file_rows(
+    tf: Any, files: list[str], labels: Any, classes: Sequence[Any] | None, settings: Settings
+) -> tuple[Any, bool, bool]:
+    """Reading: a dataset of (path, decoder code[, label id]) rows; whether decoders are mixed, or all PIL."""
+    codes = [_PIL if decoder == "pil" else 0 for decoder in scan.decoders_for(files, settings=settings)]
+    mixed, only_pil = 0 < sum(codes) < len(codes), sum(codes) == len(codes)
+    tensors: tuple[Any, ...] = (tf.constant(files), tf.constant(codes, dtype=tf.int32))
+    if labels is not None:
+        labels = list(labels)
+        if len(labels) != len(files):
+            raise ValueError(f"{len(labels)} labels for {len(files)} paths; give one label per image.")
+        tensors += (tf.constant(encode_labels(labels, classes if classes is not None else class_names(labels))),)
+    return tf.data.Dataset.from_tensor_slices(tensors), mixed, only_pil
+
+
+def _finisher(augmenter: Callable[[Any], Any] | None, preprocessor: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    """Augmenting, then preprocessing: what turns float32 pixels 0-255 into the model's input."""
 
     def finish(images: Any) -> Any:
         if augmenter is not None:
             images = augmenter(images)
         return preprocessor(images) if preprocessor is not None else images
 
+    return finish
+
+
+def _decoded(
+    tf: Any, dataset: Any, size: int, mixed: bool, only_pil: bool, finish: Callable[[Any], Any] | None, *,
+    skip_broken: bool,
+) -> Any:
+    """Decoding: each row's image resized, then finished (``finish``) or kept as compact uint8 (None)."""
+
     def load(path: Any, code: Any, *label: Any) -> Any:
         image = _resize(tf, _decode(tf, path, code, mixed, only_pil), size)
-        image = finish(image) if per_image else tf.cast(image, tf.uint8)
+        image = finish(image) if finish is not None else tf.cast(image, tf.uint8)
         return (image, *label) if label else image
 
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if shuffle:
+    if skip_broken:
         # Last line of defence for training: a file that changed or broke after the
         # scan is skipped with a logged warning instead of ending the epoch. Ordered
         # datasets (prediction) raise instead, as skipping would misalign results.
         dataset = dataset.ignore_errors(log_warning=True)
+    return dataset
+
+
+def _cached_and_batched(
+    tf: Any, dataset: Any, cache: bool | str | os.PathLike, shuffle: bool, n_files: int, seed: int, batch_size: int,
+    finish: Callable[[Any], Any] | None,
+) -> Any:
+    """Caching and batching: decoded images kept after the first epoch, shuffled, batched, finished per batch."""
     if cache:
         dataset = dataset.cache("" if cache is True else str(cache))
         if shuffle:
-            dataset = dataset.shuffle(min(len(files), 2048), seed=seed, reshuffle_each_iteration=True)
+            dataset = dataset.shuffle(min(n_files, 2048), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
-    if not per_image:
+    if finish is not None:
 
         def finish_batch(images: Any, *label: Any) -> Any:
             images = finish(tf.cast(images, tf.float32))
             return (images, *label) if label else images
 
         dataset = dataset.map(finish_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return dataset
 
 
 def split_datasets(

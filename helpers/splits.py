@@ -120,6 +120,52 @@ def _group_counts(sizes: Sequence[int], fractions: tuple[float, float, float]) -
     return assigned
 
 
+def _split_files(
+    free: pd.DataFrame, split: pd.Series, seed: int, values: tuple[float, float, float], min_per_class: int
+) -> list[str]:
+    """Split each class file by file (in hash order) into ``split``; the classes too small to split well."""
+    small = []
+    for label, group in free.groupby("label", sort=True):
+        ordered = sorted(group.index, key=lambda i: _order_key(seed, label, str(free.at[i, "path"])))
+        n_train, n_validation, n_test = _counts(len(ordered), values)
+        split.loc[ordered[:n_train]] = "train"
+        split.loc[ordered[n_train : n_train + n_validation]] = "validation"
+        split.loc[ordered[n_train + n_validation :]] = "test"
+        short = (values[1] > 0 and n_validation == 0) or (values[2] > 0 and n_test == 0)
+        if len(ordered) < min_per_class or short:
+            small.append(f"{label!r} ({len(ordered)}: {n_train}/{n_validation}/{n_test})")
+    return small
+
+
+def _split_groups(
+    free: pd.DataFrame,
+    groups: str,
+    split: pd.Series,
+    seed: int,
+    values: tuple[float, float, float],
+    min_per_class: int,
+) -> list[str]:
+    """Split each class group by group (in hash order) into ``split``; the classes too small to split well."""
+    names = free[groups].astype(str)
+    # A group belongs to the class most of its images have (ties: the first by name).
+    owner = free.groupby(names)["label"].agg(lambda labels: sorted(labels.value_counts().items(), key=lambda kv: (-kv[1], str(kv[0])))[0][0])
+    sizes = names.value_counts()
+    small = []
+    for label, owned in owner.groupby(owner, sort=True):
+        ordered = sorted(owned.index, key=lambda g: _order_key(seed, label, g))
+        assigned = _group_counts([int(sizes[g]) for g in ordered], values)
+        for group_name, name in zip(ordered, assigned):
+            split.loc[names.index[names == group_name]] = name
+        counts = {name: int(sum(sizes[g] for g, a in zip(ordered, assigned) if a == name)) for name in SPLITS}
+        short = (values[1] > 0 and counts["validation"] == 0) or (values[2] > 0 and counts["test"] == 0)
+        if sum(counts.values()) < min_per_class or short:
+            small.append(
+                f"{label!r} ({sum(counts.values())} in {len(ordered)} groups: "
+                f"{counts['train']}/{counts['validation']}/{counts['test']})"
+            )
+    return small
+
+
 def split_dataset(
     frame: pd.DataFrame,
     seed: int | None = None,
@@ -182,34 +228,10 @@ def split_dataset(
     if fixed.any():  # the dataset brings its own test set: the rest is train and validation
         values = (values[0] / (values[0] + values[1]), values[1] / (values[0] + values[1]), 0.0)
     free = result.loc[~fixed]
-    small = []
     if groups is None:
-        for label, group in free.groupby("label", sort=True):
-            ordered = sorted(group.index, key=lambda i: _order_key(seed, label, str(result.at[i, "path"])))
-            n_train, n_validation, n_test = _counts(len(ordered), values)
-            split.loc[ordered[:n_train]] = "train"
-            split.loc[ordered[n_train : n_train + n_validation]] = "validation"
-            split.loc[ordered[n_train + n_validation :]] = "test"
-            short = (values[1] > 0 and n_validation == 0) or (values[2] > 0 and n_test == 0)
-            if len(ordered) < min_per_class or short:
-                small.append(f"{label!r} ({len(ordered)}: {n_train}/{n_validation}/{n_test})")
+        small = _split_files(free, split, seed, values, min_per_class)
     else:
-        names = free[groups].astype(str)
-        # A group belongs to the class most of its images have (ties: the first by name).
-        owner = free.groupby(names)["label"].agg(lambda labels: sorted(labels.value_counts().items(), key=lambda kv: (-kv[1], str(kv[0])))[0][0])
-        sizes = names.value_counts()
-        for label, owned in owner.groupby(owner, sort=True):
-            ordered = sorted(owned.index, key=lambda g: _order_key(seed, label, g))
-            assigned = _group_counts([int(sizes[g]) for g in ordered], values)
-            for group_name, name in zip(ordered, assigned):
-                split.loc[names.index[names == group_name]] = name
-            counts = {name: int(sum(sizes[g] for g, a in zip(ordered, assigned) if a == name)) for name in SPLITS}
-            short = (values[1] > 0 and counts["validation"] == 0) or (values[2] > 0 and counts["test"] == 0)
-            if sum(counts.values()) < min_per_class or short:
-                small.append(
-                    f"{label!r} ({sum(counts.values())} in {len(ordered)} groups: "
-                    f"{counts['train']}/{counts['validation']}/{counts['test']})"
-                )
+        small = _split_groups(free, groups, split, seed, values, min_per_class)
     if small:
         warnings.warn(
             f"class(es) with fewer than {min_per_class} images or an empty split: {', '.join(small)} "
