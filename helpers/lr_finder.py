@@ -185,6 +185,51 @@ def _take(x: Any, rows: np.ndarray) -> Any:
     return [part(a) for a in x] if isinstance(x, (list, tuple)) else part(x)
 
 
+def _check_sweep(start: Any, stop: Any, steps: Any, batch_size: Any, diverge: Any) -> None:
+    """Refuse rates, steps, batch size or divergence factor a sweep cannot use."""
+    if not (isinstance(start, (int, float)) and isinstance(stop, (int, float))) or not 0 < start < stop:
+        raise ValueError(f"need 0 < start < stop, not start={start!r}, stop={stop!r} (for example 1e-7 and 10).")
+    if int(steps) != steps or steps < 10:
+        raise ValueError(f"steps must be a whole number of batches, at least 10, not {steps!r}.")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive whole number, not {batch_size!r}.")
+    if not diverge > 1:
+        raise ValueError(f"diverge must be above 1 (a factor over the lowest loss), not {diverge!r}.")
+
+
+def _rows_to_sweep(x: Any, y: Any, rows: Any) -> np.ndarray:
+    """The row positions the sweep draws its batches from (all rows when ``rows`` is None), checked."""
+    length = _length(x)
+    if length != _length(y):
+        raise ValueError(f"x has {length} rows but y has {_length(y)}; give one target per example.")
+    usable = np.arange(length) if rows is None else np.asarray(rows)
+    if usable.ndim != 1 or (len(usable) and (not np.issubdtype(usable.dtype, np.integer) or usable.min() < 0
+                                             or usable.max() >= length)):
+        raise ValueError(f"rows must be whole-number positions between 0 and {length - 1} (train_rows).")
+    if len(usable) == 0:
+        raise ValueError("no rows to sweep on; give the training arrays (cached features or block inputs).")
+    return usable
+
+
+def _sweep(
+    copy: "keras.Model", x: Any, y: Any, rates: np.ndarray, order: np.ndarray, batch_size: int, beta: float,
+    diverge: float,
+) -> tuple[list[float], str]:
+    """Train ``copy`` one batch per rate; the losses, and why the sweep stopped (``"diverged"`` or ``"end"``)."""
+    losses: list[float] = []
+    for step, rate in enumerate(rates):
+        copy.optimizer.learning_rate.assign(float(rate))
+        batch = order[step * batch_size : (step + 1) * batch_size]
+        value = copy.train_on_batch(_take(x, batch), _take(y, batch), return_dict=True)["loss"]
+        losses.append(float(value))
+        smoothed_now = smooth(losses, beta)
+        if not np.isfinite(smoothed_now[-1]) or (
+            step >= 5 and smoothed_now[-1] > diverge * float(np.nanmin(smoothed_now))
+        ):
+            return losses, "diverged"
+    return losses, "end"
+
+
 def find_learning_rate(
     model: "keras.Model",
     x: Any,
@@ -233,43 +278,15 @@ def find_learning_rate(
     Raises:
         ValueError: Bad rates, steps or arrays; a model neither compiled nor given a loss.
     """
-    if not (isinstance(start, (int, float)) and isinstance(stop, (int, float))) or not 0 < start < stop:
-        raise ValueError(f"need 0 < start < stop, not start={start!r}, stop={stop!r} (for example 1e-7 and 10).")
-    if int(steps) != steps or steps < 10:
-        raise ValueError(f"steps must be a whole number of batches, at least 10, not {steps!r}.")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive whole number, not {batch_size!r}.")
-    if not diverge > 1:
-        raise ValueError(f"diverge must be above 1 (a factor over the lowest loss), not {diverge!r}.")
-    length = _length(x)
-    if length != _length(y):
-        raise ValueError(f"x has {length} rows but y has {_length(y)}; give one target per example.")
-    usable = np.arange(length) if rows is None else np.asarray(rows)
-    if usable.ndim != 1 or (len(usable) and (not np.issubdtype(usable.dtype, np.integer) or usable.min() < 0
-                                             or usable.max() >= length)):
-        raise ValueError(f"rows must be whole-number positions between 0 and {length - 1} (train_rows).")
-    if len(usable) == 0:
-        raise ValueError("no rows to sweep on; give the training arrays (cached features or block inputs).")
-
+    _check_sweep(start, stop, steps, batch_size, diverge)
+    usable = _rows_to_sweep(x, y, rows)
     copy = _copy(model, loss, optimizer, float(start))
     rates = start * (stop / start) ** (np.arange(int(steps)) / (int(steps) - 1))
     rng = np.random.default_rng(seed)
     order = np.concatenate(
         [rng.permutation(usable) for _ in range(math.ceil(steps * batch_size / len(usable)) + 1)]
     )
-    losses: list[float] = []
-    stopped = "end"
-    for step, rate in enumerate(rates):
-        copy.optimizer.learning_rate.assign(float(rate))
-        batch = order[step * int(batch_size) : (step + 1) * int(batch_size)]
-        value = copy.train_on_batch(_take(x, batch), _take(y, batch), return_dict=True)["loss"]
-        losses.append(float(value))
-        smoothed_now = smooth(losses, beta)
-        if not np.isfinite(smoothed_now[-1]) or (
-            step >= 5 and smoothed_now[-1] > diverge * float(np.nanmin(smoothed_now))
-        ):
-            stopped = "diverged"
-            break
+    losses, stopped = _sweep(copy, x, y, rates, order, int(batch_size), beta, diverge)
     del copy
     values = np.asarray(losses)
     smoothed = smooth(values, beta)
