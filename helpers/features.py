@@ -537,6 +537,59 @@ def _write_header(stream: Any, shape: tuple[int, ...]) -> None:
     )
 
 
+def _read_cached(
+    sidecar: Path, identity: dict[str, Any], targets: list[Path], shapes: list[tuple[int, ...]]
+) -> list[np.ndarray] | None:
+    """The cached arrays, memory-mapped, when their description matches ``identity`` and their shapes; else None."""
+    try:
+        stored = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        stored = None
+    if stored != identity:
+        return None
+    try:
+        arrays = [np.load(target, mmap_mode="r") for target in targets]
+    except (OSError, ValueError):
+        arrays = []
+    return arrays if [a.shape for a in arrays] == shapes else None
+
+
+def _write_arrays(
+    model: "keras.Model",
+    dataset: Any,
+    targets: list[Path],
+    shapes: list[tuple[int, ...]],
+    rows: int,
+    *,
+    flips: bool,
+    name: str,
+    progress: bool,
+) -> None:
+    """One pass of ``dataset`` through ``model``, each output streamed batch by batch into its ``.npy`` file."""
+    with contextlib.ExitStack() as stack:
+        streams = []
+        for target, shape in zip(targets, shapes):
+            temporary = stack.enter_context(atomic_path(target))
+            stream = stack.enter_context(temporary.open("wb"))
+            _write_header(stream, (rows, *shape))
+            streams.append(stream)
+        done = 0
+        with progress_bars.bar(total=rows, unit="img", desc=name, disable=not progress) as bar:
+            for images in dataset:
+                values = _as_list(device.predict_batch(model, images))
+                if flips:  # one view after the other: half the memory of both in one graph
+                    values += _as_list(device.predict_batch(model, images[:, :, ::-1, :]))
+                for stream, value in zip(streams, values):
+                    stream.write(np.ascontiguousarray(np.asarray(value), dtype=ARRAY_DTYPE).tobytes())
+                done += len(values[0])
+                bar.update(len(values[0]))
+        if done != rows:
+            raise RuntimeError(f"the image pipeline yielded {done} images for {rows} paths; check the image files.")
+        for stream in streams:
+            stream.flush()
+            os.fsync(stream.fileno())
+
+
 def cached_arrays(
     model: "keras.Model",
     frame: pd.DataFrame,
@@ -596,45 +649,16 @@ def cached_arrays(
     stem = f"{_slug(identity['backbone'])}-{len(paths)}img-{len(shapes)}out-{key}"
     targets = [cache_dir(settings) / f"{stem}-{index}.npy" for index in range(len(shapes))]
     sidecar = cache_dir(settings) / f"{stem}.json"
-    try:
-        stored = json.loads(sidecar.read_text())
-    except (OSError, ValueError):
-        stored = None
-    if stored == identity:
-        try:
-            arrays = [np.load(target, mmap_mode="r") for target in targets]
-        except (OSError, ValueError):
-            arrays = []
-        if [a.shape for a in arrays] == [(len(paths), *s) for s in shapes]:
-            if progress:
-                print(f"{name}: read from the cache ({stem}).")
-            return arrays
+    arrays = _read_cached(sidecar, identity, targets, [(len(paths), *s) for s in shapes])
+    if arrays is not None:
+        if progress:
+            print(f"{name}: read from the cache ({stem}).")
+        return arrays
 
     sidecar.unlink(missing_ok=True)  # the arrays are about to change: the old description no longer holds
     began = time.perf_counter()
     dataset = pipeline.make_dataset(paths, settings=settings, size=size, batch_size=batch_size, preprocess=True)
-    with contextlib.ExitStack() as stack:
-        streams = []
-        for target, shape in zip(targets, shapes):
-            temporary = stack.enter_context(atomic_path(target))
-            stream = stack.enter_context(temporary.open("wb"))
-            _write_header(stream, (len(paths), *shape))
-            streams.append(stream)
-        done = 0
-        with progress_bars.bar(total=len(paths), unit="img", desc=name, disable=not progress) as bar:
-            for images in dataset:
-                values = _as_list(device.predict_batch(model, images))
-                if flips:  # one view after the other: half the memory of both in one graph
-                    values += _as_list(device.predict_batch(model, images[:, :, ::-1, :]))
-                for stream, value in zip(streams, values):
-                    stream.write(np.ascontiguousarray(np.asarray(value), dtype=ARRAY_DTYPE).tobytes())
-                done += len(values[0])
-                bar.update(len(values[0]))
-        if done != len(paths):
-            raise RuntimeError(f"the image pipeline yielded {done} images for {len(paths)} paths; check the image files.")
-        for stream in streams:
-            stream.flush()
-            os.fsync(stream.fileno())
+    _write_arrays(model, dataset, targets, shapes, len(paths), flips=flips, name=name, progress=progress)
     with atomic_path(sidecar) as temporary:
         temporary.write_text(json.dumps(identity, sort_keys=True))
     if progress:
