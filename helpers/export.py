@@ -237,6 +237,145 @@ def _batches(paths: Sequence[str] | None, settings: Settings, size: int, batch_s
         yield rng.uniform(0, 255, (min(batch_size, generated - start), size, size, 3)).astype(np.float32)
 
 
+def _formats_to_write(
+    model: "keras.Model", names: list[str], formats: Sequence[str] | None, quantisation: str
+) -> tuple[list[str], list[str]]:
+    """The formats to write (ONNX left out, with a note, when not asked for and not installed) and the notes."""
+    if model.output_shape[-1] != len(names):
+        raise ValueError(f"the model has {model.output_shape[-1]} outputs but {len(names)} class names were given.")
+    if quantisation not in QUANTISATIONS:
+        raise ValueError(f"quantisation must be one of {QUANTISATIONS}, not {quantisation!r}.")
+    wanted = list(FORMATS if formats is None else formats)
+    unknown = sorted(set(wanted) - set(FORMATS))
+    if unknown or not wanted:
+        raise ValueError(f"formats must be some of {FORMATS}, not {wanted}.")
+    notes = []
+    if "onnx" in wanted and not onnx_available():
+        if formats is not None:
+            raise ValueError("ONNX needs tf2onnx and onnxruntime: pip install -e .[export] (or leave onnx out).")
+        wanted.remove("onnx")
+        notes.append("ONNX left out: tf2onnx and onnxruntime are not installed (pip install -e .[export]).")
+    return wanted, notes
+
+
+def _images_to_check(
+    test_paths: Sequence[str] | None,
+    test_labels: Sequence[Any] | None,
+    batch_size: int,
+    settings: Settings,
+    notes: list[str],
+) -> tuple[list[str] | None, list[Any] | None]:
+    """The readable test images and their labels (the others left out, noted in ``notes``); the batch size checked."""
+    test_paths = None if test_paths is None else [str(p) for p in test_paths]
+    test_labels = None if test_labels is None else list(test_labels)
+    if test_labels is not None and (test_paths is None or len(test_labels) != len(test_paths)):
+        raise ValueError("give test_labels only with test_paths, one label per image.")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive whole number, not {batch_size!r}.")
+    if test_paths:
+        usable, errors = scan.usable_rows(test_paths, settings=settings)
+        if len(usable) < len(test_paths):
+            first = next(error for error in errors if error)
+            notes.append(f"{len(test_paths) - len(usable)} test image(s) could not be read and were left out of the "
+                         f"check (e.g. {first}).")
+            test_paths = [test_paths[row] for row in usable]
+            test_labels = None if test_labels is None else [test_labels[row] for row in usable]
+        if not test_paths:
+            raise ValueError("no test image could be read; give readable test images (or none, to check on "
+                             "generated ones).")
+    return test_paths, test_labels
+
+
+def _model_info(backbone: Any, settings: Settings, size: int, names: list[str]) -> dict[str, Any]:
+    """What ``model.json`` says of the model: backbone, alpha, input size and format, class names."""
+    return {
+        "backbone": backbone.key,
+        "alpha": backbone.resolve_alpha(settings.alpha),
+        "image_size": size,
+        "class_names": names,
+        "input": "serve: float32 RGB pixels 0-255, (batch, size, size, 3); serve_preprocessed: the backbone's "
+        "preprocess_input applied",
+    }
+
+
+def _export_saved_model(
+    tf: Any, model: "keras.Model", staging: Path, size: int, preprocess: Any, info: dict[str, Any]
+) -> Any:
+    """Write ``saved_model/`` with its ``model.json``; a runner of the reloaded SavedModel (pixels to probabilities)."""
+    saved = staging / SAVED_MODEL_DIR
+    _write_saved_model(tf, model, saved, size, preprocess, info["class_names"])
+    (saved / "assets.extra").mkdir(exist_ok=True)
+    (saved / "assets.extra" / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
+    loaded = tf.saved_model.load(str(saved))
+    return lambda pixels: loaded.probabilities(tf.constant(pixels))["probabilities"]
+
+
+def _export_tflite(tf: Any, staging: Path, quantisation: str) -> Any:
+    """Write ``model.tflite`` from the SavedModel; a runner of the reloaded file."""
+    (staging / TFLITE_FILE).write_bytes(_tflite(tf, staging / SAVED_MODEL_DIR, quantisation))
+    return _tflite_runner(staging / TFLITE_FILE)
+
+
+def _export_onnx(tf: Any, model: "keras.Model", staging: Path, size: int, preprocess: Any) -> Any:
+    """Write ``model.onnx``; a runner of the reloaded file."""
+    _onnx(tf, model, staging / ONNX_FILE, size, preprocess)
+    return _onnx_runner(staging / ONNX_FILE)
+
+
+def _compare_with_keras(
+    model: "keras.Model", preprocess: Any, runners: dict[str, tuple[str, Any]], batches: Iterator[np.ndarray],
+    truth: np.ndarray | None,
+) -> tuple[int, dict[str, int], dict[str, int], dict[str, float]]:
+    """Every export beside the Keras model, batch by batch: images seen, and per format correct, agreeing, largest gap."""
+    agree = dict.fromkeys(runners, 0)
+    correct = dict.fromkeys(["keras", *runners], 0)
+    largest = dict.fromkeys(runners, 0.0)
+    seen = 0
+    for pixels in batches:
+        reference = np.asarray(model(preprocess(pixels.copy()), training=False), dtype=np.float64)
+        top = reference.argmax(axis=1)
+        labels = None if truth is None else truth[seen : seen + len(pixels)]
+        if labels is not None:
+            correct["keras"] += int((top == labels).sum())
+        for key, (_, run) in runners.items():
+            output = np.asarray(run(pixels), dtype=np.float64)
+            largest[key] = max(largest[key], float(np.abs(output - reference).max()))
+            agree[key] += int((output.argmax(axis=1) == top).sum())
+            if labels is not None:
+                correct[key] += int((output.argmax(axis=1) == labels).sum())
+        seen += len(pixels)
+    if not seen:
+        raise ValueError("no test image could be read; give readable test images (or none, to check on generated ones).")
+    return seen, correct, agree, largest
+
+
+def _check_table(
+    model: "keras.Model",
+    staging: Path,
+    runners: dict[str, tuple[str, Any]],
+    seen: int,
+    correct: dict[str, int],
+    agree: dict[str, int],
+    largest: dict[str, float],
+    *,
+    has_truth: bool,
+) -> pd.DataFrame:
+    """The check's table (``export.csv``): one row per format, the Keras model first, against :data:`TOLERANCES`."""
+
+    def accuracy(key: str) -> float:
+        return correct[key] / seen if has_truth else float("nan")
+
+    rows = [{"format": "keras", "file": "(model.keras)", "size_mb": _keras_size(model) / 1e6,
+             "test_accuracy": accuracy("keras"), "agreement": 1.0, "max_difference": 0.0, "tolerance": 0.0,
+             "agrees": True}]
+    for key, (name, _) in runners.items():
+        tolerance = TOLERANCES[key]
+        rows.append({"format": key, "file": name, "size_mb": _folder_size(staging / name) / 1e6,
+                     "test_accuracy": accuracy(key), "agreement": agree[key] / seen, "max_difference": largest[key],
+                     "tolerance": tolerance, "agrees": largest[key] <= tolerance})
+    return pd.DataFrame(rows, columns=REPORT_COLUMNS)
+
+
 def export_model(
     model: "keras.Model",
     folder: str | os.PathLike,
@@ -277,37 +416,8 @@ def export_model(
     """
     settings = settings or load_settings()
     names = [str(c) for c in class_names]
-    if model.output_shape[-1] != len(names):
-        raise ValueError(f"the model has {model.output_shape[-1]} outputs but {len(names)} class names were given.")
-    if quantisation not in QUANTISATIONS:
-        raise ValueError(f"quantisation must be one of {QUANTISATIONS}, not {quantisation!r}.")
-    wanted = list(FORMATS if formats is None else formats)
-    unknown = sorted(set(wanted) - set(FORMATS))
-    if unknown or not wanted:
-        raise ValueError(f"formats must be some of {FORMATS}, not {wanted}.")
-    notes = []
-    if "onnx" in wanted and not onnx_available():
-        if formats is not None:
-            raise ValueError("ONNX needs tf2onnx and onnxruntime: pip install -e .[export] (or leave onnx out).")
-        wanted.remove("onnx")
-        notes.append("ONNX left out: tf2onnx and onnxruntime are not installed (pip install -e .[export]).")
-    test_paths = None if test_paths is None else [str(p) for p in test_paths]
-    test_labels = None if test_labels is None else list(test_labels)
-    if test_labels is not None and (test_paths is None or len(test_labels) != len(test_paths)):
-        raise ValueError("give test_labels only with test_paths, one label per image.")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive whole number, not {batch_size!r}.")
-    if test_paths:
-        usable, errors = scan.usable_rows(test_paths, settings=settings)
-        if len(usable) < len(test_paths):
-            first = next(error for error in errors if error)
-            notes.append(f"{len(test_paths) - len(usable)} test image(s) could not be read and were left out of the "
-                         f"check (e.g. {first}).")
-            test_paths = [test_paths[row] for row in usable]
-            test_labels = None if test_labels is None else [test_labels[row] for row in usable]
-        if not test_paths:
-            raise ValueError("no test image could be read; give readable test images (or none, to check on "
-                             "generated ones).")
+    wanted, notes = _formats_to_write(model, names, formats, quantisation)
+    test_paths, test_labels = _images_to_check(test_paths, test_labels, batch_size, settings, notes)
     folder = Path(folder).expanduser().resolve()
     if folder.exists() and not (folder / EXPORT_INFO).is_file() and (not folder.is_dir() or any(folder.iterdir())):
         raise FileExistsError(f"{folder} exists and is not an export folder; choose a new folder for the export.")
@@ -320,63 +430,18 @@ def export_model(
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".exporting", dir=folder.parent))
     try:
         staging.chmod(0o755)  # mkdtemp's folder is private; an export is meant to be copied and shared
-        saved = staging / SAVED_MODEL_DIR
-        _write_saved_model(tf, model, saved, size, preprocess, names)
-        info = {
-            "backbone": backbone.key,
-            "alpha": backbone.resolve_alpha(settings.alpha),
-            "image_size": size,
-            "class_names": names,
-            "input": "serve: float32 RGB pixels 0-255, (batch, size, size, 3); serve_preprocessed: the backbone's "
-            "preprocess_input applied",
-        }
-        (saved / "assets.extra").mkdir(exist_ok=True)
-        (saved / "assets.extra" / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
-        runners: dict[str, tuple[str, Any]] = {}
-        loaded = tf.saved_model.load(str(saved))
-        runners["savedmodel"] = (SAVED_MODEL_DIR, lambda pixels: loaded.probabilities(tf.constant(pixels))["probabilities"])
+        info = _model_info(backbone, settings, size, names)
+        runners = {"savedmodel": (SAVED_MODEL_DIR, _export_saved_model(tf, model, staging, size, preprocess, info))}
         if "tflite" in wanted:
-            (staging / TFLITE_FILE).write_bytes(_tflite(tf, saved, quantisation))
-            runners[f"tflite {quantisation}"] = (TFLITE_FILE, _tflite_runner(staging / TFLITE_FILE))
+            runners[f"tflite {quantisation}"] = (TFLITE_FILE, _export_tflite(tf, staging, quantisation))
         if "onnx" in wanted:
-            _onnx(tf, model, staging / ONNX_FILE, size, preprocess)
-            runners["onnx"] = (ONNX_FILE, _onnx_runner(staging / ONNX_FILE))
+            runners["onnx"] = (ONNX_FILE, _export_onnx(tf, model, staging, size, preprocess))
         (staging / LABELS_FILE).write_text("\n".join(names) + "\n")
 
-        # The check: every export beside the Keras model on the same pixels, batch by batch.
         truth = None if test_labels is None else pipeline.encode_labels(list(test_labels), names)
-        agree = dict.fromkeys(runners, 0)
-        correct = dict.fromkeys(["keras", *runners], 0)
-        largest = dict.fromkeys(runners, 0.0)
-        seen = 0
-        for pixels in _batches(test_paths, settings, size, int(batch_size), generated=64):
-            reference = np.asarray(model(preprocess(pixels.copy()), training=False), dtype=np.float64)
-            top = reference.argmax(axis=1)
-            labels = None if truth is None else truth[seen : seen + len(pixels)]
-            if labels is not None:
-                correct["keras"] += int((top == labels).sum())
-            for key, (_, run) in runners.items():
-                output = np.asarray(run(pixels), dtype=np.float64)
-                largest[key] = max(largest[key], float(np.abs(output - reference).max()))
-                agree[key] += int((output.argmax(axis=1) == top).sum())
-                if labels is not None:
-                    correct[key] += int((output.argmax(axis=1) == labels).sum())
-            seen += len(pixels)
-        if not seen:
-            raise ValueError("no test image could be read; give readable test images (or none, to check on generated ones).")
-
-        def accuracy(key: str) -> float:
-            return correct[key] / seen if truth is not None else float("nan")
-
-        rows = [{"format": "keras", "file": "(model.keras)", "size_mb": _keras_size(model) / 1e6,
-                 "test_accuracy": accuracy("keras"), "agreement": 1.0, "max_difference": 0.0, "tolerance": 0.0,
-                 "agrees": True}]
-        for key, (name, _) in runners.items():
-            tolerance = TOLERANCES[key]
-            rows.append({"format": key, "file": name, "size_mb": _folder_size(staging / name) / 1e6,
-                         "test_accuracy": accuracy(key), "agreement": agree[key] / seen, "max_difference": largest[key],
-                         "tolerance": tolerance, "agrees": largest[key] <= tolerance})
-        table = pd.DataFrame(rows, columns=REPORT_COLUMNS)
+        pixels = _batches(test_paths, settings, size, int(batch_size), generated=64)
+        seen, correct, agree, largest = _compare_with_keras(model, preprocess, runners, pixels, truth)
+        table = _check_table(model, staging, runners, seen, correct, agree, largest, has_truth=truth is not None)
         table.to_csv(staging / REPORT_FILE, index=False)
         (staging / EXPORT_INFO).write_text(json.dumps(
             {**info, "formats": list(runners), "quantisation": quantisation, "images_checked": seen,
