@@ -25,7 +25,7 @@ What it sets up, and why:
   keeps a private cache (``~/.cache/tl-workshop-kit``).
 - **nbgrader**: the exchange is a shared folder; students' servers have the Assignments
   tab and nothing of the instructor's tools (``classroom/jupyter/student``); submissions
-  are private to their student and the instructor (:mod:`instructor_tools.serving.exchange`). The
+  are private to their student and the instructor (:mod:`helpers.private_submissions`). The
   instructor's server has the formgrader on the course folder ``~/tl-workshop``
   (``classroom/jupyter/instructor``), which no student can read.
 - **TensorBoard**: through jupyter-server-proxy at ``/user/<name>/tensorboard/`` (the kit's

@@ -131,7 +131,7 @@ TEACHING_MODULES = (
 TOOLING_MODULES = (
     "timing", "lab_server", "kernel", "unmodified_notebooks", "workshop",
     "cli", "files", "clean_outputs", "tensorboard_in_lab", "weights", "download", "device", "settings", "prepare",
-    "recipe_commands", "progress", "demo",
+    "recipe_commands", "progress", "demo", "private_submissions",
 )
 
 

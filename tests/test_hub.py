@@ -123,6 +123,33 @@ def test_unreachable_folders_are_found(tmp_path):
         os.chmod(closed, 0o700)
 
 
+def test_the_instructors_package_is_closed_to_others_and_put_back(tmp_path):
+    """hub start's part (root only): the folder goes to the instructors' group, mode 0750; stop's part puts
+    the group and mode back, and a second start (after a crash) keeps the first record."""
+    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("groupadd") is None:
+        pytest.skip("changing a folder's group and creating a group needs root on Linux (groupadd)")
+    import grp
+
+    package, state = tmp_path / "instructor_tools", tmp_path / "state"
+    package.mkdir()
+    state.mkdir()
+    os.chmod(package, 0o755)
+    before = os.stat(package)
+    group_existed = hub.INSTRUCTORS_GROUP in {g.gr_name for g in grp.getgrall()}
+    record = hub.close_instructor_package([], state, package=package)
+    try:
+        closed = os.stat(package)
+        assert (oct(closed.st_mode & 0o7777), closed.st_gid) == ("0o750", grp.getgrnam(hub.INSTRUCTORS_GROUP).gr_gid)
+        hub.close_instructor_package([], state, package=package)
+        assert json.loads(record.read_text())["mode"] == 0o755, "the mode before the first start is kept"
+    finally:
+        reopened = hub.open_instructor_package(state)
+    after = os.stat(package)
+    assert reopened == package and (after.st_mode, after.st_gid) == (before.st_mode, before.st_gid)
+    assert not record.exists() and hub.open_instructor_package(state) is None, "nothing left to put back"
+    assert (hub.INSTRUCTORS_GROUP in {g.gr_name for g in grp.getgrall()}) == group_existed, "a group it created is removed"
+
+
 def test_hub_start_refuses_without_root(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(hub.HubError, match="run it as root"):
@@ -267,7 +294,7 @@ class Classroom:
     def as_user(self, name: str, script: str, *args: str) -> Any:
         """Run Python as that Unix user (what their terminal or kernel could do); returns its JSON output."""
         result = subprocess.run(
-            [RUNUSER, "-u", name, "--", sys.executable, "-c", script, *args],
+            [RUNUSER, "-u", name, "--", sys.executable, "-c", script, *args], cwd=self.home / name,
             capture_output=True, text=True, timeout=60, env={"HOME": str(self.home / name), "PATH": "/usr/bin:/bin"},
         )
         assert result.returncode == 0, result.stderr
@@ -287,6 +314,7 @@ def _cleanup(state: Path) -> None:
     if (state / "hub.json").is_file():
         hub.stop(state, remove_users=True)
     hub.remove_accounts(USERS)
+    hub.open_instructor_package(state)  # a start that failed before its hub.json was written
 
 
 @pytest.fixture(scope="module")
@@ -310,6 +338,7 @@ def classroom():
     modes = _grant_traverse(hub.unreachable_folders())
     # hub start closes the project's answers to other users; the test puts their modes back afterwards
     modes |= {ROOT / name: os.stat(ROOT / name).st_mode & 0o7777 for name in hub.PRIVATE_PARTS if (ROOT / name).exists()}
+    package = os.stat(hub.INSTRUCTOR_PACKAGE)  # hub stop must put its group and mode back (checked below)
     timer = Timer()
     uids: set[int] = set()
     root_pids: set[int] = set()
@@ -335,11 +364,16 @@ def classroom():
         left = _processes_left(uids, root_pids)
         for folder, mode in modes.items():
             os.chmod(folder, mode)
+        after = os.stat(hub.INSTRUCTOR_PACKAGE)
+        if (after.st_mode, after.st_gid) != (package.st_mode, package.st_gid):
+            os.chown(hub.INSTRUCTOR_PACKAGE, -1, package.st_gid)
+            os.chmod(hub.INSTRUCTOR_PACKAGE, package.st_mode & 0o7777)
         shutil.rmtree(BASE, ignore_errors=True)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         (ARTIFACTS / "hub_e2e_timings.json").write_text(json.dumps(timer.steps, indent=1) + "\n")
         print("[hub e2e] step times (s): " + json.dumps(timer.steps), flush=True)
     assert not left, f"processes left behind by the hub test: {left}"
+    assert (oct(after.st_mode), after.st_gid) == (oct(package.st_mode), package.st_gid), "hub stop reopens instructor_tools"
     assert not [u for u in USERS if hub._account(u) is not None], "the test's accounts are removed"
 
 
@@ -417,6 +451,40 @@ def _feedback_scores(html: str) -> tuple[dict[str, float], float, float]:
     return cells, float(total.group(1)), float(total.group(2))
 
 
+def _import_check(role: str) -> dict:
+    """A notebook whose first graded cell passes when this role's kernel can (instructor) or cannot (student)
+    import the instructor's package, and whose second always fails with what the first found, which proves
+    the Validator ran both."""
+    if role == "student":
+        probe = ("try:\n    import instructor_tools.grading.grader\nexcept (ImportError, PermissionError) as error:\n"
+                 "    found = f'{type(error).__name__}: {error}'\nelse:\n"
+                 "    raise AssertionError('a student kernel imported instructor_tools')")
+    else:
+        probe = "import instructor_tools.grading.grader\n\nfound = instructor_tools.grading.grader.__file__"
+    cells = [
+        {"cell_type": "code", "source": source, "metadata": {"nbgrader": {
+            "grade": True, "solution": False, "locked": True, "task": False, "points": 1, "grade_id": grade_id,
+            "schema_version": 3}}, "outputs": [], "execution_count": None}
+        for grade_id, source in (("probe", probe), ("report", "raise AssertionError(f'found: {found}')"))
+    ]
+    return {"cells": cells, "metadata": {"kernelspec": {"name": kernel.KERNEL_NAME, "display_name": "Python (tl-workshop)",
+                                                        "language": "python"}}, "nbformat": 4, "nbformat_minor": 5}
+
+
+def _validate_import_check(room: Classroom, name: str, role: str) -> str:
+    """The Validate button on :func:`_import_check` in ``name``'s server; returns what its kernel found."""
+    room.user(name, "api/contents/kit-import-check", "PUT", {"type": "directory"})
+    path = "kit-import-check/check.ipynb"
+    room.user(name, f"api/contents/{path}", "PUT", {"type": "notebook", "format": "json", "content": _import_check(role)})
+    result = room.user(name, "assignments/validate", "POST", {"path": path})
+    assert result["success"], result["value"]
+    failed = result["value"].get("failed", [])
+    assert len(failed) == 1 and "found: " in failed[0]["raw_error"], f"{name}'s probe cell failed: {failed}"
+    room.user(name, f"api/contents/{path}", "DELETE")
+    message = re.sub(r"\x1b\[[0-9;]*m", "", failed[0]["raw_error"]).strip().splitlines()[-1]
+    return message.rsplit("found: ", 1)[1].strip()
+
+
 CANNOT_READ = r"""
 import json, os, sys
 outcome = {}
@@ -453,6 +521,13 @@ def test_a_class_on_the_hub_end_to_end(classroom: Classroom):
         usage = hub.status(room.hub.state_dir)["users"]
         assert all(usage[name].get("memory_mib") for name in USERS), f"each server is in its control group: {usage}"
 
+    with timer("instructor_tools: a student's kernel cannot import it, the instructor's can (Validate button)"):
+        found = _validate_import_check(room, "kit-half", "student")
+        assert "Permission denied" in found, found
+        assert _validate_import_check(room, INSTRUCTOR, "instructor").startswith(str(hub.INSTRUCTOR_PACKAGE)), \
+            "the instructor's kernel imports the instructor's package from the project"
+        assert room.as_user(INSTRUCTOR, "import json, instructor_tools.grading.grader as g; print(json.dumps(g.__file__))")
+
     with timer("instructor releases 01 (formgrader API)"):
         _release(room)
 
@@ -486,6 +561,7 @@ def test_a_class_on_the_hub_end_to_end(classroom: Classroom):
                 course,  # the instructor's course folder
                 ROOT / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb",  # the answers in the project the servers run from
                 ROOT / ".git" / "HEAD",  # and in its history
+                hub.INSTRUCTOR_PACKAGE / "grading" / "grader.py",  # the instructor's package (grading, tamper rules)
                 course / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb",
                 course / "gradebook.db",
                 inbound,  # the exchange's inbound (listing it would reveal the submissions)

@@ -153,7 +153,7 @@ def ensure_accounts(members: Sequence[Member], home_base: Path | None = None) ->
 
     Every new account gets a private home (0700) and a private group named like the
     user; the instructors join every student's group, which is how they read the
-    students' (private) submissions in the exchange (:mod:`instructor_tools.serving.exchange`).
+    students' (private) submissions in the exchange (:mod:`helpers.private_submissions`).
     """
     passwords: dict[str, str] = {}
     for member in members:
@@ -244,6 +244,66 @@ def protect_answers(root: Path = ROOT) -> list[Path]:
             os.chmod(path, os.stat(path).st_mode & ~0o007 & 0o7777)
             changed.append(path)
     return changed
+
+
+#: The instructor's package, installed (editable) in the environment every user's server runs.
+INSTRUCTOR_PACKAGE = ROOT / "instructor_tools"
+#: The group that may read it on the hub: root and the roster's instructors.
+INSTRUCTORS_GROUP = "tl-workshop-instructors"
+#: In the state folder: the package folder's group and mode before ``start`` closed it, for ``stop``.
+PACKAGE_RECORD = "instructor-package.json"
+
+
+def close_instructor_package(instructors: Sequence[str], state_dir: Path, package: Path = INSTRUCTOR_PACKAGE) -> Path:
+    """Make the instructor's package readable by root and the instructors only; returns its record.
+
+    The students' servers and kernels run the kit's environment, where ``instructor_tools``
+    is installed from this project: a student could import the grading code, the tamper
+    rules and the references of the hidden tests. The package folder goes to the group
+    :data:`INSTRUCTORS_GROUP` (created if missing; the instructors join it, so their
+    servers load the course's ``nbgrader_config.py``, which imports the package) with mode
+    0750, so a student's ``import instructor_tools`` fails with "Permission denied". Its
+    group and mode before are kept in ``<state>/instructor-package.json`` (the first
+    record stays when a hub that crashed is started again) and put back by
+    :func:`open_instructor_package`, which ``stop`` calls.
+    """
+    record = state_dir / PACKAGE_RECORD
+    created = False
+    try:
+        gid = grp.getgrnam(INSTRUCTORS_GROUP).gr_gid
+    except KeyError:
+        _run(["groupadd", "--system", INSTRUCTORS_GROUP])
+        gid, created = grp.getgrnam(INSTRUCTORS_GROUP).gr_gid, True
+    for instructor in instructors:
+        _run(["usermod", "--append", "--groups", INSTRUCTORS_GROUP, instructor])
+    before = os.stat(package)
+    saved = json.loads(record.read_text()) if record.is_file() else {
+        "path": str(package), "gid": before.st_gid, "mode": before.st_mode & 0o7777, "group_created": False}
+    saved["group_created"] = saved["group_created"] or created
+    record.write_text(json.dumps(saved, indent=1) + "\n")
+    os.chmod(record, 0o600)
+    os.chown(package, -1, gid)
+    os.chmod(package, (before.st_mode & 0o7700) | 0o050)  # the owner as it was, the group reads, others nothing
+    return record
+
+
+def open_instructor_package(state_dir: Path) -> Path | None:
+    """Put back the group and mode :func:`close_instructor_package` recorded; returns the folder (None: nothing to do).
+
+    The group it created is removed too (its members keep their other groups).
+    """
+    record = state_dir / PACKAGE_RECORD
+    if not record.is_file():
+        return None
+    saved = json.loads(record.read_text())
+    package = Path(saved["path"])
+    if package.exists():
+        os.chown(package, -1, saved["gid"])
+        os.chmod(package, saved["mode"])
+    if saved.get("group_created"):
+        subprocess.run(["groupdel", INSTRUCTORS_GROUP], capture_output=True, text=True)
+    record.unlink()
+    return package
 
 
 def ensure_exchange(path: Path) -> Path:
@@ -420,7 +480,11 @@ def start(
     hub = Hub(Path(state_dir).resolve())
     jupyterhub = _check_can_start(hub)
     proxy = proxy_command()
-    _prepare_server(members, hub.state_dir, Path(exchange), home_base)
+    try:
+        _prepare_server(members, hub.state_dir, Path(exchange), home_base)
+    except BaseException:
+        open_instructor_package(hub.state_dir)  # no hub runs: the package is not left closed
+        raise
     settings = {
         "state_dir": str(hub.state_dir),
         "ip": ip,
@@ -479,6 +543,8 @@ def _prepare_server(members: Sequence[Member], state_dir: Path, exchange: Path, 
     closed = protect_answers()
     if closed:
         print(f"Closed to the students (answers, hidden tests, grading): {', '.join(str(p) for p in closed)}", file=sys.stderr)
+    close_instructor_package([m.username for m in members if m.role == "instructor"], state_dir)
+    print(f"Readable by root and {INSTRUCTORS_GROUP} only (the instructors): {INSTRUCTOR_PACKAGE}", file=sys.stderr)
     ensure_exchange(exchange)
     for member in members:
         if member.role == "instructor":
@@ -566,6 +632,9 @@ def stop(state_dir: Path = DEFAULT_STATE, *, remove_users: bool = False, timeout
             if left:
                 done.append(f"{len(left)} process(es) of {group.name} ended")
     cgroups.remove_parent()
+    reopened = open_instructor_package(hub.state_dir)
+    if reopened is not None:
+        done.append(f"{reopened} readable by every user again")
     (hub.state_dir / "hub.pid").unlink(missing_ok=True)
     if remove_users and users:
         removed = remove_accounts(sorted(users))

@@ -2,7 +2,7 @@
 
 The hub's spawner sets ``KIT_EXCHANGE_ROOT`` and ``KIT_COURSE_ID`` (see
 ``classroom/jupyterhub_config.py``). Submissions go through
-:class:`instructor_tools.serving.exchange.PrivateSubmit`, which leaves them readable by the student and
+:class:`helpers.private_submissions.PrivateSubmit`, which leaves them readable by the student and
 the instructor only.
 """
 
@@ -14,7 +14,7 @@ c = get_config()  # noqa: F821 - injected by nbgrader's (traitlets') config load
 
 c.CourseDirectory.course_id = os.environ.get("KIT_COURSE_ID", "tl-workshop")
 c.Exchange.root = os.environ.get("KIT_EXCHANGE_ROOT", "/srv/nbgrader/exchange")
-c.ExchangeFactory.submit = "instructor_tools.serving.exchange.PrivateSubmit"
+c.ExchangeFactory.submit = "helpers.private_submissions.PrivateSubmit"
 
 # The notebook toolbar's Validate button: each cell gets the time its profile allows.
 c.Execute.kernel_name = "tl-workshop"

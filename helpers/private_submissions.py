@@ -1,5 +1,9 @@
 """nbgrader's exchange on a shared server, with submissions private to their student.
 
+It runs in the student's server (the Assignments tab's Submit), so it belongs to the
+students' library: the classroom hub's student servers cannot import the instructor's
+package (``python -m instructor_tools hub start`` closes it to them).
+
 nbgrader's own ``submit`` leaves each submission world-readable (files 0644, its folder
 0777 in the exchange's ``inbound/``) and relies on a random suffix in the folder's name
 to hide it. On the classroom hub every student has a private Unix group of their own
@@ -12,7 +16,7 @@ submission even with its full name.
 
 Enabled for the students' servers by ``classroom/jupyter/student/nbgrader_config.py``::
 
-    c.ExchangeFactory.submit = "instructor_tools.serving.exchange.PrivateSubmit"
+    c.ExchangeFactory.submit = "helpers.private_submissions.PrivateSubmit"
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ SUBMISSION_FILE_MODE = stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP  # 0640
 
 
 class PrivateSubmit(ExchangeSubmit):
-    """nbgrader's submit, then the submission closed to other students (see the module docstring)."""
+    """nbgrader's submit, then the submission closed to other students (see the module docstring).
+
+    Used by the classroom hub's student servers (their Assignments tab), not by a notebook.
+    """
 
     def copy_files(self) -> None:
         super().copy_files()
