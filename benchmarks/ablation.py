@@ -1,23 +1,22 @@
-"""Section 8: the retraining recipe, change by change, on frames from episodes the model never saw.
+"""Section 8: notebook 02's recipe, trick by trick, on frames from episodes the model never saw.
 
-Notebook 02's two phases (:class:`helpers.retraining.Retrainer`, MobileNet alpha 0.75,
-the workshop profile's Simpsons frames and epochs) are trained on the **group split**
-(blocks of frame numbers, a stand-in for episodes: :func:`helpers.splits.frame_number_groups`)
-with the lab's recipe plus flipped copies (the baseline), then with each candidate
-change alone, then with all of them together, over several seeds (each seed draws
-another split and another initialisation). Choices are read on the **validation**
-split; the test split is reported beside it, never used to choose. The baseline is
-also trained on a random split by file, to show how much a leaky split overstates
-the score.
+Notebook 02's two phases with its default recipe (:data:`helpers.retraining.DEFAULT_RECIPE`:
+the last 3 blocks, a cosine phase 2 from 3e-4, label smoothing 0.1, class weights, flipped
+copies; MobileNet alpha 0.75, the workshop profile's Simpsons frames and epochs) are trained
+on the **group split** (blocks of frame numbers, a stand-in for episodes:
+:func:`helpers.splits.frame_number_groups`), then with each trick switched off alone -- the
+one line of notebook 02 that changes, as its section 10 tells students to try -- then with every
+trick off (the lab's recipe), over several seeds (each seed draws another split and another
+initialisation). Every run is :func:`helpers.retraining.fit_two_phases`, the visible steps of
+notebook 02 with the trick's argument changed. Choices are read on the **validation** split; the
+test split is reported beside it, never used to choose. The default is also trained on a random
+split by file, to show how much a leaky split overstates the score.
 
 Each row gives the validation accuracy after phase 1 and at the end (phase 2 is kept
 only when it beats phase 1 on validation), the test accuracy at the end with its 95 %
 Wilson interval (pooled over the seeds' test images), mean ± standard deviation over
 the seeds, and the training seconds (wall and process CPU) of both phases; the
 one-off extraction of the cached arrays is reported apart.
-
-Changes that only change predictions (flip averaging) are scored on the same trained
-models as the rows without them, so they cost no training run.
 """
 
 from __future__ import annotations
@@ -34,39 +33,33 @@ import numpy as np
 
 from benchmarks.common import Context, Skip, now
 
-# Candidate changes to the baseline: Retrainer options and fit_last_blocks options.
+# Each trick of notebook 02's default recipe switched off: fit_two_phases's argument, and the line of notebook 02 it is.
 CHANGES: dict[str, dict[str, Any]] = {
-    "last 2 blocks": {"n_blocks": 2},
-    "cosine phase 2 at 3e-4": {"schedule": "cosine", "learning_rate": 3e-4},
-    "balanced classes": {"balance_classes": True},
-    "flip averaging": {"flip_test": True},
-    "label smoothing 0.1": {"label_smoothing": 0.1},
-    "last 3 blocks": {"n_blocks": 3},
-    # A budget setting, not a candidate: 3 blocks cost about twice the CPU of 2 per phase-2 epoch,
-    # so 8 epochs instead of the profile's 14 keep phase 2 at the first round's cost.
-    "phase 2 in 8 epochs": {"phase2_epochs": 8},
+    "without label smoothing": {"label_smoothing": 0.0},
+    "without the cosine schedule": {"phase2_schedule": "constant"},
+    "without class weights": {"class_weights": False},
+    "without flipped copies": {"flips": False},
+    "last block only": {"n_blocks": 1},
 }
-BUDGET_ONLY = {"phase 2 in 8 epochs"}
+NOTEBOOK_LINES: dict[str, str] = {
+    "without label smoothing": "`LABEL_SMOOTHING = 0.0`",
+    "without the cosine schedule": "compile phase 2 with `PHASE2_LEARNING_RATE` instead of the `CosineDecay` schedule",
+    "without class weights": "no `class_weight=class_weight` in either `fit`",
+    "without flipped copies": "train on `block_inputs` / `feature_maps` alone and predict one view",
+    "last block only": "`N_BLOCKS = 1`",
+    "lab": "every line above, and phase 2 at a constant 1e-4 (the lab's tenth of phase 1's rate)",
+}
+DEFAULT_NAME = "notebook 02's default recipe"
+# Every trick off: the lab's recipe (its phase 2 at a tenth of phase 1's learning rate).
+COMBINATIONS: dict[str, tuple[str, ...]] = {
+    "the lab's recipe (every trick off)": tuple(CHANGES),
+}
+COMBINATION_EXTRAS: dict[str, dict[str, Any]] = {"the lab's recipe (every trick off)": {"phase2_learning_rate": 1e-4}}
 # Why the kit's default may not be the row with the best validation accuracy (shown under the table).
 DEFAULT_REASON = (
     "The default must also keep notebook 02 within its workshop budget (5 minutes on 2 CPU cores, fresh cache); "
     "section 4 gives its time with the default."
-)  # measured only with the changes it pays for, never alone
-# Rows of changes trained together: the first round's four (the kit default they made), then
-# the second round's changes on top of them ("last 3 blocks" replaces "last 2 blocks").
-FIRST_ROUND = ("last 2 blocks", "cosine phase 2 at 3e-4", "balanced classes", "flip averaging")
-COMBINATIONS: dict[str, tuple[str, ...]] = {
-    "first round together (last 2 blocks, cosine, balanced, flip)": FIRST_ROUND,
-    "first round + label smoothing": (*FIRST_ROUND, "label smoothing 0.1"),
-    "all changes together (last 3 blocks, cosine, balanced, flip, label smoothing)": (
-        "cosine phase 2 at 3e-4", "balanced classes", "flip averaging", "label smoothing 0.1", "last 3 blocks",
-    ),
-    "all changes together, phase 2 in 8 epochs": (
-        "cosine phase 2 at 3e-4", "balanced classes", "flip averaging", "label smoothing 0.1", "last 3 blocks",
-        "phase 2 in 8 epochs",
-    ),
-}
-PREDICTION_ONLY = {"flip_test"}
+)
 SEEDS = {"tiny": (0,), "full": (42, 43, 44)}
 # A kit cache to reuse for the extracted arrays (they are the same in every run of the data)
 # and for finished training runs (one JSON file per recipe, split and seed), so that an
@@ -75,13 +68,19 @@ SEEDS = {"tiny": (0,), "full": (42, 43, 44)}
 CACHE_ENVIRONMENT = "KIT_BENCHMARK_CACHE"
 KEEP_ENVIRONMENT = "KIT_BENCHMARK_KEEP_ROWS"  # "1": keep rows of earlier runs of the same recipe (see run)
 SEEDS_ENVIRONMENT = "KIT_BENCHMARK_SEEDS"  # e.g. "43,44": train only these seeds' runs (others from the cache)
-RUNS_FORMAT = 1
+# 2: rows are changes to notebook 02's default recipe, trained by fit_two_phases (1: changes to the lab's
+# recipe, trained by the all-in-one class fit_two_phases replaced): runs and rows of another format are never reused.
+RUNS_FORMAT = 2
 
 
 def _recipe(names: tuple[str, ...]) -> dict[str, Any]:
+    """The arguments that differ from notebook 02's default recipe (``{}``: the default itself)."""
     options: dict[str, Any] = {}
     for name in names:
         options |= CHANGES[name]
+    for combination, changes in COMBINATIONS.items():
+        if tuple(names) == changes:
+            options |= COMBINATION_EXTRAS.get(combination, {})
     return options
 
 
@@ -103,56 +102,52 @@ def _frame(context: Context, settings: Any) -> tuple[Any, str]:
 
 
 def _train(settings: Any, frame: Any, weights: str | None, options: dict[str, Any], run_dir: Path, epochs: dict[str, int | None]) -> dict[str, Any]:
-    """One two-phase training; accuracies with and without the prediction-only changes."""
-    from helpers import backbones, heads, retraining
+    """One two-phase training of notebook 02 (its one pass over the images, then fit_two_phases) with ``options`` changed."""
+    from helpers import backbones, features, heads, pipeline, retraining
 
-    build = {k: v for k, v in options.items() if k in ("n_blocks", "balance_classes", "label_smoothing")}
-    phase2 = {k: v for k, v in options.items() if k in ("schedule", "learning_rate")}
+    recipe = dict(retraining.DEFAULT_RECIPE) | options
+    backbone = backbones.get_backbone(settings=settings)
     base = backbones.load_base(settings, weights=weights)
     head = heads.build_head(base.output_shape[1:], frame["label"].nunique(), seed=settings.seed)
-    trainer = retraining.Retrainer(
-        settings, frame, base, head, flip_copies=True, tensorboard=False, progress=False, run_dir=run_dir, **build
-    )
     began = time.perf_counter()
-    trainer.features()
+    arrays = features.cached_arrays(
+        heads.cached_outputs_model(base, backbone, recipe["n_blocks"]), frame, settings, flips=recipe["flips"],
+        progress=False,
+    )
     extraction = time.perf_counter() - began
     wall, cpu = time.perf_counter(), time.process_time()
-    trainer.fit_head(epochs=epochs["head"])
-    phase1 = trainer.accuracy("validation")
-    # The tiny run's epochs are fixed; a full run takes the profile's unless the recipe sets phase 2's.
-    trainer.fit_last_blocks(epochs=epochs["blocks"] or options.get("phase2_epochs"), **phase2)
-    result = {
+    # The tiny run's epochs are fixed; a full run takes the profile's.
+    result = retraining.fit_two_phases(
+        settings, frame, base, head, arrays, n_blocks=recipe["n_blocks"],
+        phase2_learning_rate=recipe["phase2_learning_rate"], label_smoothing=recipe["label_smoothing"],
+        class_weights=recipe["class_weights"], phase2_schedule=recipe.get("phase2_schedule", "cosine"),
+        run_dir=run_dir, head_epochs=epochs["head"], block_epochs=epochs["blocks"],
+    )
+    train_s, train_cpu_s = time.perf_counter() - wall, time.process_time() - cpu
+    truth = pipeline.encode_labels(frame["label"], result.class_names)[frame["split"].to_numpy() == "test"]
+    predicted = np.argmax(result.test_probabilities, axis=1)
+    return {
         "extraction_s": extraction,
-        "train_s": time.perf_counter() - wall,
-        "train_cpu_s": time.process_time() - cpu,
-        "phase2_kept": bool(trainer.reports[-1].kept),
-        "epochs": [report.epochs for report in trainer.reports],
-        "views": {},
+        "train_s": train_s,
+        "train_cpu_s": train_cpu_s,
+        "phase2_kept": bool(result.phases["kept"].iloc[1]),
+        "epochs": [int(n) for n in result.phases["epochs"]],
+        "val1": float(result.phases["validation accuracy"].iloc[0]),
+        "val": float(result.validation_accuracy),
+        "test": float(np.mean(predicted == truth)),
+        "correct": int(np.sum(predicted == truth)),
+        "test_images": int(len(truth)),
     }
-    for flip in (False, True):
-        trainer.flip_test = flip
-        truth = trainer.labels[trainer.rows("test")]
-        predicted = np.argmax(trainer.predict("test"), axis=1)
-        result["views"][flip] = {
-            "val1": phase1,
-            "val": trainer.accuracy("validation"),
-            "test": float(np.mean(predicted == truth)),
-            "correct": int(np.sum(predicted == truth)),
-            "test_images": int(len(truth)),
-        }
-    return result
 
 
-def _row(name: str, split: str, runs: list[dict[str, Any]], flip: bool) -> dict[str, Any]:
+def _row(name: str, split: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     from helpers import evaluation
 
-    views = [run["views"][flip] for run in runs]
-
     def spread(key: str, values: list[float] | None = None) -> dict[str, float]:
-        values = values if values is not None else [v[key] for v in views]
+        values = values if values is not None else [run[key] for run in runs]
         return {"mean": float(np.mean(values)), "std": float(np.std(values))}
 
-    correct, total = sum(v["correct"] for v in views), sum(v["test_images"] for v in views)
+    correct, total = sum(run["correct"] for run in runs), sum(run["test_images"] for run in runs)
     low, high = evaluation.wilson_interval(correct, total)
     return {
         "recipe": name,
@@ -169,25 +164,21 @@ def _row(name: str, split: str, runs: list[dict[str, Any]], flip: bool) -> dict[
     }
 
 
-def _training_names(names: tuple[str, ...]) -> tuple[str, ...]:
-    """The changes of ``names`` that need a training run of their own, in :data:`CHANGES` order."""
-    return tuple(n for n in CHANGES if n in names and not set(CHANGES[n]) <= PREDICTION_ONLY)
+def _title(name: str) -> str:
+    """A row's name in the report: the trick switched off and the line of notebook 02 that does it."""
+    if name in CHANGES:
+        return f"{name}: {NOTEBOOK_LINES[name]}"
+    if name in COMBINATIONS:
+        return f"{name}: {NOTEBOOK_LINES['lab']}"
+    return name
 
 
-def _rows_wanted(seeds: tuple[int, ...]) -> list[tuple[str, str, tuple[str, ...], bool, tuple[int, ...]]]:
-    """Every row of the table: (name, split, trained changes, scored with flip averaging, seeds)."""
-    baseline = "baseline (lab's recipe + flipped copies)"
-    rows = [(baseline, "random", (), False, seeds[:1]), (baseline, "group", (), False, seeds)]
-    for name in CHANGES:
-        if name not in BUDGET_ONLY:
-            rows.append((f"+ {name}", "group", _training_names((name,)), name == "flip averaging", seeds))
-    for name, names in COMBINATIONS.items():
-        rows.append((name, "group", _training_names(names), "flip averaging" in names, seeds))
+def _rows_wanted(seeds: tuple[int, ...]) -> list[tuple[str, str, tuple[str, ...], tuple[int, ...]]]:
+    """Every row of the table: (name, split, changes to the default, seeds)."""
+    rows = [(DEFAULT_NAME, "random", (), seeds[:1]), (DEFAULT_NAME, "group", (), seeds)]
+    rows += [(name, "group", (name,), seeds) for name in CHANGES]
+    rows += [(name, "group", names, seeds) for name, names in COMBINATIONS.items()]
     return rows
-
-
-def _options(names: tuple[str, ...], flip: bool) -> dict[str, Any]:
-    return _recipe(names) | ({"flip_test": True} if flip else {})
 
 
 def _earlier_row(
@@ -206,15 +197,15 @@ def _run_one(
     settings: Any, frame: Any, split_kind: str, seed: int, names: tuple[str, ...], run_dir: Path, epochs: dict[str, Any],
     weights: str | None,
 ) -> dict[str, Any]:
-    """One seed of one recipe: draw the split, train both phases, score with and without flip averaging."""
+    """One seed of one recipe: draw the split, train both phases, score the test frames."""
     from helpers import splits
 
     split = splits.split_dataset(frame, seed=seed, groups=None if split_kind == "random" else "group", min_per_class=1)
-    return _train(settings.replace(seed=seed), split, weights, _recipe(names), run_dir, epochs)
+    return _train(settings.replace(seed=seed), split.reset_index(drop=True), weights, _recipe(names), run_dir, epochs)
 
 
 def run(context: Context, previous: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train every recipe on the group split over the size's seeds (and the baseline on a random split).
+    """Train the default and each trick switched off on the group split over the size's seeds (the default on a random split too).
 
     Args:
         context: The benchmark run's inputs and scratch folder.
@@ -224,6 +215,7 @@ def run(context: Context, previous: dict[str, Any] | None = None) -> dict[str, A
             every run is trained here.
     """
     from benchmarks.core import weights_choice
+    from helpers import retraining
 
     tiny = context.size.name == "tiny"
     cache = os.environ.get(CACHE_ENVIRONMENT)
@@ -233,23 +225,26 @@ def run(context: Context, previous: dict[str, Any] | None = None) -> dict[str, A
     weights, weights_text = weights_choice(settings)
     epochs = {"head": 2, "blocks": 1} if tiny else {"head": None, "blocks": None}
     seeds = SEEDS[context.size.name]
-    section_epochs = {"head": settings.run.head_epochs, "blocks": settings.run.finetune_epochs} if not tiny else epochs
-    same = {"source": source, "weights": weights_text, "seeds": list(seeds), "epochs": section_epochs}
+    section_epochs = {"head": settings.scale.head_epochs, "blocks": settings.scale.finetune_epochs} if not tiny else epochs
+    default_recipe = dict(retraining.DEFAULT_RECIPE)
+    same = {"source": source, "weights": weights_text, "seeds": list(seeds), "epochs": section_epochs,
+            "format": RUNS_FORMAT, "default_recipe": default_recipe}
     wanted = _rows_wanted(seeds)
     earlier: dict[int, dict[str, Any]] = {}
     store = Path(settings.cache_dir) / "ablation-runs"
 
     def record_path(names: tuple[str, ...], split_kind: str, seed: int) -> tuple[Path, str]:
-        key = json.dumps([RUNS_FORMAT, names, split_kind, seed, epochs, settings.profile, len(frame), source, weights_text])
+        key = json.dumps([RUNS_FORMAT, default_recipe, names, split_kind, seed, epochs, settings.profile, len(frame), source,
+                          weights_text])
         return store / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json", key
 
     if keep:
-        for index, (_, split_kind, names, flip, chosen) in enumerate(wanted):
+        for index, (_, split_kind, names, chosen) in enumerate(wanted):
             cached = cache and all(record_path(names, split_kind, seed)[0].is_file() for seed in chosen)
-            row = None if cached else _earlier_row(previous, _options(names, flip), split_kind, chosen, same)
+            row = None if cached else _earlier_row(previous, _recipe(names), split_kind, chosen, same)
             if row is not None:
                 earlier[index] = row
-    plans = {(names, split_kind): chosen for i, (_, split_kind, names, _, chosen) in enumerate(wanted) if i not in earlier}
+    plans = {(names, split_kind): chosen for i, (_, split_kind, names, chosen) in enumerate(wanted) if i not in earlier}
     trained: dict[tuple[tuple[str, ...], str], list[dict[str, Any]]] = {}
     extraction: list[float] = []
     reused = 0
@@ -261,7 +256,6 @@ def run(context: Context, previous: dict[str, Any] | None = None) -> dict[str, A
         record, key = record_path(names, split_kind, seed)
         if cache and record.is_file():
             result = json.loads(record.read_text())
-            result["views"] = {flip == "true": view for flip, view in result["views"].items()}
             trained.setdefault((names, split_kind), []).append(result)
             reused += 1
             continue
@@ -284,35 +278,34 @@ def run(context: Context, previous: dict[str, Any] | None = None) -> dict[str, A
         extraction.append(result["extraction_s"])
         trained.setdefault((names, split_kind), []).append(result)
         print(
-            f"  {' + '.join(names) or 'baseline'} ({split_kind} split, seed {seed}): validation "
-            f"{result['views'][False]['val']:.3f}, test {result['views'][False]['test']:.3f} "
-            f"(flip {result['views'][True]['test']:.3f}), {time.perf_counter() - began:.0f} s",
+            f"  {' + '.join(names) or DEFAULT_NAME} ({split_kind} split, seed {seed}): validation "
+            f"{result['val']:.3f}, test {result['test']:.3f}, {time.perf_counter() - began:.0f} s",
             flush=True,
         )
-    missing = [f"{' + '.join(n) or 'baseline'} ({k})" for (n, k), c in plans.items() if len(trained.get((n, k), [])) < len(c)]
+    missing = [f"{' + '.join(n) or DEFAULT_NAME} ({k})" for (n, k), c in plans.items() if len(trained.get((n, k), [])) < len(c)]
     if missing:
         raise Skip(f"runs left to other processes ({SEEDS_ENVIRONMENT}): {', '.join(missing)}; run again without it")
     extraction += [run["extraction_s"] for runs in trained.values() for run in runs if not extraction]
     rows = []
-    for index, (name, split_kind, names, flip, _) in enumerate(wanted):
+    for index, (name, split_kind, names, _) in enumerate(wanted):
+        title = _title(name)
         if index in earlier:
-            rows.append(earlier[index] | {"recipe": name, "options": _options(names, flip), "kept_from_earlier": True})
+            rows.append(earlier[index] | {"recipe": title, "options": _recipe(names), "kept_from_earlier": True})
             continue
         runs = trained[(names, split_kind)]
         measured = sorted(str(run.get("measured", "")) for run in runs)
-        rows.append(_row(name, split_kind, runs, flip) | {"options": _options(names, flip), "measured": measured[-1]})
-    from helpers import retraining
-
-    default = {key: value for key, value in retraining.WORKSHOP_RECIPE.items() if key != "flip_copies"}
-    default_row = next((row["recipe"] for row in rows if row["split"] == "group" and row["options"] == default), "not measured")
+        rows.append(_row(title, split_kind, runs) | {"options": _recipe(names), "measured": measured[-1]})
+    default_row = next((row["recipe"] for row in rows if row["split"] == "group" and row["options"] == {}), "not measured")
     return {
         "date": now(),
         "source": source,
         "weights": weights_text,
         "seeds": list(seeds),
         "epochs": section_epochs,
+        "format": RUNS_FORMAT,
+        "default_recipe": default_recipe,
         "rows": rows,
-        "kit_default": {"row": default_row, "options": dict(retraining.WORKSHOP_RECIPE), "reason": DEFAULT_REASON},
+        "kit_default": {"row": default_row, "options": default_recipe, "reason": DEFAULT_REASON},
         "extraction_s": (
             {"median": statistics.median(extraction), "max": max(extraction)} if extraction
             else (previous or {}).get("extraction_s", {})

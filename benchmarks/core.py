@@ -3,11 +3,18 @@
 1. Feature extraction: :func:`helpers.features.extract_features` from image files
    (decode, resize, preprocess, predict; no cache) against a bare ``model.predict``
    on arrays decoded and preprocessed beforehand, outside the timer.
-2. One head-training epoch: the kit's phase 1 on cached features against a plain
-   Keras ``fit`` of the same head through the frozen base.
-3. One last-block epoch: the kit's phase 2 on cached block inputs against a plain
-   Keras ``fit`` with the same block unfrozen, plus the equivalence check.
+2. One head-training epoch: notebook 02's phase 1 (``head.fit`` on the cached feature
+   maps, section 5) against a plain Keras ``fit`` of the same head through the frozen base.
+3. One last-block epoch: notebook 02's phase 2 (the tail's ``fit`` on the cached block
+   inputs, section 6) against a plain Keras ``fit`` with the same block unfrozen, plus
+   the equivalence check.
 6. Scaling: time against the number of images for extraction and each training path.
+
+The kit's side is notebook 02's visible steps, written here as the notebook writes them
+(the kit's reference versions of the students' functions: ``freezing.freeze_all_but_last_blocks``,
+``compiling.compile_model``, and the three callbacks of exercise 4), on the arrays of its
+one pass over the images (``heads.cached_outputs_model`` and ``features.cached_arrays``:
+float16, memory-mapped, fed to ``fit`` by ``features.batches``).
 
 The plain Keras baselines are written here, in the keras-io style, and are given
 the best case: images already decoded, resized and preprocessed in memory, so
@@ -17,11 +24,10 @@ optimizer and validation set.
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -260,61 +266,90 @@ class _EpochClock:
         return Measured(statistics.median(wall), statistics.median(cpu))
 
 
-@contextlib.contextmanager
-def kit_epoch_clock(*, callbacks: bool = True) -> Iterator[_EpochClock]:
-    """Time the epochs of the kit's own training calls, its code otherwise untouched.
+def notebook_run(context: Context, state: dict[str, Any], count: int) -> dict[str, Any]:
+    """Notebook 02's model and one pass over ``count`` training images and the validation set (its sections 2 and 4).
 
-    The Retrainer builds its callbacks with :func:`helpers.callbacks.make_callbacks`;
-    inside this block that function returns one more callback, the epoch clock, last
-    (so an epoch's time includes the kit's validation, checkpoint and log writing).
-    With ``callbacks=False`` it returns the clock alone: the kit's training without the
-    lab's callbacks, like for like with a plain ``fit`` that has none.
+    A base, a new head, and the cached block inputs (of the last block) and feature maps of
+    every image, computed once (``seconds``: the one-off cost both phases share).
     """
-    from helpers import retraining
-
-    clock = _EpochClock()
-    original = retraining.make_callbacks  # the name the Retrainer calls
-
-    def with_clock(*args: Any, **kwargs: Any) -> Any:
-        made, checkpoint = original(*args, **kwargs)
-        return [*(made if callbacks else []), clock.callback], checkpoint
-
-    retraining.make_callbacks = with_clock
-    try:
-        yield clock
-    finally:
-        retraining.make_callbacks = original
-
-
-def retrainer(context: Context, state: dict[str, Any], count: int) -> Any:
-    """The kit's Retrainer (as notebook 02 builds it) on ``count`` training images and the validation set."""
     import pandas as pd
 
-    from helpers import backbones, heads, retraining
+    from helpers import backbones, features, heads, pipeline
 
     settings = state["settings"]
     frame = pd.concat(
         [state["pool"].head(count).assign(split="train"), state["validation"].assign(split="validation")],
         ignore_index=True,
     )
+    backbone = backbones.get_backbone(settings=settings)
     base = backbones.load_base(settings, weights=state["weights"])
     head = heads.build_head(base.output_shape[1:], len(state["classes"]), seed=settings.seed)
-    run_dir = context.scratch / "runs" / f"{count}-{time.monotonic_ns()}"
-    return retraining.Retrainer(settings, frame, base, head, run_dir=run_dir, progress=False)
+    began = time.perf_counter()
+    block_inputs, feature_maps = features.cached_arrays(
+        heads.cached_outputs_model(base, backbone, 1), frame, settings, name=f"{count} images", progress=False
+    )
+    splits = frame["split"].to_numpy()
+    return {
+        "settings": settings, "frame": frame, "backbone": backbone, "base": base, "head": head,
+        "arrays": {1: feature_maps, 2: block_inputs}, "labels": pipeline.encode_labels(frame["label"], state["classes"]),
+        "rows": {name: np.flatnonzero(splits == name) for name in ("train", "validation")},
+        "seconds": time.perf_counter() - began,
+        "run_dir": context.scratch / "runs" / f"{count}-{time.monotonic_ns()}",
+        "models": {1: head},
+    }
 
 
-def kit_epochs(trainer: Any, phase: int, epochs: int, *, callbacks: bool = True) -> Callable[[], Measured]:
-    """A function running one of the kit's phases for ``epochs`` epochs; it returns the median warm epoch."""
+def phase_model(run: dict[str, Any], phase: int) -> Any:
+    """What a phase fits: the head (phase 1), or the tail from the last block's input (phase 2), built once."""
+    from helpers import heads
 
-    def run() -> Measured:
-        with kit_epoch_clock(callbacks=callbacks) as clock:
-            if phase == 1:
-                trainer.fit_head(epochs=epochs)
-            else:
-                trainer.fit_last_blocks(epochs=epochs)
+    if phase not in run["models"]:
+        run["models"][phase] = heads.tail_model(run["base"], run["head"], run["backbone"], 1)
+    return run["models"][phase]
+
+
+def lab_callbacks(run_dir: Path, patience: int) -> list[Any]:
+    """Notebook 02's exercise 4: early stopping restoring the best epoch, the best checkpoint, TensorBoard logs."""
+    import keras
+
+    from helpers import callbacks
+
+    chosen = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
+        keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor="val_loss", save_best_only=True),
+    ]
+    return chosen + ([keras.callbacks.TensorBoard(str(run_dir / "logs"))] if callbacks.tensorboard_available() else [])
+
+
+def kit_epochs(run: dict[str, Any], phase: int, epochs: int, *, callbacks: bool = True) -> Callable[[], Measured]:
+    """A function running notebook 02's phase for ``epochs`` epochs; it returns the median warm epoch.
+
+    Freeze, compile, ``fit`` on the cached arrays with ``validation_data`` (sections 5 and 6);
+    with ``callbacks=False`` the same ``fit`` without the lab's callbacks (the clock alone).
+    """
+    from helpers import compiling, features, freezing, retraining
+
+    settings = run["settings"]
+
+    def go() -> Measured:
+        clock = _EpochClock()
+        model = phase_model(run, phase)
+        freezing.freeze_all_but_last_blocks(run["base"], run["backbone"], 0 if phase == 1 else 1)
+        rate = settings.learning_rate * (1 if phase == 1 else retraining.FINETUNE_LEARNING_RATE_FACTOR)
+        compiling.compile_model(model, rate)
+        folder = run["run_dir"] / f"phase {phase}"
+        folder.mkdir(parents=True, exist_ok=True)
+        chosen = lab_callbacks(folder, settings.scale.early_stopping_patience) if callbacks else []
+        arrays, labels, rows = run["arrays"][phase], run["labels"], run["rows"]
+        model.fit(
+            features.batches(arrays, labels, rows=rows["train"], batch_size=settings.batch_size, shuffle=True,
+                             seed=settings.seed),
+            validation_data=features.batches(arrays, labels, rows=rows["validation"], batch_size=settings.batch_size),
+            epochs=epochs, callbacks=[*chosen, clock.callback], verbose=0,
+        )
         return clock.warm()
 
-    return run
+    return go
 
 
 def plain_epochs(model: Any, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, batch_size: int) -> Callable[[], Measured]:
@@ -337,53 +372,50 @@ def extraction_section(context: Context, state: dict[str, Any]) -> dict[str, Any
     return extraction(context, state["settings"], frame, state["weights"])
 
 
-def _trainer(context: Context, state: dict[str, Any]) -> Any:
-    """The Retrainer of the head and block comparisons (one, so the block inputs are cached once)."""
-    if "trainer" not in state:
-        trainer = retrainer(context, state, context.size.images)
-        began = time.perf_counter()
-        trainer.features()  # block inputs, then pooled features through the frozen last block
-        state["trainer"] = trainer
-        state["trainer_one_off"] = {
-            "seconds": time.perf_counter() - began,
-            "phase2_path": trainer.phase2_path,
-            **{k: round(v, 3) for k, v in trainer.timings.items()},
-        }
-    return state["trainer"]
+def _run(context: Context, state: dict[str, Any]) -> dict[str, Any]:
+    """Notebook 02's run of the head and block comparisons (one, so the images are extracted once)."""
+    if "run" not in state:
+        state["run"] = notebook_run(context, state, context.size.images)
+    return state["run"]
 
 
 def _epoch_comparison(context: Context, state: dict[str, Any], phase: int) -> dict[str, Any]:
-    from helpers import compiling, heads
+    import keras
+
+    from helpers import compiling, freezing, heads, retraining
 
     settings = state["settings"]
-    trainer = _trainer(context, state)
+    run = _run(context, state)
     train = state["pool"].head(context.size.images)
     x, y = _arrays(state, train, "train"), _labels(state, train)
     x_val, y_val = _arrays(state, state["validation"], "validation"), _labels(state, state["validation"])
     plain = plain_model(settings, state["weights"], len(state["classes"]), 0 if phase == 1 else 1, heads.DEFAULT_DROPOUT)
     epochs = context.size.repeats + 1
-    # The floor: the very model the kit trains, on the same cached arrays, in a bare fit
-    # without the kit's callbacks -- what Keras itself costs per epoch at this batch size.
-    cached = trainer.features() if phase == 1 else trainer.activations()
-    bare_model = (
-        heads.head_after_pooling(trainer.head)
-        if phase == 1
-        else heads.tail_model(trainer.base, trainer.head, trainer.backbone, trainer.n_blocks)
+    # The floor: the very model notebook 02 trains, on the same cached rows copied into memory (float32), in a
+    # bare fit without callbacks: what Keras itself costs per epoch at this batch size. A model of its own
+    # (sharing the layers), compiled once, so that the kit's recompiling never makes it trace again.
+    freezing.freeze_all_but_last_blocks(run["base"], run["backbone"], 0 if phase == 1 else 1)
+    trained = phase_model(run, phase)
+    inputs = keras.Input(shape=trained.input_shape[1:])
+    bare_model = keras.Model(inputs, trained(inputs), name=f"floor_phase_{phase}")
+    compiling.compile_model(
+        bare_model, settings.learning_rate * (1 if phase == 1 else retraining.FINETUNE_LEARNING_RATE_FACTOR)
     )
-    compiling.compile_model(bare_model, settings.learning_rate)
-    rows_train, rows_val = trainer.rows("train"), trainer.rows("validation")
+    cached, rows = run["arrays"][phase], run["rows"]
+    in_memory = {name: np.asarray(cached[rows[name]], dtype="float32") for name in ("train", "validation")}
     timings = alternate(
         {
-            "kit": kit_epochs(trainer, phase, epochs),
-            "kit_bare": kit_epochs(trainer, phase, epochs, callbacks=False),
+            "kit": kit_epochs(run, phase, epochs),
+            "kit_bare": kit_epochs(run, phase, epochs, callbacks=False),
             "floor": plain_epochs(
-                bare_model, cached[rows_train], trainer.labels[rows_train], cached[rows_val], trainer.labels[rows_val],
-                settings.batch_size,
+                bare_model, in_memory["train"], run["labels"][rows["train"]], in_memory["validation"],
+                run["labels"][rows["validation"]], settings.batch_size,
             ),
             "plain": plain_epochs(plain, x, y, x_val, y_val, settings.batch_size),
         },
         context.size.slow_repeats,
     )
+    del in_memory
     # Like for like: the plain fit has no callbacks, so neither has the kit's side of the
     # ratio; the kit's epoch with the lab's callbacks is reported beside it.
     kit_s, plain_s = timings["kit_bare"].median, timings["plain"].median
@@ -391,25 +423,24 @@ def _epoch_comparison(context: Context, state: dict[str, Any], phase: int) -> di
     from helpers.settings import PROFILES
 
     workshop_epochs = PROFILES["workshop"].head_epochs if phase == 1 else PROFILES["workshop"].finetune_epochs
-    one_off = state["trainer_one_off"]
-    one_off_s = one_off["seconds"] if phase == 1 else one_off.get("activations", one_off["seconds"])
+    one_off_s = run["seconds"]  # one pass gives both phases' arrays
     kit_total = one_off_s + workshop_epochs * timings["kit"].median  # as the notebook runs it: with callbacks
     plain_total = workshop_epochs * plain_s
-    what = "cached features" if phase == 1 else "cached block inputs"
+    what = "`head.fit` on the cached feature maps" if phase == 1 else "`tail.fit` on the cached block inputs"
     return {
         "date": now(),
         "images": len(train),
         "validation": len(state["validation"]),
         "batch_size": settings.batch_size,
         "kit": timings["kit"].as_dict() | {
-            "label": f"the kit: `Retrainer.{'fit_head' if phase == 1 else 'fit_last_blocks'}` on {what} "
-            f"(median warm epoch of {epochs}), with the lab's callbacks: early stopping, best checkpoint, TensorBoard",
+            "label": f"the kit: notebook 02's phase {phase}, {what} (float16, memory-mapped, `features.batches`; "
+            f"median warm epoch of {epochs}), with the lab's callbacks: early stopping, best checkpoint, TensorBoard",
         },
         "kit_bare": timings["kit_bare"].as_dict() | {
-            "label": "the kit's training alone: the same call with the callbacks removed",
+            "label": "the kit's training alone: the same `fit` with the callbacks removed",
         },
         "floor": timings["floor"].as_dict() | {
-            "label": "Keras `fit` of the same model on the same cached arrays, no callbacks",
+            "label": "Keras `fit` of the same model on the same cached rows copied into memory (float32), no callbacks",
         },
         "plain": timings["plain"].as_dict() | {
             "label": "plain Keras `fit` through the " + ("frozen base" if phase == 1 else "base, last block unfrozen") + ", no callbacks",
@@ -419,7 +450,7 @@ def _epoch_comparison(context: Context, state: dict[str, Any], phase: int) -> di
         "ratio_with_callbacks": ratio(plain_s, timings["kit"].median),
         "goal": goal,
         "goal_met": ratio(plain_s, kit_s) >= goal,
-        "phase2_path": one_off["phase2_path"],
+        "phase2_path": "cached block inputs (float16, memory-mapped)",
         "one_off": {
             "seconds": one_off_s,
             "epochs": workshop_epochs,
@@ -431,50 +462,57 @@ def _epoch_comparison(context: Context, state: dict[str, Any], phase: int) -> di
     }
 
 
-def _equivalence(trainer: Any, fast: np.ndarray, description: str, settings: Any) -> dict[str, Any]:
-    """Compare a fast path's validation predictions with the assembled Keras model's on the image files."""
-    from helpers import pipeline
+def _equivalence(run: dict[str, Any], phase: int, description: str) -> tuple[dict[str, Any], str]:
+    """The trained phase's model on its cached input against the assembled model on the image files.
 
-    frame = trainer.frame.iloc[trainer.rows("validation")]
-    reference = pipeline.predict_images(trainer.model, frame, settings)
-    difference = float(np.max(np.abs(np.asarray(fast, dtype="float64") - np.asarray(reference, dtype="float64"))))
+    Measured on the input computed in float32 from the files (the fast path itself, tolerance
+    :data:`EQUIVALENCE_TOLERANCE`); the float16 arrays notebook 02 trains on add their rounding,
+    returned as a note.
+    """
+    from helpers import features, heads, pipeline
+
+    settings, rows = run["settings"], run["rows"]["validation"]
+    frame = run["frame"].iloc[rows]
+    reference = np.asarray(pipeline.predict_images(heads.assemble_model(run["base"], run["head"]), frame, settings), "float64")
+    source = run["base"] if phase == 1 else heads.block_input_model(run["base"], run["backbone"], 1)
+    exact = features.extract_features(source, frame, settings, cache=False, progress=False)
+    model = phase_model(run, phase)
+    difference = float(np.max(np.abs(np.asarray(model.predict(exact, verbose=0), "float64") - reference)))
+    rounded = model.predict(features.batches(run["arrays"][phase], rows=rows, batch_size=2 * settings.batch_size), verbose=0)
+    rounding = float(np.max(np.abs(np.asarray(rounded, "float64") - reference)))
     return {
         "description": description,
         "images": len(frame),
         "max_abs_difference": difference,
         "tolerance": EQUIVALENCE_TOLERANCE,
         "met": difference <= EQUIVALENCE_TOLERANCE,
-    }
+    }, (
+        f"On the float16 cached arrays notebook 02 trains on, the largest difference is {rounding:.1e} "
+        "(their rounding; notebook 02's section 7 shows it too)."
+    )
 
 
 def head_section(context: Context, state: dict[str, Any]) -> dict[str, Any]:
-    """Section 2: one head epoch on cached features against plain Keras through the frozen base."""
-    from helpers import heads
-
+    """Section 2: one head epoch on cached feature maps against plain Keras through the frozen base."""
     result = _epoch_comparison(context, state, phase=1)
-    trainer = _trainer(context, state)
-    fast = heads.head_after_pooling(trainer.head).predict(trainer.features()[trainer.rows("validation")], verbose=0)
-    result["equivalence"] = _equivalence(
-        trainer, fast,
-        "the head trained on cached pooled features, applied to those features, against the assembled model "
+    result["equivalence"], note = _equivalence(
+        _run(context, state), 1,
+        "the head trained on cached feature maps, applied to the feature maps, against the assembled model "
         "(image → base → head) on the image files.",
-        state["settings"],
     )
+    result["notes"].append(note)
     return result
 
 
 def block_section(context: Context, state: dict[str, Any]) -> dict[str, Any]:
     """Section 3: one last-block epoch on cached block inputs against plain Keras, and the equivalence check."""
     result = _epoch_comparison(context, state, phase=2)
-    trainer = _trainer(context, state)
-    if trainer.phase2_path != "cached activations":
-        result["notes"].append(f"phase 2 trained on the images here ({trainer.plan()}).")
-    result["equivalence"] = _equivalence(
-        trainer, trainer.predict("validation"),
-        "after the kit's phase 2, the tail (cached block inputs → last block → head) against the assembled "
+    result["equivalence"], note = _equivalence(
+        _run(context, state), 2,
+        "after notebook 02's phase 2, the tail (block input → last block → head) against the assembled "
         "model (image → base → head) on the image files.",
-        state["settings"],
     )
+    result["notes"].append(note)
     return result
 
 
@@ -514,23 +552,22 @@ def scaling_section(context: Context, state: dict[str, Any]) -> dict[str, Any]:
         return lambda: features.extract_features(extractor, frame, settings, cache=False, progress=False)
 
     paths = {"extraction": _scaling_path("extraction (kit, from files)", counts, extract, repeats)}
-    trainers: dict[int, Any] = {}
+    runs: dict[int, Any] = {}
 
-    if "trainer" in state:  # the comparisons' trainer already holds these images' block inputs
-        trainers[context.size.images] = state["trainer"]
+    if "run" in state:  # the comparisons' run already holds these images' cached arrays
+        runs[context.size.images] = state["run"]
 
-    def trainer(n: int) -> Any:
-        if n not in trainers:
-            trainers[n] = retrainer(context, state, n)
-            trainers[n].features()  # one-off: block inputs and features, outside the timer
-        return trainers[n]
+    def run(n: int) -> Any:
+        if n not in runs:
+            runs[n] = notebook_run(context, state, n)  # one-off: the one pass, outside the timer
+        return runs[n]
 
     epochs = min(3, context.size.repeats + 1)
     paths["head"] = _scaling_path(
-        "head epoch (kit, cached features)", counts, lambda n: kit_epochs(trainer(n), 1, epochs), repeats
+        "head epoch (notebook 02, cached feature maps)", counts, lambda n: kit_epochs(run(n), 1, epochs), repeats
     )
     paths["block"] = _scaling_path(
-        "last-block epoch (kit, cached block inputs)", counts, lambda n: kit_epochs(trainer(n), 2, epochs), repeats
+        "last-block epoch (notebook 02, cached block inputs)", counts, lambda n: kit_epochs(run(n), 2, epochs), repeats
     )
     return {"date": now(), "repeats": repeats, "counts": counts, "paths": paths}
 

@@ -437,7 +437,7 @@ def blocks(model: "keras.Model", backbone: Backbone) -> list[list[str]]:
 def block_input_layer(model: "keras.Model", backbone: Backbone, n_blocks: int = 1) -> str:
     """Name of the layer whose output feeds the last ``n_blocks`` blocks (for activation caching).
 
-    Used by the Retrainer's phase 2 through ``heads.block_input_model`` (notebook 02, sections 4 and 6).
+    Used by ``heads.cached_outputs_model`` and ``heads.base_tail`` (notebook 02, sections 4 and 6).
     """
     if not 1 <= n_blocks < len(backbone.block_ends):
         raise ValueError(f"n_blocks must be between 1 and {len(backbone.block_ends) - 1}, not {n_blocks}.")

@@ -40,7 +40,8 @@ def make_callbacks(
 ) -> tuple[list[Any], Path]:
     """The lab's callbacks: early stopping, best checkpoint by ``val_loss``, TensorBoard logs.
 
-    Used by the Retrainer in both phases (notebook 02, sections 5 and 6).
+    No caller left in the kit: notebook 02 writes these callbacks in Keras (exercise 4) and
+    :func:`helpers.retraining.fit_two_phases` does the same; kept for its tests (a candidate for removal).
 
     Args:
         run_dir: Folder of this training run (checkpoints and ``logs/``).

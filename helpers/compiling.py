@@ -25,7 +25,7 @@ SCHEDULES = ("constant", "cosine")
 def make_optimizer(name: str = "adam", learning_rate: float = 1e-3) -> "keras.optimizers.Optimizer":
     """An optimizer by name (the lab's choices): ``adam`` (default), ``sgd`` (momentum 0.9) or ``rmsprop``.
 
-    Used by the Retrainer in both phases (notebook 02, sections 5 and 6).
+    Used by :func:`compile_model`, and so by ``retraining.fit_two_phases`` (the ``retrain`` command, notebook 04's approaches).
     """
     import keras
 
@@ -48,7 +48,7 @@ def make_optimizer(name: str = "adam", learning_rate: float = 1e-3) -> "keras.op
 def cosine_schedule(learning_rate: float, steps: int) -> "keras.optimizers.schedules.LearningRateSchedule":
     """A learning rate decaying from ``learning_rate`` to 0 along a cosine over ``steps`` steps.
 
-    Used by the Retrainer's phase 2 with ``schedule="cosine"`` (notebook 02, sections 2 and 6).
+    Used by ``retraining.fit_two_phases``'s phase 2 (notebook 02, section 6, writes ``CosineDecay`` itself).
     """
     import keras
 
@@ -71,7 +71,7 @@ def compile_model(
     classes), which keeps the model from growing over-confident on a small training
     set. Keras's sparse loss has no such option, so the model is then compiled with
     the *categorical* loss and accuracy: train it on one-hot labels
-    (:func:`one_hot_labels`); :class:`Retrainer` does that itself.
+    (:func:`one_hot_labels`); :func:`helpers.retraining.fit_two_phases` does that itself.
     """
     import keras
 
@@ -92,7 +92,7 @@ def compile_model(
 def one_hot_labels(labels: Sequence[int] | np.ndarray, n_classes: int) -> np.ndarray:
     """Class ids as one-hot rows (``float32``), the targets of a model compiled with label smoothing.
 
-    Used by the Retrainer with label smoothing, an option notebook 02's recipe leaves off (benchmarks section 8).
+    Used by :func:`helpers.retraining.fit_two_phases` with label smoothing (notebook 02's default recipe).
 
     >>> one_hot_labels([2, 0], 3).tolist()
     [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]

@@ -92,26 +92,77 @@ def test_summary_lists_the_claims_in_section_order(tmp_path):
     assert numbers and numbers == sorted(numbers), f"the summary's claims are out of order: {numbers}"
 
 
-def test_ablation_keeps_an_earlier_row_only_for_the_same_recipe_split_seeds_and_data(tmp_path):
-    """KIT_BENCHMARK_KEEP_ROWS: a row of the committed results stands in for runs no longer cached, marked so."""
+def _ablation_section(rows: list[tuple[dict, str, int, float]]) -> dict:
+    """A section 8 of the current format, from rows of (options, split, seeds, validation accuracy)."""
+    from benchmarks import ablation
+    from helpers import retraining
+
+    def fake_run(accuracy: float) -> dict:
+        return {"val1": accuracy - 0.02, "val": accuracy, "test": accuracy - 0.01, "correct": 90, "test_images": 100,
+                "train_s": 100.0, "train_cpu_s": 150.0, "phase2_kept": True, "epochs": [10, 14]}
+
+    section = {
+        "date": "2026-12-01T00:00:00+00:00", "source": "Simpsons, workshop profile", "weights": "ImageNet",
+        "seeds": [42, 43, 44], "epochs": {"head": 40, "blocks": 14}, "format": ablation.RUNS_FORMAT,
+        "default_recipe": dict(retraining.DEFAULT_RECIPE), "extraction_s": {"median": 30.0, "max": 40.0}, "goal": 0.92,
+        "kit_default": {"row": ablation.DEFAULT_NAME, "options": dict(retraining.DEFAULT_RECIPE),
+                        "reason": ablation.DEFAULT_REASON},
+    }
+    section["rows"] = [
+        ablation._row(ablation.DEFAULT_NAME if not options else "a change", split, [fake_run(accuracy)] * seeds)
+        | {"options": options} for options, split, seeds, accuracy in rows
+    ]
+    return section
+
+
+def test_ablation_keeps_an_earlier_row_only_for_the_same_recipe_split_seeds_and_data():
+    """KIT_BENCHMARK_KEEP_ROWS: a row of earlier results stands in for runs no longer cached, marked so."""
     from benchmarks import ablation
 
-    committed = json.loads((ROOT / "benchmarks" / "results.json").read_text())["sections"]["ablation"]
-    same = {key: committed[key] for key in ("source", "weights", "seeds", "epochs")}
-    seeds = tuple(committed["seeds"])
-    row = ablation._earlier_row(committed, {}, "group", seeds, same)
-    assert row is not None and row["split"] == "group" and row["options"] == {} and row["measured"]
-    assert ablation._earlier_row(committed, {}, "random", seeds[:1], same)["split"] == "random"
-    assert ablation._earlier_row(committed, {"label_smoothing": 0.5}, "group", seeds, same) is None, "another recipe"
-    assert ablation._earlier_row(committed, {}, "group", seeds[:2], same) is None, "other seeds"
-    assert ablation._earlier_row(committed, {}, "group", seeds, same | {"epochs": {"head": 1, "blocks": 1}}) is None
+    previous = _ablation_section([({}, "random", 1, 0.95), ({}, "group", 3, 0.93), ({"label_smoothing": 0.0}, "group", 3, 0.94)])
+    same = {key: previous[key] for key in ("source", "weights", "seeds", "epochs", "format", "default_recipe")}
+    seeds = tuple(previous["seeds"])
+    row = ablation._earlier_row(previous, {}, "group", seeds, same)
+    assert row is not None and row["split"] == "group" and row["options"] == {} and row["measured"] == previous["date"]
+    assert ablation._earlier_row(previous, {}, "random", seeds[:1], same)["split"] == "random"
+    assert ablation._earlier_row(previous, {"label_smoothing": 0.5}, "group", seeds, same) is None, "another recipe"
+    assert ablation._earlier_row(previous, {}, "group", seeds[:2], same) is None, "other seeds"
+    assert ablation._earlier_row(previous, {}, "group", seeds, same | {"epochs": {"head": 1, "blocks": 1}}) is None
+    other_default = same | {"default_recipe": same["default_recipe"] | {"n_blocks": 2}}
+    assert ablation._earlier_row(previous, {}, "group", seeds, other_default) is None, "the default recipe changed"
     assert ablation._earlier_row(None, {}, "group", seeds, same) is None
-    section = committed | {"rows": [row | {"kept_from_earlier": True}, *committed["rows"][2:]]}
+    # Results of the first format (changes to the lab's recipe, before fit_two_phases): their {} is another recipe.
+    committed = json.loads((ROOT / "benchmarks" / "results.json").read_text())["sections"]["ablation"]
+    if committed.get("format") != ablation.RUNS_FORMAT:
+        old_same = same | {key: committed[key] for key in ("source", "weights", "seeds", "epochs")}
+        assert ablation._earlier_row(committed, {}, "group", tuple(committed["seeds"]), old_same) is None
+    section = previous | {"rows": [previous["rows"][0], row | {"kept_from_earlier": True}, *previous["rows"][2:]]}
     text = "\n".join(report._ablation(section))
-    assert f"{row['recipe']} †" in text and f"Kept from the run of {row['measured']}" in text
-    best = max((r for r in section["rows"] if r["split"] == "group"), key=lambda r: r["val"]["mean"])
-    if best["recipe"] != committed["kit_default"]["row"]:  # a default chosen for the time budget says why
-        assert f"Best on validation: {best['recipe']}" in text and committed["kit_default"]["reason"] in text
+    assert f"**{row['recipe']}** (kit default) †" in text and f"Kept from the run of {row['measured']}" in text
+    assert "Best on validation: a change" in text and ablation.DEFAULT_REASON in text, "a better row says why the default differs"
+
+
+def test_ablation_switches_off_one_trick_of_the_default_recipe_per_row():
+    """Section 8 compares each trick as a visible change: one argument of fit_two_phases away from notebook 02's default."""
+    import inspect
+
+    from benchmarks import ablation
+    from helpers import retraining
+
+    arguments = inspect.signature(retraining.fit_two_phases).parameters
+    defaults = dict(retraining.DEFAULT_RECIPE) | {"phase2_schedule": arguments["phase2_schedule"].default}
+    for name, change in ablation.CHANGES.items():
+        assert len(change) == 1, f"{name!r} changes more than one thing"
+        (key, value), = change.items()
+        assert key in arguments or key == "flips", f"{name!r}: {key} is not an argument of fit_two_phases"
+        assert value != defaults[key], f"{name!r} leaves the default's {key} as it is"
+        assert ablation.NOTEBOOK_LINES[name] in ablation._title(name), "each row names notebook 02's line that changes"
+    wanted = ablation._rows_wanted((42, 43, 44))
+    assert [(name, split) for name, split, *_ in wanted[:2]] == [(ablation.DEFAULT_NAME, "random"), (ablation.DEFAULT_NAME, "group")]
+    assert {names for _, _, names, _ in wanted[2:]} >= {(name,) for name in ablation.CHANGES}
+    lab = ablation._recipe(ablation.COMBINATIONS["the lab's recipe (every trick off)"])
+    assert lab["n_blocks"] == 1 and lab["label_smoothing"] == 0.0 and not lab["flips"] and not lab["class_weights"]
+    assert lab["phase2_schedule"] == "constant" and lab["phase2_learning_rate"] == pytest.approx(1e-4)
 
 
 @pytest.mark.parametrize("mix", [grading.REALISTIC_MIX, grading.GENERIC_MIX, grading.TOY_MIX], ids=["realistic", "generic", "toy"])
@@ -341,18 +392,21 @@ def test_full_speed_keeps_the_repetitions_that_used_every_core():
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_tiny_run_ablation_has_every_recipe_and_the_kits_default(tiny_run):
+    from benchmarks import ablation
+    from helpers import retraining
+
     out, results, _ = tiny_run
     section = results["sections"]["ablation"]
     recipes = [(row["recipe"], row["split"]) for row in section["rows"]]
-    assert recipes[0][1] == "random" and recipes[1][1] == "group", "the baseline on both splits comes first"
-    from benchmarks import ablation
-
-    for name in set(ablation.CHANGES) - ablation.BUDGET_ONLY:
-        assert (f"+ {name}", "group") in recipes, f"the change {name!r} alone is missing"
-    for name in ablation.COMBINATIONS:
-        assert (name, "group") in recipes, f"the changes together ({name!r}) are missing"
-    assert all(row["options"] is not None and "kept_from_earlier" not in row for row in section["rows"])
-    assert section["kit_default"]["row"] in {recipe for recipe, _ in recipes}, "the kit's default recipe must be measured"
+    assert recipes[:2] == [(ablation.DEFAULT_NAME, "random"), (ablation.DEFAULT_NAME, "group")], (
+        "notebook 02's default on both splits comes first"
+    )
+    for name in [*ablation.CHANGES, *ablation.COMBINATIONS]:
+        assert (ablation._title(name), "group") in recipes, f"the row {name!r} is missing"
+    assert section["rows"][1]["options"] == {} and all(row["options"] for row in section["rows"][2:])
+    assert all("kept_from_earlier" not in row for row in section["rows"])
+    assert section["kit_default"]["row"] == ablation.DEFAULT_NAME
+    assert section["kit_default"]["options"] == retraining.DEFAULT_RECIPE == section["default_recipe"]
     for row in section["rows"]:
         pooled = row["test_pooled"]
         assert 0 <= pooled["low"] <= pooled["accuracy"] <= pooled["high"] <= 1 and pooled["images"] > 0
