@@ -35,7 +35,7 @@ _POOLING_LAYER_NAMES = {"avg": "head_avg_pool", "max": "head_max_pool", "flatten
 def pooling_layer(pooling: str, name: str) -> "keras.layers.Layer":
     """A new pooling layer of a head's kind: ``avg`` (global average), ``max`` (global max) or ``flatten``.
 
-    Used by the Retrainer's phase 1 (notebook 02, section 5).
+    Used by :func:`build_head` (notebook 02, section 2, exercise 1 has students write the head).
     """
     import keras
 
@@ -130,7 +130,7 @@ def build_head(
 def head_pooling(head: "keras.Model") -> str:
     """Which pooling a head built by :func:`build_head` uses (``avg``, ``max`` or ``flatten``).
 
-    Used by the Retrainer's phase 1 (notebook 02, section 5).
+    Not called in a notebook (notebook 02's head is the student's own): used by :func:`head_after_pooling`.
     """
     for pooling, layer_name in _POOLING_LAYER_NAMES.items():
         if any(layer.name == layer_name for layer in head.layers):
@@ -142,7 +142,7 @@ def head_pooling(head: "keras.Model") -> str:
 def head_after_pooling(head: "keras.Model") -> "keras.Model":
     """The part of ``head`` after its pooling layer (dropout + softmax), sharing its weights.
 
-    Used by the Retrainer's phase 1 (notebook 02, section 5).
+    Not called in a notebook: the benchmarks' training-loop section trains it on notebook 03's pooled features.
 
     Phase 1 trains this on pooled features: pooling has no weights, so training it on
     pooled vectors trains the head itself, with one vector per image in memory.
@@ -190,7 +190,7 @@ def assemble_model(base: "keras.Model", head: "keras.Model", *, name: str | None
 def block_input_model(base: "keras.Model", backbone: backbones.Backbone, n_blocks: int = 1) -> "keras.Model":
     """A model from images to the input of the last ``n_blocks`` blocks (the activations phase 2 caches).
 
-    Used by the Retrainer's phase 2 (notebook 02, section 6).
+    Used in notebooks 04 and 05 (their cached block inputs) and by the benchmarks' equivalence check.
     """
     import keras
 
@@ -203,7 +203,7 @@ def block_input_model(base: "keras.Model", backbone: backbones.Backbone, n_block
 def base_tail(base: "keras.Model", backbone: backbones.Backbone, n_blocks: int = 1) -> "keras.Model":
     """The last ``n_blocks`` blocks of ``base`` as a model of their own, sharing its layers.
 
-    Used by the Retrainer's phase 2 (notebook 02, section 6).
+    Used by :func:`tail_model` (notebook 02, section 6) and in notebooks 04 and 05.
     """
     import keras
 
@@ -234,7 +234,8 @@ def tail_model(
 def flipped(model: "keras.Model") -> "keras.Model":
     """``model`` applied to left-right flipped images (a fixed augmentation that can be cached).
 
-    Used by the Retrainer with ``flip_copies=True`` (notebook 02, sections 2 and 4).
+    Not called in a notebook (notebook 02's flips come from ``features.cached_arrays(flips=True)``): the tests'
+    reference for those flipped arrays.
 
     Named ``<model>_flipped``, so its features are cached apart from the model's own.
     """
