@@ -451,6 +451,7 @@ def _epoch_comparison(context: Context, state: dict[str, Any], phase: int) -> di
         "goal": goal,
         "goal_met": ratio(plain_s, kit_s) >= goal,
         "phase2_path": "cached block inputs (float16, memory-mapped)",
+        "kit_path": "as notebook 02 does: on the float16 memory-mapped arrays, read a batch at a time (`features.batches`)",
         "one_off": {
             "seconds": one_off_s,
             "epochs": workshop_epochs,

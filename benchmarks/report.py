@@ -347,8 +347,13 @@ def _epoch(section: dict[str, Any], what: str) -> list[str]:
         lines.append(
             f"A bare Keras `fit` of the same model on the same cached arrays takes {section['floor']['median_s']:.3f} s "
             f"per epoch (plain ÷ that ×{section['plain']['median_s'] / section['floor']['median_s']:.1f}): the gain is the "
-            "cache, not the loop. The kit trains with that same `fit` (all of an epoch's steps in one call, "
-            f"`steps_per_execution`), here {section['kit_bare']['median_s']:.3f} s per epoch "
+            "cache, not the loop. The kit trains with "
+            + (
+                f"Keras's `fit` too, {section['kit_path']}, "
+                if "kit_path" in section
+                else "that same `fit` (all of an epoch's steps in one call, `steps_per_execution`), "
+            )
+            + f"here {section['kit_bare']['median_s']:.3f} s per epoch "
             f"(bare `fit` ÷ kit ×{section['floor']['median_s'] / section['kit_bare']['median_s']:.1f}); the lab's callbacks "
             f"change it by {section['kit']['median_s'] - section['kit_bare']['median_s']:+.3f} s per epoch (the best-weights "
             "checkpoint written at every improvement; a negative number is the noise of a shared machine)."
@@ -742,10 +747,11 @@ METHOD = [
     "CPU-time figures (all threads of the process) are given beside wall time: they move less when other work shares the machine.",
     "- Plain Keras baselines are written in `benchmarks/core.py` (keras-io style: Functional API, the frozen base called "
     "with `training=False`, `validation_data`) and get the best case: images decoded, resized and preprocessed in memory.",
-    "- The kit's side calls the same helpers functions the notebooks call (`helpers.features.extract_features`, "
-    "`helpers.retraining.Retrainer` built as notebook 02 builds it, `instructor_tools.grading.grader.autograde`).",
+    "- The kit's side runs what the notebooks run (`helpers.features.extract_features`; notebook 02's visible phases: "
+    "freeze, compile and `fit` on the arrays of its one pass, `features.cached_arrays`, with exercise 4's callbacks; "
+    "`helpers.retraining.fit_two_phases` for the recipe's ablation; `instructor_tools.grading.grader.autograde`).",
     "- An epoch is timed by a Keras callback from its start to its end (validation, checkpoints and logs included); "
-    "for the kit the callback is added to the ones `helpers.callbacks.make_callbacks` returns, nothing else changed. "
+    "for the kit the callback is added after the lab's callbacks, nothing else changed. "
     "The kit's figure is the median of the epochs after the first of each call (the first traces the training step); "
     "the plain figure is one `fit(epochs=1)` per repetition after a warm-up epoch. Feature extraction and block-input "
     "caching are one-off costs, reported apart and in the whole-phase totals.",
