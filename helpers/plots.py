@@ -206,7 +206,7 @@ def learning_curves(
 
     Args:
         history: A table from :func:`helpers.callbacks.merge_histories` (or
-            ``Retrainer.history()``), a Keras ``History``, its ``.history`` dict, or a
+            ``fit_two_phases(...).history``), a Keras ``History``, its ``.history`` dict, or a
             dict ``{phase: history}``.
         metrics: Metrics to plot, one panel each (with their ``val_`` twin).
         title: Figure title.
