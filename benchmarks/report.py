@@ -499,6 +499,8 @@ def _ablation(section: dict[str, Any]) -> list[str]:
         "kept only when it beats phase 1 on validation.",
         "",
     ]
+    if section.get("note"):  # results of an earlier form of this section, kept until it is run again
+        lines += [f"Note: {section['note']}", ""]
     rows = []
     chosen = _default_row(section)
     for row in section["rows"]:

@@ -140,6 +140,7 @@ def test_ablation_keeps_an_earlier_row_only_for_the_same_recipe_split_seeds_and_
     text = "\n".join(report._ablation(section))
     assert f"**{row['recipe']}** (kit default) †" in text and f"Kept from the run of {row['measured']}" in text
     assert "Best on validation: a change" in text and ablation.DEFAULT_REASON in text, "a better row says why the default differs"
+    assert "Note: measured before" in "\n".join(report._ablation(section | {"note": "measured before the change."}))
 
 
 def test_ablation_switches_off_one_trick_of_the_default_recipe_per_row():
