@@ -351,7 +351,7 @@ def test_instructor_server_formgrader_works_on_a_fresh_course_without_tools_on_p
         gradebook.add_assignment("extra")  # recorded by an earlier kit, before ungraded notebooks were left out
     bare = {k: v for k, v in os.environ.items() if k != "PATH"} | {"PATH": "/usr/bin:/bin"}
     process = subprocess.run(  # as a user would, with the environment not activated
-        [sys.executable, "-c", "from helpers import servers; print(instructor_lab.prepare_gradebook(%r))" % str(root)],
+        [sys.executable, "-c", "from instructor_tools.serving import instructor_lab; print(instructor_lab.prepare_gradebook(%r))" % str(root)],
         env=bare, cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert process.returncode == 0, process.stderr[-2000:]
