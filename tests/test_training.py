@@ -642,6 +642,8 @@ def test_one_pass_gives_both_phases_arrays_and_the_fast_paths_match_the_model(mo
     assert text.startswith("phase 1: epoch 1/") and "phase 2: epoch" in text and "\r" not in text
     images = pipeline.predict_images(result.model, simpsons_frame[simpsons_frame["split"] == "test"], settings)
     assert np.abs(images - result.test_probabilities).max() < 0.02, "the saved model is the trained layers"
+    assert result.model.name.endswith("_flip_averaged"), "4 arrays: trained on flips, so predictions average both views"
+    assert sorted(p.name for p in (tmp_path / "run").glob("*.keras")) == ["phase 1.keras", "phase 2.keras"]
     with pytest.raises(ValueError, match="outputs of heads.cached_outputs_model"):
         retraining.fit_two_phases(settings, simpsons_frame, base, head, arrays[:3], run_dir=tmp_path / "x")
 
