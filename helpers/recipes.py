@@ -440,6 +440,97 @@ def retrain_report(
     return "\n".join(lines) + "\n"
 
 
+def _usable_images(
+    images: str | os.PathLike,
+    labels: str | os.PathLike | None,
+    path_column: str,
+    label_column: str,
+    settings: Settings,
+    progress: bool,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Loading and scanning: the usable images (``path``, ``label``, ``split`` when held out) and the files left out."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", sources.DroppedRowsWarning)
+        frame = labelled_images(images, labels, path_column=path_column, label_column=label_column)
+    for warning in caught:
+        if progress:
+            print(f"note: {warning.message}")
+    dropped = sources.dropped(frame).assign(kind="dropped")
+    scanned = scan.scan_images(frame, settings=settings)
+    problems = pd.concat([dropped, scanned.problems], ignore_index=True)
+    if progress:
+        print(f"{scanned.summary()}.")
+    # A held-out folder (train/ + val/) comes marked split == "test": keep the mark, it stays the test split.
+    usable = scanned.good[[c for c in ("path", "label", "split") if c in scanned.good.columns]].reset_index(drop=True)
+    return usable, problems
+
+
+def _split_without_leaks(usable: pd.DataFrame, feature_maps: Any, settings: Settings, progress: bool) -> pd.DataFrame:
+    """The split: near-duplicates grouped on the base's pooled feature maps, each group in one split."""
+    own_test = "split" in usable.columns and bool((usable["split"] == "test").any())
+    # The same pass gives the grouping features: the base's feature maps, average-pooled.
+    pooled = np.concatenate([np.asarray(feature_maps[i : i + 256], dtype=np.float32).mean(axis=(1, 2))
+                             for i in range(0, len(usable), 256)])
+    grouped = usable.copy()
+    grouped[splits.GROUP_COLUMN] = duplicate_groups(grouped, pooled).to_numpy()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = splits.split_dataset(grouped, seed=settings.seed)
+    frame.attrs["own_test"] = own_test
+    for warning in caught:
+        if progress and "class" in str(warning.message):
+            print(f"note: {warning.message}")
+    if not (frame["split"] == "validation").any():
+        raise sources.DatasetError(
+            "too few images for a validation split (it decides when to stop): give each class at least 3 images."
+        )
+    return frame
+
+
+def _train(
+    settings: Settings,
+    frame: pd.DataFrame,
+    base: Any,
+    arrays: list[np.ndarray],
+    n_classes: int,
+    n_blocks: int,
+    output: Path,
+    epoch_lines: Any,
+) -> "retraining.TwoPhaseResult":
+    """The training: a new head, then notebook 02's two phases, checkpoints in a run folder beside ``output``."""
+    import keras
+
+    keras.utils.set_random_seed(settings.seed)
+    head = heads.build_head(base.output_shape[1:], n_classes, seed=settings.seed)
+    run_dir = output.parent / f".{output.name}.run-{os.getpid()}"
+    try:
+        return retraining.fit_two_phases(
+            settings, frame, base, head, arrays, n_blocks=n_blocks, run_dir=run_dir,
+            epoch_lines=epoch_lines,
+        )
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)  # the best epochs are restored; checkpoints served their purpose
+
+
+def _test_scores(
+    result: "retraining.TwoPhaseResult", frame: pd.DataFrame, class_names: list[Any]
+) -> tuple[pd.DataFrame | None, float, dict[str, Any]]:
+    """The test scores: per-class table, accuracy, and the files kept beside the model (split, history, predictions)."""
+    test = frame.loc[frame["split"] == "test"]
+    table, test_accuracy = None, float("nan")
+    extra: dict[str, Any] = {"split.csv": frame[["path", "label", "group", "split"]], "history.csv": result.history}
+    if result.test_probabilities is not None:
+        probabilities = result.test_probabilities
+        y_true = pipeline.encode_labels(test["label"], class_names)
+        y_pred = evaluation.predicted_ids(probabilities)
+        test_accuracy = evaluation.accuracy(y_true, y_pred)
+        table = evaluation.classification_table(y_true, y_pred, class_names)
+        extra["test_predictions.csv"] = test[["path", "label"]].assign(
+            predicted=[class_names[i] for i in y_pred], probability=probabilities.max(axis=1)
+        )
+    return table, test_accuracy, extra
+
+
 def run_retrain(
     images: str | os.PathLike,
     output: str | os.PathLike,
@@ -488,21 +579,7 @@ def run_retrain(
     output = Path(output).expanduser().resolve()
     if output.exists() and not (output / saved_models.INFO_FILE).is_file() and (not output.is_dir() or any(output.iterdir())):
         raise FileExistsError(f"{output} exists and is not a saved model; choose a new folder for the model.")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", sources.DroppedRowsWarning)
-        frame = labelled_images(images, labels, path_column=path_column, label_column=label_column)
-    for warning in caught:
-        if progress:
-            print(f"note: {warning.message}")
-    dropped = sources.dropped(frame).assign(kind="dropped")
-    scanned = scan.scan_images(frame, settings=settings)
-    problems = pd.concat([dropped, scanned.problems], ignore_index=True)
-    if progress:
-        print(f"{scanned.summary()}.")
-    # A held-out folder (train/ + val/) comes marked split == "test": keep the mark, it stays the test split.
-    usable = scanned.good[[c for c in ("path", "label", "split") if c in scanned.good.columns]].reset_index(drop=True)
-    own_test = "split" in usable.columns and bool((usable["split"] == "test").any())
-
+    usable, problems = _usable_images(images, labels, path_column, label_column, settings, progress)
     base = backbones.load_base(settings)
     backbone = backbones.get_backbone(settings=settings)
     extractor = heads.cached_outputs_model(base, backbone, n_blocks)
@@ -510,47 +587,10 @@ def run_retrain(
         extractor, usable, settings, name="images, as they are and flipped" if flips else "images", flips=flips,
         progress=progress if bars is None else bars,
     )
-    # The same pass gives the grouping features: the base's feature maps, average-pooled.
-    pooled = np.concatenate([np.asarray(arrays[1][i : i + 256], dtype=np.float32).mean(axis=(1, 2))
-                             for i in range(0, len(usable), 256)])
-    grouped = usable.copy()
-    grouped[splits.GROUP_COLUMN] = duplicate_groups(grouped, pooled).to_numpy()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        frame = splits.split_dataset(grouped, seed=settings.seed)
-    frame.attrs["own_test"] = own_test
-    for warning in caught:
-        if progress and "class" in str(warning.message):
-            print(f"note: {warning.message}")
-    if not (frame["split"] == "validation").any():
-        raise sources.DatasetError(
-            "too few images for a validation split (it decides when to stop): give each class at least 3 images."
-        )
+    frame = _split_without_leaks(usable, arrays[1], settings, progress)
     class_names = pipeline.class_names(frame)
-    import keras
-
-    keras.utils.set_random_seed(settings.seed)
-    head = heads.build_head(base.output_shape[1:], len(class_names), seed=settings.seed)
-    run_dir = output.parent / f".{output.name}.run-{os.getpid()}"
-    try:
-        result = retraining.fit_two_phases(
-            settings, frame, base, head, arrays, n_blocks=n_blocks, run_dir=run_dir,
-            epoch_lines=epoch_lines,
-        )
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)  # the best epochs are restored; checkpoints served their purpose
-    test = frame.loc[frame["split"] == "test"]
-    table, test_accuracy = None, float("nan")
-    extra: dict[str, Any] = {"split.csv": frame[["path", "label", "group", "split"]], "history.csv": result.history}
-    if result.test_probabilities is not None:
-        probabilities = result.test_probabilities
-        y_true = pipeline.encode_labels(test["label"], class_names)
-        y_pred = evaluation.predicted_ids(probabilities)
-        test_accuracy = evaluation.accuracy(y_true, y_pred)
-        table = evaluation.classification_table(y_true, y_pred, class_names)
-        extra["test_predictions.csv"] = test[["path", "label"]].assign(
-            predicted=[class_names[i] for i in y_pred], probability=probabilities.max(axis=1)
-        )
+    result = _train(settings, frame, base, arrays, len(class_names), n_blocks, output, epoch_lines)
+    table, test_accuracy, extra = _test_scores(result, frame, class_names)
     if len(problems):
         extra["problems.csv"] = problems
     source = f"{images}" + (f" labelled by {labels}" if labels is not None else " (one folder per class)")
