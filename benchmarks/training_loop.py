@@ -182,7 +182,7 @@ def run(context: Context) -> dict[str, Any]:
     for phase, extra in (("head", "features"), ("blocks", "activations")):
         # The training rows, then their flipped copies; each side gets the same float32 arrays.
         if phase == "head":
-            freezing.freeze_for_phase(base, backbone, 1)
+            freezing.freeze_all_but_last_blocks(base, backbone, 0)
             x = np.concatenate([pooled(maps, train), pooled(flipped_maps, train)])
             x_val = pooled(maps, validation)
 
@@ -191,7 +191,7 @@ def run(context: Context) -> dict[str, Any]:
 
             learning_rate = settings.learning_rate
         else:
-            freezing.freeze_for_phase(base, backbone, 2, n_blocks)
+            freezing.freeze_all_but_last_blocks(base, backbone, n_blocks)
             x = np.concatenate([np.asarray(block_inputs[train], dtype=np.float32),
                                 np.asarray(flipped_block_inputs[train], dtype=np.float32)])
             x_val = np.asarray(block_inputs[validation], dtype=np.float32)

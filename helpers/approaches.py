@@ -32,7 +32,7 @@ from helpers import (
     backbones, callbacks, classic, compiling, device, evaluation, features, freezing, heads, pipeline, retraining,
     splits,
 )
-from helpers.scratch_models import build_scratch_backbone, build_small_cnn, scratch_image_size
+from helpers.scratch_models import build_scratch_backbone, scratch_image_size, small_cnn
 from helpers.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,11 +59,13 @@ SPLIT_FRACTIONS = (0.6, 0.15, 0.25)
 
 
 def raw_pixel_features(
-    images: pd.DataFrame | Sequence[str], size: int = RAW_PIXEL_SIZE, settings: Settings | None = None
+    images: pd.DataFrame | Sequence[str], size: int = RAW_PIXEL_SIZE, *, settings: Settings
 ) -> np.ndarray:
     """Raw-pixel features: each image downsized to ``size`` x ``size`` RGB and flattened.
 
-    Taught in notebook 04, section 4 (exercise 2 has students write it; this is the reference).
+    Used by the kit's own runs of notebook 04's approach (c) (:func:`run_raw_pixels`, :func:`run_comparison`);
+    notebook 04's exercise 2 has students write their own (``raw_pixels``), which the notebook uses.
+    The course settings are required (keyword only): they say how images are decoded.
 
     No learned features at all: the numbers a classifier sees are the pixel values,
     scaled to [0, 1], row by row, channel last (``R, G, B`` of pixel (0, 0) first).
@@ -71,11 +73,13 @@ def raw_pixel_features(
     Args:
         images: A dataset frame (its ``path`` column) or a sequence of image paths.
         size: Side of the thumbnail; 32 gives 3,072 features per image.
-        settings: Course settings; loaded when omitted.
+        settings: Course settings (``kit.settings``).
 
     Returns:
         float32 array of shape ``(n, size * size * 3)``, rows in the order of ``images``.
     """
+    if not isinstance(settings, Settings):
+        raise TypeError(f"settings must be the course settings (kit.settings), not {type(settings).__name__}.")
     pixels = pipeline.load_images(images, size, settings)
     return pixels.reshape(len(pixels), -1).astype(np.float32) / 255.0
 
@@ -428,7 +432,7 @@ def run_raw_pixels(
         One result per model.
     """
     if pixels is None:
-        pixels = raw_pixel_features(split.frame, size, settings)
+        pixels = raw_pixel_features(split.frame, size, settings=settings)
     if len(pixels) != len(split.frame):
         raise ValueError(f"{len(pixels)} rows of pixels for {len(split.frame)} images; compute them on split.frame.")
     side = int(round(np.sqrt(pixels.shape[1] / 3)))
@@ -666,7 +670,7 @@ def run_small_cnn(
         split: The shared split.
         settings: Course settings (seed, learning rate, batch size, profile).
         build: ``(image_size, num_classes) -> uncompiled model`` taking 0-255 pixels;
-            :func:`build_small_cnn` by default.
+            the kit's :func:`helpers.scratch_models.small_cnn` by default.
         image_size: Input side; :func:`scratch_image_size` by default.
         epochs: Epochs; ``settings.scale.scratch_epochs`` by default (early stopping on val_loss).
         verbose: Keras ``fit`` verbosity.
@@ -676,7 +680,9 @@ def run_small_cnn(
     size = image_size or scratch_image_size(settings)
     epochs = epochs or settings.scale.scratch_epochs
     keras.utils.set_random_seed(settings.seed)
-    model = compiling.compile_model((build or build_small_cnn)(size, len(split.class_names)), settings.learning_rate)
+    classes = len(split.class_names)
+    model = build(size, classes) if build else small_cnn(settings, classes, image_size=size)
+    model = compiling.compile_model(model, settings.learning_rate)
     probabilities, seconds, history = _fit_keras(
         model, split, settings, size=size, preprocess=False, epochs=epochs, verbose=verbose
     )
@@ -773,7 +779,7 @@ def run_comparison(
         ("baseline", lambda: majority_baseline(split.labels("train"), split.labels("test"), split.class_names)),
     ]
     if "raw_pixels" in approaches:
-        comparison.pixels = raw_pixel_features(split.frame, RAW_PIXEL_SIZE, settings)
+        comparison.pixels = raw_pixel_features(split.frame, RAW_PIXEL_SIZE, settings=settings)
     for name, step in steps:
         if name not in approaches:
             continue

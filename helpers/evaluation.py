@@ -23,7 +23,6 @@ __all__ = [
     "confusion_table",
     "misclassified",
     "most_confused_pairs",
-    "per_class_accuracy",
     "predicted_ids",
     "wilson_interval",
 ]
@@ -93,19 +92,6 @@ def accuracy(y_true: Any, y_pred: Any, class_names: Sequence[Any] | None = None)
     """
     true, pred = _pair(y_true, y_pred, class_names)
     return float(np.mean(true == pred)) if len(true) else float("nan")
-
-
-def per_class_accuracy(y_true: Any, y_pred: Any, class_names: Sequence[Any]) -> pd.Series:
-    """For each class, the share of its images predicted correctly (its recall); NaN for a class with no image.
-
-    Taught in notebook 02, section 7 (exercise 4 has students write it; this is the reference).
-
-    >>> per_class_accuracy([0, 0, 1, 1], [0, 1, 1, 1], ["bart", "lisa"]).to_dict()
-    {'bart': 0.5, 'lisa': 1.0}
-    """
-    true, pred = _pair(y_true, y_pred, class_names)
-    values = [float(np.mean(pred[true == k] == k)) if np.any(true == k) else float("nan") for k in range(len(class_names))]
-    return pd.Series(values, index=pd.Index(list(class_names), name="class"), name="accuracy")
 
 
 def confusion_table(y_true: Any, y_pred: Any, class_names: Sequence[Any], *, normalize: bool = False) -> pd.DataFrame:

@@ -1,10 +1,10 @@
 """What a phase trains: the base frozen for phase 1 or 2, and the parameters training changes.
 
-Phase 1 trains the head alone, the whole base frozen; phase 2 also trains the base's last
-block(s), BatchNormalization layers still frozen (:func:`freeze_for_phase`, on
-:func:`freeze_all_but_last_blocks`). :func:`parameter_table` shows, per part of
-a model, what is trainable and what is frozen; :func:`count_trainable_parameters` counts
-what training changes in a Keras model or a fitted scikit-learn model (notebook 04's
+Phase 1 trains the head alone, the whole base frozen (``n_blocks=0``); phase 2 also trains the
+base's last block(s), BatchNormalization layers still frozen (:func:`freeze_all_but_last_blocks`;
+notebook 02's exercise writes the same rule by phase, ``freeze_for_phase``). :func:`parameter_table`
+shows, per part of a model, what is trainable and what is frozen; :func:`count_trainable_parameters`
+counts what training changes in a Keras model or a fitted scikit-learn model (notebook 04's
 comparison table).
 """
 
@@ -22,30 +22,12 @@ if TYPE_CHECKING:  # pragma: no cover
     import keras
 
 
-def freeze_for_phase(base: "keras.Model", backbone: backbones.Backbone, phase: int, n_blocks: int = 1) -> list[str]:
-    """Freeze the base for a phase: 1 = everything frozen; 2 = the last ``n_blocks`` blocks trainable.
-
-    Taught in notebook 02, section 3 (exercise 2 has students write it under the same
-    name; this is the kit's reference).
-
-    BatchNormalization layers stay frozen in both phases (see
-    :func:`freeze_all_but_last_blocks`). Recompile afterwards.
-
-    Returns:
-        Names of the base's layers left trainable.
-    """
-    if phase not in (1, 2):
-        raise ValueError(f"phase must be 1 (head only) or 2 (last block(s) too), not {phase!r}.")
-    if phase == 2 and n_blocks < 1:
-        raise ValueError("phase 2 retrains at least one block: n_blocks must be >= 1.")
-    return freeze_all_but_last_blocks(base, backbone, 0 if phase == 1 else n_blocks)
-
-
 def freeze_all_but_last_blocks(model: "keras.Model", backbone: backbones.Backbone, n_blocks: int = 0) -> list[str]:
     """Freeze the base except its last ``n_blocks`` blocks; BatchNorm stays frozen everywhere.
 
-    What :func:`freeze_for_phase` does for each phase (notebook 02, section 3), for any
-    number of blocks (0 = the whole base frozen).
+    Used for both phases by the kit's own training (the ``retrain`` command, notebook 04's
+    transfer approach, the benchmarks): 0 blocks for phase 1, the last ``n_blocks`` for phase 2.
+    Counted in blocks, not phases: notebook 02's exercise (``freeze_for_phase``) is the students' to write.
 
     BatchNormalization layers keep ``trainable=False`` even inside unfrozen blocks, so
     they run in inference mode and their moving statistics never move (fine-tuning

@@ -68,16 +68,18 @@ def build_head(
     feature_shape: Sequence[int | None],
     n_classes: int,
     *,
+    seed: int | None,
     pooling: str = DEFAULT_POOLING,
     dropout: float = DEFAULT_DROPOUT,
     l1: float = 0.0,
     l2: float = 0.0,
-    seed: int | None = None,
     name: str = "head",
 ) -> "keras.Model":
-    """The new classifier put on top of a pretrained base: pooling, dropout, softmax.
+    """The new classifier put on top of a pretrained base: pooling, dropout, softmax, seeded.
 
-    Taught in notebook 02, section 2 (exercise 1 has students write it; this is the reference).
+    Used by the kit's own training (the ``retrain`` command, notebook 04's transfer and from-scratch
+    approaches, the slides and benchmarks); notebook 02's exercise 1 has students write their own.
+    The seed is required (keyword only): the kit's heads start from the same weights on every run.
 
     Args:
         feature_shape: Shape of the base's output for one image, e.g. ``(7, 7, 768)``
@@ -88,7 +90,7 @@ def build_head(
         dropout: Share of the pooled features dropped at random during training (0 = none).
         l1: L1 penalty on the softmax layer's weights (0 = none).
         l2: L2 penalty on the softmax layer's weights (0 = none).
-        seed: Seed of the weight initialisation and of the dropout mask.
+        seed: Seed of the weight initialisation and of the dropout mask (None: a random start).
         name: Model name.
 
     Returns:

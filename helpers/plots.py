@@ -448,7 +448,7 @@ def predictions(
     Used by notebook 01, section 5, notebook 02, section 8 and notebook 05, section 7.
 
     Args:
-        table: A results table (:func:`helpers.scoring.results_table`).
+        table: A results table (:meth:`helpers.scoring.Scores.table`).
         limit: Most images shown (the first rows).
         columns: Images per row.
         size: Thumbnail size in pixels.

@@ -20,7 +20,7 @@ import pandas as pd
 from helpers import classic, compiling, evaluation
 from helpers.approaches import RAW_PIXEL_MODELS, SharedSplit
 from helpers import progress as progress_bars
-from helpers.scratch_models import build_small_cnn
+from helpers.scratch_models import small_cnn as kit_small_cnn
 from helpers.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -270,7 +270,8 @@ def sample_efficiency_learners(
         features: Deep features of every image of ``split.frame`` (skipped when None).
         pixels: Raw-pixel features of every image (skipped when None).
         images: uint8 images of every image, ``(n, s, s, 3)``, for the small CNN (skipped when None).
-        small_cnn: ``(image_size, num_classes) -> model``; :func:`build_small_cnn` by default.
+        small_cnn: ``(image_size, num_classes) -> model`` (notebook 04 passes the student's
+            ``build_small_cnn``); the kit's :func:`helpers.scratch_models.small_cnn` by default.
 
     Returns:
         Approach name -> :class:`Learner`, named as in the comparison table.
@@ -295,7 +296,7 @@ def sample_efficiency_learners(
             learners[f"raw pixels + {title(name)}"] = Learner(pixels[train], pixels[test], sklearn(name))
     if images is not None:
         size, classes = int(images.shape[1]), len(split.class_names)
-        build = small_cnn or build_small_cnn
+        build = small_cnn or (lambda side, count: kit_small_cnn(settings, count, image_size=side))
         learners["small CNN from scratch"] = Learner(
             images[train], images[test],
             keras_learner(

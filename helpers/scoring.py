@@ -9,6 +9,9 @@ gets an error in its row instead of stopping the run.
 
 The probabilities are kept (:class:`Scores`), so the table can be rebuilt for another
 ``k`` or threshold without running the network again (the notebook's slider does).
+Notebook 01's exercises write the one-image rule (``top_k_with_threshold``) and the table
+(``results_table``) themselves; the kit applies the rule to a whole batch at once
+(:func:`top_labels`, on a 2-D array) and builds tables through :meth:`Scores.table`.
 :func:`helpers.plots.predictions` draws a results table as an image grid.
 """
 
@@ -43,10 +46,9 @@ __all__ = [
     "format_predictions",
     "imagenet_class_names",
     "predict_files",
-    "results_table",
     "score_files",
     "slider_table",
-    "top_k_with_threshold",
+    "top_labels",
 ]
 
 DEFAULT_K = 5
@@ -76,37 +78,47 @@ def _check_k_and_threshold(k: int, min_probability: float) -> None:
         raise ValueError(f"min_probability must be between 0 and 1 (got {min_probability!r}).")
 
 
-def top_k_with_threshold(
+def top_labels(
     probabilities: Any,
     class_names: Sequence[str],
     k: int = DEFAULT_K,
     min_probability: float = DEFAULT_MIN_PROBABILITY,
-) -> dict[str, float]:
-    """The ``k`` most probable labels of one image, keeping only those at or above a threshold.
+) -> list[dict[str, float]]:
+    """For each image of a batch, its ``k`` most probable labels at or above a threshold.
 
-    Taught in notebook 01, section 3 (exercise 2 has students write it; this is the reference).
+    Used by :meth:`Scores.table` (notebook 01, sections 4 and 5; notebook 05, section 7) and the
+    ``score`` command. Batch-level on purpose: notebook 01's exercise writes the rule for one image.
+
+    >>> top_labels([[0.1, 0.6, 0.3], [0.5, 0.05, 0.45]], ["cat", "dog", "fox"], k=2, min_probability=0.2)
+    [{'dog': 0.6, 'fox': 0.3}, {'cat': 0.5, 'fox': 0.45}]
 
     Args:
-        probabilities: One image's class probabilities, shape ``(n_classes,)``.
+        probabilities: Class probabilities of a batch of images, shape ``(n_images, n_classes)``.
         class_names: Name of each class, in the classifier's output order.
-        k: Most labels to keep (the lab's "max number of class labels", 5).
+        k: Most labels to keep per image (the lab's "max number of class labels", 5).
         min_probability: Least probability to keep a label (the lab's "min probability threshold", 0.1).
 
     Returns:
-        ``{label: probability}`` ordered from most to least probable (ties: first class
-        first); plain Python floats; empty when no label reaches ``min_probability``.
+        One ``{label: probability}`` per image, ordered from most to least probable (ties:
+        first class first); plain Python floats; empty where no label reaches ``min_probability``.
 
     Raises:
-        ValueError: Probabilities not 1-D, not matching ``class_names``, or bad ``k``/threshold.
+        ValueError: Probabilities not 2-D (one row per image), not matching ``class_names``, or bad ``k``/threshold.
     """
     values = np.asarray(probabilities, dtype=np.float64)
-    if values.ndim != 1:
-        raise ValueError(f"pass one image's probabilities (1-D), not an array of shape {values.shape}.")
-    if len(values) != len(class_names):
-        raise ValueError(f"{len(values)} probabilities but {len(class_names)} class names; they must match.")
+    if values.ndim != 2:
+        raise ValueError(
+            f"pass a batch of probabilities, one row per image (2-D), not an array of shape {values.shape}; "
+            "for one image, pass [row]."
+        )
+    if values.shape[1] != len(class_names):
+        raise ValueError(f"{values.shape[1]} probabilities per image but {len(class_names)} class names; they must match.")
     _check_k_and_threshold(k, min_probability)
-    order = np.argsort(-values, kind="stable")[:k]
-    return {str(class_names[i]): float(values[i]) for i in order if values[i] >= min_probability}
+    order = np.argsort(-values, axis=1, kind="stable")[:, :k]
+    return [
+        {str(class_names[i]): float(row[i]) for i in kept if row[i] >= min_probability}
+        for row, kept in zip(values, order)
+    ]
 
 
 @dataclasses.dataclass
@@ -128,8 +140,12 @@ class Scores:
     class_names: list[str]
 
     def table(self, k: int = DEFAULT_K, min_probability: float = DEFAULT_MIN_PROBABILITY) -> pd.DataFrame:
-        """The results table for this ``k`` and threshold (see :func:`results_table`)."""
-        return results_table(self.paths, self.probabilities, self.errors, self.class_names, k, min_probability)
+        """The results table for this ``k`` and threshold: columns ``image``, ``predictions``, ``error``.
+
+        One row per file, in order; ``predictions`` is ``{label: probability}`` (:func:`top_labels`;
+        ``{}`` for a file with an error), ``error`` is None for a scored file.
+        """
+        return _results_table(self.paths, self.probabilities, self.errors, self.class_names, k, min_probability)
 
     def take(self, rows: Sequence[int]) -> "Scores":
         """The scores of some files only (by position)."""
@@ -160,30 +176,14 @@ class Scores:
         ]
 
 
-def results_table(
+def _results_table(
     paths: Sequence[str],
     probabilities: Any,
     errors: Sequence[str | None],
     class_names: Sequence[str],
-    k: int = DEFAULT_K,
-    min_probability: float = DEFAULT_MIN_PROBABILITY,
+    k: int,
+    min_probability: float,
 ) -> pd.DataFrame:
-    """The results table: one row per file, columns ``image``, ``predictions``, ``error``.
-
-    Taught in notebook 01, section 4 (exercise 3 has students write it; this is the reference).
-
-    Args:
-        paths: The files, in order.
-        probabilities: ``(n_files, n_classes)`` (rows of files with an error are ignored).
-        errors: Per file, None or why it could not be scored.
-        class_names: Class names in output order.
-        k: Most labels per image.
-        min_probability: Least probability to keep a label.
-
-    Returns:
-        A DataFrame; ``predictions`` is ``{label: probability}`` (``{}`` for a file with an
-        error), ``error`` is None for a scored file.
-    """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if probabilities.ndim != 2 or len(probabilities) != len(paths) or len(errors) != len(paths):
         raise ValueError(
@@ -191,10 +191,9 @@ def results_table(
             f"probabilities of shape {probabilities.shape}, {len(errors)} errors."
         )
     _check_k_and_threshold(k, min_probability)
-    predictions = [
-        {} if error is not None else top_k_with_threshold(row, class_names, k, min_probability)
-        for row, error in zip(probabilities, errors)
-    ]
+    scored = [row for row, error in enumerate(errors) if error is None]
+    labels = iter(top_labels(probabilities[scored], class_names, k, min_probability))
+    predictions = [{} if error is not None else next(labels) for error in errors]
     # Object columns built from Series keep None as None (a list of dicts would turn it into NaN).
     return pd.DataFrame(
         {

@@ -38,17 +38,20 @@ def scratch_image_size(settings: Settings) -> int:
 
 
 @device.under_strategy
-def build_small_cnn(
-    image_size: int,
+def small_cnn(
+    settings: Settings,
     num_classes: int,
     *,
+    image_size: int | None = None,
     filters: Sequence[int] = (16, 32, 64),
     dropout: float = 0.3,
     name: str = "small_cnn",
 ) -> "keras.Model":
-    """A small convolutional network for training from scratch, built with the Functional API.
+    """The kit's small convolutional network for training from scratch, sized by the course settings.
 
-    Taught in notebook 04, section 3 (exercise 1 has students write their own; this one is the reference).
+    Used by the kit's own runs of notebook 04's approaches (:func:`helpers.approaches.run_small_cnn`,
+    the ``compare`` figures) and by :mod:`helpers.sample_efficiency` when no builder is given;
+    notebook 04's exercise 1 has students write their own (``build_small_cnn``), which the notebook uses.
 
     Input: RGB images with values 0-255 (rescaled inside the model). Each stage is a
     3x3 convolution, batch normalisation (momentum :data:`SCRATCH_BN_MOMENTUM`), ReLU
@@ -58,17 +61,26 @@ def build_small_cnn(
     :func:`helpers.compiling.compile_model`).
 
     Args:
-        image_size: Side of the square input images.
+        settings: Course settings: the input side is the profile's from-scratch image size
+            (:func:`scratch_image_size`) unless ``image_size`` is given.
         num_classes: Number of classes (at least 2).
+        image_size: Side of the square input images, instead of the profile's.
         filters: Number of filters of each convolutional stage.
         dropout: Dropout rate before the classifier.
         name: Model name.
 
     Raises:
+        TypeError: ``settings`` is not the course settings.
         ValueError: A size, count or rate is out of range.
     """
     import keras
 
+    if not isinstance(settings, Settings):
+        raise TypeError(
+            f"settings must be the course settings (kit.settings), not {type(settings).__name__}; "
+            "pass image_size=... for another input size."
+        )
+    image_size = scratch_image_size(settings) if image_size is None else int(image_size)
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, not {num_classes}.")
     if not filters or any(int(f) < 1 for f in filters):

@@ -7,6 +7,9 @@ import pandas as pd
 import pytest
 
 from helpers import approaches, freezing, sample_efficiency
+from helpers.settings import load_settings
+
+SETTINGS = load_settings({"profile": "smoke"}, environ={})
 
 # --------------------------------------------------------------------------- raw pixels
 
@@ -34,33 +37,35 @@ def coloured_images(tmp_path):
 
 
 def test_raw_pixel_features_shape_dtype_range(coloured_images):
-    features = approaches.raw_pixel_features(coloured_images, size=8)
+    features = approaches.raw_pixel_features(coloured_images, size=8, settings=SETTINGS)
     assert features.shape == (3, 8 * 8 * 3)
     assert features.dtype == np.float32
     assert features.min() >= 0.0 and features.max() <= 1.0
 
 
 def test_raw_pixel_features_keep_order_and_layout(coloured_images):
-    features = approaches.raw_pixel_features(coloured_images, size=8)
+    features = approaches.raw_pixel_features(coloured_images, size=8, settings=SETTINGS)
     pixels = features.reshape(3, 8, 8, 3)
     np.testing.assert_allclose(pixels[0].mean(axis=(0, 1)), [1, 0, 0], atol=0.02)  # red first
     np.testing.assert_allclose(pixels[1].mean(axis=(0, 1)), [0, 1, 0], atol=0.05)  # then green (JPEG)
     # Flattened row by row, channel last: pixel (0, 0) is red, pixel (0, 7) is blue.
     np.testing.assert_allclose(features[2, 0:3], [1, 0, 0], atol=0.02)
     np.testing.assert_allclose(features[2, 7 * 3 : 8 * 3], [0, 0, 1], atol=0.02)
-    reversed_ = approaches.raw_pixel_features(coloured_images[::-1], size=8)
+    reversed_ = approaches.raw_pixel_features(coloured_images[::-1], size=8, settings=SETTINGS)
     np.testing.assert_array_equal(reversed_, features[::-1])
     frame = pd.DataFrame({"path": coloured_images, "label": ["a", "b", "c"]})
-    np.testing.assert_array_equal(approaches.raw_pixel_features(frame, size=8), features)
+    np.testing.assert_array_equal(approaches.raw_pixel_features(frame, size=8, settings=SETTINGS), features)
 
 
 def test_raw_pixel_features_reject_bad_input(coloured_images):
     with pytest.raises(TypeError, match="not one path"):
-        approaches.raw_pixel_features(coloured_images[0], size=8)
+        approaches.raw_pixel_features(coloured_images[0], size=8, settings=SETTINGS)
     with pytest.raises(ValueError, match="positive"):
-        approaches.raw_pixel_features(coloured_images, size=0)
+        approaches.raw_pixel_features(coloured_images, size=0, settings=SETTINGS)
     with pytest.raises(ValueError, match="'path' column"):
-        approaches.raw_pixel_features(pd.DataFrame({"file": coloured_images}), size=8)
+        approaches.raw_pixel_features(pd.DataFrame({"file": coloured_images}), size=8, settings=SETTINGS)
+    with pytest.raises(TypeError, match="settings"):
+        approaches.raw_pixel_features(coloured_images, size=8)  # notebook 04's exercise signature: not the kit's
 
 
 # --------------------------------------------------------------------------- models

@@ -41,15 +41,6 @@ def test_as_class_ids_rejects_unknown_names_and_ids():
         evaluation.as_class_ids([3], NAMES)
 
 
-def test_per_class_accuracy_is_recall_and_nan_for_absent_class():
-    result = evaluation.per_class_accuracy(TRUE, PRED, NAMES + ["maggie"])
-    assert list(result.index) == NAMES + ["maggie"]
-    assert result["bart"] == pytest.approx(3 / 4)
-    assert result["homer"] == pytest.approx(2 / 4)
-    assert result["lisa"] == pytest.approx(1.0)
-    assert np.isnan(result["maggie"])
-
-
 def test_confusion_table_counts_and_normalized_rows():
     table = evaluation.confusion_table(TRUE, PRED, NAMES)
     assert table.index.name == "true" and table.columns.name == "predicted"

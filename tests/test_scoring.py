@@ -16,57 +16,60 @@ ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["cat", "dog", "fox", "owl"]
 
 
-# --------------------------------------------------------------------------- top-k with a threshold
+# --------------------------------------------------------------------------- top labels of a batch, above a threshold
 
 
-def test_top_k_keeps_the_most_probable_first_as_floats():
-    result = scoring.top_k_with_threshold(np.array([0.1, 0.6, 0.05, 0.25]), NAMES, k=2, min_probability=0.0)
+def _one(probabilities, names=NAMES, **kwargs):
+    """The top labels of one image, through the batch-level function."""
+    return scoring.top_labels([probabilities], names, **kwargs)[0]
+
+
+def test_top_labels_keeps_the_most_probable_first_as_floats():
+    result = _one(np.array([0.1, 0.6, 0.05, 0.25]), k=2, min_probability=0.0)
     assert list(result) == ["dog", "owl"]
     assert all(type(p) is float for p in result.values())
     assert result["dog"] == pytest.approx(0.6) and result["owl"] == pytest.approx(0.25)
 
 
-def test_top_k_threshold_is_inclusive_and_may_leave_nothing():
-    probabilities = np.array([0.5, 0.1, 0.09, 0.31])
-    assert list(scoring.top_k_with_threshold(probabilities, NAMES)) == ["cat", "owl", "dog"]
-    assert scoring.top_k_with_threshold(np.full(4, 0.25), NAMES, min_probability=0.3) == {}
+def test_top_labels_threshold_is_inclusive_and_may_leave_nothing():
+    assert list(_one(np.array([0.5, 0.1, 0.09, 0.31]))) == ["cat", "owl", "dog"]
+    assert _one(np.full(4, 0.25), min_probability=0.3) == {}
 
 
-def test_top_k_defaults_are_the_labs():
+def test_top_labels_defaults_are_the_labs():
     assert (scoring.DEFAULT_K, scoring.DEFAULT_MIN_PROBABILITY) == (5, 0.1)
     probabilities = np.array([0.3, 0.2, 0.15, 0.12, 0.11, 0.1, 0.02])
-    assert len(scoring.top_k_with_threshold(probabilities, list("abcdefg"))) == scoring.DEFAULT_K
+    assert len(_one(probabilities, list("abcdefg"))) == scoring.DEFAULT_K
 
 
-def test_top_k_larger_than_classes_ties_and_lists():
-    assert list(scoring.top_k_with_threshold([0.2, 0.5, 0.3], ["a", "b", "c"], k=10, min_probability=0)) == ["b", "c", "a"]
-    assert list(scoring.top_k_with_threshold([0.4, 0.2, 0.4], ["a", "b", "c"], k=2, min_probability=0)) == ["a", "c"]
+def test_top_labels_larger_than_classes_ties_and_lists():
+    assert list(_one([0.2, 0.5, 0.3], ["a", "b", "c"], k=10, min_probability=0)) == ["b", "c", "a"]
+    assert list(_one([0.4, 0.2, 0.4], ["a", "b", "c"], k=2, min_probability=0)) == ["a", "c"]
 
 
-def test_top_k_agrees_with_a_plain_sort():
+def test_top_labels_agrees_with_a_plain_sort_row_by_row():
     rng = np.random.default_rng(3)
     names = [f"class_{i}" for i in range(50)]
+    batch = rng.dirichlet(np.ones(50), size=4)
     for k in (1, 5, 50):
-        p = rng.dirichlet(np.ones(50))
-        order = sorted(range(50), key=lambda i: -p[i])[:k]
-        expected = [names[i] for i in order if p[i] >= 0.02]
-        assert list(scoring.top_k_with_threshold(p, names, k=k, min_probability=0.02)) == expected
+        expected = [[names[i] for i in sorted(range(50), key=lambda i: -p[i])[:k] if p[i] >= 0.02] for p in batch]
+        assert [list(row) for row in scoring.top_labels(batch, names, k=k, min_probability=0.02)] == expected
 
 
 @pytest.mark.parametrize(
     ("probabilities", "names", "k", "threshold", "message"),
     [
-        (np.ones((2, 4)) / 4, NAMES, 5, 0.1, "one image"),
-        (np.ones(3) / 3, NAMES, 5, 0.1, "must match"),
-        (np.ones(4) / 4, NAMES, 0, 0.1, "at least 1"),
-        (np.ones(4) / 4, NAMES, True, 0.1, "whole number"),
-        (np.ones(4) / 4, NAMES, 2.5, 0.1, "whole number"),
-        (np.ones(4) / 4, NAMES, 5, 1.5, "between 0 and 1"),
+        (np.ones(4) / 4, NAMES, 5, 0.1, "one row per image"),
+        (np.ones((2, 3)) / 3, NAMES, 5, 0.1, "must match"),
+        (np.ones((1, 4)) / 4, NAMES, 0, 0.1, "at least 1"),
+        (np.ones((1, 4)) / 4, NAMES, True, 0.1, "whole number"),
+        (np.ones((1, 4)) / 4, NAMES, 2.5, 0.1, "whole number"),
+        (np.ones((1, 4)) / 4, NAMES, 5, 1.5, "between 0 and 1"),
     ],
 )
-def test_top_k_rejects_bad_input_with_a_clear_message(probabilities, names, k, threshold, message):
+def test_top_labels_rejects_bad_input_with_a_clear_message(probabilities, names, k, threshold, message):
     with pytest.raises(ValueError, match=message):
-        scoring.top_k_with_threshold(probabilities, names, k=k, min_probability=threshold)
+        scoring.top_labels(probabilities, names, k=k, min_probability=threshold)
 
 
 # --------------------------------------------------------------------------- the results table
@@ -75,23 +78,19 @@ def test_top_k_rejects_bad_input_with_a_clear_message(probabilities, names, k, t
 def test_results_table_one_row_per_file_with_errors_reported():
     probabilities = np.array([[0.1, 0.6, 0.05, 0.25], [np.nan] * 4, [0.7, 0.1, 0.1, 0.1]])
     errors = [None, "corrupt: JPEG header cannot be read", None]
-    table = scoring.results_table(["a.jpg", "bad.jpg", "c.jpg"], probabilities, errors, NAMES, k=2)
+    table = scoring.Scores(["a.jpg", "bad.jpg", "c.jpg"], probabilities, errors, NAMES).table(k=2)
     assert list(table.columns) == ["image", "predictions", "error"]
     assert list(table["image"]) == ["a.jpg", "bad.jpg", "c.jpg"]
-    assert table["predictions"].tolist() == [
-        scoring.top_k_with_threshold(probabilities[0], NAMES, k=2),
-        {},
-        scoring.top_k_with_threshold(probabilities[2], NAMES, k=2),
-    ]
+    assert table["predictions"].tolist() == [{"dog": 0.6, "owl": 0.25}, {}, {"cat": 0.7, "dog": 0.1}]
     assert table["error"].iloc[0] is None and table["error"].iloc[2] is None, "scored files: None, not NaN"
     assert table["error"].iloc[1] == errors[1]
 
 
 def test_results_table_empty_and_mismatched_inputs():
-    empty = scoring.results_table([], np.zeros((0, 4)), [], NAMES)
+    empty = scoring.Scores([], np.zeros((0, 4)), [], NAMES).table()
     assert list(empty.columns) == ["image", "predictions", "error"] and empty.empty
     with pytest.raises(ValueError, match="one row of probabilities"):
-        scoring.results_table(["a.jpg"], np.zeros((2, 4)), [None], NAMES)
+        scoring.Scores(["a.jpg"], np.zeros((2, 4)), [None], NAMES).table()
 
 
 def _scores() -> scoring.Scores:

@@ -7,7 +7,9 @@ import pytest
 
 from helpers import scratch_models
 from helpers.freezing import count_trainable_parameters
-from helpers.settings import PROFILES
+from helpers.settings import PROFILES, load_settings
+
+SETTINGS = load_settings({"backbone": "mobilenet", "alpha": 0.75, "profile": "smoke"}, environ={})
 
 # --------------------------------------------------------------------------- models
 
@@ -25,7 +27,7 @@ def _conv_bn_parameters(filters, channels=3):
 def test_small_cnn_parameter_count_and_structure(filters, classes):
     import keras
 
-    model = scratch_models.build_small_cnn(32, classes, filters=filters)
+    model = scratch_models.small_cnn(SETTINGS, classes, image_size=32, filters=filters)
     assert model.output_shape == (None, classes)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [c.filters for c in convs] == list(filters)
@@ -39,7 +41,7 @@ def test_small_cnn_parameter_count_and_structure(filters, classes):
 def test_small_cnn_trains_one_step():
     from helpers import compiling
 
-    model = compiling.compile_model(scratch_models.build_small_cnn(32, 2, filters=(4, 8)), 1e-2)
+    model = compiling.compile_model(scratch_models.small_cnn(SETTINGS, 2, image_size=32, filters=(4, 8)), 1e-2)
     images = np.random.default_rng(0).integers(0, 256, size=(8, 32, 32, 3)).astype("float32")
     labels = np.array([0, 1] * 4)
     before = [w.copy() for w in model.get_weights()]
@@ -49,13 +51,21 @@ def test_small_cnn_trains_one_step():
     assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
 
 
+def test_small_cnn_takes_its_size_from_the_settings_not_a_number():
+    model = scratch_models.small_cnn(SETTINGS, 3)
+    side = scratch_models.scratch_image_size(SETTINGS)
+    assert model.input_shape == (None, side, side, 3) and model.output_shape == (None, 3)
+    with pytest.raises(TypeError, match="course settings"):
+        scratch_models.small_cnn(32, 2)  # notebook 04's exercise signature: not the kit's
+
+
 def test_small_cnn_rejects_bad_arguments():
     with pytest.raises(ValueError, match="at least 2"):
-        scratch_models.build_small_cnn(32, 1)
+        scratch_models.small_cnn(SETTINGS, 1, image_size=32)
     with pytest.raises(ValueError, match="too small"):
-        scratch_models.build_small_cnn(4, 2, filters=(8, 8, 8))
+        scratch_models.small_cnn(SETTINGS, 2, image_size=4, filters=(8, 8, 8))
     with pytest.raises(ValueError, match="dropout"):
-        scratch_models.build_small_cnn(32, 2, dropout=1.0)
+        scratch_models.small_cnn(SETTINGS, 2, image_size=32, dropout=1.0)
 
 
 @pytest.fixture(scope="module")

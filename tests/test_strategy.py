@@ -39,7 +39,7 @@ SCRIPT = textwrap.dedent(
 
     from helpers import backbones, device, features, heads, pipeline, retraining, weights
     from helpers.compiling import compile_model
-    from helpers.freezing import freeze_for_phase
+    from helpers.freezing import freeze_all_but_last_blocks
     from helpers.settings import load_settings
 
     tf = device.import_tensorflow()
@@ -94,14 +94,14 @@ SCRIPT = textwrap.dedent(
             model, after_head, after_blocks = result.model, result.head_test_probabilities, result.test_probabilities
         else:  # end-to-end fine-tuning on the images: the kit's model and freezing, plain Keras fit
             model = heads.assemble_model(base, head)
-            freeze_for_phase(base, backbone, 1)
+            freeze_all_but_last_blocks(base, backbone, 0)
             compile_model(model, kit.learning_rate)
             data = {part: pipeline.make_dataset(frame[frame["split"] == part]["path"], frame[frame["split"] == part]["label"],
                                                 settings=kit, classes=["blue", "green", "red"])
                     for part in ("train", "validation")}
             model.fit(data["train"], validation_data=data["validation"], epochs=2, verbose=0)
             after_head = pipeline.predict_images(model, test_rows, kit)
-            freeze_for_phase(base, backbone, 2, 1)
+            freeze_all_but_last_blocks(base, backbone, 1)
             compile_model(model, kit.learning_rate / 10)  # recompile after changing trainable
             model.fit(data["train"], validation_data=data["validation"], epochs=2, verbose=0)
             after_blocks = pipeline.predict_images(model, test_rows, kit)
