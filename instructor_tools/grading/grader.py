@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from helpers.files import atomic_path, atomic_write, swap_folder
 from instructor_tools.course.course_folder import (
@@ -132,6 +132,70 @@ def _write_report(root: Path, assignment: str, student: str, report: dict) -> No
     atomic_write(report_path(root, assignment, student), json.dumps(report, indent=1))
 
 
+def _tamper_findings(notebook: Path) -> list[str]:
+    """The static tamper check's findings on a submitted notebook (none when there is no notebook)."""
+    import nbformat
+
+    findings: list[str] = []
+    if notebook.is_file():
+        try:
+            findings = [f.describe() for f in tamper.scan_notebook(nbformat.read(notebook, as_version=4))]
+        except Exception as error:  # noqa: BLE001 - an unreadable notebook is nbgrader's to report
+            findings = [f"the notebook could not be read for the tamper check ({type(error).__name__})"]
+    return findings
+
+
+def _copy_submission(
+    course_root: Path, folders: Any, source: Path, private: Path, work: Path, student: str, assignment: str
+) -> None:
+    """Copy a submission into the private course and the kernel's work folder, with the assignment's other files."""
+    sandbox.copy_without_links(source, private / str(folders.submitted_directory) / student / assignment)
+    extra = course_root / str(folders.source_directory) / assignment
+    sandbox.copy_without_links(source, work)
+    for path in extra.rglob("*") if extra.is_dir() else []:
+        # nbgrader puts the assignment's own non-notebook files beside the notebook; so does the kit
+        if path.is_file() and path.suffix != ".ipynb" and not path.is_symlink():
+            for base in (private / str(folders.source_directory) / assignment, work):
+                (base / path.relative_to(extra)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, base / path.relative_to(extra))
+
+
+def _configure_private_course(
+    config: Any, private: Path, assignment: str, student: str, key: str, limits: "sandbox.Limits", box: Any
+) -> None:
+    """Point nbgrader's config at the private course, the kit's grading steps and the sandboxed kernel ``key``."""
+    config.CourseDirectory.root = str(private)
+    config.CourseDirectory.assignment_id = assignment
+    config.CourseDirectory.student_id = student
+    config.Autograde.autograde_preprocessors = preprocessors.autograde_steps()
+    config.GuardedExecute.kernel_manager_class = sandbox.kernel_manager_class()
+    config.GuardedExecute.sandbox_id = key
+    config.GuardedExecute.max_output_bytes = limits.output_kb * 1024
+    config.SandboxedKernelManager.sandbox_id = key
+    for name, value in box.kernel_config().items():
+        setattr(config.SandboxedKernelManager, name, value)
+
+
+def _run_autograde(config: Any) -> str | None:
+    """Run nbgrader's Autograde on the configured private course; None, or nbgrader's error."""
+    from nbgrader.converters import Autograde
+    from nbgrader.coursedir import CourseDirectory
+
+    converter = Autograde(coursedir=CourseDirectory(config=config), config=config)
+    converter.force = True
+    converter.create_student = True
+    error = None
+    with warnings.catch_warnings():
+        # nbgrader's own noise on damaged submissions (SQLAlchemy autoflush, cells without ids)
+        warnings.filterwarnings("ignore", message=r".*not in session.*")
+        warnings.filterwarnings("ignore", message=r"Cell is missing an id field.*")
+        try:
+            run_converter(converter)
+        except RuntimeError as failure:
+            error = str(failure)
+    return error
+
+
 def _grade_one(
     root: str,
     assignment: str,
@@ -149,61 +213,23 @@ def _grade_one(
     course's ``autograded/``. Module-level so a process pool can run it; the kernel
     environment (``KIT_PROFILE``) is inherited from the caller.
     """
-    import nbformat
-    from nbgrader.converters import Autograde
-    from nbgrader.coursedir import CourseDirectory
-
     course_root = Path(root)
     config = load_config(course_root, profile=GRADING_PROFILE, timeout=timeout, db_url=db_url)
     folders = config.CourseDirectory
     source = course_root / str(folders.submitted_directory) / student / assignment
-    notebook = source / f"{assignment}.ipynb"
-    findings: list[str] = []
-    if notebook.is_file():
-        try:
-            findings = [f.describe() for f in tamper.scan_notebook(nbformat.read(notebook, as_version=4))]
-        except Exception as error:  # noqa: BLE001 - an unreadable notebook is nbgrader's to report
-            findings = [f"the notebook could not be read for the tamper check ({type(error).__name__})"]
+    findings = _tamper_findings(source / f"{assignment}.ipynb")
     with tempfile.TemporaryDirectory(prefix="kit-course-") as scratch:
         private = Path(scratch) / "course"
-        sandbox.copy_without_links(source, private / str(folders.submitted_directory) / student / assignment)
-        extra = course_root / str(folders.source_directory) / assignment
         work = Path(scratch) / "work"
-        sandbox.copy_without_links(source, work)
-        for path in extra.rglob("*") if extra.is_dir() else []:
-            # nbgrader puts the assignment's own non-notebook files beside the notebook; so does the kit
-            if path.is_file() and path.suffix != ".ipynb" and not path.is_symlink():
-                for base in (private / str(folders.source_directory) / assignment, work):
-                    (base / path.relative_to(extra)).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(path, base / path.relative_to(extra))
+        _copy_submission(course_root, folders, source, private, work, student, assignment)
         box = sandbox.prepare(work, limits=limits, use_sandbox=found.available, found=found)
         key = box.scratch.name
         sandbox.ACTIVE[key] = box
         for events in (preprocessors.EVENTS, preprocessors.FLAGS, preprocessors.NOT_STARTED):
             events.pop(key, None)
         try:
-            config.CourseDirectory.root = str(private)
-            config.CourseDirectory.assignment_id = assignment
-            config.CourseDirectory.student_id = student
-            config.Autograde.autograde_preprocessors = preprocessors.autograde_steps()
-            config.GuardedExecute.kernel_manager_class = sandbox.kernel_manager_class()
-            config.GuardedExecute.sandbox_id = key
-            config.GuardedExecute.max_output_bytes = limits.output_kb * 1024
-            config.SandboxedKernelManager.sandbox_id = key
-            for name, value in box.kernel_config().items():
-                setattr(config.SandboxedKernelManager, name, value)
-            converter = Autograde(coursedir=CourseDirectory(config=config), config=config)
-            converter.force = True
-            converter.create_student = True
-            error = None
-            with warnings.catch_warnings():
-                # nbgrader's own noise on damaged submissions (SQLAlchemy autoflush, cells without ids)
-                warnings.filterwarnings("ignore", message=r".*not in session.*")
-                warnings.filterwarnings("ignore", message=r"Cell is missing an id field.*")
-                try:
-                    run_converter(converter)
-                except RuntimeError as failure:
-                    error = str(failure)
+            _configure_private_course(config, private, assignment, student, key, limits, box)
+            error = _run_autograde(config)
             built = private / str(folders.autograded_directory) / student / assignment
             if error is None and built.is_dir():
                 _publish(built, course_root / str(folders.autograded_directory) / student / assignment)
@@ -298,6 +324,28 @@ def autograde(
     """
     root = resolve_root(root)
     check_assignments(root, [assignment])
+    _check_grading_request(jobs, sandboxing, students, regrade, reset_manual)
+    course_deadlines = deadlines.load_deadlines(root)  # a bad config fails before any grading
+    limits = limits or sandbox.Limits()
+    found = _sandbox_for(sandboxing)
+    config = load_config(root, profile=GRADING_PROFILE, timeout=timeout, db_url=db_url)
+    db_url = str(config.CourseDirectory.db_url)
+    students = _students_to_grade(root / str(config.CourseDirectory.submitted_directory), assignment, students)
+    register_assignment(assignment, root, db_url)
+    course = str(config.CourseDirectory.course_id)
+    kept = {s: regrading.before(db_url, course, assignment, s, reset=reset_manual) for s in students} if regrade else {}
+    env = dict(environment or {}) | {"KIT_PROFILE": GRADING_PROFILE}
+    with kernel_environment(env | tools_on_path()):
+        failures = _grade_each(root, assignment, students, jobs, (timeout, db_url, limits, found))
+    changes = {s: regrading.after(db_url, course, assignment, s, work) for s, work in kept.items()}
+    deadlines.record_penalties(db_url, course, course_deadlines, assignment, [s for s in students if s not in failures])
+    return _graded_scores(root, db_url, assignment, students, failures, changes)
+
+
+def _check_grading_request(
+    jobs: int, sandboxing: str, students: Sequence[str] | None, regrade: bool, reset_manual: bool
+) -> None:
+    """Refuse jobs, sandboxing or regrading options :func:`autograde` cannot honour."""
     if jobs < 1:
         raise ValueError("jobs must be at least 1.")
     if sandboxing not in SANDBOXING:
@@ -306,8 +354,10 @@ def autograde(
         raise ValueError("regrade needs the students to grade again (--student NAME); it never regrades a whole class.")
     if reset_manual and not regrade:
         raise ValueError("reset_manual (--reset-manual) only goes with regrade (--regrade).")
-    course_deadlines = deadlines.load_deadlines(root)  # a bad config fails before any grading
-    limits = limits or sandbox.Limits()
+
+
+def _sandbox_for(sandboxing: str) -> "sandbox.Probe":
+    """The sandbox the kernels run in; without one, a warning and a check that the kernel starts at all."""
     found = sandbox.probe() if sandboxing != "off" else sandbox.Probe(False, "sandbox turned off", None, "rlimit")
     if sandboxing == "require" and not found.available:
         raise sandbox.SandboxUnavailable(f"no sandbox for the submissions' kernels: {found.reason}.")
@@ -316,51 +366,58 @@ def autograde(
             f"grading UNSANDBOXED ({found.reason}): submissions run with the grader's rights (each in its own "
             "temporary folder); grade only a class you trust.",
             UnsandboxedWarning,
-            stacklevel=2,
+            stacklevel=3,  # autograde's caller
         )
         # The sandboxed probe started the real kernel already; without it, check once here,
         # before any submission is touched, that the kernel starts at all.
         problem = sandbox.check_kernel(found)
         if problem:
             raise sandbox.KernelCannotStart(problem)
-    config = load_config(root, profile=GRADING_PROFILE, timeout=timeout, db_url=db_url)
-    db_url = str(config.CourseDirectory.db_url)
-    submitted = root / str(config.CourseDirectory.submitted_directory)
+    return found
+
+
+def _students_to_grade(submitted: Path, assignment: str, students: Sequence[str] | None) -> list[str]:
+    """The students to grade (by default everyone who submitted ``assignment``), their ids checked."""
     if students is None:
         students = sorted(p.parent.name for p in submitted.glob(f"*/{assignment}") if p.is_dir())
     students = list(students)
     bad = [s for s in students if not _STUDENT_ID.match(s)]
     if bad:
         raise ValueError(f"student ids {bad} are not plain names (letters, digits, _ . @ + -); rename their folders.")
-    register_assignment(assignment, root, db_url)
-    course = str(config.CourseDirectory.course_id)
-    kept = {s: regrading.before(db_url, course, assignment, s, reset=reset_manual) for s in students} if regrade else {}
-    env = dict(environment or {}) | {"KIT_PROFILE": GRADING_PROFILE}
-    failures: dict[str, str] = {}
-    arguments = (timeout, db_url, limits, found)
-    with kernel_environment(env | tools_on_path()):
-        pending = students
-        if jobs > 1 and len(students) > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-            from concurrent.futures.process import BrokenProcessPool
+    return students
 
-            context = multiprocessing.get_context("spawn")  # no fork of a process with threads
-            results: dict[str, str | None] = {}
-            try:
-                with ProcessPoolExecutor(max_workers=min(jobs, len(students)), mp_context=context) as pool:
-                    futures = {s: pool.submit(_grade_one, str(root), assignment, s, *arguments) for s in students}
-                    for student, future in futures.items():
-                        results[student] = future.result()
-            except BrokenProcessPool:
-                pass  # workers could not start (e.g. an interactive __main__): grade the rest here
-            pending = [s for s in students if results.get(s, "not graded") is not None]
-        for student in pending:
-            error = _grade_one(str(root), assignment, student, *arguments)
-            if error is not None:
-                failures[student] = error
-    changes = {s: regrading.after(db_url, course, assignment, s, work) for s, work in kept.items()}
-    deadlines.record_penalties(db_url, course, course_deadlines, assignment, [s for s in students if s not in failures])
+
+def _grade_each(root: Path, assignment: str, students: list[str], jobs: int, arguments: tuple) -> dict[str, str]:
+    """Grade every submission (``jobs`` at a time, the failed ones again on their own); student -> why not graded."""
+    failures: dict[str, str] = {}
+    pending = students
+    if jobs > 1 and len(students) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+
+        context = multiprocessing.get_context("spawn")  # no fork of a process with threads
+        results: dict[str, str | None] = {}
+        try:
+            with ProcessPoolExecutor(max_workers=min(jobs, len(students)), mp_context=context) as pool:
+                futures = {s: pool.submit(_grade_one, str(root), assignment, s, *arguments) for s in students}
+                for student, future in futures.items():
+                    results[student] = future.result()
+        except BrokenProcessPool:
+            pass  # workers could not start (e.g. an interactive __main__): grade the rest here
+        pending = [s for s in students if results.get(s, "not graded") is not None]
+    for student in pending:
+        error = _grade_one(str(root), assignment, student, *arguments)
+        if error is not None:
+            failures[student] = error
+    return failures
+
+
+def _graded_scores(
+    root: Path, db_url: str, assignment: str, students: list[str], failures: dict[str, str],
+    changes: dict[str, list[str]],
+) -> list[SubmissionScore]:
+    """The graded students' scores from the gradebook, with what a regrade changed; GradingError when some failed."""
     graded = [
         s for s in submission_scores(assignment, root=root, db_url=db_url) if s.student in set(students) - set(failures)
     ]
