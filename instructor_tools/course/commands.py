@@ -79,8 +79,8 @@ def validate_main(argv: Sequence[str]) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
-def autograde_main(argv: Sequence[str]) -> int:
-    """``python -m instructor_tools autograde [SUBMISSIONS|ASSIGNMENT] [--assignment A] [--student S ...]``."""
+def _autograde_parser() -> argparse.ArgumentParser:
+    """The autograde command's arguments: what to grade, regrading, and the sandbox's limits."""
     parser = _parser("autograde", "Autograde submissions in the grading profile and print the scores.")
     parser.add_argument(
         "submissions", nargs="?",
@@ -109,84 +109,122 @@ def autograde_main(argv: Sequence[str]) -> int:
         "--processes", type=int, default=defaults.processes, help=f"processes and threads per kernel (default {defaults.processes})"
     )
     parser.add_argument("--disk", type=int, default=defaults.disk_mb, help=f"MB of private disk per kernel (default {defaults.disk_mb})")
+    return parser
+
+
+def _sandbox_check(sandboxing: str, limits: "sandbox.Limits") -> bool:
+    """Say which sandbox grades the kernels (a banner when none does); False when one is required and none works."""
+    found = sandbox.probe()
+    if sandboxing == "require" and not found.available:
+        print(f"error: no sandbox for the submissions' kernels: {found.reason}.", file=sys.stderr)
+        return False
+    if sandboxing == "off" or not found.available:
+        why = "--no-sandbox" if sandboxing == "off" else found.reason
+        print(_banner(f"WARNING: grading UNSANDBOXED ({why}). Submissions run with your rights; each in its own "
+                      "temporary folder, but absolute paths reach your files. Grade only a class you trust, or "
+                      "install bubblewrap (see the instructor guide)."), file=sys.stderr)
+    else:
+        print(f"sandbox: {sandbox.describe(found, limits)}")
+    return True
+
+
+def _assignments_to_grade(args: argparse.Namespace, root: Path) -> tuple[list[str], int]:
+    """The assignments to grade (a folder of submissions collected first) and the status so far; none: said why."""
+    assignment = args.assignment
+    status = 0
+    if args.submissions and args.submissions in list_assignments(root):
+        assignment = args.submissions
+    elif args.submissions:
+        collected = collect_submissions(args.submissions, root, assignment)
+        for path, why in collected.skipped:
+            print(f"skipped {path}: {why}", file=sys.stderr)
+            status = 1
+        if not collected.found:
+            print(f"error: no submissions found in {args.submissions}", file=sys.stderr)
+            return [], 1
+    submitted = root / "submitted"
+    names = [assignment] if assignment else sorted({p.name for p in submitted.glob("*/*") if p.is_dir()})
+    if not names:
+        print(f"error: nothing to grade in {submitted}", file=sys.stderr)
+        return [], 1
+    return names, status
+
+
+def _grade(
+    name: str, args: argparse.Namespace, root: Path, limits: "sandbox.Limits", sandboxing: str
+) -> tuple[list, list[str], bool]:
+    """Grade one assignment: the scores, the students not graded, and whether grading failed (said on stderr)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnsandboxedWarning)  # said in the banner above
+            scores = autograde(
+                name, root=root, students=args.students, timeout=args.timeout, jobs=args.jobs,
+                limits=limits, sandboxing=sandboxing, regrade=args.regrade, reset_manual=args.reset_manual,
+            )
+    except GradingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.graded, list(error.failures), True
+    return scores, [], False
+
+
+def _print_scores(
+    name: str, scores: list, failed: list[str], earlier: dict, seconds: float, course_deadlines: "deadlines.Deadlines"
+) -> None:
+    """Print one assignment's results: each student's score, late penalty, notes and flags, and who was not graded."""
+    print(f"{name}: {len(scores)} submission(s) graded in {seconds:.0f} s")
+    if name in course_deadlines.due:
+        print(f"  due {course_deadlines.due[name]:%Y-%m-%d %H:%M} UTC; {course_deadlines.policy.describe()}")
+    for score in scores:
+        manual = f"  (to grade by hand: {', '.join(score.needs_manual_grade)})" if score.needs_manual_grade else ""
+        before = earlier.get(score.student)
+        was = f"  (was {before.score:g})" if before is not None else ""
+        print(f"  {score.student:<24} {score.score:g} / {score.max_score:g}{was}{manual}")
+        if score.late_penalty:
+            print(f"      late: -{score.late_penalty:g} point(s) by the late policy (final {score.final_score:g})")
+        for note in score.notes[1:]:  # the first says sandboxed or not: printed above
+            print(f"      note: {note}")
+        for flag in score.flags:
+            print(f"      FLAGGED for review: {flag}")
+    flagged = [s.student for s in scores if s.flags]
+    if flagged:
+        print(f"  {len(flagged)} submission(s) flagged for review (scores unchanged; look at the lines above "
+              f"or the 'flags' column of the export): {', '.join(flagged)}")
+    for student in failed:
+        print(f"  {student:<24} NOT GRADED (see the error above)")
+
+
+def autograde_main(argv: Sequence[str]) -> int:
+    """``python -m instructor_tools autograde [SUBMISSIONS|ASSIGNMENT] [--assignment A] [--student S ...]``."""
+    parser = _autograde_parser()
     args = parser.parse_args(list(argv))
     if args.regrade and not args.students:
         parser.error("--regrade needs --student NAME (it regrades named students only, never the whole class)")
     if args.reset_manual and not args.regrade:
         parser.error("--reset-manual goes with --regrade")
+    defaults = sandbox.Limits()
     try:
         limits = sandbox.Limits(
             memory_mb=args.memory, processes=args.processes, disk_mb=args.disk,
             open_files=defaults.open_files, output_kb=defaults.output_kb,
         )
         sandboxing = "require" if args.require_sandbox else "off" if args.no_sandbox else "auto"
-        found = sandbox.probe()
-        if sandboxing == "require" and not found.available:
-            print(f"error: no sandbox for the submissions' kernels: {found.reason}.", file=sys.stderr)
+        if not _sandbox_check(sandboxing, limits):
             return 2
-        if sandboxing == "off" or not found.available:
-            why = "--no-sandbox" if sandboxing == "off" else found.reason
-            print(_banner(f"WARNING: grading UNSANDBOXED ({why}). Submissions run with your rights; each in its own "
-                          "temporary folder, but absolute paths reach your files. Grade only a class you trust, or "
-                          "install bubblewrap (see the instructor guide)."), file=sys.stderr)
-        else:
-            print(f"sandbox: {sandbox.describe(found, limits)}")
         root = resolve_root(args.root)
-        assignment = args.assignment
-        status = 0
-        if args.submissions and args.submissions in list_assignments(root):
-            assignment = args.submissions
-        elif args.submissions:
-            collected = collect_submissions(args.submissions, root, assignment)
-            for path, why in collected.skipped:
-                print(f"skipped {path}: {why}", file=sys.stderr)
-                status = 1
-            if not collected.found:
-                print(f"error: no submissions found in {args.submissions}", file=sys.stderr)
-                return 1
-        submitted = root / "submitted"
-        names = [assignment] if assignment else sorted({p.name for p in submitted.glob("*/*") if p.is_dir()})
+        names, status = _assignments_to_grade(args, root)
         if not names:
-            print(f"error: nothing to grade in {submitted}", file=sys.stderr)
-            return 1
+            return status
         course_deadlines = deadlines.load_deadlines(root)
         if args.regrade and len(names) > 1:
             print("error: --regrade needs the assignment (--assignment A) when several were submitted", file=sys.stderr)
             return 1
         for name in names:
             began = time.perf_counter()
-            failed: list[str] = []
             earlier = {s.student: s for s in submission_scores(name, root=root)} if args.regrade else {}
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UnsandboxedWarning)  # said in the banner above
-                    scores = autograde(
-                        name, root=root, students=args.students, timeout=args.timeout, jobs=args.jobs,
-                        limits=limits, sandboxing=sandboxing, regrade=args.regrade, reset_manual=args.reset_manual,
-                    )
-            except GradingError as error:
-                print(f"error: {error}", file=sys.stderr)
-                scores, failed, status = error.graded, list(error.failures), 1
-            print(f"{name}: {len(scores)} submission(s) graded in {time.perf_counter() - began:.0f} s")
-            if name in course_deadlines.due:
-                print(f"  due {course_deadlines.due[name]:%Y-%m-%d %H:%M} UTC; {course_deadlines.policy.describe()}")
-            for score in scores:
-                manual = f"  (to grade by hand: {', '.join(score.needs_manual_grade)})" if score.needs_manual_grade else ""
-                before = earlier.get(score.student)
-                was = f"  (was {before.score:g})" if before is not None else ""
-                print(f"  {score.student:<24} {score.score:g} / {score.max_score:g}{was}{manual}")
-                if score.late_penalty:
-                    print(f"      late: -{score.late_penalty:g} point(s) by the late policy (final {score.final_score:g})")
-                for note in score.notes[1:]:  # the first says sandboxed or not: printed above
-                    print(f"      note: {note}")
-                for flag in score.flags:
-                    print(f"      FLAGGED for review: {flag}")
-            flagged = [s.student for s in scores if s.flags]
-            if flagged:
-                print(f"  {len(flagged)} submission(s) flagged for review (scores unchanged; look at the lines above "
-                      f"or the 'flags' column of the export): {', '.join(flagged)}")
-            for student in failed:
-                print(f"  {student:<24} NOT GRADED (see the error above)")
+            scores, failed, broke = _grade(name, args, root, limits, sandboxing)
+            if broke:
+                status = 1
+            _print_scores(name, scores, failed, earlier, time.perf_counter() - began, course_deadlines)
     except (FileNotFoundError, ValueError, sandbox.SandboxUnavailable, sandbox.KernelCannotStart) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
