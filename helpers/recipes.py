@@ -32,16 +32,13 @@ import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from helpers import backbones, evaluation, features, files, heads, pipeline, retraining, saved_models, scan, scoring, sources, splits
 from helpers.settings import Settings, load_settings
-
-if TYPE_CHECKING:  # pragma: no cover
-    pass
 
 __all__ = [
     "LAB_COLUMNS",
