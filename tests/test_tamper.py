@@ -57,6 +57,41 @@ def test_each_kind_of_tampering_is_found_with_its_line(source, kind, words):
     assert 1 <= finding.line <= source.count("\n") + 1
 
 
+@pytest.mark.parametrize(
+    ("source", "words"),
+    [
+        ("import instructor_tools", "imports instructor_tools"),
+        ("import instructor_tools.grading.comparisons as c", "imports instructor_tools.grading.comparisons"),
+        ("from instructor_tools.grading import comparisons", "imports comparisons from instructor_tools.grading"),
+        ("from instructor_tools.grading.tamper import scan_source", "imports scan_source from instructor_tools.grading.tamper"),
+        ("import importlib\nimportlib.import_module('instructor_tools.grading')",
+         "imports instructor_tools.grading, the instructor's package, through importlib.import_module"),
+        ("from importlib import import_module as load\nload('instructor_tools')", "through importlib.import_module"),
+        ("c = __import__('instructor_tools.grading.comparisons')", "through __import__"),
+        ("import sys\nc = sys.modules['instructor_tools.grading.comparisons']", "names the instructor's package"),
+    ],
+)
+def test_any_import_of_the_instructors_package_is_flagged_with_what_it_saw(source, words):
+    findings = [f for f in tamper.scan_source(source) if f.kind == "instructor"]
+    assert len(findings) == 1, tamper.scan_source(source)
+    assert words in findings[0].why, findings[0].why
+    assert findings[0].line == source.count("\n") + 1
+
+
+def test_the_package_named_in_plain_words_or_another_package_is_not_flagged():
+    assert tamper.scan_source("import instructor\nprint('the instructor tools grade this')") == []
+
+
+def test_a_submission_importing_the_comparisons_is_flagged_in_its_cell():
+    notebook = submissions.solution_submission("01_pretrained_scoring")
+    edited = submissions.edit_submission(notebook)
+    edited.cells.insert(5, nbformat.v4.new_code_cell(
+        "from instructor_tools.grading import comparisons\ncomparisons._ALLCLOSE = lambda *a, **k: True"
+    ))
+    findings = {(f.kind, f.cell, f.line) for f in tamper.scan_notebook(edited)}
+    assert ("instructor", 5, 1) in findings and ("patches", 5, 2) in findings, findings
+
+
 def test_unparsable_code_finds_nothing():
     assert tamper.scan_source("def broken(:\n  pass") == []
 

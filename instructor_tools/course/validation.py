@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from helpers.settings import load_settings
 from instructor_tools.course.course_folder import find_course_root, kernel_environment, load_config
+from instructor_tools.grading import preprocessors
 
 
 @dataclasses.dataclass
@@ -142,6 +143,8 @@ def validate(
     with kernel_environment(env):
         profile_name = load_settings().profile
         config = load_config(find_course_root(path.parent), profile=profile_name, timeout=timeout)
+        # The kernel imports the hidden tests' comparisons before any cell, as the grader's does.
+        config.Execute.extra_arguments = preprocessors.with_comparisons(config.Execute.get("extra_arguments", []))
         validator = RecordingValidator(config=config)
         validator.invert = invert
         began = time.perf_counter()

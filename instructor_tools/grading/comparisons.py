@@ -1,7 +1,8 @@
 """Comparisons for the graded tests that a notebook's own code cannot redefine.
 
-The notebooks' setup cell imports this module before any student cell runs, and it
-keeps numpy's comparison functions as they were then. A submission that rebinds
+Every kernel the grader or the validator starts imports this module before its first cell
+(:data:`instructor_tools.grading.preprocessors.PRELOAD_COMPARISONS`), and it keeps numpy's
+comparison functions as they were then; the students' setup cell imports no grading code. A submission that rebinds
 ``np.allclose`` or ``np.array_equal`` to always answer True fools a test that calls
 them through ``np``; the hidden tests call :func:`allclose` and :func:`array_equal`
 here instead, so they still see the wrong answer. (Rebinding these functions too is
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy
 
-# Captured when the module is first imported (the notebooks' setup cell).
+# Captured when the module is first imported (at kernel start, before any cell).
 _ALLCLOSE = numpy.allclose
 _ARRAY_EQUAL = numpy.array_equal
 _ASARRAY = numpy.asarray

@@ -10,6 +10,9 @@ without the hidden tests.
   :class:`instructor_tools.isolation.sandbox.KernelCannotStart` and nothing is scored. And each cell keeps
   at most :attr:`instructor_tools.isolation.sandbox.Limits.output_kb` of output, so a cell that prints
   megabytes cannot fill the grader's memory.
+- Its kernels, like the validator's (:mod:`instructor_tools.course.validation`), import
+  :mod:`instructor_tools.grading.comparisons` before their first cell (:data:`PRELOAD_COMPARISONS`),
+  so the hidden tests compare with numpy as it was then.
 - :func:`hide_tests` is a feedback step: every autograded test cell shows its first
   docstring line instead of its code, and its error as one line (the exception and the
   assertion message) instead of a traceback that would quote the hidden tests.
@@ -37,6 +40,21 @@ KERNEL_HUNG = "KernelStoppedAnswering"
 KERNEL_NOT_STARTED = "the kernel could not start (the grader's setup, not the submission)"
 NOT_RUN = "NotRun"
 HIDDEN_SOURCE = "# The test's code is not shown in the feedback; its result and message are below."
+# IPython runs this line in every kernel the grader and the validator start, before the first cell: the
+# hidden tests' numpy comparisons are captured then, whatever an answer cell rebinds later. It binds no name.
+PRELOAD_COMPARISONS = "--IPKernelApp.exec_lines=__import__('instructor_tools.grading.comparisons') and None"
+
+
+def with_comparisons(arguments: Any) -> list[str]:
+    """A kernel's extra arguments with :data:`PRELOAD_COMPARISONS` added once.
+
+    >>> with_comparisons(["--debug"]) == ["--debug", PRELOAD_COMPARISONS]
+    True
+    >>> with_comparisons([PRELOAD_COMPARISONS]) == [PRELOAD_COMPARISONS]
+    True
+    """
+    arguments = [str(argument) for argument in arguments or []]
+    return arguments if PRELOAD_COMPARISONS in arguments else [*arguments, PRELOAD_COMPARISONS]
 
 
 class _StoppedAnswering(Exception):
@@ -88,6 +106,13 @@ def guarded_execute() -> type:
                 if not self._started:
                     raise self._cannot_start(error) from error
                 raise
+
+        async def async_start_new_kernel(self, **kwargs: Any) -> None:
+            # Here, not in preprocess: nbconvert re-reads extra_arguments from the config when a notebook starts.
+            self.extra_arguments = with_comparisons(self.extra_arguments)  # see PRELOAD_COMPARISONS
+            await super().async_start_new_kernel(**kwargs)
+
+        start_new_kernel = run_sync(async_start_new_kernel)
 
         async def _async_handle_timeout(self, timeout: int, cell: Any = None) -> Any:
             self._timed_out = self._current

@@ -14,8 +14,12 @@ added; locked cells are restored from the source before grading) and lists:
 - ``outside``: reaching for files outside the notebook's folder (absolute paths, ``..``,
   the gradebook or the course's grading folders), running shell commands, opening
   sockets;
-- ``reference``: answering an exercise by calling the kit's own implementation of it
-  (``scoring.top_k_with_threshold`` inside ``def top_k_with_threshold``).
+- ``reference``: answering an exercise by calling a kit function of the same name
+  (``heads.build_head`` inside ``def build_head``);
+- ``instructor``: importing the instructor's package, :mod:`instructor_tools` (``import``,
+  ``from ... import``, ``importlib.import_module`` or ``__import__`` with its name, or any
+  string naming it): a submission never needs grading code, and the hidden tests' own
+  comparisons live there.
 
 Scores are never changed automatically; the grading report and the grade export list
 each finding with its cell and line, and the instructor decides.
@@ -38,8 +42,10 @@ from typing import Any, Iterable
 # Modules whose attributes the tests use (rebinding them can make a wrong answer pass).
 GUARDED_MODULES = {
     "numpy", "np", "builtins", "sys", "math", "pandas", "pd", "tensorflow", "tf", "keras", "sklearn",
-    "helpers", "IPython", "unittest", "pytest", "operator", "functools", "inspect", "importlib",
+    "helpers", "IPython", "unittest", "pytest", "operator", "functools", "inspect", "importlib", "instructor_tools",
 }
+INSTRUCTOR_PACKAGE = "instructor_tools"
+IMPORT_CALLS = {"__import__", "importlib.import_module", "importlib.__import__", "importlib.util.find_spec"}
 EXIT_CALLS = {
     "os._exit", "os.abort", "os.kill", "os.killpg", "sys.exit", "exit", "quit", "signal.signal", "signal.alarm",
     "signal.setitimer", "signal.pthread_kill", "faulthandler._sigsegv", "os.fork", "os.forkpty",
@@ -64,7 +70,7 @@ class Finding:
     """One thing a person should look at.
 
     Attributes:
-        kind: ``patches``, ``exits``, ``outside`` or ``reference``.
+        kind: ``patches``, ``exits``, ``outside``, ``reference`` or ``instructor``.
         line: Line number within the cell (1-based).
         code: The line of code, stripped.
         why: What it does, in words.
@@ -131,6 +137,8 @@ class _Visitor(ast.NodeVisitor):
             if top in RISKY_MODULES:
                 kind = "outside" if top in {"socket", "urllib", "http", "requests", "ssl"} else "exits"
                 self.add(kind, node, f"imports {alias.name}")
+            if top == INSTRUCTOR_PACKAGE:
+                self.add("instructor", node, f"imports {alias.name}, the instructor's package")
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         module = node.module or ""
@@ -143,6 +151,8 @@ class _Visitor(ast.NodeVisitor):
                 self.aliases[local] = f"{module}.{alias.name}"
             if module.split(".")[0] in RISKY_MODULES:
                 self.add("exits", node, f"imports {alias.name} from {module}")
+            if module.split(".")[0] == INSTRUCTOR_PACKAGE:
+                self.add("instructor", node, f"imports {alias.name} from {module}, the instructor's package")
 
     # rebinding ----------------------------------------------------------------
     def _check_target(self, target: ast.AST, node: ast.AST) -> None:
@@ -197,6 +207,8 @@ class _Visitor(ast.NodeVisitor):
     def visit_Constant(self, node: ast.Constant) -> None:
         if isinstance(node.value, str) and OUTSIDE_PATH.search(node.value):
             self.add("outside", node, f"names a path outside the notebook's folder ({node.value[:60]!r})")
+        if isinstance(node.value, str) and node.value.split(".")[0] == INSTRUCTOR_PACKAGE:
+            self.add("instructor", node, f"names the instructor's package ({node.value[:60]!r})")
 
     # calls ------------------------------------------------------------------------
     def visit_Call(self, node: ast.Call) -> None:
@@ -215,6 +227,10 @@ class _Visitor(ast.NodeVisitor):
         elif name in {"__import__", "importlib.reload", "exec", "eval", "compile"} and resolved != "":
             if name != "eval" or not (node.args and isinstance(node.args[0], ast.Constant)):
                 self.add("patches", node, f"calls {name} (code the check cannot read)")
+        if (resolved in IMPORT_CALLS or name in IMPORT_CALLS) and node.args and isinstance(node.args[0], ast.Constant):
+            target = str(node.args[0].value)
+            if target.split(".")[0] == INSTRUCTOR_PACKAGE:
+                self.add("instructor", node, f"imports {target}, the instructor's package, through {resolved or name}")
         self._check_reference(node, name)
         self._check_paths(node, name)
         self.generic_visit(node)
@@ -235,7 +251,7 @@ class _Visitor(ast.NodeVisitor):
             "." in name and self.module_of(name).startswith("helpers")
         )
         if not is_kit and "." in name and name.split(".")[0] in self.reference.values():
-            is_kit = True  # e.g. `scoring.top_k_with_threshold` after `from helpers import scoring`
+            is_kit = True  # e.g. `heads.build_head` after `from helpers import heads`
         if is_kit and function in self.defining:
             self.add("reference", node, f"answers {function} by calling the kit's {resolved or name}")
 
@@ -272,8 +288,8 @@ def scan_source(source: str, *, reference: dict[str, str] | None = None) -> list
 
     Args:
         source: The cell's code.
-        reference: Names of the kit's modules imported as modules (``{"scoring": "scoring"}``),
-            to catch calls such as ``scoring.top_k_with_threshold``; every ``helpers.*``
+        reference: Names of the kit's modules imported as modules (``{"heads": "heads"}``),
+            to catch calls such as ``heads.build_head``; every ``helpers.*``
             import is recognised without it.
     """
     python = _python_source(source)

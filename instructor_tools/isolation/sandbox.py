@@ -181,6 +181,17 @@ def probe(kernel_name: str = KERNEL_NAME) -> Probe:
     return found
 
 
+# The only files of the instructor's package a graded kernel sees (read-only): what it needs to import
+# the hidden tests' numpy comparisons at start (instructor_tools.grading.preprocessors.PRELOAD_COMPARISONS);
+# never the grader, the tamper rules or the rest of the package.
+COMPARISON_FILES = ("__init__.py", "grading/__init__.py", "grading/comparisons.py")
+
+
+def _comparison_mounts() -> list[tuple[str, list[str]]]:
+    package = Path(__file__).resolve().parents[1]  # instructor_tools/
+    return [(str(package / name), ["--ro-bind", str(package / name), str(package / name)]) for name in COMPARISON_FILES]
+
+
 def _system_mounts() -> list[tuple[str, list[str]]]:
     """Read-only mounts of the operating system: programs, libraries and the few ``/etc`` files they read."""
     mounts: list[tuple[str, list[str]]] = []
@@ -382,6 +393,7 @@ class Sandbox:
             program = shutil.which(program) or program
         for path in _python_paths(program if program and os.path.isabs(program) else None):
             mounts.append((str(path), ["--ro-bind", str(path), str(path)]))
+        mounts += _comparison_mounts()
         mounts += [("/proc", ["--proc", "/proc"]), ("/dev", ["--dev", "/dev"])]
         size = str(self.limits.disk_mb * 1024 * 1024)
         for private in PRIVATE:
