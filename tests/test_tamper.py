@@ -92,6 +92,32 @@ def test_a_submission_importing_the_comparisons_is_flagged_in_its_cell():
     assert ("instructor", 5, 1) in findings and ("patches", 5, 2) in findings, findings
 
 
+@pytest.mark.parametrize(
+    ("source", "words"),
+    [
+        ("def top_k_with_threshold(p, names, k=5, min_probability=0.1):\n"
+         "    return scoring.top_labels([p], names, k, min_probability)[0]", "scoring.top_labels"),
+        ("def results_table(paths, probabilities, errors, class_names, k=5, min_probability=0.1):\n"
+         "    return scoring.Scores(list(paths), probabilities, list(errors), class_names).table(k, min_probability)",
+         "scoring.Scores"),
+        ("from helpers.freezing import freeze_all_but_last_blocks as freeze\n"
+         "def freeze_for_phase(base, backbone, phase, n_blocks=1):\n"
+         "    freeze(base, backbone, 0 if phase == 1 else n_blocks)", "freeze_all_but_last_blocks"),
+        ("from pathlib import Path\nfrom helpers import sources\ndef label_from_name(path):\n"
+         "    return sources.label_rule('_pic_')(Path(path))", "sources.label_rule"),
+    ],
+)
+def test_answering_with_the_kits_look_alike_is_a_reference(source, words):
+    findings = [f for f in tamper.scan_source(source, reference={"scoring": "scoring", "sources": "sources"})
+                if f.kind == "reference"]
+    assert findings and words in findings[0].why and "which does the same" in findings[0].why, findings
+
+
+def test_using_the_kit_outside_the_exercise_is_not_a_reference():
+    source = "def show(scores):\n    return scoring.Scores.concat([scores]).table(k=3)"
+    assert tamper.scan_source(source, reference={"scoring": "scoring"}) == []
+
+
 def test_unparsable_code_finds_nothing():
     assert tamper.scan_source("def broken(:\n  pass") == []
 

@@ -15,7 +15,8 @@ added; locked cells are restored from the source before grading) and lists:
   the gradebook or the course's grading folders), running shell commands, opening
   sockets;
 - ``reference``: answering an exercise by calling a kit function of the same name
-  (``heads.build_head`` inside ``def build_head``);
+  (``heads.build_head`` inside ``def build_head``) or one that does the same in another form
+  (:data:`KIT_LOOKALIKES`: ``scoring.top_labels`` inside ``def top_k_with_threshold``);
 - ``instructor``: importing the instructor's package, :mod:`instructor_tools` (``import``,
   ``from ... import``, ``importlib.import_module`` or ``__import__`` with its name, or any
   string naming it): a submission never needs grading code, and the hidden tests' own
@@ -45,6 +46,16 @@ GUARDED_MODULES = {
     "helpers", "IPython", "unittest", "pytest", "operator", "functools", "inspect", "importlib", "instructor_tools",
 }
 INSTRUCTOR_PACKAGE = "instructor_tools"
+# The kit's functions that do what an exercise asks in another form (a batch, the course settings, blocks
+# instead of phases): called inside the exercise's own def, they answer it with the kit's code.
+KIT_LOOKALIKES = {
+    "top_k_with_threshold": {"top_labels"},
+    "results_table": {"Scores", "table", "top_labels"},
+    "freeze_for_phase": {"freeze_all_but_last_blocks"},
+    "build_small_cnn": {"small_cnn"},
+    "raw_pixels": {"raw_pixel_features"},
+    "label_from_name": {"label_rule"},
+}
 IMPORT_CALLS = {"__import__", "importlib.import_module", "importlib.__import__", "importlib.util.find_spec"}
 EXIT_CALLS = {
     "os._exit", "os.abort", "os.kill", "os.killpg", "sys.exit", "exit", "quit", "signal.signal", "signal.alarm",
@@ -254,6 +265,10 @@ class _Visitor(ast.NodeVisitor):
             is_kit = True  # e.g. `heads.build_head` after `from helpers import heads`
         if is_kit and function in self.defining:
             self.add("reference", node, f"answers {function} by calling the kit's {resolved or name}")
+            return
+        answered = [exercise for exercise in self.defining if function in KIT_LOOKALIKES.get(exercise, ())]
+        if is_kit and answered:
+            self.add("reference", node, f"answers {answered[-1]} with the kit's {resolved or name}, which does the same")
 
     def _check_paths(self, node: ast.Call, name: str) -> None:
         function = name.split(".")[-1]
