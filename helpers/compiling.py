@@ -61,7 +61,8 @@ def compile_model(
 ) -> "keras.Model":
     """Compile a softmax classifier for integer labels: sparse categorical cross-entropy, accuracy.
 
-    Taught in notebook 02, section 3 (exercise 3 has students write it; this is the reference).
+    Used by the kit's own training (:func:`helpers.retraining.fit_two_phases`, notebook 04's approaches, the
+    benchmarks); notebook 02's exercise 3 has students write their own compile step for one-hot targets.
 
     Labels are class ids (0, 1, 2...), not one-hot vectors, hence the *sparse* loss.
     Call again after changing which layers are trainable.

@@ -52,6 +52,7 @@ KIT_LOOKALIKES = {
     "top_k_with_threshold": {"top_labels"},
     "results_table": {"Scores", "table", "top_labels"},
     "freeze_for_phase": {"freeze_all_but_last_blocks"},
+    "compile_with_label_smoothing": {"compile_model"},
     "build_small_cnn": {"small_cnn"},
     "raw_pixels": {"raw_pixel_features"},
     "label_from_name": {"label_rule"},
