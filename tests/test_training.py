@@ -259,31 +259,6 @@ def test_cached_arrays_train_with_keras_fit_and_the_labs_callbacks(tmp_path):
     assert (tmp_path / "best.keras").is_file(), "the best checkpoint is saved"
 
 
-def test_two_phases_are_reproducible_from_the_seed(resnet, tmp_path):
-    """fit_two_phases seeds Keras and the batches' order: the same seed gives the same weights, another seed others."""
-    settings, backbone, base, _, _ = resnet
-    frame = pd.DataFrame({"path": [f"{i}.jpg" for i in range(12)], "label": ["a", "b", "c"] * 4,
-                          "split": ["train"] * 9 + ["validation"] * 3})
-    rng = np.random.default_rng(3)
-    arrays = [rng.normal(size=(12, *shape)).astype("float16")
-              for shape in (heads.block_input_model(base, backbone, 1).output_shape[1:], base.output_shape[1:])]
-    initial = base.get_weights()
-
-    def trained(seed: int) -> list[np.ndarray]:
-        base.set_weights(initial)
-        head = heads.build_head(base.output_shape[1:], 3, dropout=0.3, seed=0)
-        retraining.fit_two_phases(settings.replace(seed=seed, batch_size=4), frame, base, head, arrays, n_blocks=1,
-                                  keep_better=False, head_epochs=2, block_epochs=1, run_dir=tmp_path / str(seed))
-        return head.get_weights() + [w.numpy().copy() for w in base.weights[-6:]]
-
-    try:
-        first, again, other = trained(1), trained(1), trained(2)
-    finally:
-        base.set_weights(initial)  # the module's other tests use this base
-    assert all(np.array_equal(a, b) for a, b in zip(first, again))
-    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
-
-
 # --------------------------------------------------------------------------- structure: ResNet50, random weights
 
 
@@ -454,15 +429,18 @@ def generated_run(kit_settings, tmp_path_factory):
     arrays = [_CountedReads(rng.normal(size=(24, *shape)).astype("float16"))
               for shape in (block_shape, base.output_shape[1:])]
     before = {w.path: w.numpy().copy() for w in base.weights}
+    initial = base.get_weights()
     statistics = _batchnorm_statistics(base)
     recorder = _phase_recorder(base)
-    run_dir = tmp_path_factory.mktemp("generated") / "run"
-    result = retraining.fit_two_phases(
-        settings, frame, base, head, arrays, n_blocks=1, phase2_learning_rate=1e-2, phase2_schedule="constant",
-        keep_better=False, run_dir=run_dir, head_epochs=2, block_epochs=1, extra_callbacks=[recorder],
-    )
+    folder = tmp_path_factory.mktemp("generated")
+    options = {"n_blocks": 1, "phase2_learning_rate": 1e-2, "phase2_schedule": "constant", "keep_better": False,
+               "head_epochs": 2, "block_epochs": 1}
+    result = retraining.fit_two_phases(settings, frame, base, head, arrays, run_dir=folder / "run",
+                                       extra_callbacks=[recorder], **options)
     return {"settings": settings, "backbone": backbone, "base": base, "head": head, "arrays": arrays, "frame": frame,
-            "before": before, "statistics": statistics, "recorder": recorder, "result": result, "run_dir": run_dir}
+            "before": before, "initial": initial, "statistics": statistics, "recorder": recorder, "result": result,
+            "run_dir": folder / "run", "folder": folder, "options": options,
+            "trained": head.get_weights() + [w.numpy().copy() for w in base.weights]}
 
 
 def test_two_phases_read_the_cached_arrays_a_batch_at_a_time(generated_run):
@@ -503,6 +481,23 @@ def test_two_phases_history_continues_the_epochs_and_the_recipe_is_visible(gener
     assert isinstance(loss, keras.losses.CategoricalCrossentropy) and loss.get_config()["label_smoothing"] == pytest.approx(0.1)
     assert result.test_probabilities.shape == result.head_test_probabilities.shape == (4, 3)
     assert not result.model.name.endswith("flip_averaged"), "2 arrays: no flips, so no flip averaging"
+
+
+def test_two_phases_are_reproducible_from_the_seed(generated_run):
+    """fit_two_phases seeds Keras and the batches' order: the same seed gives the same weights, another seed others."""
+    run = generated_run
+    base = run["base"]
+
+    def trained(seed: int) -> list[np.ndarray]:
+        base.set_weights(run["initial"])
+        head = heads.build_head(base.output_shape[1:], 3, seed=0)  # the fixture's head started from these weights
+        retraining.fit_two_phases(run["settings"].replace(seed=seed), run["frame"], base, head, run["arrays"],
+                                  run_dir=run["folder"] / f"seed {seed}", **run["options"])
+        return head.get_weights() + [w.numpy().copy() for w in base.weights]
+
+    again, other = trained(run["settings"].seed), trained(run["settings"].seed + 1)
+    assert all(np.array_equal(a, b) for a, b in zip(run["trained"], again)), "the same seed, the same weights"
+    assert not all(np.array_equal(a, b) for a, b in zip(run["trained"], other)), "another seed, other weights"
 
 
 def test_balanced_class_weights_make_every_class_count_the_same():
