@@ -220,10 +220,8 @@ def fit_two_phases(
     Both use early stopping that restores the best epoch; phase 2 is kept only when it
     beats phase 1 on validation. The arrays are read a batch at a time (never copied whole).
 
-    Each of the recipe's tricks is one argument, the same line of Keras as in notebook 02:
-    ``label_smoothing`` (the loss), ``phase2_schedule`` (the learning rate), ``class_weights``
-    (``fit``'s ``class_weight``), the flips (4 arrays: trained on both views, predictions
-    averaged) and ``n_blocks``.
+    Each trick of the recipe is one argument, the same line of Keras as in notebook 02; the flips
+    are 4 arrays (trained on both views, predictions averaged).
 
     Args:
         settings: Course settings (batch size, learning rate, epochs, patience, seed).
@@ -250,96 +248,182 @@ def fit_two_phases(
             (the benchmarks' epoch clock; a callback's ``model`` is the head, then the tail).
 
     Raises:
-        ValueError: A frame without ``path``/``label``/``split`` or without train or validation
-            rows, arrays that do not match the frame, the base or ``n_blocks``, a head with
-            another number of classes, an out-of-range ``n_blocks``, label smoothing, learning
-            rate or number of epochs, an unknown schedule. Nothing is trained or written then.
+        ValueError: A frame, arrays, head or option that does not fit (the message says which and
+            what to change). Nothing is trained or written then.
         TypeError: An extra callback that is not a Keras callback.
     """
-    import keras
-
-    backbone = backbones.get_backbone(settings=settings)
     extra_callbacks = list(extra_callbacks)
+    backbone = backbones.get_backbone(settings=settings)
     _check_inputs(frame, base, head, arrays, backbone, n_blocks, label_smoothing, phase2_learning_rate, phase2_schedule,
                   extra_callbacks)
-    head_epochs = _positive_epochs("head_epochs", head_epochs) or settings.scale.head_epochs
-    block_epochs = _positive_epochs("block_epochs", block_epochs) or settings.scale.finetune_epochs
-    n_blocks = int(n_blocks)
-    block_views, map_views = list(arrays[0::2]), list(arrays[1::2])
+    options = _Options(
+        int(n_blocks), phase2_learning_rate, label_smoothing, phase2_schedule, keep_better, Path(run_dir), epoch_lines,
+        _positive_epochs("head_epochs", head_epochs) or settings.scale.head_epochs,
+        _positive_epochs("block_epochs", block_epochs) or settings.scale.finetune_epochs, extra_callbacks,
+    )
+    return _both_phases(settings, base, head, backbone, _prepare_data(settings, frame, arrays, label_smoothing,
+                                                                      class_weights), options, len(arrays) == 4)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """What fit_two_phases was asked for, checked."""
+
+    n_blocks: int
+    phase2_learning_rate: float
+    label_smoothing: float
+    phase2_schedule: str
+    keep_better: bool
+    run_dir: Path
+    epoch_lines: Any
+    head_epochs: int
+    block_epochs: int
+    extra_callbacks: list[Any]
+
+    def callbacks(self, phase: str, epochs: int, patience: int) -> list[Any]:
+        """The recipe's callbacks for one phase, its epoch lines, then the caller's."""
+        lines = [_EpochLines(phase, epochs, self.epoch_lines)] if self.epoch_lines is not None else []
+        return _recipe_callbacks(self.run_dir / f"{phase}.keras", patience) + lines + self.extra_callbacks
+
+
+def _both_phases(
+    settings: Settings, base: "keras.Model", head: "keras.Model", backbone: Any, data: "_PhaseData", options: _Options,
+    flips: bool,
+) -> TwoPhaseResult:
+    """Phase 1 (the head), phase 2 (the last blocks and the head) and the phase kept: fit_two_phases's steps."""
+    options.run_dir.mkdir(parents=True, exist_ok=True)
+    patience = settings.scale.early_stopping_patience
+    # Phase 1: the head on the frozen base's feature maps.
+    freeze_all_but_last_blocks(base, backbone, 0)
+    compile_model(head, settings.learning_rate, label_smoothing=options.label_smoothing)
+    history1, seconds1 = _fit_phase(head, data, data.map_views, options.head_epochs, 0,
+                                    options.callbacks("phase 1", options.head_epochs, patience))
+    accuracy1 = data.validation_accuracy(head, data.map_views)
+    test1 = data.test_probabilities(head, data.map_views)
+
+    # Phase 2: the last blocks and the head, on the cached block inputs.
+    tail = tail_model(base, head, backbone, options.n_blocks)
+    phase1_weights = tail.get_weights()
+    start, epochs = len(history1.epoch), options.block_epochs
+    rate = _phase2_rate(options.phase2_learning_rate, options.phase2_schedule, epochs, data)
+    history2, seconds2 = _fit_last_blocks(tail, base, backbone, options.n_blocks, data, rate, options.label_smoothing,
+                                          epochs, start, options.callbacks("phase 2", start + epochs, patience))
+    accuracy2 = data.validation_accuracy(tail, data.block_views)
+    kept = accuracy2 > accuracy1 or not options.keep_better  # phase 2 must beat phase 1 on validation, not tie
+    if not kept:
+        tail.set_weights(phase1_weights)
+    phases = _phase_table(
+        options.n_blocks, [history1, history2], [seconds1, seconds2], [head, tail], [accuracy1, accuracy2], kept
+    )
+    model = assemble_model(base, head)
+    return TwoPhaseResult(
+        model=flip_averaged(model) if flips else model,
+        class_names=list(data.names),
+        history=merge_histories({PHASE_HEAD: history1.history, PHASE_BLOCKS: history2.history}),
+        phases=phases,
+        validation_accuracy=accuracy2 if kept else accuracy1,
+        test_probabilities=data.test_probabilities(tail, data.block_views) if kept else test1,
+        head_test_probabilities=test1,
+    )
+
+
+@dataclasses.dataclass
+class _PhaseData:
+    """The cached arrays, labels and rows both phases read (nothing copied: views of the arrays)."""
+
+    names: list[Any]
+    ids: np.ndarray
+    targets: np.ndarray
+    rows: dict[str, np.ndarray]
+    weights: dict[int, float] | None
+    block_views: list[np.ndarray]
+    map_views: list[np.ndarray]
+    batch: int
+    seed: int
+
+    def validation_accuracy(self, model: "keras.Model", views: list[np.ndarray]) -> float:
+        """Accuracy on the validation rows, predictions averaged over the views."""
+        predicted = _both_views(model, views, self.rows["validation"], 2 * self.batch)
+        return float(np.mean(predicted.argmax(axis=1) == self.ids[self.rows["validation"]]))
+
+    def test_probabilities(self, model: "keras.Model", views: list[np.ndarray]) -> np.ndarray | None:
+        """Probabilities on the test rows (None without test rows)."""
+        return _both_views(model, views, self.rows["test"], 2 * self.batch) if len(self.rows["test"]) else None
+
+
+def _prepare_data(
+    settings: Settings, frame: pd.DataFrame, arrays: Sequence[np.ndarray], label_smoothing: float, class_weights: bool
+) -> _PhaseData:
+    """Labels, targets (one-hot with label smoothing, class ids without), rows of each split and class weights."""
     names = pipeline.class_names(frame)
     ids = pipeline.encode_labels(frame["label"], names)
     # compile_model takes one-hot targets with label smoothing (the categorical loss), class ids without.
     targets = one_hot_labels(ids, len(names)) if label_smoothing else ids
     rows = {name: np.flatnonzero(frame["split"].to_numpy() == name) for name in ("train", "validation", "test")}
     weights = balanced_class_weights(ids[rows["train"]], len(names)) if class_weights else None
-    batch, patience, seed = settings.batch_size, settings.scale.early_stopping_patience, settings.seed
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    return _PhaseData(list(names), ids, targets, rows, weights, list(arrays[0::2]), list(arrays[1::2]),
+                      settings.batch_size, settings.seed)
 
-    def callbacks(phase: str, epochs: int) -> list[Any]:
-        chosen = [
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
-            keras.callbacks.ModelCheckpoint(str(run_dir / f"{phase}.keras"), monitor="val_loss", save_best_only=True),
-        ]
-        return chosen + ([_EpochLines(phase, epochs, epoch_lines)] if epoch_lines is not None else []) + extra_callbacks
 
-    def validation_accuracy(model: "keras.Model", views: list[np.ndarray]) -> float:
-        predicted = _both_views(model, views, rows["validation"], 2 * batch)
-        return float(np.mean(predicted.argmax(axis=1) == ids[rows["validation"]]))
+def _phase2_rate(learning_rate: float, schedule: str, epochs: int, data: _PhaseData) -> Any:
+    """Phase 2's learning rate: a cosine decay to 0 over its steps, or the same rate every step."""
+    if schedule != "cosine":
+        return learning_rate
+    steps = epochs * len(features.batches(data.block_views, data.targets, rows=data.rows["train"],
+                                          batch_size=data.batch))  # every view of every training row
+    return cosine_schedule(learning_rate, steps)
 
-    # Phase 1: the head on the frozen base's feature maps.
-    freeze_all_but_last_blocks(base, backbone, 0)
-    compile_model(head, settings.learning_rate, label_smoothing=label_smoothing)
-    keras.utils.set_random_seed(seed)
-    began = time.perf_counter()
-    history1 = head.fit(
-        features.batches(map_views, targets, rows=rows["train"], batch_size=batch, shuffle=True, seed=seed),
-        validation_data=features.batches(map_views[0], targets, rows=rows["validation"], batch_size=batch),
-        epochs=head_epochs, class_weight=weights, verbose=0,
-        callbacks=callbacks("phase 1", head_epochs),
-    )
-    seconds1 = time.perf_counter() - began
-    accuracy1 = validation_accuracy(head, map_views)
-    test1 = _both_views(head, map_views, rows["test"], 2 * batch) if len(rows["test"]) else None
 
-    # Phase 2: the last blocks and the head, on the cached block inputs.
-    tail = tail_model(base, head, backbone, n_blocks)
-    phase1_weights = tail.get_weights()
+def _fit_last_blocks(
+    tail: "keras.Model", base: "keras.Model", backbone: Any, n_blocks: int, data: _PhaseData, rate: Any,
+    label_smoothing: float, epochs: int, initial_epoch: int, callbacks: list[Any],
+) -> tuple[Any, float]:
+    """Phase 2: unfreeze the last ``n_blocks`` blocks (BatchNormalization stays frozen), recompile, fit the tail."""
     freeze_all_but_last_blocks(base, backbone, n_blocks)
-    train = features.batches(block_views, targets, rows=rows["train"], batch_size=batch, shuffle=True, seed=seed)
-    rate = cosine_schedule(phase2_learning_rate, block_epochs * len(train)) if phase2_schedule == "cosine" else phase2_learning_rate
     compile_model(tail, rate, label_smoothing=label_smoothing)
-    began = time.perf_counter()
-    history2 = tail.fit(
-        train, validation_data=features.batches(block_views[0], targets, rows=rows["validation"], batch_size=batch),
-        initial_epoch=len(history1.epoch), epochs=len(history1.epoch) + block_epochs, class_weight=weights, verbose=0,
-        callbacks=callbacks("phase 2", len(history1.epoch) + block_epochs),
-    )
-    seconds2 = time.perf_counter() - began
-    accuracy2 = validation_accuracy(tail, block_views)
-    kept = accuracy2 > accuracy1 or not keep_better  # phase 2 must beat phase 1 on validation, not tie
-    if not kept:
-        tail.set_weights(phase1_weights)
-    test = None
-    if len(rows["test"]):
-        test = _both_views(tail, block_views, rows["test"], 2 * batch) if kept else test1
-    phases = pd.DataFrame(
+    return _fit_phase(tail, data, data.block_views, epochs, initial_epoch, callbacks)
+
+
+def _phase_table(
+    n_blocks: int, histories: list[Any], seconds: list[float], models: list[Any], accuracies: list[float], kept: bool
+) -> pd.DataFrame:
+    """One row per phase: epochs, seconds, trained parameters, validation accuracy and which phase was kept."""
+    return pd.DataFrame(
         {
-            "epochs": [len(history1.epoch), len(history2.epoch)],
-            "seconds": [round(seconds1, 1), round(seconds2, 1)],
-            "trained parameters": [count_trainable_parameters(head), count_trainable_parameters(tail)],
-            "validation accuracy": [accuracy1, accuracy2],
+            "epochs": [len(history.epoch) for history in histories],
+            "seconds": [round(s, 1) for s in seconds],
+            "trained parameters": [count_trainable_parameters(model) for model in models],
+            "validation accuracy": accuracies,
             "kept": [not kept, kept],
         },
         index=pd.Index(["phase 1: the head", f"phase 2: the last {n_blocks} block(s) and the head"], name="phase"),
     )
-    model = assemble_model(base, head)
-    return TwoPhaseResult(
-        model=flip_averaged(model) if len(arrays) == 4 else model,
-        class_names=list(names),
-        history=merge_histories({PHASE_HEAD: history1.history, PHASE_BLOCKS: history2.history}),
-        phases=phases,
-        validation_accuracy=accuracy2 if kept else accuracy1,
-        test_probabilities=test,
-        head_test_probabilities=test1,
+
+
+def _recipe_callbacks(checkpoint: Path, patience: int) -> list[Any]:
+    """Early stopping that restores the best epoch, and the best epoch's checkpoint (notebook 02's exercise 4)."""
+    import keras
+
+    return [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
+        keras.callbacks.ModelCheckpoint(str(checkpoint), monitor="val_loss", save_best_only=True),
+    ]
+
+
+def _fit_phase(
+    model: "keras.Model", data: _PhaseData, views: list[np.ndarray], epochs: int, initial_epoch: int, callbacks: list[Any]
+) -> tuple[Any, float]:
+    """One phase's ``fit`` on batches of the cached ``views``: its History and its seconds."""
+    import keras
+
+    if initial_epoch == 0:
+        keras.utils.set_random_seed(data.seed)
+    began = time.perf_counter()
+    history = model.fit(
+        features.batches(views, data.targets, rows=data.rows["train"], batch_size=data.batch, shuffle=True,
+                         seed=data.seed),
+        validation_data=features.batches(views[0], data.targets, rows=data.rows["validation"], batch_size=data.batch),
+        initial_epoch=initial_epoch, epochs=initial_epoch + epochs, class_weight=data.weights, verbose=0,
+        callbacks=callbacks,
     )
+    return history, time.perf_counter() - began

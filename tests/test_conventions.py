@@ -163,7 +163,6 @@ def test_every_public_helper_of_the_teaching_modules_names_its_notebook():
 LONGEST_FUNCTION = 80
 # Not split yet: other engineers are splitting these now; the lead removes each from here when it is done.
 LONG_FUNCTIONS_ALLOWED = (
-    "helpers/retraining.py:fit_two_phases",
     "instructor_tools/grading/preprocessors.py:guarded_execute",
 )
 
