@@ -65,12 +65,84 @@ class _StoppedAnswering(Exception):
         self.cell = cell
 
 
+async def _kernel_answers(client: Any, seconds: float) -> bool:
+    """Whether the kernel runs an empty cell and replies within ``seconds``."""
+    import time
+
+    msg_id = client.execute("", silent=True, store_history=False)
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            reply = await client.get_shell_msg(timeout=left)
+        except Exception:  # noqa: BLE001 - queue.Empty or a closed channel: no answer
+            return False
+        if reply.get("parent_header", {}).get("msg_id") == msg_id:
+            return True
+    return False
+
+
+def _cannot_start(sandbox_id: str, error: BaseException) -> sandbox.KernelCannotStart:
+    """The grader's problem, never the student's: the kernel did not start for this submission."""
+    box = sandbox.ACTIVE.get(sandbox_id)
+    said = sandbox.reason_from_output(box.output.text(wait=2)) if box is not None else "nothing"
+    message = f"{KERNEL_NOT_STARTED}: {str(error).splitlines()[0] if str(error) else type(error).__name__}; it said: {said}"
+    NOT_STARTED[sandbox_id] = message
+    return sandbox.KernelCannotStart(message)
+
+
+def _why_dead(sandbox_id: str) -> str:
+    """Why a kernel died: over its memory limit, or it ended."""
+    box = sandbox.ACTIVE.get(sandbox_id)
+    if box is not None and box.out_of_memory():
+        return f"it used more than the memory limit of {box.limits.memory_mb} MB"
+    return "the kernel process ended: os._exit, sys.exit in a thread, a crash or a signal"
+
+
+def _fail_from_cell(nb: Any, current: int, why: str, died: bool, sandbox_id: str) -> Any:
+    """Every code cell from ``current`` on fails with ``why`` (recorded and flagged); earlier cells keep their results."""
+    from nbformat.notebooknode import NotebookNode
+
+    what = "died" if died else "stopped answering"
+    later = sum(1 for i, c in enumerate(nb.cells) if c.cell_type == "code" and i > current)
+    message = f"the kernel {what} in cell {current} ({why}); that cell and the {later} code cell(s) after it score 0"
+    EVENTS.setdefault(sandbox_id, []).append(message)
+    FLAGS.setdefault(sandbox_id, []).append(message)
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or index < current:
+            continue
+        error = NotebookNode(output_type="error")
+        if index == current:
+            error.ename = KERNEL_DIED if died else KERNEL_HUNG
+            error.evalue = f"the kernel {what} while running this cell: {why}"
+        else:
+            error.ename, error.evalue = NOT_RUN, f"not run: the kernel {what} in an earlier cell"
+        error.traceback = [f"{error.ename}: {error.evalue}"]
+        cell.outputs = [o for o in cell.outputs if o.get("output_type") != "error"] + [error]
+    return nb
+
+
+def _within_cap(used_by_cell: dict[int, int], outs: list, msg: dict, cell_index: int, cap: int, sandbox_id: str) -> bool:
+    """Count one output against its cell's cap; over it, note the cut once and drop the rest."""
+    from nbformat.notebooknode import NotebookNode
+
+    size = len(json.dumps(msg.get("content", {}), default=str))
+    used = used_by_cell.get(cell_index, 0)
+    used_by_cell[cell_index] = used + size
+    if used + size <= cap:
+        return True
+    if used <= cap:  # first output over the cap: say so once
+        EVENTS.setdefault(sandbox_id, []).append(f"cell {cell_index} printed more than {cap // 1024} KB; the rest was dropped")
+        note = NotebookNode(output_type="stream", name="stderr")
+        note.text = f"\n[output cut by the grader after {cap // 1024} KB]\n"
+        outs.append(note)
+    return False
+
+
 @functools.cache
 def guarded_execute() -> type:
     """nbgrader's ``Execute`` step that grades on when the kernel dies and caps each cell's output."""
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from nbclient.util import run_sync
-    from nbformat.notebooknode import NotebookNode
     from nbgrader.preprocessors import Execute
     from traitlets import Integer, Unicode
 
@@ -90,13 +162,13 @@ def guarded_execute() -> type:
             try:
                 return super().preprocess(nb, resources, km)
             except DeadKernelError:
-                return self._score_from_here(nb, resources, self._why_dead(), died=True)
+                return self._score_from_here(nb, resources, _why_dead(self.sandbox_id), died=True)
             except _StoppedAnswering as stopped:
                 self._current = stopped.cell
                 return self._score_from_here(nb, resources, str(stopped), died=False)
             except (CellTimeoutError, TimeoutError) as error:
                 if not self._started:
-                    raise self._cannot_start(error) from error
+                    raise _cannot_start(self.sandbox_id, error) from error
                 # The kernel is alive but answers nothing, even to the interrupt: its own
                 # machinery was broken from inside (or it ignores interrupts). Graded as a
                 # dead kernel from this cell on, and flagged for a person.
@@ -104,7 +176,7 @@ def guarded_execute() -> type:
                 return self._score_from_here(nb, resources, why, died=False)
             except RuntimeError as error:
                 if not self._started:
-                    raise self._cannot_start(error) from error
+                    raise _cannot_start(self.sandbox_id, error) from error
                 raise
 
         async def async_start_new_kernel(self, **kwargs: Any) -> None:
@@ -118,53 +190,9 @@ def guarded_execute() -> type:
             self._timed_out = self._current
             return await super()._async_handle_timeout(timeout, cell)
 
-        async def _answers(self) -> bool:
-            """Whether the kernel runs an empty cell and replies within :attr:`answer_timeout`."""
-            import time
-
-            msg_id = self.kc.execute("", silent=True, store_history=False)
-            deadline = time.monotonic() + self.answer_timeout
-            while (left := deadline - time.monotonic()) > 0:
-                try:
-                    reply = await self.kc.get_shell_msg(timeout=left)
-                except Exception:  # noqa: BLE001 - queue.Empty or a closed channel: no answer
-                    return False
-                if reply.get("parent_header", {}).get("msg_id") == msg_id:
-                    return True
-            return False
-
-        def _cannot_start(self, error: BaseException) -> sandbox.KernelCannotStart:
-            """The grader's problem, never the student's: the kernel did not start for this submission."""
-            box = sandbox.ACTIVE.get(self.sandbox_id)
-            said = sandbox.reason_from_output(box.output.text(wait=2)) if box is not None else "nothing"
-            message = (
-                f"{KERNEL_NOT_STARTED}: {str(error).splitlines()[0] if str(error) else type(error).__name__}; "
-                f"it said: {said}"
-            )
-            NOT_STARTED[self.sandbox_id] = message
-            return sandbox.KernelCannotStart(message)
-
         def _score_from_here(self, nb: Any, resources: Any, why: str, *, died: bool) -> Any:
             """Every code cell from the current one on fails with ``why``; the earlier ones keep their results."""
-            what = "died" if died else "stopped answering"
-            message = (
-                f"the kernel {what} in cell {self._current} ({why}); that cell and the {self._later(nb)} code "
-                "cell(s) after it score 0"
-            )
-            EVENTS.setdefault(self.sandbox_id, []).append(message)
-            FLAGS.setdefault(self.sandbox_id, []).append(message)
-            for index, cell in enumerate(nb.cells):
-                if cell.cell_type != "code" or index < self._current:
-                    continue
-                error = NotebookNode(output_type="error")
-                if index == self._current:
-                    error.ename = KERNEL_DIED if died else KERNEL_HUNG
-                    error.evalue = f"the kernel {what} while running this cell: {why}"
-                else:
-                    error.ename, error.evalue = NOT_RUN, f"not run: the kernel {what} in an earlier cell"
-                error.traceback = [f"{error.ename}: {error.evalue}"]
-                cell.outputs = [o for o in cell.outputs if o.get("output_type") != "error"] + [error]
-            return nb, resources
+            return _fail_from_cell(nb, self._current, why, died, self.sandbox_id), resources
 
         def preprocess_cell(self, cell: Any, resources: Any, index: int) -> Any:
             if self._timed_out is not None and cell.cell_type == "code":
@@ -172,7 +200,7 @@ def guarded_execute() -> type:
                 # must answer an empty cell, else it stopped answering in that cell (its
                 # handlers replaced, interrupts ignored...), and every cell from there scores 0.
                 timed_out, self._timed_out = self._timed_out, None
-                if not run_sync(self._answers)():
+                if not run_sync(_kernel_answers)(self.kc, self.answer_timeout):
                     run_sync(self._async_check_alive)()  # a kernel that died meanwhile is reported as dead
                     raise _StoppedAnswering(
                         timed_out,
@@ -184,28 +212,10 @@ def guarded_execute() -> type:
             return super().preprocess_cell(cell, resources, index)
 
         def output(self, outs: list, msg: dict, display_id: str | None, cell_index: int) -> Any:
-            size = len(json.dumps(msg.get("content", {}), default=str))
-            used = self._output_bytes.get(cell_index, 0)
-            self._output_bytes[cell_index] = used + size
-            if used + size <= self.max_output_bytes:
+            if _within_cap(self._output_bytes, outs, msg, cell_index, self.max_output_bytes, self.sandbox_id):
                 return super().output(outs, msg, display_id, cell_index)
-            if used <= self.max_output_bytes:  # first output over the cap: say so once
-                EVENTS.setdefault(self.sandbox_id, []).append(
-                    f"cell {cell_index} printed more than {self.max_output_bytes // 1024} KB; the rest was dropped"
-                )
-                note = NotebookNode(output_type="stream", name="stderr")
-                note.text = f"\n[output cut by the grader after {self.max_output_bytes // 1024} KB]\n"
-                outs.append(note)
             return None
 
-        def _later(self, nb: Any) -> int:
-            return sum(1 for i, c in enumerate(nb.cells) if c.cell_type == "code" and i > self._current)
-
-        def _why_dead(self) -> str:
-            box = sandbox.ACTIVE.get(self.sandbox_id)
-            if box is not None and box.out_of_memory():
-                return f"it used more than the memory limit of {box.limits.memory_mb} MB"
-            return "the kernel process ended: os._exit, sys.exit in a thread, a crash or a signal"
 
     return GuardedExecute
 
