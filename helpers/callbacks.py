@@ -1,8 +1,8 @@
-"""A training phase's callbacks, and the history they leave as a table.
+"""The history a training phase leaves, as a table.
 
-:func:`make_callbacks` gives the lab's callbacks (early stopping and the best checkpoint
-by ``val_loss``, TensorBoard logs); :func:`history_frame` turns a phase's Keras history
-into one row per epoch and :func:`merge_histories` joins consecutive phases, epochs
+Notebook 02's students write the callbacks themselves (exercise 4: early stopping, the best
+checkpoint, TensorBoard); :func:`tensorboard_available` says whether TensorBoard logs can be
+written. :func:`history_frame` turns a phase's Keras history into one row per epoch and :func:`merge_histories` joins consecutive phases, epochs
 numbered on, which :func:`helpers.plots.learning_curves` draws with a line at each of
 :func:`phase_boundaries`.
 """
@@ -10,11 +10,8 @@ numbered on, which :func:`helpers.plots.learning_curves` draws with a line at ea
 from __future__ import annotations
 
 import importlib.util
-import warnings
-from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import pandas as pd
 
 PHASE_HEAD = "phase 1: head"
@@ -28,60 +25,6 @@ def tensorboard_available() -> bool:
     Taught in notebook 02, section 5.
     """
     return importlib.util.find_spec("tensorboard") is not None
-
-
-def make_callbacks(
-    run_dir: str | Path,
-    phase: str,
-    *,
-    patience: int,
-    tensorboard: bool = True,
-    log_dir: str | Path | None = None,
-) -> tuple[list[Any], Path]:
-    """The lab's callbacks: early stopping, best checkpoint by ``val_loss``, TensorBoard logs.
-
-    No caller left in the kit: notebook 02 writes these callbacks in Keras (exercise 4) and
-    :func:`helpers.retraining.fit_two_phases` does the same; kept for its tests (a candidate for removal).
-
-    Args:
-        run_dir: Folder of this training run (checkpoints and ``logs/``).
-        phase: Phase name, used in file names.
-        patience: Epochs without a lower ``val_loss`` before stopping.
-        tensorboard: Write TensorBoard logs under ``<log_dir>/<phase>`` (skipped, with a
-            warning, when the ``tensorboard`` package is not installed).
-        log_dir: Folder of this run's TensorBoard logs; ``<run_dir>/logs`` by default.
-
-    Returns:
-        The callbacks and the checkpoint path (``<run_dir>/<phase>.weights.h5``).
-    """
-    import keras
-
-    if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 1:
-        raise ValueError(f"patience must be a whole number of epochs >= 1, not {patience!r}.")
-    run_dir = Path(run_dir)
-    slug = _slug(phase)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = run_dir / f"{slug}.weights.h5"
-    callbacks: list[Any] = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience)),
-        keras.callbacks.ModelCheckpoint(
-            str(checkpoint), monitor="val_loss", save_best_only=True, save_weights_only=True
-        ),
-    ]
-    if tensorboard and tensorboard_available():
-        logs = Path(log_dir) if log_dir is not None else run_dir / "logs"
-        callbacks.append(keras.callbacks.TensorBoard(str(logs / slug), write_graph=False, profile_batch=0))
-    elif tensorboard:
-        warnings.warn(
-            "TensorBoard logs are not written: the tensorboard package is not installed "
-            "(`pip install tensorboard`, a dependency of the kit).",
-            stacklevel=2,
-        )
-    return callbacks, checkpoint
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-").replace("--", "-")
 
 
 def history_frame(history: Any, phase: str = PHASE_HEAD, *, first_epoch: int = 1) -> pd.DataFrame:

@@ -19,7 +19,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
-SCHEDULES = ("constant", "cosine")
 
 
 def make_optimizer(name: str = "adam", learning_rate: float = 1e-3) -> "keras.optimizers.Optimizer":

@@ -203,23 +203,6 @@ def test_merge_histories_numbers_epochs_across_phases():
         callbacks.history_frame({"loss": [1.0], "val_loss": [1.0, 2.0]})
 
 
-def test_make_callbacks_early_stopping_best_checkpoint_tensorboard(tmp_path):
-    import keras
-
-    made, checkpoint = callbacks.make_callbacks(tmp_path, callbacks.PHASE_HEAD, patience=3)
-    stop = [c for c in made if isinstance(c, keras.callbacks.EarlyStopping)]
-    best = [c for c in made if isinstance(c, keras.callbacks.ModelCheckpoint)]
-    assert len(stop) == 1 and stop[0].monitor == "val_loss" and stop[0].patience == 3
-    assert len(best) == 1 and best[0].monitor == "val_loss" and best[0].save_best_only
-    assert checkpoint.parent == tmp_path and checkpoint.name.endswith(".weights.h5")
-    boards = [c for c in made if isinstance(c, keras.callbacks.TensorBoard)]
-    assert len(boards) == (1 if callbacks.tensorboard_available() else 0)
-    none = callbacks.make_callbacks(tmp_path, "x", patience=1, tensorboard=False)[0]
-    assert not [c for c in none if isinstance(c, keras.callbacks.TensorBoard)]
-    with pytest.raises(ValueError, match="patience"):
-        callbacks.make_callbacks(tmp_path, "x", patience=0)
-
-
 def _small_classifier(seed: int, *, dropout: float = 0.0):
     import keras
 
