@@ -27,7 +27,7 @@ import os
 from helpers.settings import load_settings
 from instructor_tools.course.course_folder import sanitize_preprocessors
 from instructor_tools.course.release import keep_release_on_failure
-from instructor_tools.grading.preprocessors import feedback_steps
+from instructor_tools.grading.preprocessors import feedback_steps, with_comparisons
 from instructor_tools.serving.instructor_lab import list_graded_assignments_only
 
 c = get_config()  # noqa: F821 - injected by nbgrader's (traitlets') config loader
@@ -66,8 +66,10 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 c.Execute.kernel_name = "tl-workshop"  # helpers.kernel.KERNEL_NAME
 c.Execute.timeout = load_settings().scale.cell_timeout
 c.Execute.interrupt_on_timeout = True
-# Keep the kernels' own start-up notices (TCP without encryption...) out of the grading log.
-c.Execute.extra_arguments = ["--IPKernelApp.log_level=ERROR"]
+# Keep the kernels' own start-up notices (TCP without encryption...) out of the grading log, and
+# let every kernel of the course's nbgrader (the formgrader's too) import the hidden tests'
+# comparisons before the first cell, so a submission that rebinds numpy's cannot fool them.
+c.Execute.extra_arguments = with_comparisons(["--IPKernelApp.log_level=ERROR"])
 
 # A deleted test cell is put back (and run) when autograding: deleting a failing
 # test never earns its points. A duplicated graded cell counts once (its last copy);
