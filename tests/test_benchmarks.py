@@ -412,3 +412,17 @@ def test_tiny_run_ablation_has_every_recipe_and_the_kits_default(tiny_run):
         pooled = row["test_pooled"]
         assert 0 <= pooled["low"] <= pooled["accuracy"] <= pooled["high"] <= 1 and pooled["images"] > 0
     assert "(kit default)" in (out / "REPORT.md").read_text().split(report.HEADINGS[8])[1]
+
+
+def test_the_ablation_seeds_can_be_chosen_and_bad_ones_are_refused(monkeypatch):
+    """KIT_BENCHMARK_ABLATION_SEEDS replaces the section's seeds (the committed report: one seed), checked."""
+    from benchmarks import ablation
+
+    monkeypatch.delenv(ablation.SECTION_SEEDS_ENVIRONMENT, raising=False)
+    assert ablation._section_seeds("full") == ablation.SEEDS["full"]
+    monkeypatch.setenv(ablation.SECTION_SEEDS_ENVIRONMENT, "42, 7")
+    assert ablation._section_seeds("full") == (42, 7)
+    for bad in ("forty-two", " , "):
+        monkeypatch.setenv(ablation.SECTION_SEEDS_ENVIRONMENT, bad)
+        with pytest.raises(ValueError, match="KIT_BENCHMARK_ABLATION_SEEDS"):
+            ablation._section_seeds("full")
