@@ -16,7 +16,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from helpers.clean_outputs import quiet_tensorflow_retracing
 from helpers.settings import Settings, load_settings
@@ -137,11 +137,25 @@ def _parse_gpu_selection(text: str, count: int) -> list[int]:
     return wanted
 
 
+def _nvidia_smi_id(index: int, environ: Mapping[str, str] | None = None) -> str:
+    """The card nvidia-smi calls TensorFlow's GPU ``index``: its entry of ``CUDA_VISIBLE_DEVICES``, if set.
+
+    TensorFlow numbers the GPUs it sees from 0; with ``CUDA_VISIBLE_DEVICES=2,3`` its GPU 1
+    is the machine's card 3, which nvidia-smi knows by that index (or the UUID given there).
+
+    >>> _nvidia_smi_id(1, {"CUDA_VISIBLE_DEVICES": "2,3"}), _nvidia_smi_id(1, {})
+    ('3', '1')
+    """
+    environ = os.environ if environ is None else environ
+    visible = [entry.strip() for entry in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if entry.strip()]
+    return visible[index] if index < len(visible) else str(index)
+
+
 def _total_gpu_memory_mb(index: int) -> float:
-    """Total memory of one GPU in MB, from nvidia-smi (TensorFlow cannot tell before init)."""
+    """Total memory of TensorFlow's GPU ``index`` in MB, from nvidia-smi (TensorFlow cannot tell before init)."""
     try:
         output = subprocess.run(
-            ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", f"--id={index}"],
+            ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", f"--id={_nvidia_smi_id(index)}"],
             check=True, capture_output=True, text=True, timeout=20,
         ).stdout
         return float(output.strip().splitlines()[0])
@@ -186,12 +200,13 @@ def setup(settings: Settings | None = None) -> DeviceReport:
 
     notes: list[str] = []
     all_gpus = tf.config.list_physical_devices("GPU")
-    chosen = [all_gpus[i] for i in _parse_gpu_selection(settings.gpus, len(all_gpus))]
+    selected = _parse_gpu_selection(settings.gpus, len(all_gpus))
+    chosen = [all_gpus[i] for i in selected]
     memory_mode = settings.gpu_memory
     try:
         if all_gpus:
             tf.config.set_visible_devices(chosen, "GPU")
-        for index, gpu in enumerate(chosen):
+        for index, gpu in zip(selected, chosen):  # the card's own index, not its place among the chosen
             limit = _memory_limit_mb(settings.gpu_memory, index)
             if settings.gpu_memory == "growth":
                 tf.config.experimental.set_memory_growth(gpu, True)

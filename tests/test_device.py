@@ -212,6 +212,21 @@ def test_a_fraction_of_the_card_reads_its_size_from_nvidia_smi(gpus, tmp_path, m
     assert report.memory_mode == "limit=20389 MB"
 
 
+def test_a_fraction_reads_the_size_of_the_chosen_card_itself(gpus, tmp_path, monkeypatch):
+    """GPU 1 alone, behind CUDA_VISIBLE_DEVICES=2,3: the size asked of nvidia-smi is card 3's, not card 0's."""
+    tf = device.import_tensorflow()
+    tool = tmp_path / "bin" / "nvidia-smi"
+    tool.parent.mkdir()
+    # A machine whose cards differ: id 3 has 40 GB, any other 80 GB (sizes in MiB, as nvidia-smi prints them).
+    tool.write_text('#!/bin/sh\ncase "$*" in *--id=3*) echo 40960 ;; *) echo 81920 ;; esac\n')
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tool.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    report = _setup(gpus="1", gpu_memory="0.5")
+    assert [c.memory_limit for c in tf.config.get_logical_device_configuration(gpus.gpus[1])] == [20480]
+    assert report.memory_mode == "limit=20480 MB"
+
+
 def test_a_fraction_without_nvidia_smi_says_to_give_megabytes(gpus, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi anywhere
     with pytest.raises(ValueError, match="KIT_GPU_MEMORY=4096"):
