@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from helpers.files import atomic_path
+from instructor_tools.course.roster import Member, read_members, students
 
 if TYPE_CHECKING:  # pragma: no cover
     from instructor_tools.grading.grader import SubmissionScore
@@ -41,62 +42,16 @@ MOODLE_ID = "ID number"
 PROBLEM_COLUMNS = ("problem", "student", "assignment", "what to do")
 
 
-@dataclasses.dataclass(frozen=True)
-class RosterEntry:
-    """One student of the roster: the hub's user name and the school's ids."""
+def read_roster(path: Path | str) -> list[Member]:
+    """The students of the class roster, in its order; the grade sheets need their school ids (``sis_user_id``).
 
-    username: str
-    name: str = ""
-    sis_user_id: str = ""
-    canvas_id: str = ""
-    sis_login_id: str = ""
-    section: str = ""
-
-
-def read_roster(path: Path | str) -> list[RosterEntry]:
-    """The students of a roster CSV (instructors skipped), in its order.
+    One reader for the hub and the sheets: :func:`instructor_tools.course.roster.read_members`.
 
     Raises:
         FileNotFoundError: No such file.
-        ValueError: No ``username`` or ``sis_user_id`` column, or a user name or school id
-            listed twice; the message names the line.
+        ValueError: No ``username`` or ``sis_user_id`` column, or a bad line (the message names it).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"roster {path} not found: copy classroom/roster.example.csv and fill in the school's ids.")
-    entries: list[RosterEntry] = []
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = [(name or "").strip().lower() for name in reader.fieldnames or []]
-        missing = [name for name in ("username", "sis_user_id") if name not in columns]
-        if missing:
-            raise ValueError(
-                f"{path}: the roster needs the column(s) {missing} (the hub's user name and the school's id); "
-                "see classroom/roster.example.csv."
-            )
-        users: dict[str, int] = {}
-        ids: dict[str, int] = {}
-        for line, row in enumerate(reader, start=2):
-            row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
-            if not any(row.values()) or (row.get("role") or "student").lower() == "instructor":
-                continue
-            username, sis = row.get("username", ""), row.get("sis_user_id", "")
-            if not username:
-                raise ValueError(f"{path}, line {line}: the username is empty.")
-            if username in users:
-                raise ValueError(f"{path}, line {line}: {username!r} is already listed on line {users[username]}.")
-            if sis and sis in ids:
-                raise ValueError(f"{path}, line {line}: the school id {sis!r} is already used on line {ids[sis]}.")
-            users[username] = line
-            if sis:
-                ids[sis] = line
-            entries.append(
-                RosterEntry(
-                    username, row.get("name", ""), sis, row.get("canvas_id", ""), row.get("sis_login_id", ""),
-                    row.get("section", ""),
-                )
-            )
-    return entries
+    return students(read_members(path, columns=("username", "sis_user_id")))
 
 
 @dataclasses.dataclass
@@ -113,7 +68,7 @@ class LmsExport:
 
     assignments: list[str]
     points: dict[str, float]
-    rows: list[tuple[RosterEntry, dict[str, float | None]]]
+    rows: list[tuple[Member, dict[str, float | None]]]
     problems: list[tuple[str, str, str, str]]
 
     def canvas_rows(self) -> list[list[str]]:
@@ -143,7 +98,7 @@ def _number(value: float | None) -> str:
     return "" if value is None else f"{round(value, 2):g}"
 
 
-def build(scores: Sequence["SubmissionScore"], roster: Sequence[RosterEntry], assignments: Sequence[str] | None = None) -> LmsExport:
+def build(scores: Sequence["SubmissionScore"], roster: Sequence[Member], assignments: Sequence[str] | None = None) -> LmsExport:
     """Match the gradebook's submissions to the roster.
 
     Args:
@@ -168,7 +123,7 @@ def build(scores: Sequence["SubmissionScore"], roster: Sequence[RosterEntry], as
                 "not on the roster", student, assignment,
                 "add this user name to the roster with the school's id (or check for a typo), then export again",
             ))
-    rows: list[tuple[RosterEntry, dict[str, float | None]]] = []
+    rows: list[tuple[Member, dict[str, float | None]]] = []
     for entry in roster:
         submitted = by_student.get(entry.username, {})
         grades = {a: (submitted[a].final_score if a in submitted else None) for a in names}

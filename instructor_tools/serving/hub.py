@@ -26,12 +26,10 @@ and ``--remove-users`` only ever deletes accounts that ``start`` created.
 from __future__ import annotations
 
 import argparse
-import csv
 import grp
 import json
 import os
 import pwd
-import re
 import secrets
 import shutil
 import signal
@@ -45,6 +43,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from helpers import kernel
+from instructor_tools.course.roster import ROLES, Member, read_members
 from instructor_tools.isolation import cgroups
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +55,6 @@ DEFAULT_EXCHANGE = Path("/srv/nbgrader/exchange")
 ACCOUNT_MARKER = "tl-workshop classroom"
 COURSE_FOLDER = "tl-workshop"
 COURSE_ID = "tl-workshop"
-ROLES = ("instructor", "student")
 #: Per-role limits. A student's workshop-profile kernel peaks at 1.6 GiB (notebook 05, measured;
 #: docs/instructor-guide.md, "Sizing a hub server"), its JupyterLab server takes 0.13 GiB more and
 #: TensorBoard, opened from the Launcher, about 0.5 GiB: 2.5 GiB leaves room for all three.
@@ -64,62 +62,23 @@ DEFAULT_LIMITS: dict[str, dict[str, Any]] = {
     "student": {"memory": "2.5G", "cpus": 1.0, "tasks": 512},
     "instructor": {"memory": "8G", "cpus": 2.0, "tasks": 1024},
 }
-_USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
 class HubError(RuntimeError):
     """The hub cannot be started, stopped or read; the message says what to do."""
 
 
-@dataclass(frozen=True)
-class Member:
-    """One line of the roster."""
-
-    username: str
-    role: str = "student"
-    name: str = ""
-    password: str = ""
-
-
 # --------------------------------------------------------------------------- roster
 
 
 def read_roster(path: Path | str) -> list[Member]:
-    """The members of a CSV roster (columns ``username``, ``role``, ``name``, ``password``).
+    """The members of the class roster (:func:`instructor_tools.course.roster.read_members`), with an instructor.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a bad user name or role, a user listed twice, no instructor; the
-            message names the line.
+        ValueError: a bad line (the message names it), or no instructor.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"roster {path} not found: copy classroom/roster.example.csv and fill it in.")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or "username" not in [f.strip().lower() for f in reader.fieldnames]:
-            raise ValueError(f"{path}: the first line must be a header with at least a 'username' column.")
-        members: list[Member] = []
-        seen: dict[str, int] = {}
-        for line, row in enumerate(reader, start=2):
-            row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
-            if not any(row.values()):
-                continue
-            username, role = row.get("username", ""), (row.get("role") or "student").lower()
-            if not _USERNAME.match(username):
-                raise ValueError(
-                    f"{path}, line {line}: {username!r} is not a valid Unix user name "
-                    "(lower-case letters, digits, '_' or '-', starting with a letter or '_', at most 32)."
-                )
-            if role not in ROLES:
-                raise ValueError(f"{path}, line {line}: role {role!r} must be one of {', '.join(ROLES)}.")
-            if username in seen:
-                raise ValueError(f"{path}, line {line}: {username!r} is already listed on line {seen[username]}.")
-            password = row.get("password", "")
-            if password and (len(password) < 8 or ":" in password or "\n" in password):
-                raise ValueError(f"{path}, line {line}: a password needs 8 characters or more and no ':'.")
-            seen[username] = line
-            members.append(Member(username, role, row.get("name", ""), password))
+    members = read_members(path)
     if not any(m.role == "instructor" for m in members):
         raise ValueError(f"{path}: the roster needs one instructor (role 'instructor').")
     return members
