@@ -25,7 +25,6 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
-ROOT = Path(__file__).resolve().parents[1]
 #: Jupyter config folder of the student's server (server extensions and JupyterLab plugins turned off).
 STUDENT_CONFIG_DIR = Path(__file__).resolve().parent / "jupyter" / "student"
 #: Jupyter config folder of both servers: the kit's kernel only, no news pop-up.

@@ -415,19 +415,8 @@ def test_the_validators_kernel_has_the_comparisons_before_any_cell(tmp_path):
     from instructor_tools.course import validation
 
     shutil.copy(ROOT / "nbgrader_config.py", tmp_path)
-    notebook = nbformat.v4.new_notebook()
-    notebook.metadata = {"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}}
-    notebook.cells = [nbformat.v4.new_code_cell(PATCHING_ANSWER), nbformat.v4.new_code_cell(COMPARED_TEST)]
-    notebook.cells[0].metadata["nbgrader"] = {
-        "grade": False, "solution": True, "locked": False, "grade_id": "double", "schema_version": 3,
-    }
-    notebook.cells[1].metadata["nbgrader"] = {
-        "grade": True, "solution": False, "locked": True, "grade_id": "test_double", "points": 1, "schema_version": 3,
-    }
-    for index, cell in enumerate(notebook.cells):
-        cell.id = f"compared-{index}"
     path = tmp_path / "compared.ipynb"
-    nbformat.write(notebook, path)
+    nbformat.write(_compared_notebook(), path)
     result = validation.validate(path, profile="smoke")
     assert result.graded == {"test_double": (0.0, 1.0)}, result.summary()
     assert any("double must multiply by 2" in error for error in result.errors), result.errors
